@@ -1,0 +1,102 @@
+//! The HTTP side: REST v1, health, OpenAPI and Swagger UI.
+
+pub mod error;
+pub mod health;
+pub mod rest;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::domain::Catalog;
+use crate::store::{Archive, RedisStore};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub catalog: Arc<Catalog>,
+    pub redis: RedisStore,
+    pub archive: Option<Archive>,
+    pub stale_after_seconds: u32,
+    pub window_seconds: u32,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ratesd",
+        description = "Currency and crypto rates: the latest quote of every asset, \
+            paginated per-second history, and a WebSocket stream.\n\n\
+            Errors are RFC 9457 problem details (`application/problem+json`). \
+            A point is one asset's mid price `(bid + ask) / 2`, rounded to 6 \
+            decimals, at one whole Unix second.",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "rates", description = "Versioned REST API under /api/v1"),
+        (name = "health", description = "Liveness and readiness probes"),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document and the routes it describes.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", rest::router())
+        .merge(health::router())
+        .split_for_parts()
+}
+
+/// The whole application, ready to serve.
+pub fn app(state: AppState) -> Router {
+    let (api, openapi) = routes();
+    api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+        .fallback(error::not_found)
+        .layer(TraceLayer::new_for_http())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = app(state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

@@ -1,0 +1,323 @@
+//! REST v1: the catalog, latest rates, paginated history.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, Problem, Result};
+use crate::domain::{Asset, AssetId, Point, StoredQuote, Symbol, UnixSeconds};
+use crate::history::{self, Cursor, HistoryError};
+use crate::worker::unix_now;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(assets))
+        .routes(routes!(rates))
+        .routes(routes!(rate))
+        .routes(routes!(rate_history))
+}
+
+/// An asset of the catalog.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": 1, "name": "EURUSD"}))]
+pub struct AssetInfo {
+    pub id: AssetId,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AssetList {
+    pub assets: Vec<AssetInfo>,
+}
+
+impl AssetList {
+    pub fn from_catalog(catalog: &crate::domain::Catalog) -> Self {
+        Self {
+            assets: catalog
+                .assets()
+                .iter()
+                .map(|a| AssetInfo {
+                    id: a.id,
+                    name: a.name.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The latest quote of an asset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"symbol": "EURUSD", "assetId": 1, "value": 1.110481, "bid": 1.11047,
+    "ask": 1.110492, "time": 1455883484, "source": "fxcm", "stale": false}))]
+pub struct Rate {
+    pub symbol: String,
+    pub asset_id: AssetId,
+    /// Mid price `(bid + ask) / 2`, rounded to 6 decimals.
+    pub value: f64,
+    pub bid: f64,
+    pub ask: f64,
+    /// Unix second of the newest point.
+    pub time: UnixSeconds,
+    /// The upstream that produced it: `fxcm`, `binance`, `file` or `simulated`.
+    pub source: String,
+    /// True when the newest upstream quote is older than the staleness limit.
+    pub stale: bool,
+}
+
+impl Rate {
+    fn new(asset: &Asset, q: StoredQuote, now: UnixSeconds, stale_after: u32) -> Self {
+        Self {
+            symbol: asset.name.clone(),
+            asset_id: asset.id,
+            value: q.value,
+            bid: q.bid,
+            ask: q.ask,
+            time: q.time,
+            stale: now - q.quoted_at > i64::from(stale_after),
+            source: q.source,
+        }
+    }
+}
+
+/// The latest quote of every asset that has one, in catalog order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RateList {
+    pub rates: Vec<Rate>,
+}
+
+/// A page of history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// Points oldest first, at most `limit`.
+    pub points: Vec<Point>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The catalog: every asset with its stable id.
+#[utoipa::path(get, path = "/assets", tag = "rates",
+    responses((status = 200, description = "The catalog, by id", body = AssetList)))]
+#[tracing::instrument(skip_all)]
+async fn assets(State(state): State<AppState>) -> Json<AssetList> {
+    Json(AssetList::from_catalog(&state.catalog))
+}
+
+/// The latest quote of every asset.
+///
+/// Assets that have never had a quote are left out; an asset whose newest
+/// upstream quote is older than the staleness limit is listed with
+/// `stale: true`.
+#[utoipa::path(get, path = "/rates", tag = "rates",
+    responses(
+        (status = 200, description = "Latest quotes, in catalog order", body = RateList),
+        (status = 503, description = "The rates store is unavailable",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip_all)]
+async fn rates(State(state): State<AppState>) -> Result<Json<RateList>> {
+    let now = unix_now();
+    let quotes = state.redis.latest_all().await?;
+    let rates = quotes
+        .into_iter()
+        .filter_map(|q| {
+            let asset = state.catalog.by_id(q.asset_id)?;
+            Some(Rate::new(asset, q, now, state.stale_after_seconds))
+        })
+        .collect();
+    Ok(Json(RateList { rates }))
+}
+
+/// The latest quote of one asset.
+#[utoipa::path(get, path = "/rates/{symbol}", tag = "rates",
+    params(("symbol" = String, Path,
+        description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
+        example = "EURUSD")),
+    responses(
+        (status = 200, description = "The latest quote", body = Rate),
+        (status = 400, description = "The symbol is malformed",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No asset has this symbol",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No quote yet for this asset, or the store is unavailable; see Retry-After",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip(state))]
+async fn rate(State(state): State<AppState>, Path(symbol): Path<String>) -> Result<Json<Rate>> {
+    let asset = resolve(&state, &symbol)?;
+    let quote = state
+        .redis
+        .latest(asset.id)
+        .await?
+        .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
+    Ok(Json(Rate::new(
+        asset,
+        quote,
+        unix_now(),
+        state.stale_after_seconds,
+    )))
+}
+
+/// History query. Every field is read as text so that a bad value gets a
+/// problem body naming it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// First second of the range (Unix seconds, inclusive). Default: the
+    /// start of the live window before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455883484)]
+    from: Option<String>,
+    /// Last second of the range (Unix seconds, inclusive). Default: now.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455885284)]
+    to: Option<String>,
+    /// Points per page, 1 to 1000. Default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<String>,
+    /// Opaque: the `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of an asset's points, oldest first.
+///
+/// The live window (the last 30 minutes by default) is read from Redis,
+/// older seconds from the PostgreSQL archive; a range spanning both reads
+/// as one sequence. When there is a next page, the answer has its cursor in
+/// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
+#[utoipa::path(get, path = "/rates/{symbol}/history", tag = "rates",
+    params(
+        ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}", example = "EURUSD"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of points", body = HistoryPage,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"))),
+        (status = 400, description = "A parameter is invalid; `parameter` names it",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No asset has this symbol",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis, or the archive for an old range, is unavailable",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+#[tracing::instrument(skip(state))]
+async fn rate_history(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let asset = resolve(&state, &symbol)?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n as usize,
+            Ok(n) => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be between 1 and 1000, got {n}"),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be an integer between 1 and 1000, got '{raw}'"),
+                ));
+            }
+        },
+    };
+    let from = seconds_param("from", query.from.as_deref())?;
+    let to = seconds_param("to", query.to.as_deref())?;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| Cursor::decode(raw).map_err(|e| ApiError::invalid("cursor", e.to_string())))
+        .transpose()?;
+    let (from, to) = match cursor {
+        Some(c) => {
+            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "cursor belongs to another range; repeat its from and to, or leave them out",
+                ));
+            }
+            (c.from, c.to)
+        }
+        None => {
+            let to = to.unwrap_or_else(unix_now);
+            let from = from.unwrap_or(to - i64::from(state.window_seconds) + 1);
+            (from, to)
+        }
+    };
+    if from > to {
+        return Err(ApiError::invalid(
+            "from",
+            format!("from ({from}) must not be after to ({to})"),
+        ));
+    }
+    let start = cursor.map_or(from, |c| c.after + 1);
+    let mut points = history::page(
+        &state.redis,
+        state.archive.as_ref(),
+        asset,
+        start,
+        to,
+        limit + 1,
+    )
+    .await
+    .map_err(|e| match e {
+        HistoryError::Redis(e) => ApiError::Redis(e),
+        HistoryError::Archive(e) => ApiError::Archive(e),
+    })?;
+    let next_cursor = (points.len() > limit).then(|| {
+        points.truncate(limit);
+        Cursor {
+            after: points.last().map_or(start, |p| p.time),
+            from,
+            to,
+        }
+        .encode()
+    });
+    let mut headers = HeaderMap::new();
+    if let Some(c) = &next_cursor {
+        let link = format!(
+            "</api/v1/rates/{}/history?from={from}&to={to}&limit={limit}&cursor={c}>; rel=\"next\"",
+            asset.name
+        );
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            headers.insert(header::LINK, v);
+        }
+    }
+    Ok((
+        headers,
+        Json(HistoryPage {
+            points,
+            next_cursor,
+        }),
+    )
+        .into_response())
+}
+
+fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(Some(n)),
+        _ => Err(ApiError::invalid(
+            name,
+            format!("{name} must be Unix seconds (a non-negative integer), got '{raw}'"),
+        )),
+    }
+}
+
+/// The catalog asset a path's symbol names.
+fn resolve<'a>(state: &'a AppState, raw: &str) -> Result<&'a Asset> {
+    let symbol = Symbol::parse(raw).map_err(|e| ApiError::invalid("symbol", e.to_string()))?;
+    state
+        .catalog
+        .by_symbol(&symbol)
+        .ok_or_else(|| ApiError::UnknownSymbol(symbol.to_string()))
+}

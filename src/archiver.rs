@@ -1,0 +1,182 @@
+//! Moves points from the archive buffer (a Redis stream the worker appends
+//! to) into PostgreSQL. An entry is acknowledged and deleted only after its
+//! points are committed, so a PostgreSQL outage delays the archive and loses
+//! nothing; inserts are idempotent, so a replay after a crash is harmless.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::redis::ArchiveBatch;
+use crate::store::{Archive, RedisStore};
+
+/// Stream entries read at once: a tick each, or a few minutes of backfill.
+const BATCH_ENTRIES: usize = 200;
+/// How long a shutdown may spend flushing the buffer.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
+
+pub struct Archiver {
+    pub redis: RedisStore,
+    pub archive: Archive,
+    pub migrate: bool,
+}
+
+/// Doubling delays between retries, capped, reset on success.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// Sleeps for the next delay; false when shutdown came first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+}
+
+impl Archiver {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        let mut warned = false;
+        // The database may not exist or be reachable yet: keep trying.
+        loop {
+            match self.archive.prepare(self.migrate).await {
+                Ok(()) => break,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "archive not ready; points wait in the buffer");
+                        warned = true;
+                    }
+                    if !backoff.wait(&shutdown).await {
+                        return;
+                    }
+                }
+            }
+        }
+        tracing::info!("archiver started");
+        backoff.reset();
+        let mut need_group = true;
+        // After a start or a lost group, first re-read what was delivered
+        // but never acknowledged.
+        let mut pending = true;
+        while !shutdown.is_cancelled() {
+            if need_group {
+                match self.redis.ensure_archive_group().await {
+                    Ok(()) => need_group = false,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot create the archive group");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let block = (!pending).then_some(Duration::from_secs(1));
+            let batch = match self.redis.read_archive(BATCH_ENTRIES, block, pending).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    if e.is_no_group() {
+                        tracing::warn!("archive group lost (redis restarted?); recreating");
+                        need_group = true;
+                        pending = true;
+                    } else {
+                        tracing::debug!(error = %e, "cannot read the archive buffer");
+                        if !backoff.wait(&shutdown).await {
+                            break;
+                        }
+                    }
+                    continue;
+                }
+            };
+            backoff.reset();
+            if batch.ids.is_empty() {
+                pending = false;
+                continue;
+            }
+            if !self.commit(batch, &shutdown).await {
+                break;
+            }
+        }
+        self.flush().await;
+        tracing::info!("archiver stopped");
+    }
+
+    /// Inserts a batch, retrying until PostgreSQL takes it, then
+    /// acknowledges it. False when shutdown interrupted the retries (the
+    /// entries stay pending and are re-read at the next start).
+    async fn commit(&self, batch: ArchiveBatch, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new();
+        let mut failing = false;
+        loop {
+            match self.archive.insert(&batch.points).await {
+                Ok(inserted) => {
+                    if failing {
+                        tracing::info!("archive reachable again; draining the buffer");
+                    }
+                    tracing::debug!(points = batch.points.len(), inserted, "archived");
+                    break;
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "archive insert failed; points wait in the buffer");
+                        failing = true;
+                    }
+                    if !backoff.wait(shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        loop {
+            match self.redis.ack_archive(&batch.ids).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    // Unacknowledged entries are re-read and re-inserted: harmless.
+                    tracing::debug!(error = %e, "cannot acknowledge archived entries");
+                    if !backoff.wait(shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// At shutdown: archive what the buffer holds, within a deadline.
+    async fn flush(&self) {
+        let drain = async {
+            for pending in [true, false] {
+                loop {
+                    let batch = match self.redis.read_archive(BATCH_ENTRIES, None, pending).await {
+                        Ok(b) if !b.ids.is_empty() => b,
+                        _ => break,
+                    };
+                    let ids = batch.ids.clone();
+                    if self.archive.insert(&batch.points).await.is_err()
+                        || self.redis.ack_archive(&ids).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_FLUSH, drain).await.is_err() {
+            tracing::warn!("archive buffer not fully flushed at shutdown; the rest waits in redis");
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Every setting of the service: environment variables (also read from a
+//! `.env` file by `main`), each with a command-line flag of the same name
+//! and a default, all listed by `ratesd --help`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::domain::{Catalog, CatalogError};
+use crate::sources::{SourceSpec, UpstreamSettings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ratesd",
+    version,
+    about = "Streams currency and crypto rates over REST and WebSocket",
+    long_about = "Streams currency and crypto rates over REST and WebSocket.\n\n\
+        With no subcommand, runs the worker and the API in one process. Every \
+        setting is an environment variable (also read from ./.env) or the flag \
+        of the same name."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Run the API alone (several API processes can share one Redis).
+    Serve,
+    /// Run the worker alone: upstream polling, the Redis window, the archive.
+    Worker,
+    /// Apply the PostgreSQL migrations and exit.
+    Migrate,
+}
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Serve,
+    Worker,
+}
+
+impl Role {
+    pub fn runs_api(self) -> bool {
+        matches!(self, Self::All | Self::Serve)
+    }
+
+    pub fn runs_worker(self) -> bool {
+        matches!(self, Self::All | Self::Worker)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Where the API listens.
+    #[arg(
+        long,
+        env = "RATES_HTTP_ADDR",
+        default_value = "0.0.0.0:8080",
+        global = true
+    )]
+    pub http_addr: SocketAddr,
+
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "RATES_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key and channel, so that several deployments or
+    /// tests share one Redis.
+    #[arg(
+        long,
+        env = "RATES_REDIS_PREFIX",
+        default_value = "rates:",
+        global = true
+    )]
+    pub redis_prefix: String,
+
+    /// The PostgreSQL archive, created if it does not exist yet; `off` runs
+    /// without one (history then reaches back the live window only).
+    #[arg(
+        long,
+        env = "RATES_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/rates",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Apply migrations at start.
+    #[arg(long, env = "RATES_AUTO_MIGRATE", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub auto_migrate: bool,
+
+    /// Upstreams in priority order, comma-separated: fxcm, binance,
+    /// file:PATH, simulated.
+    #[arg(
+        long,
+        env = "RATES_SOURCES",
+        default_value = "simulated",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub sources: Vec<SourceSpec>,
+
+    /// Where the fxcm source reads.
+    #[arg(
+        long,
+        env = "RATES_FXCM_URL",
+        default_value = "https://ratesjson.fxcm.com/DataDisplayer",
+        global = true
+    )]
+    pub fxcm_url: String,
+
+    /// Binance's REST base address; the binance source reads
+    /// /api/v3/ticker/bookTicker below it.
+    #[arg(
+        long,
+        env = "RATES_BINANCE_URL",
+        default_value = "https://api.binance.com",
+        global = true
+    )]
+    pub binance_url: String,
+
+    /// Assets beyond the five built-in ones, comma-separated
+    /// `ID:NAME[:source=SYMBOL;...;simulated=PRICE]`, e.g.
+    /// `6:BTCUSDT:binance=BTCUSDT,7:ETHUSDT:binance=ETHUSDT`.
+    #[arg(long, env = "RATES_EXTRA_ASSETS", default_value = "", global = true)]
+    pub extra_assets: String,
+
+    /// On start with an empty history, the simulated source (when it is the
+    /// first source) fills this many past seconds.
+    #[arg(
+        long,
+        env = "RATES_SIMULATED_BACKFILL_SECONDS",
+        default_value_t = 1800,
+        global = true
+    )]
+    pub simulated_backfill_seconds: u32,
+
+    /// The live window kept in Redis, in seconds.
+    #[arg(long, env = "RATES_HISTORY_SECONDS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u32).range(1..=86_400), global = true)]
+    pub history_seconds: u32,
+
+    /// A quote older than this many seconds is stale.
+    #[arg(long, env = "RATES_STALE_AFTER_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub stale_after_seconds: u32,
+
+    /// How long one upstream fetch may take, in milliseconds (shorter than
+    /// the one-second tick).
+    #[arg(long, env = "RATES_UPSTREAM_TIMEOUT_MS", default_value_t = 700,
+          value_parser = clap::value_parser!(u64).range(50..=950), global = true)]
+    pub upstream_timeout_ms: u64,
+
+    /// Ticks the archive buffer (a Redis stream) holds at most while
+    /// PostgreSQL is away; older ones are dropped beyond it.
+    #[arg(long, env = "RATES_ARCHIVE_BUFFER_TICKS", default_value_t = 604_800,
+          value_parser = clap::value_parser!(u64).range(60..), global = true)]
+    pub archive_buffer_ticks: u64,
+
+    /// Requests per second per client IP.
+    #[arg(
+        long,
+        env = "RATES_RATE_LIMIT_PER_SECOND",
+        default_value_t = 50,
+        global = true
+    )]
+    pub rate_limit_per_second: u32,
+
+    /// Burst size per client IP.
+    #[arg(
+        long,
+        env = "RATES_RATE_LIMIT_BURST",
+        default_value_t = 100,
+        global = true
+    )]
+    pub rate_limit_burst: u32,
+
+    /// Serve the test page on `/`.
+    #[arg(long, env = "RATES_ENABLE_UI", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub enable_ui: bool,
+
+    /// Log filter (`warn`, `debug`, `ratesd=trace,tower_http=debug`, ...).
+    #[arg(long, env = "RATES_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("RATES_EXTRA_ASSETS: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("RATES_SOURCES is empty")]
+    NoSources,
+}
+
+impl Config {
+    /// Reads the configuration from the environment, with `args` as flags
+    /// (the first item is the program name). Tests use it to set each field.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map(|cli| cli.config)
+    }
+
+    pub fn catalog(&self) -> Result<Catalog, ConfigError> {
+        if self.sources.is_empty() {
+            return Err(ConfigError::NoSources);
+        }
+        Ok(Catalog::with_extra(&self.extra_assets)?)
+    }
+
+    /// The archive's URL, or `None` when it is `off`.
+    pub fn archive_url(&self) -> Option<&str> {
+        let url = self.database_url.trim();
+        (!url.is_empty() && !url.eq_ignore_ascii_case("off")).then_some(url)
+    }
+
+    pub fn upstream_settings(&self) -> UpstreamSettings {
+        UpstreamSettings {
+            fxcm_url: self.fxcm_url.clone(),
+            binance_url: self.binance_url.clone(),
+            timeout: Duration::from_millis(self.upstream_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_operator_contract() {
+        // Only the defaults of variables a test environment is unlikely to set.
+        let c = Config::from_args(["ratesd"]).unwrap();
+        if std::env::var_os("RATES_HISTORY_SECONDS").is_none() {
+            assert_eq!(c.history_seconds, 1800);
+        }
+        if std::env::var_os("RATES_STALE_AFTER_SECONDS").is_none() {
+            assert_eq!(c.stale_after_seconds, 10);
+        }
+        if std::env::var_os("RATES_SOURCES").is_none() {
+            assert_eq!(c.sources, [SourceSpec::Simulated]);
+        }
+    }
+
+    #[test]
+    fn flags_parse_lists_booleans_and_off() {
+        let c = Config::from_args([
+            "ratesd",
+            "--sources",
+            "fxcm,binance,file:/tmp/f.txt",
+            "--auto-migrate",
+            "false",
+            "--database-url",
+            "off",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.sources,
+            [
+                SourceSpec::Fxcm,
+                SourceSpec::Binance,
+                SourceSpec::File("/tmp/f.txt".into())
+            ]
+        );
+        assert!(!c.auto_migrate);
+        assert_eq!(c.archive_url(), None);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_setting_named() {
+        let err = Config::from_args(["ratesd", "--sources", "reuters"]).unwrap_err();
+        assert!(err.to_string().contains("reuters"), "{err}");
+        let err = Config::from_args(["ratesd", "--history-seconds", "0"]).unwrap_err();
+        assert!(err.to_string().contains("history-seconds"), "{err}");
+    }
+
+    #[test]
+    fn subcommands_parse() {
+        let cli = Cli::try_parse_from(["ratesd", "worker", "--log", "debug"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Worker)));
+        assert_eq!(cli.config.log, "debug");
+        let help = Cli::try_parse_from(["ratesd", "--help"])
+            .unwrap_err()
+            .to_string();
+        for var in [
+            "RATES_HTTP_ADDR",
+            "RATES_SOURCES",
+            "RATES_DATABASE_URL",
+            "RATES_LOG",
+        ] {
+            assert!(help.contains(var), "--help lacks {var}");
+        }
+    }
+}

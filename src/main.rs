@@ -1,0 +1,57 @@
+//! The `ratesd` binary: configuration, logging, and the roles until a signal.
+
+use anyhow::Context;
+use clap::Parser;
+use ratesd::app::{self, App};
+use ratesd::config::{Cli, Command, Role};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // A missing .env is normal; a malformed one is worth saying.
+    if let Err(e) = dotenvy::dotenv()
+        && !e.not_found()
+    {
+        eprintln!("ratesd: ignoring .env: {e}");
+    }
+    let cli = Cli::parse();
+    ratesd::telemetry::init(&cli.config.log);
+    let role = match cli.command {
+        Some(Command::Migrate) => {
+            app::migrate(&cli.config)
+                .await
+                .context("applying migrations")?;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Some(Command::Serve) => Role::Serve,
+        Some(Command::Worker) => Role::Worker,
+        None => Role::All,
+    };
+    let app = App::start(&cli.config, role)
+        .await
+        .context("starting ratesd")?;
+    app.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

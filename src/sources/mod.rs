@@ -1,0 +1,307 @@
+//! Upstreams of quotes, each a small adapter behind [`Source`].
+//!
+//! A source turns one upstream fetch into bid/ask pairs for the catalog's
+//! assets; it knows nothing of ticks, Redis or failover, which belong to the
+//! worker. Payload parsing is a pure function in each adapter's module so
+//! that it can be tested on the recorded fixtures.
+
+pub mod binance;
+pub mod file;
+pub mod fxcm;
+pub mod simulated;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use crate::domain::{AssetId, BidAsk, Catalog};
+
+/// Upstream payloads are a few hundred KiB; anything far larger is broken.
+pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+
+/// One asset's quote from one fetch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceQuote {
+    pub asset_id: AssetId,
+    pub quote: BidAsk,
+}
+
+/// An upstream of quotes.
+pub trait Source: Send + Sync {
+    /// The name clients see in `source` (`fxcm`, `binance`, `file`, `simulated`).
+    fn name(&self) -> &'static str;
+
+    /// Fetches the current quotes of every catalog asset this upstream has.
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>>;
+
+    /// The simulated source makes up past quotes for demos; real ones cannot.
+    fn as_simulated(&self) -> Option<&simulated::Simulated> {
+        None
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("upstream answered HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("payload larger than {MAX_PAYLOAD_BYTES} bytes")]
+    TooLarge,
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad payload: {0}")]
+    Parse(#[from] ParseError),
+}
+
+/// Why a payload could not be read. Never a panic, whatever the bytes.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("no JSON {expected} found in the payload")]
+    NoJson { expected: &'static str },
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("upstream reported an error: {0}")]
+    Upstream(String),
+}
+
+impl From<serde_json::Error> for ParseError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json {
+            line: e.line(),
+            column: e.column(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A price that an upstream writes as a JSON number or a string.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawPrice {
+    Number(f64),
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl RawPrice {
+    pub(crate) fn value(&self) -> Option<f64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(s) => s.trim().parse().ok(),
+            Self::Other(_) => None,
+        }
+    }
+}
+
+/// Keeps the catalog's assets out of an upstream's `(symbol, quote)` rows.
+pub(crate) struct SymbolMap(HashMap<String, AssetId>);
+
+impl SymbolMap {
+    pub(crate) fn new(catalog: &Catalog, source_kind: &str) -> Self {
+        Self(
+            catalog
+                .assets()
+                .iter()
+                .map(|a| (a.symbol_at(source_kind).to_owned(), a.id))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn select(
+        &self,
+        rows: impl IntoIterator<Item = (String, BidAsk)>,
+    ) -> Vec<SourceQuote> {
+        let mut out: Vec<SourceQuote> = rows
+            .into_iter()
+            .filter_map(|(symbol, quote)| {
+                self.0
+                    .get(&symbol)
+                    .map(|&asset_id| SourceQuote { asset_id, quote })
+            })
+            .collect();
+        out.sort_by_key(|q| q.asset_id);
+        out.dedup_by_key(|q| q.asset_id);
+        out
+    }
+}
+
+/// Reads a response body, refusing error statuses and oversized bodies.
+pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<String, SourceError> {
+    let status = resp.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_PAYLOAD_BYTES {
+            return Err(SourceError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&body).into_owned();
+    if !status.is_success() {
+        let mut snippet: String = text.chars().take(200).collect();
+        if text.len() > snippet.len() {
+            snippet.push('…');
+        }
+        return Err(SourceError::Status {
+            status: status.as_u16(),
+            body: snippet,
+        });
+    }
+    Ok(text)
+}
+
+/// One entry of `RATES_SOURCES`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Fxcm,
+    Binance,
+    File(PathBuf),
+    Simulated,
+}
+
+impl FromStr for SourceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s {
+            "fxcm" => Ok(Self::Fxcm),
+            "binance" => Ok(Self::Binance),
+            "simulated" => Ok(Self::Simulated),
+            _ => match s.strip_prefix("file:") {
+                Some(path) if !path.is_empty() => Ok(Self::File(PathBuf::from(path))),
+                _ => Err(format!(
+                    "unknown source '{s}'; expected fxcm, binance, file:PATH or simulated"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fxcm => f.write_str("fxcm"),
+            Self::Binance => f.write_str("binance"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Simulated => f.write_str("simulated"),
+        }
+    }
+}
+
+/// Where the HTTP upstreams live and how long one fetch may take.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub fxcm_url: String,
+    pub binance_url: String,
+    pub timeout: Duration,
+}
+
+/// Builds the sources of `RATES_SOURCES`, in priority order.
+pub fn build(
+    specs: &[SourceSpec],
+    catalog: &Catalog,
+    settings: &UpstreamSettings,
+) -> Result<Vec<Arc<dyn Source>>, reqwest::Error> {
+    let http = reqwest::Client::builder()
+        .timeout(settings.timeout)
+        .connect_timeout(settings.timeout)
+        .user_agent(concat!("ratesd/", env!("CARGO_PKG_VERSION")))
+        .build()?;
+    Ok(specs
+        .iter()
+        .map(|spec| -> Arc<dyn Source> {
+            match spec {
+                SourceSpec::Fxcm => Arc::new(fxcm::Fxcm::new(
+                    http.clone(),
+                    settings.fxcm_url.clone(),
+                    catalog,
+                )),
+                SourceSpec::Binance => Arc::new(binance::Binance::new(
+                    http.clone(),
+                    &settings.binance_url,
+                    catalog,
+                )),
+                SourceSpec::File(path) => Arc::new(file::File::new(path.clone(), catalog)),
+                SourceSpec::Simulated => Arc::new(simulated::Simulated::new(catalog)),
+            }
+        })
+        .collect())
+}
+
+/// Reads a recorded upstream payload from `shared/fixtures/`.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> String {
+    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+/// Damaged copies of a payload: bytes swapped for JSON-significant ones at
+/// spread-out places, a doubled middle, an unclosed string.
+#[cfg(test)]
+pub(crate) fn garbled(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = body.as_bytes();
+    for (k, junk) in [b'"', b'{', b']', b',', b':', b'\\', b'x', b'9']
+        .iter()
+        .enumerate()
+    {
+        let mut b = bytes.to_vec();
+        let mut i = 7 + k * 13;
+        while i < b.len() {
+            b[i] = *junk;
+            i += 1499 + k * 7;
+        }
+        out.push(String::from_utf8_lossy(&b).into_owned());
+    }
+    let mid = body.len() / 2;
+    let mid = (mid..body.len())
+        .find(|&i| body.is_char_boundary(i))
+        .unwrap_or(0);
+    out.push(format!("{}{}", &body[..mid], &body[..]));
+    out.push(format!("{}\"", &body[..mid]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs_parse() {
+        assert_eq!("fxcm".parse(), Ok(SourceSpec::Fxcm));
+        assert_eq!(" binance ".parse(), Ok(SourceSpec::Binance));
+        assert_eq!("simulated".parse(), Ok(SourceSpec::Simulated));
+        assert_eq!(
+            "file:/tmp/x.txt".parse(),
+            Ok(SourceSpec::File("/tmp/x.txt".into()))
+        );
+        assert!("file:".parse::<SourceSpec>().is_err());
+        assert!(
+            "bloomberg"
+                .parse::<SourceSpec>()
+                .unwrap_err()
+                .contains("bloomberg")
+        );
+    }
+
+    #[test]
+    fn raw_prices_accept_numbers_and_strings() {
+        let p: Vec<RawPrice> =
+            serde_json::from_str(r#"[1.5, "2.25", " 3 ", "x", null, {}]"#).unwrap();
+        let v: Vec<_> = p.iter().map(RawPrice::value).collect();
+        assert_eq!(v, [Some(1.5), Some(2.25), Some(3.0), None, None, None]);
+    }
+}

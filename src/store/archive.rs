@@ -1,0 +1,139 @@
+//! The only place that knows SQL: the PostgreSQL archive of every point.
+
+use std::time::Duration;
+
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+
+use super::redis::ArchivedPoint;
+use crate::domain::{AssetId, UnixSeconds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("postgres: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Handle on the archive. The pool is lazy: the service starts while
+/// PostgreSQL is down; queries then fail fast and the archiver retries.
+#[derive(Clone)]
+pub struct Archive {
+    pool: PgPool,
+    url: String,
+}
+
+impl Archive {
+    pub fn new(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        Ok(Self {
+            pool,
+            url: url.to_owned(),
+        })
+    }
+
+    /// Creates the database if it does not exist yet, then applies the
+    /// migrations. Safe to run from several processes at once.
+    pub async fn prepare(&self, migrate: bool) -> Result<()> {
+        if !Postgres::database_exists(&self.url).await? {
+            if let Err(e) = Postgres::create_database(&self.url).await {
+                // Another process may have created it in between.
+                if !Postgres::database_exists(&self.url).await? {
+                    return Err(e.into());
+                }
+            }
+            tracing::info!("created the archive database");
+        }
+        if migrate {
+            self.migrate().await?;
+        }
+        Ok(())
+    }
+
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Inserts points in one statement; a point already archived (same
+    /// asset and second) is left as it is, so replays are harmless.
+    /// Returns how many rows were new.
+    pub async fn insert(&self, points: &[ArchivedPoint]) -> Result<u64> {
+        if points.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<i32> = points.iter().map(|p| p.asset_id as i32).collect();
+        let times: Vec<i64> = points.iter().map(|p| p.time).collect();
+        let values: Vec<f64> = points.iter().map(|p| p.value).collect();
+        let done = sqlx::query(
+            "INSERT INTO points (asset_id, ts, value) \
+             SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::float8[]) \
+             ON CONFLICT (asset_id, ts) DO NOTHING",
+        )
+        .bind(ids)
+        .bind(times)
+        .bind(values)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Up to `limit` archived `(time, value)` of an asset with
+    /// `from <= time <= to`, oldest first.
+    pub async fn range(
+        &self,
+        asset_id: AssetId,
+        from: UnixSeconds,
+        to: UnixSeconds,
+        limit: usize,
+    ) -> Result<Vec<(UnixSeconds, f64)>> {
+        let rows: Vec<(i64, f64)> = sqlx::query_as(
+            "SELECT ts, value FROM points \
+             WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 \
+             ORDER BY ts LIMIT $4",
+        )
+        .bind(asset_id as i32)
+        .bind(from)
+        .bind(to)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows)
+    }
+
+    /// Every archived second of an asset in a range (for tests and audits).
+    pub async fn seconds(
+        &self,
+        asset_id: AssetId,
+        from: UnixSeconds,
+        to: UnixSeconds,
+    ) -> Result<Vec<UnixSeconds>> {
+        Ok(sqlx::query_scalar(
+            "SELECT ts FROM points WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts",
+        )
+        .bind(asset_id as i32)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,443 @@
+//! The only place that knows Redis key names.
+//!
+//! Under the deployment's prefix `P`:
+//! - `P latest` (hash): asset id -> the latest quote (JSON [`StoredQuote`]).
+//! - `P points:{id}` (sorted set): score = Unix second, member = the point's
+//!   JSON as clients get it; trimmed to the live window.
+//! - `P archive` (stream): one entry per tick, `points` = JSON array of the
+//!   tick's points, read by the archiver and deleted once committed to
+//!   PostgreSQL: the durable buffer between the live path and the archive.
+//! - `P live` (pub/sub channel): the same JSON array, for live subscribers.
+
+use std::time::Duration;
+
+use deadpool_redis::redis::{self, AsyncCommands, Script, Value};
+use deadpool_redis::{Pool, PoolError, Runtime};
+use serde::Deserialize;
+
+use crate::domain::{AssetId, Point, StoredQuote, UnixSeconds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("redis pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis holds a malformed value under {key}: {message}")]
+    Corrupt { key: String, message: String },
+    #[error("bad redis configuration: {0}")]
+    Config(String),
+}
+
+impl RedisError {
+    /// The archive group is gone, as after Redis restarted empty.
+    pub fn is_no_group(&self) -> bool {
+        matches!(self, Self::Redis(e) if e.code() == Some("NOGROUP"))
+    }
+}
+
+pub type Result<T, E = RedisError> = std::result::Result<T, E>;
+
+const ARCHIVE_GROUP: &str = "archiver";
+const ARCHIVE_CONSUMER: &str = "archiver";
+
+/// Writes one tick atomically in one round trip. A point is written only
+/// when its second is newer than the asset's newest point, so a second is
+/// never written twice and time never goes backwards, even with two workers.
+///
+/// KEYS: latest hash, archive stream, live channel, then one points key per asset.
+/// ARGV: time, trim cutoff (scores <= it are dropped), archive flag, stream
+/// max length, then per asset: id, point JSON, quote JSON.
+const TICK_SCRIPT: &str = r#"
+local t = tonumber(ARGV[1])
+local written = {}
+for k = 4, #KEYS do
+  local a = 5 + (k - 4) * 3
+  local newest = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
+  if #newest == 0 or tonumber(newest[2]) < t then
+    redis.call('ZADD', KEYS[k], t, ARGV[a + 1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[2])
+    redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 2])
+    written[#written + 1] = ARGV[a + 1]
+  end
+end
+if #written > 0 then
+  local payload = '[' .. table.concat(written, ',') .. ']'
+  if ARGV[3] == '1' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'points', payload)
+  end
+  redis.call('PUBLISH', KEYS[3], payload)
+end
+return #written
+"#;
+
+#[derive(Clone)]
+struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    fn latest(&self) -> String {
+        format!("{}latest", self.prefix)
+    }
+    fn points(&self, id: AssetId) -> String {
+        format!("{}points:{id}", self.prefix)
+    }
+    fn archive(&self) -> String {
+        format!("{}archive", self.prefix)
+    }
+    fn live(&self) -> String {
+        format!("{}live", self.prefix)
+    }
+}
+
+/// One asset's share of a tick.
+#[derive(Debug, Clone)]
+pub struct TickEntry {
+    pub point: Point,
+    pub quote: StoredQuote,
+}
+
+/// A batch of the archive buffer: the stream entries and their points.
+#[derive(Debug, Default)]
+pub struct ArchiveBatch {
+    pub ids: Vec<String>,
+    pub points: Vec<ArchivedPoint>,
+}
+
+/// What the archive keeps of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivedPoint {
+    pub asset_id: AssetId,
+    pub time: UnixSeconds,
+    pub value: f64,
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+    tick_script: Script,
+}
+
+impl RedisStore {
+    /// Builds a lazy pool: nothing connects until the first command, so the
+    /// service starts while Redis is down and `/health/ready` tells.
+    pub fn new(url: &str, prefix: &str) -> Result<Self> {
+        let client = redis::Client::open(url)?;
+        // Blocking archive reads wait up to a second; the client's default
+        // response timeout (500 ms) would cut them off.
+        let conn_cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_connection_timeout(Some(Duration::from_secs(1)));
+        let manager = deadpool_redis::Manager::new_with_config(url, conn_cfg)?;
+        let pool = Pool::builder(manager)
+            .max_size(32)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(2)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        Ok(Self {
+            pool,
+            client,
+            keys: Keys {
+                prefix: prefix.to_owned(),
+            },
+            tick_script: Script::new(TICK_SCRIPT),
+        })
+    }
+
+    /// A client for pub/sub connections, which the pool does not serve.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub fn live_channel(&self) -> String {
+        self.keys.live()
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Writes one tick (see [`TICK_SCRIPT`]); returns how many points were new.
+    pub async fn write_tick(
+        &self,
+        time: UnixSeconds,
+        window_seconds: u32,
+        entries: &[TickEntry],
+        archive: Option<u64>,
+    ) -> Result<usize> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = self.tick_script.prepare_invoke();
+        inv.key(self.keys.latest())
+            .key(self.keys.archive())
+            .key(self.keys.live())
+            .arg(time)
+            .arg(time - i64::from(window_seconds))
+            .arg(if archive.is_some() { "1" } else { "0" })
+            .arg(archive.unwrap_or(0));
+        for e in entries {
+            inv.key(self.keys.points(e.point.asset_id))
+                .arg(e.point.asset_id)
+                .arg(to_json(&e.point))
+                .arg(to_json(&e.quote));
+        }
+        let mut conn = self.conn().await?;
+        let written: usize = inv.invoke_async(&mut conn).await?;
+        Ok(written)
+    }
+
+    /// Assets whose window holds no point: candidates for a backfill.
+    pub async fn empty_windows(&self, ids: &[AssetId]) -> Result<Vec<AssetId>> {
+        let mut pipe = redis::pipe();
+        for &id in ids {
+            pipe.zcard(self.keys.points(id));
+        }
+        let mut conn = self.conn().await?;
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(ids
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n == 0)
+            .map(|(id, _)| *id)
+            .collect())
+    }
+
+    /// Writes past points (oldest first, grouped by second) into the windows
+    /// and, when `archive` is set, into the archive buffer. Live subscribers
+    /// are not told: these seconds are history.
+    pub async fn write_backfill(
+        &self,
+        seconds: &[Vec<Point>],
+        now: UnixSeconds,
+        window_seconds: u32,
+        archive: Option<u64>,
+    ) -> Result<()> {
+        const CHUNK_SECONDS: usize = 300;
+        let mut conn = self.conn().await?;
+        for chunk in seconds.chunks(CHUNK_SECONDS) {
+            let mut pipe = redis::pipe();
+            let mut all = Vec::new();
+            for point in chunk.iter().flatten() {
+                let json = to_json(point);
+                pipe.zadd(self.keys.points(point.asset_id), &json, point.time)
+                    .ignore();
+                all.push(json);
+            }
+            if let Some(maxlen) = archive {
+                pipe.cmd("XADD")
+                    .arg(self.keys.archive())
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(maxlen)
+                    .arg("*")
+                    .arg("points")
+                    .arg(format!("[{}]", all.join(",")))
+                    .ignore();
+            }
+            let _: () = pipe.query_async(&mut conn).await?;
+        }
+        let cutoff = now - i64::from(window_seconds);
+        let mut pipe = redis::pipe();
+        let mut ids: Vec<AssetId> = seconds.iter().flatten().map(|p| p.asset_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            pipe.zrembyscore(self.keys.points(id), "-inf", cutoff)
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The latest quote of every asset that has one.
+    pub async fn latest_all(&self) -> Result<Vec<StoredQuote>> {
+        let mut conn = self.conn().await?;
+        let values: Vec<String> = conn.hvals(self.keys.latest()).await?;
+        let mut quotes = values
+            .iter()
+            .map(|v| from_json(&self.keys.latest(), v))
+            .collect::<Result<Vec<StoredQuote>>>()?;
+        quotes.sort_by_key(|q| q.asset_id);
+        Ok(quotes)
+    }
+
+    pub async fn latest(&self, id: AssetId) -> Result<Option<StoredQuote>> {
+        let mut conn = self.conn().await?;
+        let value: Option<String> = conn.hget(self.keys.latest(), id).await?;
+        value
+            .map(|v| from_json(&self.keys.latest(), &v))
+            .transpose()
+    }
+
+    /// Up to `limit` points of the window with `from <= time <= to`, oldest
+    /// first, and the oldest second the window holds at all (`None` when it
+    /// is empty), read in one atomic step so the two agree.
+    pub async fn window(
+        &self,
+        id: AssetId,
+        from: UnixSeconds,
+        to: UnixSeconds,
+        limit: usize,
+    ) -> Result<(Vec<String>, Option<UnixSeconds>)> {
+        let key = self.keys.points(id);
+        let mut conn = self.conn().await?;
+        let (members, oldest): (Vec<String>, Vec<(String, f64)>) = redis::pipe()
+            .atomic()
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(from)
+            .arg(to)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .zrange_withscores(&key, 0, 0)
+            .query_async(&mut conn)
+            .await?;
+        Ok((members, oldest.first().map(|(_, s)| *s as UnixSeconds)))
+    }
+
+    /// Every point of the window newer than `after`, oldest first, as the
+    /// stored JSON.
+    pub async fn window_after(&self, id: AssetId, after: UnixSeconds) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        let members: Vec<String> = conn
+            .zrangebyscore(self.keys.points(id), format!("({after}"), "+inf")
+            .await?;
+        Ok(members)
+    }
+
+    /// Parses points as stored in a window.
+    pub fn parse_points(&self, id: AssetId, members: &[String]) -> Result<Vec<Point>> {
+        let key = self.keys.points(id);
+        members.iter().map(|m| from_json(&key, m)).collect()
+    }
+
+    /// Creates the archive consumer group (and the stream) if missing.
+    pub async fn ensure_archive_group(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.keys.archive())
+            .arg(ARCHIVE_GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut conn)
+            .await;
+        match res {
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            other => Ok(other?),
+        }
+    }
+
+    /// Reads up to `count` entries of the archive buffer: those delivered
+    /// before but never acknowledged when `pending`, else new ones, waiting
+    /// up to `block` for them when given.
+    pub async fn read_archive(
+        &self,
+        count: usize,
+        block: Option<Duration>,
+        pending: bool,
+    ) -> Result<ArchiveBatch> {
+        let mut conn = self.conn().await?;
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(ARCHIVE_GROUP)
+            .arg(ARCHIVE_CONSUMER)
+            .arg("COUNT")
+            .arg(count);
+        if let Some(block) = block.filter(|_| !pending) {
+            cmd.arg("BLOCK").arg(block.as_millis() as u64);
+        }
+        cmd.arg("STREAMS")
+            .arg(self.keys.archive())
+            .arg(if pending { "0" } else { ">" });
+        let reply: Option<redis::streams::StreamReadReply> = cmd.query_async(&mut conn).await?;
+        let mut batch = ArchiveBatch::default();
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            match entry.map.get("points") {
+                Some(Value::BulkString(bytes)) => {
+                    let points: Vec<ArchivedPoint> =
+                        serde_json::from_slice(bytes).map_err(|e| RedisError::Corrupt {
+                            key: format!("{} {}", self.keys.archive(), entry.id),
+                            message: e.to_string(),
+                        })?;
+                    batch.points.extend(points);
+                }
+                // An entry without points (trimmed or foreign) is acknowledged and dropped.
+                _ => tracing::warn!(id = %entry.id, "archive buffer entry without points"),
+            }
+            batch.ids.push(entry.id);
+        }
+        Ok(batch)
+    }
+
+    /// Acknowledges and deletes archived entries: the buffer keeps only
+    /// what has not reached PostgreSQL.
+    pub async fn ack_archive(&self, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = self.keys.archive();
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .xack(&key, ARCHIVE_GROUP, ids)
+            .ignore()
+            .xdel(&key, ids)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Ticks waiting in the archive buffer.
+    pub async fn archive_backlog(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(conn.xlen(self.keys.archive()).await?)
+    }
+
+    /// Deletes every key under the prefix (for tests and `ratesd` tooling).
+    pub async fn delete_all(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> =
+                conn.scan_match(format!("{}*", self.keys.prefix)).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+                keys.push(k?);
+            }
+            keys
+        };
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        Ok(conn.del(keys).await?)
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serialising our own plain structs cannot fail.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T> {
+    serde_json::from_str(value).map_err(|e| RedisError::Corrupt {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
