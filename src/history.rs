@@ -21,18 +21,21 @@ pub enum HistoryError {
 /// The window and its oldest second are read in one atomic step; every
 /// second before that oldest one comes from the archive, every second from
 /// it on from the window, so the two parts neither overlap nor leave a gap.
+/// When the window is empty, seconds from `live_start` on (the span the
+/// window covers) are not asked of the archive: recent history never
+/// depends on PostgreSQL.
 pub async fn page(
     redis: &RedisStore,
     archive: Option<&Archive>,
     asset: &Asset,
-    from: UnixSeconds,
-    to: UnixSeconds,
+    (from, to): (UnixSeconds, UnixSeconds),
+    live_start: UnixSeconds,
     limit: usize,
 ) -> Result<Vec<Point>, HistoryError> {
     let (members, oldest) = redis.window(asset.id, from, to, limit).await?;
     let mut points = Vec::with_capacity(limit.min(members.len() + 64));
     if let Some(archive) = archive {
-        let archive_to = oldest.map_or(to, |o| to.min(o - 1));
+        let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
         if from <= archive_to {
             let rows = archive.range(asset.id, from, archive_to, limit).await?;
             points.extend(rows.into_iter().map(|(time, value)| Point {

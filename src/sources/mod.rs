@@ -270,7 +270,7 @@ pub(crate) fn garbled(body: &str) -> Vec<String> {
     let mid = (mid..body.len())
         .find(|&i| body.is_char_boundary(i))
         .unwrap_or(0);
-    out.push(format!("{}{}", &body[..mid], &body[..]));
+    out.push(format!("{}{body}", &body[..mid]));
     out.push(format!("{}\"", &body[..mid]));
     out
 }

@@ -1,0 +1,209 @@
+//! The worker's ticks through Redis into the archive, and history read back
+//! across both.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Options, assert_consecutive, eventually, spawn_app, spawn_with, times, unique_id};
+use ratesd::config::Role;
+use ratesd::domain::Point;
+
+const ALL: (i64, i64) = (0, i64::MAX);
+
+async fn window(app: &common::TestApp, asset: u32) -> Vec<Point> {
+    let (members, _) = app
+        .redis
+        .window(asset, ALL.0, ALL.1, 100_000)
+        .await
+        .unwrap();
+    app.redis.parse_points(asset, &members).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_point_per_asset_per_second_with_consecutive_times() {
+    let app = spawn_app(Options::default()).await;
+    let eurusd = eventually("five live points", Duration::from_secs(10), || async {
+        let w = window(&app, 1).await;
+        (w.len() >= 5).then_some(w)
+    })
+    .await;
+    let t: Vec<i64> = eurusd.iter().map(|p| p.time).collect();
+    assert_consecutive(&t);
+    let now = ratesd::worker::unix_now();
+    assert!(*t.last().unwrap() <= now, "no point from the future");
+    for asset in 2..=5 {
+        let w = window(&app, asset).await;
+        let ta: Vec<i64> = w.iter().map(|p| p.time).collect();
+        assert_consecutive(&ta);
+        // Every asset of a tick shares that tick's second.
+        assert!(
+            t.iter().all(|s| ta.contains(s) || *s > *ta.last().unwrap()),
+            "{asset}"
+        );
+        assert!(w.iter().all(|p| p.asset_id == asset));
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_is_trimmed_to_its_length() {
+    let app = spawn_app(Options {
+        history_seconds: 5,
+        backfill_seconds: 30,
+        archive: false,
+        ..Options::default()
+    })
+    .await;
+    // Backfill leaves 4 seconds before the first tick; ticks then keep 5.
+    let w = eventually(
+        "three ticks past the backfill",
+        Duration::from_secs(10),
+        || async {
+            let w = window(&app, 2).await;
+            let newest = w.last()?.time;
+            let live = app.redis.latest(2).await.ok()??;
+            (newest == live.time && w.len() == 5 && newest >= w[0].time + 4).then_some(w)
+        },
+    )
+    .await;
+    assert_consecutive(&w.iter().map(|p| p.time).collect::<Vec<_>>());
+    // Stays at 5 as time passes.
+    let first = w[0].time;
+    let later = eventually("the window to move on", Duration::from_secs(5), || async {
+        let w = window(&app, 2).await;
+        (w[0].time >= first + 2).then_some(w)
+    })
+    .await;
+    assert!(later.len() <= 5, "window holds {} points", later.len());
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_walk_archive_and_window_without_gap_or_duplicate() {
+    let app = spawn_app(Options {
+        history_seconds: 20,
+        backfill_seconds: 90,
+        ..Options::default()
+    })
+    .await;
+    let archive = app.archive.clone().unwrap();
+    // Wait until the archive holds every second before the window's oldest.
+    let (first, oldest) = eventually(
+        "the archive to catch up",
+        Duration::from_secs(15),
+        || async {
+            let archived = archive.seconds(1, ALL.0, ALL.1).await.ok()?;
+            let (_, oldest) = app.redis.window(1, 0, 0, 1).await.ok()?;
+            let oldest = oldest?;
+            let first = *archived.first()?;
+            let before: Vec<_> = archived.iter().copied().filter(|&s| s < oldest).collect();
+            (before.len() as i64 == oldest - first && before.len() >= 70).then_some((first, oldest))
+        },
+    )
+    .await;
+    let to = oldest + 10;
+    let mut walked = Vec::new();
+    let mut values = BTreeMap::new();
+    let mut path = format!("/api/v1/rates/eurusd/history?from={first}&to={to}&limit=7");
+    let mut pages = 0;
+    loop {
+        let (status, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        pages += 1;
+        for p in page["points"].as_array().unwrap() {
+            values.insert(p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap());
+        }
+        walked.extend(times(&page["points"]));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/rates/EURUSD/history?cursor={c}&limit=7"),
+            None => break,
+        }
+        assert!(pages < 100, "runaway pagination");
+    }
+    assert_eq!(
+        walked,
+        (first..=to).collect::<Vec<_>>(),
+        "every second once, in order"
+    );
+    assert!(
+        first < oldest && oldest <= to,
+        "the walk spans the archive and the window"
+    );
+    // Archive-served values are the ones the worker wrote.
+    let archived = archive.range(1, first, oldest - 1, 10_000).await.unwrap();
+    for (t, v) in archived {
+        assert_eq!(values[&t], v, "second {t}");
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_point_is_archived_exactly_once_across_a_restart() {
+    let id = unique_id();
+    let opts = || Options {
+        backfill_seconds: 20,
+        ..Options::default()
+    };
+    let mut app = spawn_with(opts(), &id, Role::All).await;
+    eventually("three live ticks", Duration::from_secs(10), || async {
+        (window(&app, 3).await.len() >= 23).then_some(())
+    })
+    .await;
+    app.stop_service().await;
+    let mut app2 = spawn_with(opts(), &id, Role::All).await;
+    let before_restart = window(&app2, 3).await.len();
+    eventually("three more ticks", Duration::from_secs(10), || async {
+        (window(&app2, 3).await.len() >= before_restart + 3).then_some(())
+    })
+    .await;
+    app2.stop_service().await;
+    let archive = app2.archive.clone().unwrap();
+    for asset in 1..=5 {
+        // The window holds every point ever written (1800 s > the test's life).
+        let written: BTreeMap<i64, f64> = window(&app2, asset)
+            .await
+            .into_iter()
+            .map(|p| (p.time, p.value))
+            .collect();
+        let archived = archive.range(asset, ALL.0, ALL.1, 100_000).await.unwrap();
+        let archived_map: BTreeMap<i64, f64> = archived.iter().copied().collect();
+        assert_eq!(archived.len(), archived_map.len(), "no second twice");
+        assert_eq!(
+            archived_map, written,
+            "asset {asset}: archive == what was written"
+        );
+    }
+    assert_eq!(
+        app2.redis.archive_backlog().await.unwrap(),
+        0,
+        "buffer drained"
+    );
+    drop(app);
+    app2.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_archive_history_is_the_live_window() {
+    let app = spawn_app(Options {
+        archive: false,
+        history_seconds: 30,
+        backfill_seconds: 60,
+        ..Options::default()
+    })
+    .await;
+    let page = eventually("a full window", Duration::from_secs(5), || async {
+        let (status, page) = app
+            .get_json("/api/v1/rates/GBPUSD/history?from=0&limit=1000")
+            .await;
+        (status == 200 && page["points"].as_array()?.len() >= 30).then_some(page)
+    })
+    .await;
+    let t = times(&page["points"]);
+    assert!(t.len() <= 31, "only the window: {}", t.len());
+    assert_consecutive(&t);
+    let (_, ready) = app.get_json("/health/ready").await;
+    assert_eq!(ready["archive"], "off");
+    app.cleanup().await;
+}
