@@ -114,6 +114,22 @@ pub struct ArchivedPoint {
     pub value: f64,
 }
 
+/// The live channel: each message is one tick's new points.
+pub struct LiveFeed {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+}
+
+impl LiveFeed {
+    /// The next tick's points; `None` when the subscription is lost.
+    pub async fn next(&mut self) -> Option<Result<Vec<Point>>> {
+        let msg = futures_util::StreamExt::next(&mut self.stream).await?;
+        Some(match msg.get_payload::<String>() {
+            Ok(payload) => from_json(msg.get_channel_name(), &payload),
+            Err(e) => Err(e.into()),
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -151,13 +167,14 @@ impl RedisStore {
         })
     }
 
-    /// A client for pub/sub connections, which the pool does not serve.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
-    }
-
-    pub fn live_channel(&self) -> String {
-        self.keys.live()
+    /// Subscribes to the live channel on a connection of its own: the
+    /// stream of every tick's new points, until the connection drops.
+    pub async fn subscribe_live(&self) -> Result<LiveFeed> {
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(self.keys.live()).await?;
+        Ok(LiveFeed {
+            stream: Box::pin(pubsub.into_on_message()),
+        })
     }
 
     async fn conn(&self) -> Result<deadpool_redis::Connection> {

@@ -1,0 +1,18 @@
+# Build: docker build -t ratesd .   (docker compose up builds it too)
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY src src
+COPY migrations migrations
+COPY benches benches
+RUN cargo build --release --locked --bin ratesd
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/ratesd /usr/local/bin/ratesd
+COPY entrypoint.sh /usr/local/bin/entrypoint.sh
+USER 65534:65534
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
