@@ -9,9 +9,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ws::WsSettings;
 use crate::api::{self, AppState, Shared};
 use crate::archiver::Archiver;
 use crate::config::{Config, ConfigError, Role};
+use crate::live::LiveHub;
 use crate::sources::{self, SourceSpec};
 use crate::store::{Archive, ArchiveError, RedisError, RedisStore};
 use crate::worker::{SystemClock, Worker, WorkerSettings};
@@ -102,12 +104,22 @@ impl App {
                 source,
             })?;
             addr = Some(local);
+            let hub = LiveHub::new(&catalog);
+            tasks.spawn(hub.clone().run(redis.clone(), shutdown.clone()));
             let state = AppState::new(Shared {
                 catalog: catalog.clone(),
                 redis: redis.clone(),
                 archive: archive.clone(),
                 stale_after_seconds: config.stale_after_seconds,
                 window_seconds: config.history_seconds,
+                hub,
+                ws: WsSettings {
+                    max_frame_bytes: usize::try_from(config.ws_max_frame_bytes)
+                        .unwrap_or(usize::MAX),
+                    ..WsSettings::default()
+                },
+                enable_ui: config.enable_ui,
+                shutdown: shutdown.clone(),
             });
             let token = shutdown.clone();
             tasks.spawn(async move {

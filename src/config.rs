@@ -35,6 +35,22 @@ pub enum Command {
     Worker,
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
+    /// Demo client: subscribe to an asset over the WebSocket and print the
+    /// history size, then each point, one line each.
+    Client(ClientArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Asset name (EURUSD, eur-usd, ...) or numeric id.
+    #[arg(long, default_value = "EURUSD")]
+    pub asset: String,
+    /// The service's WebSocket endpoint.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/api/v1/ws")]
+    pub url: String,
+    /// Stop after this many live points (default: run until Ctrl-C).
+    #[arg(long)]
+    pub points: Option<u64>,
 }
 
 /// What a process runs.
@@ -166,6 +182,12 @@ pub struct Config {
     #[arg(long, env = "RATES_ARCHIVE_BUFFER_TICKS", default_value_t = 604_800,
           value_parser = clap::value_parser!(u64).range(60..), global = true)]
     pub archive_buffer_ticks: u64,
+
+    /// Largest WebSocket frame a client may send, in bytes; larger ones are
+    /// refused with close code 1009.
+    #[arg(long, env = "RATES_WS_MAX_FRAME_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(256..=16_777_216), global = true)]
+    pub ws_max_frame_bytes: u64,
 
     /// Requests per second per client IP.
     #[arg(

@@ -11,15 +11,20 @@
 //! - [`store`] — Redis ([`store::redis`]) and PostgreSQL ([`store::archive`]),
 //!   each the only place that knows its key names or SQL.
 //! - [`history`] — reading a range across the Redis window and the archive.
-//! - [`api`] — the HTTP router, REST v1, health, OpenAPI and Swagger UI.
+//! - [`live`] — one Redis subscription per process, fanned out to WebSockets.
+//! - [`client`] — the demo WebSocket client, `ratesd client`.
+//! - [`api`] — the HTTP router: REST v1, the WebSocket, the test page,
+//!   health, OpenAPI and Swagger UI.
 //! - [`app`] — startup and shutdown of the parts a role runs.
 
 pub mod api;
 pub mod app;
 pub mod archiver;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod history;
+pub mod live;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

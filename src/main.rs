@@ -23,6 +23,14 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
+        Some(Command::Client(args)) => {
+            let mut out = std::io::stdout();
+            tokio::select! {
+                result = ratesd::client::run(&args, &mut out) => result.context("client")?,
+                () = shutdown_signal() => {}
+            }
+            return Ok(());
+        }
         Some(Command::Serve) => Role::Serve,
         Some(Command::Worker) => Role::Worker,
         None => Role::All,

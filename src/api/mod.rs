@@ -2,7 +2,9 @@
 
 pub mod error;
 pub mod health;
+pub mod page;
 pub mod rest;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -20,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::domain::Catalog;
+use crate::live::LiveHub;
 use crate::store::{Archive, RedisStore};
 
 /// What every handler shares.
@@ -32,6 +35,11 @@ pub struct Shared {
     pub archive: Option<Archive>,
     pub stale_after_seconds: u32,
     pub window_seconds: u32,
+    pub hub: LiveHub,
+    pub ws: ws::WsSettings,
+    pub enable_ui: bool,
+    /// Cancelled at shutdown: WebSocket sessions close with 1001.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -60,15 +68,24 @@ impl Deref for AppState {
     ),
     tags(
         (name = "rates", description = "Versioned REST API under /api/v1"),
+        (name = "websocket", description = "Live points over a WebSocket: GET /api/v1/ws"),
         (name = "health", description = "Liveness and readiness probes"),
-    )
+    ),
+    components(schemas(
+        ws::frames::WsRequest,
+        ws::frames::WsAssetsFrame,
+        ws::frames::WsHistoryFrame,
+        ws::frames::WsPointFrame,
+        ws::frames::WsErrorFrame,
+    ))
 )]
 struct ApiDoc;
 
 /// The OpenAPI document and the routes it describes.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let v1 = rest::router().merge(ws::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", rest::router())
+        .nest("/api/v1", v1)
         .merge(health::router())
         .split_for_parts()
 }
@@ -76,7 +93,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application, ready to serve.
 pub fn app(state: AppState) -> Router {
     let (api, openapi) = routes();
-    api.merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+    api.route("/", axum::routing::get(page::root))
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(

@@ -1,0 +1,36 @@
+//! `GET /`: the test page, or the WebSocket for clients of the original
+//! service, which connect to `ws://host:8080/`.
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// One self-contained page: no build step, no external assets.
+const PAGE: &str = include_str!("page.html");
+
+pub async fn root(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => super::ws::accept(ws, state, peer),
+        Err(_) if state.enable_ui => (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            PAGE,
+        )
+            .into_response(),
+        Err(_) => ApiError::NotFound("the test page is disabled (RATES_ENABLE_UI=false)".into())
+            .into_response(),
+    }
+}

@@ -1,0 +1,599 @@
+//! The WebSocket protocol of API.md: `assets`, `subscribe`, history, then a
+//! live point each second.
+//!
+//! A session is written against `Sink`/`Stream` so that it can be driven
+//! without a socket. Per connection it holds one `broadcast` receiver of the
+//! subscribed asset (see [`crate::live`]); nothing it is sent can panic it.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use crate::domain::{Asset, AssetId, UnixSeconds};
+use crate::live::{Frame, LivePoint};
+use crate::worker::unix_now;
+
+/// Close codes (RFC 6455 section 7.4.1).
+pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+}
+
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_frame_bytes: usize,
+    pub ping_every: Duration,
+    /// A connection that sends nothing (not even a pong) this long is closed.
+    pub idle_timeout: Duration,
+    /// A send that cannot complete this long means the client stopped reading.
+    pub send_timeout: Duration,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub enum ErrorType {
+    ValidationError,
+    NotFound,
+    RateLimited,
+    Internal,
+}
+
+#[derive(Serialize)]
+struct ErrorMessage<'a> {
+    error_type: ErrorType,
+    error_text: &'a str,
+}
+
+pub fn error_frame(error_type: ErrorType, text: &str) -> Utf8Bytes {
+    Frame {
+        action: "error",
+        message: ErrorMessage {
+            error_type,
+            error_text: text,
+        },
+    }
+    .to_text()
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
+}
+
+/// Live rates over a WebSocket.
+///
+/// Every frame, both ways, is a JSON text frame `{"action": ..., "message": {...}}`;
+/// the server sends nothing until the client asks. `GET /` with upgrade
+/// headers is the same endpoint (for clients of the original service).
+///
+/// **Client frames** (`WsRequest`):
+/// - `{"action":"assets","message":{}}` → `{"action":"assets","message":{"assets":[{"id":1,"name":"EURUSD"},...]}}` (`WsAssetsFrame`)
+/// - `{"action":"subscribe","message":{"assetId":1}}` → first the history, every point
+///   of the last 30 minutes (at most 1800), oldest first (`WsHistoryFrame`):
+///   `{"action":"asset_history","message":{"points":[{"assetName":"EURUSD","time":1455883484,"assetId":1,"value":1.110481}]}}`;
+///   then one `{"action":"point","message":{...}}` per new second (`WsPointFrame`).
+///   The first live point is exactly one second after the last history
+///   point: no gap, no duplicate. A second `subscribe` replaces the first.
+///
+/// **Errors** (`WsErrorFrame`), the connection stays open:
+/// `{"action":"error","message":{"error_type":"ValidationError","error_text":"unknown action 'foo'; expected one of: assets, subscribe"}}`.
+/// `error_type` is `ValidationError` (not JSON, a binary frame, a missing or
+/// unknown action, a missing or non-integer assetId), `NotFound` (unknown
+/// assetId), `RateLimited` or `Internal` (history unavailable; retry).
+///
+/// **Closes**: 1009 for a frame over the size limit (64 KiB); 1008 for a
+/// client that falls more than 64 points behind or stops answering pings
+/// (the server pings every 20 s, and closes after 60 s of silence); 1001 at
+/// server shutdown. Reconnect and subscribe again after any of them.
+#[utoipa::path(get, path = "/ws", tag = "websocket",
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session begins"),
+        (status = 400, description = "Not a WebSocket upgrade request"),
+    ))]
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Response {
+    accept(ws, state, peer)
+}
+
+/// Starts a session on an accepted upgrade.
+pub fn accept(ws: WebSocketUpgrade, state: AppState, peer: std::net::SocketAddr) -> Response {
+    let max = state.ws.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .max_write_buffer_size(4 * 1024 * 1024)
+        .on_upgrade(move |socket: WebSocket| async move {
+            tracing::debug!(%peer, "websocket connected");
+            let (sink, stream) = socket.split();
+            Session::new(state).run(sink, stream).await;
+            tracing::debug!(%peer, "websocket closed");
+        })
+}
+
+/// What a client asked for, or why it cannot be done.
+#[derive(Debug, PartialEq)]
+enum Request {
+    Assets,
+    Subscribe(AssetId),
+}
+
+#[derive(Debug, PartialEq)]
+struct Refusal(ErrorType, String);
+
+const ACTIONS: &str = "expected one of: assets, subscribe";
+
+fn parse_request(text: &str) -> Result<Request, Refusal> {
+    let invalid = |t: String| Refusal(ErrorType::ValidationError, t);
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| invalid(format!("message is not valid JSON: {e}")))?;
+    let Value::Object(frame) = value else {
+        return Err(invalid(
+            "message must be a JSON object {\"action\": ..., \"message\": {...}}".into(),
+        ));
+    };
+    let action = match frame.get("action") {
+        None => return Err(invalid(format!("missing 'action'; {ACTIONS}"))),
+        Some(Value::String(a)) => a.as_str(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "'action' must be a string, got {other}; {ACTIONS}"
+            )));
+        }
+    };
+    match action {
+        "assets" => Ok(Request::Assets),
+        "subscribe" => {
+            let asset_id = frame.get("message").and_then(|m| m.get("assetId"));
+            match asset_id {
+                None => Err(invalid(
+                    "subscribe needs message.assetId, an integer asset id".into(),
+                )),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|id| AssetId::try_from(id).ok())
+                    .map(Request::Subscribe)
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "assetId must be a non-negative integer, got {}",
+                            truncate(&v.to_string(), 40)
+                        ))
+                    }),
+            }
+        }
+        other => Err(invalid(format!(
+            "unknown action '{}'; {ACTIONS}",
+            truncate(other, 40)
+        ))),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+struct Subscription {
+    asset: AssetId,
+    live: broadcast::Receiver<LivePoint>,
+    /// The newest second sent to the client.
+    last: Option<UnixSeconds>,
+}
+
+/// Why a session ends.
+enum End {
+    /// The client closed or vanished: nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+pub struct Session {
+    state: AppState,
+    sub: Option<Subscription>,
+}
+
+impl Session {
+    pub fn new(state: AppState) -> Self {
+        Self { state, sub: None }
+    }
+
+    pub async fn run<S, R>(mut self, mut sink: S, mut stream: R)
+    where
+        S: Sink<Message> + Unpin,
+        R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
+        let settings = self.state.ws.clone();
+        let shutdown = self.state.shutdown.clone();
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
+        let mut last_heard = Instant::now();
+        let end = loop {
+            let step = tokio::select! {
+                () = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
+                inbound = stream.next() => {
+                    last_heard = Instant::now();
+                    self.on_inbound(inbound, &mut sink).await
+                }
+                live = next_live(&mut self.sub) => self.on_live(live, &mut sink).await,
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > settings.idle_timeout {
+                        Err(End::Close(close::POLICY, "no answer to pings".into()))
+                    } else {
+                        self.send(&mut sink, Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        if let End::Close(code, reason) = end {
+            tracing::debug!(code, %reason, "closing websocket");
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                sink.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    async fn send<S: Sink<Message> + Unpin>(&self, sink: &mut S, msg: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.state.ws.send_timeout, sink.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(End::Gone),
+            // The client stopped reading: its socket is full, a close frame cannot pass.
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    async fn on_inbound<S: Sink<Message> + Unpin>(
+        &mut self,
+        inbound: Option<Result<Message, axum::Error>>,
+        sink: &mut S,
+    ) -> Result<(), End> {
+        let text = match inbound {
+            None | Some(Ok(Message::Close(_))) => return Err(End::Gone),
+            Some(Err(e)) => return Err(read_error(e)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(()),
+            Some(Ok(Message::Binary(_))) => {
+                let text = "binary frames are not supported; send JSON text frames";
+                return self
+                    .send_error(sink, ErrorType::ValidationError, text)
+                    .await;
+            }
+            Some(Ok(Message::Text(text))) => text,
+        };
+        match parse_request(text.as_str()) {
+            Ok(Request::Assets) => {
+                let list = super::rest::AssetList::from_catalog(&self.state.catalog);
+                let frame = Frame {
+                    action: "assets",
+                    message: list,
+                };
+                self.send(sink, Message::Text(frame.to_text())).await
+            }
+            Ok(Request::Subscribe(id)) => match self.state.catalog.by_id(id) {
+                Some(asset) => self.subscribe(asset.clone(), sink).await,
+                None => {
+                    let text = format!("unknown assetId {id}; the assets action lists them");
+                    self.send_error(sink, ErrorType::NotFound, &text).await
+                }
+            },
+            Err(Refusal(kind, text)) => self.send_error(sink, kind, &text).await,
+        }
+    }
+
+    async fn send_error<S: Sink<Message> + Unpin>(
+        &self,
+        sink: &mut S,
+        kind: ErrorType,
+        text: &str,
+    ) -> Result<(), End> {
+        self.send(sink, Message::Text(error_frame(kind, text)))
+            .await
+    }
+
+    /// Attaches to the live feed first, then reads the history: every point
+    /// is in one or the other (or both, and then dropped from the live side).
+    async fn subscribe<S: Sink<Message> + Unpin>(
+        &mut self,
+        asset: Asset,
+        sink: &mut S,
+    ) -> Result<(), End> {
+        // Replace any earlier subscription before anything else is sent.
+        self.sub = None;
+        let Some(live) = self.state.hub.subscribe(asset.id) else {
+            return self
+                .send_error(sink, ErrorType::NotFound, "asset has no live feed")
+                .await;
+        };
+        let since = unix_now() - i64::from(self.state.window_seconds);
+        let members = match self.state.redis.window_after(asset.id, since).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read history for a subscribe");
+                let text = "history is unavailable right now; subscribe again shortly";
+                return self.send_error(sink, ErrorType::Internal, text).await;
+            }
+        };
+        let last = match members.last() {
+            None => None,
+            Some(m) => match self
+                .state
+                .redis
+                .parse_points(asset.id, std::slice::from_ref(m))
+            {
+                Ok(p) => p.first().map(|p| p.time),
+                Err(e) => {
+                    tracing::error!(error = %e, "corrupt history");
+                    return self
+                        .send_error(sink, ErrorType::Internal, "history could not be read")
+                        .await;
+                }
+            },
+        };
+        self.send(sink, Message::Text(history_frame(&members)))
+            .await?;
+        self.sub = Some(Subscription {
+            asset: asset.id,
+            live,
+            last,
+        });
+        Ok(())
+    }
+
+    async fn on_live<S: Sink<Message> + Unpin>(
+        &mut self,
+        live: Result<LivePoint, RecvError>,
+        sink: &mut S,
+    ) -> Result<(), End> {
+        let point = match live {
+            Ok(p) => p,
+            Err(RecvError::Lagged(n)) => {
+                return Err(End::Close(
+                    close::POLICY,
+                    format!("client too slow: fell {n} points behind; reconnect"),
+                ));
+            }
+            Err(RecvError::Closed) => {
+                return Err(End::Close(close::INTERNAL, "live feed ended".into()));
+            }
+        };
+        let Some(sub) = self.sub.as_mut() else {
+            return Ok(());
+        };
+        let last = sub.last;
+        if last.is_some_and(|l| point.time <= l) {
+            return Ok(()); // already in the history
+        }
+        if let Some(l) = last.filter(|&l| point.time > l + 1) {
+            // A hole (the process lost its Redis subscription for a while):
+            // fill it from the window, which has every second.
+            let asset = sub.asset;
+            if let Ok(members) = self.state.redis.window_after(asset, l).await
+                && let Ok(points) = self.state.redis.parse_points(asset, &members)
+            {
+                for p in points.iter().filter(|p| p.time < point.time) {
+                    let frame = LivePoint::new(p).frame;
+                    self.send(sink, Message::Text(frame)).await?;
+                }
+            }
+        }
+        let time = point.time;
+        self.send(sink, Message::Text(point.frame)).await?;
+        if let Some(sub) = self.sub.as_mut() {
+            sub.last = Some(time);
+        }
+        Ok(())
+    }
+}
+
+/// `{"action":"asset_history","message":{"points":[...]}}` from the stored
+/// point JSON, without parsing it.
+fn history_frame(members: &[String]) -> Utf8Bytes {
+    let body: usize = members.iter().map(|m| m.len() + 1).sum();
+    let mut out = String::with_capacity(body + 64);
+    out.push_str(r#"{"action":"asset_history","message":{"points":["#);
+    for (i, m) in members.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(m);
+    }
+    out.push_str("]}}");
+    out.into()
+}
+
+/// The subscribed asset's next live point; pending forever without one.
+async fn next_live(sub: &mut Option<Subscription>) -> Result<LivePoint, RecvError> {
+    match sub {
+        Some(sub) => sub.live.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A read error: a frame over the size limit gets 1009, anything else
+/// means the connection is gone.
+fn read_error(e: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e.into_inner().downcast::<WsError>() {
+        Ok(inner) if matches!(*inner, WsError::Capacity(_)) => {
+            End::Close(close::TOO_BIG, format!("frame too large: {inner}"))
+        }
+        _ => End::Gone,
+    }
+}
+
+/// Documentation of the frames, for the OpenAPI document.
+pub mod frames {
+    use serde::Serialize;
+    use utoipa::ToSchema;
+
+    use super::ErrorType;
+    use crate::api::rest::AssetList;
+    use crate::domain::{AssetId, Point};
+
+    /// A frame from the client: `assets` or `subscribe`.
+    #[derive(Serialize, ToSchema)]
+    #[schema(example = json!({"action": "subscribe", "message": {"assetId": 1}}))]
+    pub struct WsRequest {
+        /// `assets` or `subscribe`.
+        pub action: String,
+        pub message: WsRequestMessage,
+    }
+
+    /// `{}` for `assets`; `{"assetId": 1}` for `subscribe`.
+    #[derive(Serialize, ToSchema)]
+    pub struct WsRequestMessage {
+        #[serde(rename = "assetId")]
+        pub asset_id: Option<AssetId>,
+    }
+
+    /// The answer to `assets`.
+    #[derive(Serialize, ToSchema)]
+    #[schema(example = json!({"action": "assets", "message": {"assets": [{"id": 1, "name": "EURUSD"}, {"id": 2, "name": "USDJPY"}]}}))]
+    pub struct WsAssetsFrame {
+        /// `assets`
+        pub action: String,
+        pub message: AssetList,
+    }
+
+    /// The first answer to `subscribe`: the last 30 minutes, oldest first.
+    #[derive(Serialize, ToSchema)]
+    #[schema(example = json!({"action": "asset_history", "message": {"points": [
+        {"assetName": "EURUSD", "time": 1455883484, "assetId": 1, "value": 1.110481}]}}))]
+    pub struct WsHistoryFrame {
+        /// `asset_history`
+        pub action: String,
+        pub message: WsHistoryMessage,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct WsHistoryMessage {
+        pub points: Vec<Point>,
+    }
+
+    /// A live point, one per second after the history.
+    #[derive(Serialize, ToSchema)]
+    #[schema(example = json!({"action": "point", "message":
+        {"assetName": "EURUSD", "time": 1455883485, "assetId": 1, "value": 1.110948}}))]
+    pub struct WsPointFrame {
+        /// `point`
+        pub action: String,
+        pub message: Point,
+    }
+
+    /// Anything the server cannot act on; the connection stays open.
+    #[derive(Serialize, ToSchema)]
+    #[schema(example = json!({"action": "error", "message": {"error_type": "ValidationError",
+        "error_text": "unknown action 'foo'; expected one of: assets, subscribe"}}))]
+    pub struct WsErrorFrame {
+        /// `error`
+        pub action: String,
+        pub message: WsErrorMessage,
+    }
+
+    #[derive(Serialize, ToSchema)]
+    pub struct WsErrorMessage {
+        pub error_type: ErrorType,
+        pub error_text: String,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        match parse_request(text) {
+            Err(Refusal(ErrorType::ValidationError, t)) => t,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(
+            parse_request(r#"{"action":"assets","message":{}}"#),
+            Ok(Request::Assets)
+        );
+        assert_eq!(parse_request(r#"{"action":"assets"}"#), Ok(Request::Assets));
+        assert_eq!(
+            parse_request(r#"{"action":"subscribe","message":{"assetId":3}}"#),
+            Ok(Request::Subscribe(3))
+        );
+    }
+
+    #[test]
+    fn every_bad_frame_is_refused_clearly() {
+        assert!(refusal("hello").starts_with("message is not valid JSON"));
+        assert!(refusal("[1,2]").contains("JSON object"));
+        assert!(refusal("{}").contains("missing 'action'"));
+        assert!(refusal(r#"{"action":5}"#).contains("must be a string"));
+        assert_eq!(
+            refusal(r#"{"action":"foo","message":{}}"#),
+            "unknown action 'foo'; expected one of: assets, subscribe"
+        );
+        assert!(refusal(r#"{"action":"subscribe"}"#).contains("message.assetId"));
+        assert!(refusal(r#"{"action":"subscribe","message":{}}"#).contains("message.assetId"));
+        for bad in [r#""1""#, "1.5", "-1", "null", "99999999999", "[1]"] {
+            let frame = format!(r#"{{"action":"subscribe","message":{{"assetId":{bad}}}}}"#);
+            assert!(refusal(&frame).contains("assetId must be"), "{bad}");
+        }
+        let long = format!(r#"{{"action":"{}"}}"#, "x".repeat(10_000));
+        assert!(refusal(&long).len() < 200, "echoes are truncated");
+    }
+
+    #[test]
+    fn error_frames_follow_the_contract() {
+        let f = error_frame(ErrorType::NotFound, "unknown assetId 9");
+        let v: Value = serde_json::from_str(f.as_str()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"action":"error","message":{"error_type":"NotFound","error_text":"unknown assetId 9"}})
+        );
+    }
+
+    #[test]
+    fn history_frame_wraps_stored_points() {
+        let members = vec![
+            r#"{"assetName":"EURUSD","time":1,"assetId":1,"value":1.1}"#.to_owned(),
+            r#"{"assetName":"EURUSD","time":2,"assetId":1,"value":1.2}"#.to_owned(),
+        ];
+        let v: Value = serde_json::from_str(history_frame(&members).as_str()).unwrap();
+        assert_eq!(v["action"], "asset_history");
+        assert_eq!(v["message"]["points"][1]["time"], 2);
+        let empty: Value = serde_json::from_str(history_frame(&[]).as_str()).unwrap();
+        assert_eq!(empty["message"]["points"], serde_json::json!([]));
+    }
+}

@@ -1,0 +1,143 @@
+//! Live fan-out: one Redis subscription per process, fanned out in memory to
+//! every WebSocket of an asset through a `broadcast` channel per asset.
+//!
+//! Each point's frame is serialised once, here, and shared by every
+//! connection. A connection that falls more than the channel's capacity
+//! behind is told so by `broadcast` (it lagged) and is closed; it never
+//! slows the others, and the memory held for it is the channel's, bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
+use crate::store::RedisStore;
+
+/// How many points a connection may fall behind before it is closed.
+pub const QUEUE_POINTS: usize = 64;
+
+/// A point, ready to send.
+#[derive(Debug, Clone)]
+pub struct LivePoint {
+    pub time: UnixSeconds,
+    /// `{"action":"point","message":{...}}`
+    pub frame: Utf8Bytes,
+}
+
+/// `{"action": ..., "message": ...}`, the frame of every WebSocket message.
+#[derive(Serialize)]
+pub struct Frame<'a, T: Serialize> {
+    pub action: &'a str,
+    pub message: T,
+}
+
+impl<T: Serialize> Frame<'_, T> {
+    pub fn to_text(&self) -> Utf8Bytes {
+        serde_json::to_string(self).unwrap_or_default().into()
+    }
+}
+
+impl LivePoint {
+    pub fn new(point: &Point) -> Self {
+        Self {
+            time: point.time,
+            frame: Frame {
+                action: "point",
+                message: point,
+            }
+            .to_text(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct LiveHub {
+    channels: Arc<HashMap<AssetId, broadcast::Sender<LivePoint>>>,
+}
+
+impl LiveHub {
+    pub fn new(catalog: &Catalog) -> Self {
+        let channels = catalog
+            .assets()
+            .iter()
+            .map(|a| (a.id, broadcast::channel(QUEUE_POINTS).0))
+            .collect();
+        Self {
+            channels: Arc::new(channels),
+        }
+    }
+
+    /// Attaches to an asset's live points; `None` for an asset not in the catalog.
+    pub fn subscribe(&self, asset: AssetId) -> Option<broadcast::Receiver<LivePoint>> {
+        self.channels.get(&asset).map(broadcast::Sender::subscribe)
+    }
+
+    /// Connections attached to an asset.
+    pub fn receivers(&self, asset: AssetId) -> usize {
+        self.channels
+            .get(&asset)
+            .map_or(0, broadcast::Sender::receiver_count)
+    }
+
+    fn publish(&self, points: &[Point]) {
+        for point in points {
+            if let Some(tx) = self.channels.get(&point.asset_id) {
+                // No receivers is fine: nobody watches this asset now.
+                let _ = tx.send(LivePoint::new(point));
+            }
+        }
+    }
+
+    /// Relays the Redis live channel until shutdown, resubscribing with
+    /// backoff when the connection drops. Points missed while it was away
+    /// are not lost to clients: a connection that sees a gap in times reads
+    /// the missing seconds from the window.
+    pub async fn run(self, redis: RedisStore, shutdown: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        let mut failing = false;
+        while !shutdown.is_cancelled() {
+            let mut feed = match redis.subscribe_live().await {
+                Ok(feed) => {
+                    if failing {
+                        tracing::info!("live feed resubscribed");
+                    }
+                    delay = Duration::from_millis(100);
+                    feed
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot subscribe to the live feed; retrying");
+                        failing = true;
+                    }
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    next = feed.next() => next,
+                };
+                match next {
+                    Some(Ok(points)) => self.publish(&points),
+                    Some(Err(e)) => tracing::warn!(error = %e, "malformed live message skipped"),
+                    None => {
+                        // Stays set through failed retries: one warning per outage.
+                        tracing::warn!("live feed connection lost; resubscribing");
+                        failing = true;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
