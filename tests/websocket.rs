@@ -112,12 +112,11 @@ async fn subscribe_gives_backfilled_history_then_live_points_one_second_apart() 
             .iter()
             .all(|p| p["assetId"] == 1 && p["assetName"] == "EURUSD" && p["value"].is_f64())
     );
-    let mut last = *t.last().unwrap();
-    for _ in 0..3 {
+    let last = *t.last().unwrap();
+    for expected in last + 1..=last + 3 {
         let p = next_frame(&mut ws).await;
         assert_eq!(p["action"], "point");
-        assert_eq!(p["message"]["time"].as_i64().unwrap(), last + 1);
-        last += 1;
+        assert_eq!(p["message"]["time"].as_i64().unwrap(), expected);
     }
     app.cleanup().await;
 }
@@ -195,13 +194,12 @@ async fn a_second_subscribe_switches_the_asset() {
             .iter()
             .all(|p| p["assetId"] == 2 && p["assetName"] == "USDJPY")
     );
-    let mut last = point_times(&h).last().copied().unwrap();
-    for _ in 0..3 {
+    let last = point_times(&h).last().copied().unwrap();
+    for expected in last + 1..=last + 3 {
         let f = next_frame(&mut ws).await;
         assert_eq!(f["action"], "point");
         assert_eq!(f["message"]["assetId"], 2, "only the new asset's points");
-        assert_eq!(f["message"]["time"].as_i64().unwrap(), last + 1);
-        last += 1;
+        assert_eq!(f["message"]["time"].as_i64().unwrap(), expected);
     }
     app.cleanup().await;
 }
