@@ -116,6 +116,8 @@ impl App {
                 ws: WsSettings {
                     max_frame_bytes: usize::try_from(config.ws_max_frame_bytes)
                         .unwrap_or(usize::MAX),
+                    ping_every: Duration::from_secs(config.ws_ping_seconds),
+                    idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
                     ..WsSettings::default()
                 },
                 enable_ui: config.enable_ui,

@@ -189,6 +189,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(256..=16_777_216), global = true)]
     pub ws_max_frame_bytes: u64,
 
+    /// Seconds between the server's WebSocket pings; a connection silent for
+    /// three intervals (no pong, no frame) is closed.
+    #[arg(long, env = "RATES_WS_PING_SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub ws_ping_seconds: u64,
+
     /// Requests per second per client IP.
     #[arg(
         long,

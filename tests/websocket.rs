@@ -372,3 +372,92 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
     drop(stuck);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_sockets_with_1001() {
+    let mut app = spawn_app(Options {
+        archive: false,
+        ..Options::default()
+    })
+    .await;
+    let mut ws = connect(&app, "/api/v1/ws").await;
+    send(&mut ws, subscribe(1)).await;
+    until_action(&mut ws, "asset_history").await;
+    let stop = tokio::spawn(async move {
+        app.stop_service().await;
+        app
+    });
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => return Some(c.code),
+                Some(Ok(_)) => {}
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed within the deadline");
+    assert_eq!(code, Some(CloseCode::Away));
+    stop.await.unwrap().cleanup().await;
+}
+
+/// Frames (opcode, payload) a server sent, parsed from raw bytes (server
+/// frames are unmasked).
+fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let opcode = b[0] & 0x0f;
+        let (len, head) = match b[1] & 0x7f {
+            126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
+        };
+        if b.len() < head + len {
+            break;
+        }
+        out.push((opcode, b[head..head + len].to_vec()));
+        b = &b[head + len..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app(Options {
+        archive: false,
+        extra: vec!["--ws-ping-seconds".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    // A raw client: it upgrades, then never writes again, so it answers no
+    // ping (a tungstenite client would answer them as soon as it reads).
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut tcp = TcpStream::connect(&addr).await.unwrap();
+    let request = format!(
+        "GET /api/v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let read_all = tokio::time::timeout(WAIT, tcp.read_to_end(&mut received)).await;
+    assert!(
+        read_all.is_ok(),
+        "the server closed the connection within {WAIT:?}"
+    );
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let body = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let frames = parse_frames(&received[body..]);
+    let pings = frames.iter().filter(|f| f.0 == 0x9).count();
+    assert!(pings >= 2, "the server pinged: {frames:?}");
+    let close = frames.iter().find(|f| f.0 == 0x8).expect("a close frame");
+    assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1008);
+    let reason = String::from_utf8_lossy(&close.1[2..]);
+    assert!(reason.contains("ping"), "{reason}");
+    app.cleanup().await;
+}
