@@ -4,6 +4,7 @@ pub mod error;
 pub mod health;
 pub mod page;
 pub mod rest;
+pub mod upgrade;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -110,7 +111,12 @@ pub async fn serve(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     let app = app(state);
+    // Points are small and latency-bound: no Nagle delay on any socket.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

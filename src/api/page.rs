@@ -3,14 +3,13 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::upgrade::{UpgradeRejection, WsUpgrade};
 
 /// One self-contained page: no build step, no external assets.
 const PAGE: &str = include_str!("page.html");
@@ -18,7 +17,7 @@ const PAGE: &str = include_str!("page.html");
 pub async fn root(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
         Ok(ws) => super::ws::accept(ws, state, peer),

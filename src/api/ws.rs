@@ -7,19 +7,24 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
 use crate::live::{Frame, LivePoint};
 use crate::worker::unix_now;
@@ -113,7 +118,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 400, description = "Not a WebSocket upgrade request"),
     ))]
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
 ) -> Response {
@@ -121,18 +126,27 @@ pub async fn upgrade(
 }
 
 /// Starts a session on an accepted upgrade.
-pub fn accept(ws: WebSocketUpgrade, state: AppState, peer: std::net::SocketAddr) -> Response {
+pub fn accept(ws: WsUpgrade, state: AppState, peer: std::net::SocketAddr) -> Response {
     let max = state.ws.max_frame_bytes;
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .max_write_buffer_size(4 * 1024 * 1024)
-        .on_upgrade(move |socket: WebSocket| async move {
-            tracing::debug!(%peer, "websocket connected");
-            let (sink, stream) = socket.split();
-            Session::new(state).run(sink, stream).await;
-            tracing::debug!(%peer, "websocket closed");
-        })
+    // Small buffers: clients send little, and the server's largest message
+    // (the history) goes out in HISTORY_FRAGMENT-sized frames. A client that
+    // lets more than a MiB pile up is dropped.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    ws.on_upgrade(config, move |socket| async move {
+        tracing::debug!(%peer, "websocket connected");
+        let (sink, stream) = socket.split();
+        Session::new(state).run(sink, stream).await;
+        tracing::debug!(%peer, "websocket closed");
+    })
 }
+
+/// The history message is sent as frames of at most this many bytes.
+const HISTORY_FRAGMENT: usize = 4096;
 
 /// What a client asked for, or why it cannot be done.
 #[derive(Debug, PartialEq)]
@@ -226,16 +240,20 @@ impl Session {
     pub async fn run<S, R>(mut self, mut sink: S, mut stream: R)
     where
         S: Sink<Message> + Unpin,
-        R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+        R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
         let settings = self.state.ws.clone();
         let shutdown = self.state.shutdown.clone();
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
+        // Made once: a fresh `cancelled()` each turn would register with
+        // the shared token again, 10,000 times a second at scale.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let end = loop {
             let step = tokio::select! {
-                () = shutdown.cancelled() => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
+                () = &mut cancelled => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
                 inbound = stream.next() => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound, &mut sink).await
@@ -256,7 +274,7 @@ impl Session {
         if let End::Close(code, reason) = end {
             tracing::debug!(code, %reason, "closing websocket");
             let frame = CloseFrame {
-                code,
+                code: CloseCode::from(code),
                 reason: reason.into(),
             };
             let _ = tokio::time::timeout(
@@ -268,23 +286,31 @@ impl Session {
     }
 
     async fn send<S: Sink<Message> + Unpin>(&self, sink: &mut S, msg: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.state.ws.send_timeout, sink.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            // The client stopped reading: its socket is full, a close frame cannot pass.
-            Err(_) => Err(End::Gone),
-        }
+        let mut send = std::pin::pin!(sink.send(msg));
+        // Nearly every send completes at once; only one that waits on a full
+        // socket pays for a timer.
+        let done = match futures_util::poll!(&mut send) {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => {
+                match tokio::time::timeout(self.state.ws.send_timeout, send).await {
+                    Ok(done) => done,
+                    // The client stopped reading: its socket is full, a close frame cannot pass.
+                    Err(_) => return Err(End::Gone),
+                }
+            }
+        };
+        done.map_err(|_| End::Gone)
     }
 
     async fn on_inbound<S: Sink<Message> + Unpin>(
         &mut self,
-        inbound: Option<Result<Message, axum::Error>>,
+        inbound: Option<Result<Message, WsError>>,
         sink: &mut S,
     ) -> Result<(), End> {
         let text = match inbound {
             None | Some(Ok(Message::Close(_))) => return Err(End::Gone),
             Some(Err(e)) => return Err(read_error(e)),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Ok(()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
             Some(Ok(Message::Binary(_))) => {
                 let text = "binary frames are not supported; send JSON text frames";
                 return self
@@ -362,8 +388,7 @@ impl Session {
                 }
             },
         };
-        self.send(sink, Message::Text(history_frame(&members)))
-            .await?;
+        self.send_history(sink, history_frame(&members)).await?;
         self.sub = Some(Subscription {
             asset: asset.id,
             live,
@@ -418,9 +443,43 @@ impl Session {
     }
 }
 
+impl Session {
+    /// Sends a message as a run of small frames (one text frame, then
+    /// continuations), so that no connection's write buffer grows to the
+    /// size of the whole history.
+    async fn send_history<S: Sink<Message> + Unpin>(
+        &self,
+        sink: &mut S,
+        text: String,
+    ) -> Result<(), End> {
+        let bytes = Bytes::from(text);
+        if bytes.len() <= HISTORY_FRAGMENT {
+            let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Gone)?;
+            return self.send(sink, Message::Text(text)).await;
+        }
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (start + HISTORY_FRAGMENT).min(bytes.len());
+            let opcode = if start == 0 {
+                Data::Text
+            } else {
+                Data::Continue
+            };
+            let frame = WireFrame::message(
+                bytes.slice(start..end),
+                OpCode::Data(opcode),
+                end == bytes.len(),
+            );
+            self.send(sink, Message::Frame(frame)).await?;
+            start = end;
+        }
+        Ok(())
+    }
+}
+
 /// `{"action":"asset_history","message":{"points":[...]}}` from the stored
 /// point JSON, without parsing it.
-fn history_frame(members: &[String]) -> Utf8Bytes {
+fn history_frame(members: &[String]) -> String {
     let body: usize = members.iter().map(|m| m.len() + 1).sum();
     let mut out = String::with_capacity(body + 64);
     out.push_str(r#"{"action":"asset_history","message":{"points":["#);
@@ -431,7 +490,7 @@ fn history_frame(members: &[String]) -> Utf8Bytes {
         out.push_str(m);
     }
     out.push_str("]}}");
-    out.into()
+    out
 }
 
 /// The subscribed asset's next live point; pending forever without one.
@@ -444,12 +503,9 @@ async fn next_live(sub: &mut Option<Subscription>) -> Result<LivePoint, RecvErro
 
 /// A read error: a frame over the size limit gets 1009, anything else
 /// means the connection is gone.
-fn read_error(e: axum::Error) -> End {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match e.into_inner().downcast::<WsError>() {
-        Ok(inner) if matches!(*inner, WsError::Capacity(_)) => {
-            End::Close(close::TOO_BIG, format!("frame too large: {inner}"))
-        }
+fn read_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(e) => End::Close(close::TOO_BIG, format!("frame too large: {e}")),
         _ => End::Gone,
     }
 }
@@ -590,10 +646,10 @@ mod tests {
             r#"{"assetName":"EURUSD","time":1,"assetId":1,"value":1.1}"#.to_owned(),
             r#"{"assetName":"EURUSD","time":2,"assetId":1,"value":1.2}"#.to_owned(),
         ];
-        let v: Value = serde_json::from_str(history_frame(&members).as_str()).unwrap();
+        let v: Value = serde_json::from_str(&history_frame(&members)).unwrap();
         assert_eq!(v["action"], "asset_history");
         assert_eq!(v["message"]["points"][1]["time"], 2);
-        let empty: Value = serde_json::from_str(history_frame(&[]).as_str()).unwrap();
+        let empty: Value = serde_json::from_str(&history_frame(&[])).unwrap();
         assert_eq!(empty["message"]["points"], serde_json::json!([]));
     }
 }

@@ -1,0 +1,286 @@
+//! ws-load: opens N WebSocket subscribers against ratesd, subscribes them
+//! all to one asset, and reports for each published point the delivery
+//! latency across all clients, plus the server's memory.
+//!
+//! Latency of a delivery = the wall-clock time the client read the point
+//! minus the start of the point's second (the tick that made it), so it
+//! includes the worker's tick, Redis, the fan-out and the socket: an
+//! end-to-end figure. `spread` is the time from the first client's read of
+//! a point to the last one's: the fan-out alone.
+//!
+//! Run (raise the descriptor limit for both processes first):
+//!   ulimit -n 65536
+//!   cargo run --release -p ws-load -- --clients 10000 --seconds 30 --server-pid $(pgrep -n ratesd)
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser, Debug)]
+#[command(about = "WebSocket subscriber load test for ratesd")]
+struct Args {
+    /// WebSocket endpoint.
+    #[arg(
+        long,
+        env = "WS_LOAD_URL",
+        default_value = "ws://127.0.0.1:8080/api/v1/ws"
+    )]
+    url: String,
+    /// Subscribers to open.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Asset id every subscriber subscribes to.
+    #[arg(long, default_value_t = 1)]
+    asset: u64,
+    /// Connections opened per second while ramping up.
+    #[arg(long, default_value_t = 1000)]
+    ramp: usize,
+    /// How long to measure once everyone is subscribed, in seconds.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// The server's pid, to report its resident memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Worker threads of the load generator (it shares the machine with
+    /// the server: fewer leaves the server more CPU).
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+}
+
+/// VmRSS and VmHWM (peak) of a process, in MiB.
+fn rss_mib(pid: u32) -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<f64>()
+            .ok()
+            .map(|kib| kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One subscriber: connect, subscribe, wait for the history, then record
+/// (point time, read time in ns) until `stop_at`.
+async fn subscriber(
+    url: String,
+    asset: u64,
+    ready: tokio::sync::mpsc::Sender<Result<usize, String>>,
+    start: tokio::sync::watch::Receiver<Option<u128>>,
+    stop_at_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<(i64, u128)> {
+    let mut seen = Vec::new();
+    let (mut ws, _) = match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(format!("connect: {e}"))).await;
+            return seen;
+        }
+    };
+    let sub = format!(r#"{{"action":"subscribe","message":{{"assetId":{asset}}}}}"#);
+    if let Err(e) = ws.send(Message::text(sub)).await {
+        let _ = ready.send(Err(format!("send: {e}"))).await;
+        return seen;
+    }
+    let mut announced = false;
+    while let Some(msg) = ws.next().await {
+        let now = unix_nanos();
+        let Ok(Message::Text(text)) = msg else {
+            if msg.is_err() {
+                break;
+            }
+            continue;
+        };
+        // Points are read without a full JSON parse, so that the load
+        // generator (on the same 2 cores) takes as little CPU as it can.
+        if text.starts_with(r#"{"action":"point""#) {
+            let Some(started) = *start.borrow() else {
+                continue;
+            };
+            let stop = u128::from(stop_at_ns.load(std::sync::atomic::Ordering::Relaxed));
+            if now >= stop && stop > 0 {
+                break;
+            }
+            let time = point_time(text.as_str());
+            // Only points of seconds that began after everyone was subscribed.
+            if i128::from(time) * 1_000_000_000 >= started as i128 {
+                seen.push((time, now));
+            }
+            continue;
+        }
+        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+            continue;
+        };
+        match frame["action"].as_str() {
+            Some("asset_history") if !announced => {
+                announced = true;
+                let n = frame["message"]["points"].as_array().map_or(0, Vec::len);
+                let _ = ready.send(Ok(n)).await;
+            }
+            Some("point") => {
+                let Some(started) = *start.borrow() else {
+                    continue;
+                };
+                let stop = u128::from(stop_at_ns.load(std::sync::atomic::Ordering::Relaxed));
+                if now >= stop && stop > 0 {
+                    break;
+                }
+                let time = frame["message"]["time"].as_i64().unwrap_or(0);
+                // Only points of seconds that began after everyone was subscribed.
+                if i128::from(time) * 1_000_000_000 >= started as i128 {
+                    seen.push((time, now));
+                }
+            }
+            _ => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    seen
+}
+
+/// The `"time":N` of a point frame.
+fn point_time(text: &str) -> i64 {
+    text.split_once(r#""time":"#)
+        .map(|(_, rest)| {
+            rest.bytes()
+                .take_while(u8::is_ascii_digit)
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'))
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(run(args));
+}
+
+async fn run(args: Args) {
+    println!(
+        "ws-load: {} subscribers to asset {} at {} ({} per second), measuring {} s",
+        args.clients, args.asset, args.url, args.ramp, args.seconds
+    );
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.clients.max(1));
+    let (start_tx, start_rx) = tokio::sync::watch::channel(None);
+    let stop_at = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ramp_started = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    let per_tick = (args.ramp / 10).max(1);
+    for i in 0..args.clients {
+        if i > 0 && i % per_tick == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tasks.push(tokio::spawn(subscriber(
+            args.url.clone(),
+            args.asset,
+            ready_tx.clone(),
+            start_rx.clone(),
+            stop_at.clone(),
+        )));
+    }
+    drop(ready_tx);
+    let (mut ok, mut failed, mut history) = (0usize, Vec::new(), 0usize);
+    while ok + failed.len() < args.clients {
+        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(Ok(n))) => {
+                ok += 1;
+                history = history.max(n);
+            }
+            Ok(Some(Err(e))) => failed.push(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    println!(
+        "subscribed: {ok} ok, {} failed in {:.1} s (history {history} points){}",
+        failed.len(),
+        ramp_started.elapsed().as_secs_f64(),
+        failed
+            .first()
+            .map(|e| format!("; first error: {e}"))
+            .unwrap_or_default()
+    );
+    if let Some((rss, peak)) = args.server_pid.and_then(rss_mib) {
+        println!("server RSS after subscribe: {rss:.1} MiB (peak {peak:.1} MiB)");
+    }
+    let started = unix_nanos();
+    let _ = start_tx.send(Some(started));
+    let stop = started + u128::from(args.seconds) * 1_000_000_000;
+    stop_at.store(stop as u64, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
+    let rss = args.server_pid.and_then(rss_mib);
+    // Stop the readers: each exits at its next point after `stop`.
+    let mut by_point: std::collections::BTreeMap<i64, Vec<u128>> = Default::default();
+    for t in tasks {
+        // A reader ends at its first point after the stop; a dead server ends it too.
+        if let Ok(Ok(seen)) = tokio::time::timeout(Duration::from_secs(10), t).await {
+            for (time, at) in seen {
+                by_point.entry(time).or_default().push(at);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    let mut spreads = Vec::new();
+    let mut missing = 0usize;
+    println!("\npoint time   clients   p50 ms   p99 ms   max ms   spread ms");
+    for (time, reads) in &by_point {
+        let base = i128::from(*time) * 1_000_000_000;
+        let mut lat: Vec<f64> = reads
+            .iter()
+            .map(|&at| (at as i128 - base) as f64 / 1e6)
+            .collect();
+        lat.sort_by(f64::total_cmp);
+        let spread = lat.last().unwrap_or(&0.0) - lat.first().unwrap_or(&0.0);
+        missing += ok.saturating_sub(reads.len());
+        println!(
+            "{time}   {:>7}   {:>6.1}   {:>6.1}   {:>6.1}   {:>9.1}",
+            reads.len(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&lat, 1.0),
+            spread
+        );
+        spreads.push(spread);
+        all.extend(lat);
+    }
+    all.sort_by(f64::total_cmp);
+    spreads.sort_by(f64::total_cmp);
+    println!(
+        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} \
+         latency_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} spread_ms p50={:.1} max={:.1}{}",
+        by_point.len(),
+        all.len(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.9),
+        percentile(&all, 0.99),
+        percentile(&all, 1.0),
+        percentile(&spreads, 0.5),
+        percentile(&spreads, 1.0),
+        rss.map(|(r, p)| format!(" server_rss_mib={r:.1} server_peak_mib={p:.1}"))
+            .unwrap_or_default()
+    );
+}
