@@ -9,6 +9,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::cache::{Prepared, RatesCache};
+use crate::api::limit::{self, ConnectionLimiter, HttpLimiter};
+use crate::api::rest::AssetList;
 use crate::api::ws::WsSettings;
 use crate::api::{self, AppState, Shared};
 use crate::archiver::Archiver;
@@ -105,6 +108,18 @@ impl App {
             })?;
             addr = Some(local);
             let hub = LiveHub::new(&catalog);
+            let http_limiter = HttpLimiter::new(
+                config.rate_limit_per_second,
+                config.rate_limit_burst,
+                config.trusted_proxies.clone(),
+            )
+            .map(Arc::new);
+            if let Some(limiter) = &http_limiter {
+                tasks.spawn(limit::forget_idle_clients(
+                    limiter.clone(),
+                    shutdown.clone(),
+                ));
+            }
             tasks.spawn(hub.clone().run(redis.clone(), shutdown.clone()));
             let state = AppState::new(Shared {
                 catalog: catalog.clone(),
@@ -112,15 +127,26 @@ impl App {
                 archive: archive.clone(),
                 stale_after_seconds: config.stale_after_seconds,
                 window_seconds: config.history_seconds,
+                rates: Arc::new(RatesCache::new(
+                    catalog.clone(),
+                    redis.clone(),
+                    config.stale_after_seconds,
+                    hub.clone(),
+                )),
+                catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
                 hub,
                 ws: WsSettings {
                     max_frame_bytes: usize::try_from(config.ws_max_frame_bytes)
                         .unwrap_or(usize::MAX),
                     ping_every: Duration::from_secs(config.ws_ping_seconds),
                     idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
+                    frames_per_second: config.ws_frames_per_second,
                     ..WsSettings::default()
                 },
                 enable_ui: config.enable_ui,
+                http_limiter: http_limiter.clone(),
+                ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
+                trusted_proxies: config.trusted_proxies.clone(),
                 shutdown: shutdown.clone(),
             });
             let token = shutdown.clone();

@@ -195,7 +195,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub ws_ping_seconds: u64,
 
-    /// Requests per second per client IP.
+    /// Requests per second per client IP; 0 turns rate limiting off.
     #[arg(
         long,
         env = "RATES_RATE_LIMIT_PER_SECOND",
@@ -212,6 +212,35 @@ pub struct Config {
         global = true
     )]
     pub rate_limit_burst: u32,
+
+    /// Proxies (IP addresses, comma-separated) whose `X-Forwarded-For` is
+    /// believed; from any other peer the header is ignored.
+    #[arg(
+        long,
+        env = "RATES_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// WebSocket connections one client IP may hold; 0: no cap.
+    #[arg(
+        long,
+        env = "RATES_WS_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256,
+        global = true
+    )]
+    pub ws_max_connections_per_ip: u32,
+
+    /// Frames a WebSocket client may send a second (bursts of twice that);
+    /// more get RateLimited error frames, and a close if it goes on. 0: no limit.
+    #[arg(
+        long,
+        env = "RATES_WS_FRAMES_PER_SECOND",
+        default_value_t = 10,
+        global = true
+    )]
+    pub ws_frames_per_second: u32,
 
     /// Serve the test page on `/`.
     #[arg(long, env = "RATES_ENABLE_UI", default_value_t = true, action = ArgAction::Set, global = true)]

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -58,6 +59,8 @@ impl LivePoint {
 #[derive(Clone)]
 pub struct LiveHub {
     channels: Arc<HashMap<AssetId, broadcast::Sender<LivePoint>>>,
+    /// The newest second a tick announced (for caches to notice new data).
+    latest_tick: Arc<AtomicI64>,
 }
 
 impl LiveHub {
@@ -69,7 +72,13 @@ impl LiveHub {
             .collect();
         Self {
             channels: Arc::new(channels),
+            latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
         }
+    }
+
+    /// The newest second the live feed has announced.
+    pub fn latest_tick(&self) -> UnixSeconds {
+        self.latest_tick.load(Ordering::Acquire)
     }
 
     /// Attaches to an asset's live points; `None` for an asset not in the catalog.
@@ -85,6 +94,9 @@ impl LiveHub {
     }
 
     fn publish(&self, points: &[Point]) {
+        if let Some(newest) = points.iter().map(|p| p.time).max() {
+            self.latest_tick.fetch_max(newest, Ordering::AcqRel);
+        }
         for point in points {
             if let Some(tx) = self.channels.get(&point.asset_id) {
                 // No receivers is fine: nobody watches this asset now.

@@ -346,6 +346,8 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
     let app = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
+        // Its flood of subscribes must reach the server, not be rate limited.
+        extra: vec!["--ws-frames-per-second".into(), "0".into()],
         ..Options::default()
     })
     .await;

@@ -46,6 +46,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NoData(String),
+    #[error("too many WebSocket connections from this address (at most {0})")]
+    TooManyConnections(u32),
+    /// A store failed earlier this second; the reason was logged then.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("redis: {0}")]
     Redis(#[from] RedisError),
     #[error("archive: {0}")]
@@ -69,13 +74,18 @@ impl ApiError {
             ),
             Self::UnknownSymbol(_) => (StatusCode::NOT_FOUND, "unknown-symbol", "Unknown symbol"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::TooManyConnections(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-connections",
+                "Too many connections",
+            ),
             Self::NoData(_) => (StatusCode::SERVICE_UNAVAILABLE, "no-data", "No data yet"),
             Self::Redis(RedisError::Corrupt { .. }) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "Internal error",
             ),
-            Self::Redis(_) | Self::Archive(_) => (
+            Self::Redis(_) | Self::Archive(_) | Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Temporarily unavailable",
@@ -94,6 +104,10 @@ impl IntoResponse for ApiError {
             }
             Self::Redis(_) => {
                 tracing::warn!(error = %self, "redis unavailable");
+                "the rates store is unavailable; retry shortly".to_owned()
+            }
+            Self::Unavailable(reason) => {
+                tracing::debug!(%reason, "rates snapshot unavailable");
                 "the rates store is unavailable; retry shortly".to_owned()
             }
             Self::Archive(_) => {

@@ -1,7 +1,9 @@
 //! The HTTP side: REST v1, health, OpenAPI and Swagger UI.
 
+pub mod cache;
 pub mod error;
 pub mod health;
+pub mod limit;
 pub mod page;
 pub mod rest;
 pub mod upgrade;
@@ -37,8 +39,17 @@ pub struct Shared {
     pub stale_after_seconds: u32,
     pub window_seconds: u32,
     pub hub: LiveHub,
+    /// The latest rates, prepared once per tick.
+    pub rates: Arc<cache::RatesCache>,
+    /// The catalog's JSON, prepared once.
+    pub catalog_json: cache::Prepared,
     pub ws: ws::WsSettings,
     pub enable_ui: bool,
+    /// Per-IP request limit; `None` when off.
+    pub http_limiter: Option<Arc<limit::HttpLimiter>>,
+    pub ws_connections: Arc<limit::ConnectionLimiter>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Cancelled at shutdown: WebSocket sessions close with 1001.
     pub shutdown: CancellationToken,
 }
@@ -97,6 +108,10 @@ pub fn app(state: AppState) -> Router {
     api.route("/", axum::routing::get(page::root))
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::middleware,
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

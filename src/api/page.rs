@@ -17,10 +17,11 @@ const PAGE: &str = include_str!("page.html");
 pub async fn root(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => super::ws::accept(ws, state, peer),
+        Ok(ws) => super::ws::accept(ws, state, peer, &headers),
         Err(_) if state.enable_ui => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -1,15 +1,15 @@
 //! REST v1: the catalog, latest rates, paginated history.
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::cache::Prepared;
 use super::error::{ApiError, Problem, Result};
 use crate::domain::{Asset, AssetId, Point, StoredQuote, Symbol, UnixSeconds};
 use crate::history::{self, Cursor, HistoryError};
@@ -72,7 +72,7 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn new(asset: &Asset, q: StoredQuote, now: UnixSeconds, stale_after: u32) -> Self {
+    pub(crate) fn new(asset: &Asset, q: StoredQuote, now: UnixSeconds, stale_after: u32) -> Self {
         Self {
             symbol: asset.name.clone(),
             asset_id: asset.id,
@@ -101,37 +101,50 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+/// How long clients may cache each answer, in seconds.
+pub const MAX_AGE_RATES: u32 = 1;
+pub const MAX_AGE_CATALOG: u32 = 300;
+/// A history page whose range ended more than [`SETTLED_AFTER`] seconds ago
+/// no longer changes.
+pub const MAX_AGE_SETTLED_HISTORY: u32 = 60;
+const SETTLED_AFTER: UnixSeconds = 2;
+
 /// The catalog: every asset with its stable id.
+///
+/// Cacheable for 5 minutes (`ETag`, `If-None-Match` gives 304).
 #[utoipa::path(get, path = "/assets", tag = "rates",
-    responses((status = 200, description = "The catalog, by id", body = AssetList)))]
-#[tracing::instrument(skip_all)]
-async fn assets(State(state): State<AppState>) -> Json<AssetList> {
-    Json(AssetList::from_catalog(&state.catalog))
+    responses(
+        (status = 200, description = "The catalog, by id", body = AssetList,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+    ))]
+#[tracing::instrument(level = "debug", skip_all)]
+async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state.catalog_json.respond(&headers, MAX_AGE_CATALOG)
 }
 
 /// The latest quote of every asset.
 ///
 /// Assets that have never had a quote are left out; an asset whose newest
 /// upstream quote is older than the staleness limit is listed with
-/// `stale: true`.
+/// `stale: true`. Rates change once a second: the answer carries an `ETag`
+/// and `Cache-Control: max-age=1`, and `If-None-Match` gets 304.
 #[utoipa::path(get, path = "/rates", tag = "rates",
     responses(
-        (status = 200, description = "Latest quotes, in catalog order", body = RateList),
+        (status = 200, description = "Latest quotes, in catalog order", body = RateList,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         (status = 503, description = "The rates store is unavailable",
             body = Problem, content_type = "application/problem+json"),
     ))]
-#[tracing::instrument(skip_all)]
-async fn rates(State(state): State<AppState>) -> Result<Json<RateList>> {
-    let now = unix_now();
-    let quotes = state.redis.latest_all().await?;
-    let rates = quotes
-        .into_iter()
-        .filter_map(|q| {
-            let asset = state.catalog.by_id(q.asset_id)?;
-            Some(Rate::new(asset, q, now, state.stale_after_seconds))
-        })
-        .collect();
-    Ok(Json(RateList { rates }))
+#[tracing::instrument(level = "debug", skip_all)]
+async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
+    let snapshot = state.rates.get().await;
+    let rates = snapshot
+        .rates
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(e.clone()))?;
+    Ok(rates.all.respond(&headers, MAX_AGE_RATES))
 }
 
 /// The latest quote of one asset.
@@ -140,7 +153,9 @@ async fn rates(State(state): State<AppState>) -> Result<Json<RateList>> {
         description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
         example = "EURUSD")),
     responses(
-        (status = 200, description = "The latest quote", body = Rate),
+        (status = 200, description = "The latest quote", body = Rate,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         (status = 400, description = "The symbol is malformed",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No asset has this symbol",
@@ -148,20 +163,23 @@ async fn rates(State(state): State<AppState>) -> Result<Json<RateList>> {
         (status = 503, description = "No quote yet for this asset, or the store is unavailable; see Retry-After",
             body = Problem, content_type = "application/problem+json"),
     ))]
-#[tracing::instrument(skip(state))]
-async fn rate(State(state): State<AppState>, Path(symbol): Path<String>) -> Result<Json<Rate>> {
+#[tracing::instrument(level = "debug", skip(state, headers))]
+async fn rate(
+    State(state): State<AppState>,
+    Path(symbol): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
-    let quote = state
-        .redis
-        .latest(asset.id)
-        .await?
+    let snapshot = state.rates.get().await;
+    let rates = snapshot
+        .rates
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(e.clone()))?;
+    let prepared = rates
+        .by_asset
+        .get(&asset.id)
         .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
-    Ok(Json(Rate::new(
-        asset,
-        quote,
-        unix_now(),
-        state.stale_after_seconds,
-    )))
+    Ok(prepared.respond(&headers, MAX_AGE_RATES))
 }
 
 /// History query. Every field is read as text so that a bad value gets a
@@ -196,7 +214,10 @@ pub struct HistoryQuery {
     ),
     responses(
         (status = 200, description = "A page of points", body = HistoryPage,
-            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"))),
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"),
+                ("ETag" = String),
+                ("Cache-Control" = String, description = "public, max-age=60 for a range that ended over 2 s ago, else max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         (status = 400, description = "A parameter is invalid; `parameter` names it",
             body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No asset has this symbol",
@@ -204,11 +225,12 @@ pub struct HistoryQuery {
         (status = 503, description = "Redis, or the archive for an old range, is unavailable",
             body = Problem, content_type = "application/problem+json"),
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(level = "debug", skip(state, request))]
 async fn rate_history(
     State(state): State<AppState>,
     Path(symbol): Path<String>,
     query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    request: HeaderMap,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
@@ -283,24 +305,27 @@ async fn rate_history(
         }
         .encode()
     });
-    let mut headers = HeaderMap::new();
-    if let Some(c) = &next_cursor {
-        let link = format!(
+    let link = next_cursor.as_ref().and_then(|c| {
+        HeaderValue::from_str(&format!(
             "</api/v1/rates/{}/history?from={from}&to={to}&limit={limit}&cursor={c}>; rel=\"next\"",
             asset.name
-        );
-        if let Ok(v) = HeaderValue::from_str(&link) {
-            headers.insert(header::LINK, v);
-        }
+        ))
+        .ok()
+    });
+    let max_age = if to < unix_now() - SETTLED_AFTER {
+        MAX_AGE_SETTLED_HISTORY
+    } else {
+        MAX_AGE_RATES
+    };
+    let page = Prepared::json(&HistoryPage {
+        points,
+        next_cursor,
+    });
+    let mut resp = page.respond(&request, max_age);
+    if let Some(link) = link {
+        resp.headers_mut().insert(header::LINK, link);
     }
-    Ok((
-        headers,
-        Json(HistoryPage {
-            points,
-            next_cursor,
-        }),
-    )
-        .into_response())
+    Ok(resp)
 }
 
 fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Serialize;
@@ -45,6 +45,8 @@ pub struct WsSettings {
     pub idle_timeout: Duration,
     /// A send that cannot complete this long means the client stopped reading.
     pub send_timeout: Duration,
+    /// Data frames a client may send a second (bursts of twice that); 0: no limit.
+    pub frames_per_second: u32,
 }
 
 impl Default for WsSettings {
@@ -54,6 +56,7 @@ impl Default for WsSettings {
             ping_every: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(10),
+            frames_per_second: 10,
         }
     }
 }
@@ -121,12 +124,24 @@ pub async fn upgrade(
     ws: WsUpgrade,
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    accept(ws, state, peer)
+    accept(ws, state, peer, &headers)
 }
 
-/// Starts a session on an accepted upgrade.
-pub fn accept(ws: WsUpgrade, state: AppState, peer: std::net::SocketAddr) -> Response {
+/// Starts a session on an accepted upgrade, within the per-IP cap.
+pub fn accept(
+    ws: WsUpgrade,
+    state: AppState,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> Response {
+    let ip = super::limit::client_ip(&state.trusted_proxies, peer.ip(), headers);
+    let Some(slot) = state.ws_connections.try_acquire(ip) else {
+        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
+        return super::error::ApiError::TooManyConnections(state.ws_connections.max())
+            .into_response();
+    };
     let max = state.ws.max_frame_bytes;
     // Small buffers: clients send little, and the server's largest message
     // (the history) goes out in HISTORY_FRAGMENT-sized frames. A client that
@@ -138,6 +153,7 @@ pub fn accept(ws: WsUpgrade, state: AppState, peer: std::net::SocketAddr) -> Res
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     ws.on_upgrade(config, move |socket| async move {
+        let _slot = slot;
         tracing::debug!(%peer, "websocket connected");
         let (sink, stream) = socket.split();
         Session::new(state).run(sink, stream).await;
@@ -227,14 +243,48 @@ enum End {
     Close(u16, String),
 }
 
+/// Rate-limited frames in a row after which the connection is closed.
+const MAX_RATE_VIOLATIONS: u32 = 10;
+
 pub struct Session {
     state: AppState,
     sub: Option<Subscription>,
+    inbound: Option<governor::DefaultDirectRateLimiter>,
+    violations: u32,
 }
 
 impl Session {
     pub fn new(state: AppState) -> Self {
-        Self { state, sub: None }
+        let inbound = std::num::NonZeroU32::new(state.ws.frames_per_second).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        Self {
+            state,
+            sub: None,
+            inbound,
+            violations: 0,
+        }
+    }
+
+    /// Counts a data frame against the per-connection limit.
+    fn admit(&mut self) -> Result<bool, End> {
+        let Some(limiter) = &self.inbound else {
+            return Ok(true);
+        };
+        if limiter.check().is_ok() {
+            self.violations = 0;
+            return Ok(true);
+        }
+        self.violations += 1;
+        metrics::counter!("ratesd_ws_frames_rate_limited_total").increment(1);
+        if self.violations > MAX_RATE_VIOLATIONS {
+            return Err(End::Close(
+                close::POLICY,
+                "rate limit exceeded: too many frames".into(),
+            ));
+        }
+        Ok(false)
     }
 
     pub async fn run<S, R>(mut self, mut sink: S, mut stream: R)
@@ -311,6 +361,13 @@ impl Session {
             None | Some(Ok(Message::Close(_))) => return Err(End::Gone),
             Some(Err(e)) => return Err(read_error(e)),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+            Some(Ok(Message::Text(_) | Message::Binary(_))) if !self.admit()? => {
+                let text = format!(
+                    "too many frames: at most {} a second; this one was ignored",
+                    self.state.ws.frames_per_second
+                );
+                return self.send_error(sink, ErrorType::RateLimited, &text).await;
+            }
             Some(Ok(Message::Binary(_))) => {
                 let text = "binary frames are not supported; send JSON text frames";
                 return self

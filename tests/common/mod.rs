@@ -77,6 +77,10 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
         "--simulated-backfill-seconds".into(),
         opts.backfill_seconds.to_string(),
     ];
+    // Tests hammer one loopback address: no HTTP rate limit unless a test asks.
+    if !opts.extra.iter().any(|a| a == "--rate-limit-per-second") {
+        args.extend(["--rate-limit-per-second".into(), "0".into()]);
+    }
     args.extend(opts.extra);
     let config = Config::from_args(&args).expect("test config");
     let app = App::start(&config, role).await.expect("app starts");
