@@ -60,6 +60,20 @@ impl App {
         let archive = config.archive_url().map(Archive::new).transpose()?;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let metrics = crate::telemetry::metrics();
+        let source_names: Vec<&'static str> = config.sources.iter().map(SourceSpec::name).collect();
+        crate::telemetry::register_metrics(&source_names);
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            // Histograms are drained on upkeep; no scrape may go without it for long.
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = every.tick() => metrics.run_upkeep(),
+                }
+            }
+        });
 
         if role.runs_worker() {
             if config.sources.contains(&SourceSpec::Simulated) {

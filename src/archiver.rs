@@ -91,6 +91,8 @@ impl Archiver {
             let batch = match self.redis.read_archive(BATCH_ENTRIES, block, pending).await {
                 Ok(batch) => batch,
                 Err(e) => {
+                    metrics::counter!("ratesd_redis_errors_total", "op" => "archive_read")
+                        .increment(1);
                     if e.is_no_group() {
                         tracing::warn!("archive group lost (redis restarted?); recreating");
                         need_group = true;
@@ -105,7 +107,13 @@ impl Archiver {
                 }
             };
             backoff.reset();
+            if let Ok(backlog) = self.redis.archive_backlog().await {
+                metrics::gauge!("ratesd_archive_backlog_ticks").set(backlog as f64);
+            }
             if batch.ids.is_empty() {
+                if !pending {
+                    metrics::gauge!("ratesd_archive_lag_seconds").set(0.0);
+                }
                 pending = false;
                 continue;
             }
@@ -130,9 +138,16 @@ impl Archiver {
                         tracing::info!("archive reachable again; draining the buffer");
                     }
                     tracing::debug!(points = batch.points.len(), inserted, "archived");
+                    metrics::counter!("ratesd_archive_points_total").increment(inserted);
+                    if let Some(newest) = batch.points.iter().map(|p| p.time).max() {
+                        let lag = crate::worker::unix_now() - newest;
+                        metrics::gauge!("ratesd_archive_lag_seconds").set(lag.max(0) as f64);
+                    }
                     break;
                 }
                 Err(e) => {
+                    metrics::counter!("ratesd_postgres_errors_total", "op" => "insert")
+                        .increment(1);
                     if !failing {
                         tracing::warn!(error = %e, "archive insert failed; points wait in the buffer");
                         failing = true;

@@ -60,13 +60,20 @@ where
         let second = now.as_secs() as UnixSeconds;
         if last.is_none_or(|l| second > l) {
             if let Some(l) = last.filter(|&l| second > l + 1) {
-                tracing::warn!(skipped = second - l - 1, "tick overran; skipped seconds");
+                let skipped = second - l - 1;
+                tracing::warn!(skipped, "tick overran; skipped seconds");
+                metrics::counter!("ratesd_worker_ticks_skipped_total").increment(skipped as u64);
             }
-            let late_ms = now.subsec_millis();
-            if late_ms > 250 {
-                tracing::debug!(second, late_ms, "tick started late");
+            let lateness = now - Duration::from_secs(second as u64);
+            metrics::histogram!("ratesd_worker_tick_lateness_seconds")
+                .record(lateness.as_secs_f64());
+            if lateness > Duration::from_millis(250) {
+                tracing::debug!(second, ?lateness, "tick started late");
             }
+            let started = std::time::Instant::now();
             ticker.tick(second).await;
+            metrics::histogram!("ratesd_worker_tick_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             last = Some(second);
             continue;
         }
@@ -182,6 +189,7 @@ impl Tick for Worker {
             .await;
         match result {
             Ok(written) => {
+                metrics::counter!("ratesd_points_written_total").increment(written as u64);
                 if !self.redis_ok {
                     tracing::info!("redis is back; ticks are written again");
                     self.redis_ok = true;
@@ -189,10 +197,14 @@ impl Tick for Worker {
                 tracing::trace!(second, written, "tick written");
             }
             Err(e) if self.redis_ok => {
+                metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);
                 tracing::error!(error = %e, second, "cannot write tick to redis");
                 self.redis_ok = false;
             }
-            Err(e) => tracing::debug!(error = %e, second, "redis still unavailable"),
+            Err(e) => {
+                metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);
+                tracing::debug!(error = %e, second, "redis still unavailable");
+            }
         }
     }
 }
@@ -222,11 +234,13 @@ impl Worker {
 
     async fn fetch_all(&mut self, second: UnixSeconds) {
         let timeout = self.settings.fetch_timeout;
-        let results = join_all(
-            self.sources
-                .iter()
-                .map(|s| tokio::time::timeout(timeout, s.fetch())),
-        )
+        let results = join_all(self.sources.iter().map(|s| async move {
+            let started = std::time::Instant::now();
+            let result = tokio::time::timeout(timeout, s.fetch()).await;
+            metrics::histogram!("ratesd_upstream_fetch_duration_seconds", "source" => s.name())
+                .record(started.elapsed().as_secs_f64());
+            result
+        }))
         .await;
         for (i, result) in results.into_iter().enumerate() {
             let name = self.sources[i].name();
@@ -252,10 +266,16 @@ impl Worker {
                     }
                 }
                 Err(error) if self.source_ok[i] => {
+                    metrics::counter!("ratesd_upstream_fetch_errors_total", "source" => name)
+                        .increment(1);
                     tracing::warn!(source = name, %error, "upstream failing");
                     self.source_ok[i] = false;
                 }
-                Err(error) => tracing::debug!(source = name, %error, "upstream still failing"),
+                Err(error) => {
+                    metrics::counter!("ratesd_upstream_fetch_errors_total", "source" => name)
+                        .increment(1);
+                    tracing::debug!(source = name, %error, "upstream still failing");
+                }
             }
         }
     }

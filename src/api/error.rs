@@ -103,6 +103,7 @@ impl IntoResponse for ApiError {
                 "the server could not read its own data; it has been logged".to_owned()
             }
             Self::Redis(_) => {
+                metrics::counter!("ratesd_redis_errors_total", "op" => "api").increment(1);
                 tracing::warn!(error = %self, "redis unavailable");
                 "the rates store is unavailable; retry shortly".to_owned()
             }
@@ -111,6 +112,7 @@ impl IntoResponse for ApiError {
                 "the rates store is unavailable; retry shortly".to_owned()
             }
             Self::Archive(_) => {
+                metrics::counter!("ratesd_postgres_errors_total", "op" => "api").increment(1);
                 tracing::warn!(error = %self, "archive unavailable");
                 "the history archive is unavailable; ranges within the live window still work"
                     .to_owned()

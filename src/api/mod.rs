@@ -4,6 +4,7 @@ pub mod cache;
 pub mod error;
 pub mod health;
 pub mod limit;
+pub mod metrics;
 pub mod page;
 pub mod rest;
 pub mod upgrade;
@@ -99,6 +100,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", v1)
         .merge(health::router())
+        .merge(metrics::router())
         .split_for_parts()
 }
 
@@ -106,6 +108,7 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (api, openapi) = routes();
     api.route("/", axum::routing::get(page::root))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(

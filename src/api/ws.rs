@@ -155,8 +155,10 @@ pub fn accept(
     ws.on_upgrade(config, move |socket| async move {
         let _slot = slot;
         tracing::debug!(%peer, "websocket connected");
+        metrics::gauge!("ratesd_ws_connections").increment(1.0);
         let (sink, stream) = socket.split();
         Session::new(state).run(sink, stream).await;
+        metrics::gauge!("ratesd_ws_connections").decrement(1.0);
         tracing::debug!(%peer, "websocket closed");
     })
 }
@@ -345,10 +347,15 @@ impl Session {
                 match tokio::time::timeout(self.state.ws.send_timeout, send).await {
                     Ok(done) => done,
                     // The client stopped reading: its socket is full, a close frame cannot pass.
-                    Err(_) => return Err(End::Gone),
+                    Err(_) => {
+                        metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "send_timeout")
+                            .increment(1);
+                        return Err(End::Gone);
+                    }
                 }
             }
         };
+        metrics::counter!("ratesd_ws_messages_sent_total").increment(1);
         done.map_err(|_| End::Gone)
     }
 
@@ -462,6 +469,8 @@ impl Session {
         let point = match live {
             Ok(p) => p,
             Err(RecvError::Lagged(n)) => {
+                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
+                    .increment(n);
                 return Err(End::Close(
                     close::POLICY,
                     format!("client too slow: fell {n} points behind; reconnect"),

@@ -190,6 +190,18 @@ impl FromStr for SourceSpec {
     }
 }
 
+impl SourceSpec {
+    /// The name its quotes carry in `source`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Fxcm => "fxcm",
+            Self::Binance => "binance",
+            Self::File(_) => "file",
+            Self::Simulated => "simulated",
+        }
+    }
+}
+
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,0 +1,346 @@
+//! Rate limiting, HTTP caching and metrics against the real service.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Options, eventually, spawn_app};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+fn limited(per_second: u32, burst: u32, more: &[&str]) -> Options {
+    let mut extra = vec![
+        "--rate-limit-per-second".to_owned(),
+        per_second.to_string(),
+        "--rate-limit-burst".to_owned(),
+        burst.to_string(),
+    ];
+    extra.extend(more.iter().map(|s| (*s).to_owned()));
+    Options {
+        archive: false,
+        extra,
+        ..Options::default()
+    }
+}
+
+fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_trips_at_exactly_the_burst_and_recovers() {
+    let app = spawn_app(limited(1, 5, &[])).await;
+    for expected_remaining in (0..5).rev() {
+        let resp = app.get("/api/v1/assets").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "ratelimit-limit"), "5");
+        assert_eq!(
+            header(&resp, "ratelimit-remaining"),
+            expected_remaining.to_string()
+        );
+        assert!(header(&resp, "ratelimit-reset").parse::<u64>().unwrap() <= 5);
+    }
+    let resp = app.get("/api/v1/rates").await;
+    assert_eq!(resp.status(), 429, "the request after the burst");
+    assert_eq!(header(&resp, "content-type"), "application/problem+json");
+    let retry: u64 = header(&resp, "retry-after").parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry after {retry}");
+    assert_eq!(header(&resp, "ratelimit-remaining"), "0");
+    assert_eq!(header(&resp, "ratelimit-limit"), "5");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["type"], "/problems/rate-limited");
+    // A forged X-Forwarded-For from an untrusted peer changes nothing.
+    let resp = app
+        .http
+        .get(app.url("/api/v1/rates"))
+        .header("x-forwarded-for", "203.0.113.50")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    // Probes, metrics and docs are exempt.
+    for path in ["/health/live", "/metrics", "/api-docs/openapi.json"] {
+        assert_eq!(app.get(path).await.status(), 200, "{path}");
+    }
+    // One token a second: the limit recovers.
+    eventually("the limit to recover", Duration::from_secs(5), || async {
+        (app.get("/api/v1/assets").await.status() == 200).then_some(())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let app = spawn_app(limited(1, 2, &["--trusted-proxies", "127.0.0.1"])).await;
+    let get = |ip: &'static str| {
+        let req = app
+            .http
+            .get(app.url("/api/v1/assets"))
+            .header("x-forwarded-for", ip);
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(get("203.0.113.1").await, 200);
+    assert_eq!(get("203.0.113.1").await, 200);
+    assert_eq!(get("203.0.113.1").await, 429);
+    // Another client behind the same proxy has its own bucket.
+    assert_eq!(get("203.0.113.2").await, 200);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_websocket_client_is_limited_and_others_are_not() {
+    let app = spawn_app(limited(0, 1, &["--ws-frames-per-second", "5"])).await;
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let (mut calm, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut flood, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    for _ in 0..100 {
+        if flood
+            .send(Message::text(r#"{"action":"assets","message":{}}"#))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let mut assets = 0;
+    let mut limited = 0;
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = flood.next().await {
+            match msg {
+                Message::Text(t) => {
+                    let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    match f["action"].as_str() {
+                        Some("assets") => assets += 1,
+                        Some("error") => {
+                            assert_eq!(f["message"]["error_type"], "RateLimited");
+                            limited += 1;
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                Message::Close(c) => return c,
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("the flood is closed");
+    assert_eq!(assets, 10, "a burst of twice 5 frames is served");
+    assert!(limited >= 1, "then RateLimited error frames");
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert!(close.reason.contains("rate limit"), "{}", close.reason);
+    // The calm client is served as usual.
+    calm.send(Message::text(r#"{"action":"assets","message":{}}"#))
+        .await
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), calm.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer
+            .to_text()
+            .unwrap()
+            .starts_with(r#"{"action":"assets""#)
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connections_per_ip_are_capped() {
+    let app = spawn_app(limited(0, 1, &["--ws-max-connections-per-ip", "3"])).await;
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(tokio_tungstenite::connect_async(&ws_url).await.unwrap().0);
+    }
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429)
+        }
+        other => panic!("the fourth connection should be refused: {other:?}"),
+    }
+    // Closing one frees its place.
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    eventually("a freed place", Duration::from_secs(5), || async {
+        tokio_tungstenite::connect_async(&ws_url)
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etags_give_304_and_cache_control() {
+    let app = spawn_app(Options {
+        archive: false,
+        backfill_seconds: 120,
+        ..Options::default()
+    })
+    .await;
+    eventually("a quote", Duration::from_secs(5), || async {
+        (app.get("/api/v1/rates/EURUSD").await.status() == 200).then_some(())
+    })
+    .await;
+    for path in ["/api/v1/rates", "/api/v1/rates/EURUSD", "/api/v1/assets"] {
+        // The rates change every second: retry until two requests land in one tick.
+        eventually("a 304", Duration::from_secs(10), || async {
+            let first = app.get(path).await;
+            assert_eq!(first.status(), 200);
+            let etag = header(&first, "etag");
+            assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+            let cc = header(&first, "cache-control");
+            let expect = if path.ends_with("assets") {
+                "max-age=300"
+            } else {
+                "max-age=1"
+            };
+            assert!(cc.contains(expect), "{path}: {cc}");
+            let again = app
+                .http
+                .get(app.url(path))
+                .header("if-none-match", &etag)
+                .send()
+                .await
+                .unwrap();
+            match again.status().as_u16() {
+                304 => {
+                    assert_eq!(header(&again, "etag"), etag);
+                    assert!(again.bytes().await.unwrap().is_empty());
+                    Some(())
+                }
+                200 => {
+                    assert_ne!(header(&again, "etag"), etag, "200 only with new data");
+                    None
+                }
+                other => panic!("{path}: {other}"),
+            }
+        })
+        .await;
+    }
+    // A range that ended in the past is settled: cacheable for a minute, stable tag.
+    let now = ratesd::worker::unix_now();
+    let path = format!(
+        "/api/v1/rates/EURUSD/history?from={}&to={}",
+        now - 60,
+        now - 10
+    );
+    let first = app.get(&path).await;
+    assert!(header(&first, "cache-control").contains("max-age=60"));
+    let etag = header(&first, "etag");
+    let again = app
+        .http
+        .get(app.url(&path))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_answer_follows_the_data_second_by_second() {
+    let app = spawn_app(Options {
+        archive: false,
+        ..Options::default()
+    })
+    .await;
+    let seen = std::sync::Mutex::new(BTreeSet::new());
+    let pair = eventually(
+        "two consecutive seconds",
+        Duration::from_secs(10),
+        || async {
+            let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
+            if status == 200 {
+                let t = q["time"].as_i64().unwrap();
+                // Never more than one tick behind what Redis holds.
+                let newest = app.redis.latest(1).await.unwrap().unwrap().time;
+                assert!(t >= newest - 1, "cached {t}, redis {newest}");
+                seen.lock().unwrap().insert(t);
+            }
+            let seen = seen.lock().unwrap();
+            seen.iter().find(|t| seen.contains(&(**t + 1))).copied()
+        },
+    )
+    .await;
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.contains(&pair) && seen.contains(&(pair + 1)));
+    app.cleanup().await;
+}
+
+fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_every_family_and_move_with_traffic() {
+    let app = spawn_app(Options {
+        backfill_seconds: 10,
+        ..Options::default()
+    })
+    .await;
+    let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
+    let text = scrape().await;
+    for family in [
+        "ratesd_http_rate_limited_total",
+        "ratesd_ws_connections",
+        "ratesd_ws_messages_sent_total",
+        "ratesd_ws_messages_dropped_total",
+        "ratesd_worker_tick_duration_seconds",
+        "ratesd_worker_tick_lateness_seconds",
+        "ratesd_points_written_total",
+        "ratesd_archive_backlog_ticks",
+        "ratesd_archive_lag_seconds",
+        "ratesd_upstream_fetch_errors_total",
+        "ratesd_redis_errors_total",
+        "ratesd_postgres_errors_total",
+    ] {
+        assert!(text.contains(family), "{family} missing from /metrics");
+    }
+    let requests = r#"ratesd_http_requests_total{route="/api/v1/rates",method="GET",status="200"}"#;
+    let before = metric(&text, requests).unwrap_or(0.0);
+    let points_before = metric(&text, "ratesd_points_written_total").unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/rates").await.status(), 200);
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/api/v1/ws",
+        app.base.replace("http://", "ws://")
+    ))
+    .await
+    .unwrap();
+    eventually("the metrics to move", Duration::from_secs(10), || async {
+        let text = scrape().await;
+        let moved = metric(&text, requests).unwrap_or(0.0) >= before + 3.0
+            && metric(&text, "ratesd_points_written_total").unwrap() > points_before
+            && metric(&text, "ratesd_ws_connections").unwrap() >= 1.0
+            && text
+                .contains(r#"ratesd_http_request_duration_seconds_bucket{route="/api/v1/rates""#)
+            && metric(&text, "ratesd_archive_points_total").unwrap() > 0.0;
+        moved.then_some(())
+    })
+    .await;
+    drop(ws);
+    app.cleanup().await;
+}
