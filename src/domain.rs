@@ -124,7 +124,12 @@ impl Catalog {
     }
 
     pub fn by_symbol(&self, symbol: &Symbol) -> Option<&Asset> {
-        self.assets.iter().find(|a| a.name == symbol.0)
+        self.by_name(&symbol.0)
+    }
+
+    /// The asset with exactly this (canonical) name.
+    pub fn by_name(&self, name: &str) -> Option<&Asset> {
+        self.assets.iter().find(|a| a.name == name)
     }
 }
 

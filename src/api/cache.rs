@@ -38,8 +38,13 @@ impl Prepared {
 
     /// 200 with the body, or 304 when the client holds this version.
     pub fn respond(&self, request: &HeaderMap, max_age: u32) -> Response {
-        let cache_control = HeaderValue::from_str(&format!("public, max-age={max_age}"))
-            .unwrap_or(HeaderValue::from_static("no-cache"));
+        let cache_control = match max_age {
+            1 => HeaderValue::from_static("public, max-age=1"),
+            60 => HeaderValue::from_static("public, max-age=60"),
+            300 => HeaderValue::from_static("public, max-age=300"),
+            n => HeaderValue::from_str(&format!("public, max-age={n}"))
+                .unwrap_or(HeaderValue::from_static("no-cache")),
+        };
         let headers = [
             (header::ETAG, self.etag.clone()),
             (header::CACHE_CONTROL, cache_control),

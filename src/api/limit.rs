@@ -4,20 +4,17 @@
 //! per IP.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::AppState;
 use super::error::{Problem, problem_response};
 
 /// Paths outside the limit: probes, metrics, and the API docs' assets.
@@ -44,6 +41,10 @@ impl HttpLimiter {
             burst,
             trusted_proxies,
         })
+    }
+
+    pub fn trusted(&self) -> &[IpAddr] {
+        &self.trusted_proxies
     }
 
     /// Forgets idle clients; run now and then so memory follows live IPs.
@@ -76,62 +77,67 @@ pub fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> IpAdd
         .unwrap_or(peer)
 }
 
-fn set_headers(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: u64) {
-    headers.insert("ratelimit-limit", HeaderValue::from(limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(reset));
+impl HttpLimiter {
+    /// Whether a request to `path` from `ip` may pass: `Ok` with the headers
+    /// to add to its answer, or `Err` with the 429 answer.
+    pub fn admit(&self, path: &str, ip: IpAddr) -> Result<Option<Quota3>, Box<Response>> {
+        if EXEMPT.iter().any(|p| path.starts_with(p)) {
+            return Ok(None);
+        }
+        match self.limiter.check_key(&ip) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                Ok(Some(Quota3 {
+                    limit: self.burst,
+                    remaining,
+                    reset: self.reset_after(remaining),
+                }))
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let retry = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+                metrics::counter!("ratesd_http_rate_limited_total").increment(1);
+                tracing::debug!(%ip, ?wait, "rate limited");
+                let mut resp = problem_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &Problem {
+                        kind: "/problems/rate-limited".into(),
+                        title: "Too many requests".into(),
+                        status: 429,
+                        detail: format!(
+                            "at most {} requests a second (bursts of {}) per client; retry in {retry} s",
+                            self.per_second, self.burst
+                        ),
+                        parameter: None,
+                    },
+                );
+                let headers = resp.headers_mut();
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+                Quota3 {
+                    limit: self.burst,
+                    remaining: 0,
+                    reset: self.reset_after(0).max(retry),
+                }
+                .set(headers);
+                Err(Box::new(resp))
+            }
+        }
+    }
 }
 
-pub async fn middleware(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(limits) = state.http_limiter.as_deref() else {
-        return next.run(request).await;
-    };
-    let path = request.uri().path();
-    if EXEMPT.iter().any(|p| path.starts_with(p)) {
-        return next.run(request).await;
-    }
-    let ip = client_ip(&limits.trusted_proxies, peer.ip(), request.headers());
-    match limits.limiter.check_key(&ip) {
-        Ok(snapshot) => {
-            let remaining = snapshot.remaining_burst_capacity();
-            let mut resp = next.run(request).await;
-            set_headers(
-                resp.headers_mut(),
-                limits.burst,
-                remaining,
-                limits.reset_after(remaining),
-            );
-            resp
-        }
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(limits.clock.now());
-            let retry = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            let retry = retry.max(1);
-            metrics::counter!("ratesd_http_rate_limited_total").increment(1);
-            tracing::debug!(%ip, ?wait, "rate limited");
-            let mut resp = problem_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                &Problem {
-                    kind: "/problems/rate-limited".into(),
-                    title: "Too many requests".into(),
-                    status: 429,
-                    detail: format!(
-                        "at most {} requests a second (bursts of {}) per client; retry in {retry} s",
-                        limits.per_second, limits.burst
-                    ),
-                    parameter: None,
-                },
-            );
-            let headers = resp.headers_mut();
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
-            set_headers(headers, limits.burst, 0, limits.reset_after(0).max(retry));
-            resp
-        }
+/// The `RateLimit-Limit`, `-Remaining` and `-Reset` of an answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota3 {
+    limit: u32,
+    remaining: u32,
+    reset: u64,
+}
+
+impl Quota3 {
+    pub fn set(self, headers: &mut HeaderMap) {
+        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        headers.insert("ratelimit-reset", HeaderValue::from(self.reset));
     }
 }
 

@@ -1,10 +1,6 @@
 //! `GET /metrics` (Prometheus text format) and the HTTP request metrics.
 
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -41,21 +37,47 @@ async fn render() -> Response {
         .into_response()
 }
 
-/// Counts and times every routed request by its route template.
-pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+/// Records one answered request. Labels are interned: a few routes,
+/// methods and statuses, so no label is allocated per request.
+pub fn record(
+    route: &'static str,
+    method: &axum::http::Method,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let method = intern(method.as_str());
+    let status = match status {
+        200 => "200",
+        304 => "304",
+        400 => "400",
+        404 => "404",
+        429 => "429",
+        503 => "503",
+        other => intern(&other.to_string()),
+    };
     metrics::counter!("ratesd_http_requests_total",
-        "route" => route.clone(), "method" => method.clone(), "status" => status)
+        "route" => route, "method" => method, "status" => status)
     .increment(1);
     metrics::histogram!("ratesd_http_request_duration_seconds",
         "route" => route, "method" => method)
-    .record(started.elapsed().as_secs_f64());
-    response
+    .record(elapsed.as_secs_f64());
+}
+
+/// A `'static` copy of a label value, made once per distinct value. The
+/// values are route templates, methods and statuses: a small, bounded set.
+pub fn intern(s: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{OnceLock, RwLock};
+    static SEEN: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen.read().unwrap_or_else(|e| e.into_inner()).get(s) {
+        return v;
+    }
+    let mut w = seen.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = w.get(s) {
+        return v;
+    }
+    let v: &'static str = Box::leak(s.to_owned().into_boxed_str());
+    w.insert(v);
+    v
 }

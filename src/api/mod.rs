@@ -13,13 +13,15 @@ pub mod ws;
 use std::net::SocketAddr;
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
+
+use std::time::Instant;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -96,9 +98,11 @@ struct ApiDoc;
 
 /// The OpenAPI document and the routes it describes.
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let v1 = rest::router().merge(ws::router());
+    // The v1 routes carry their full paths: one flat router, no nested
+    // prefix to strip on every request.
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", v1)
+        .merge(rest::router())
+        .merge(ws::router())
         .merge(health::router())
         .merge(metrics::router())
         .split_for_parts()
@@ -108,19 +112,56 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn app(state: AppState) -> Router {
     let (api, openapi) = routes();
     api.route("/", axum::routing::get(page::root))
-        .route_layer(axum::middleware::from_fn(metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            front_door,
+        ))
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit::middleware,
-        ))
         .layer(TraceLayer::new_for_http())
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(10),
-        ))
         .with_state(state)
+}
+
+/// In front of every route: the per-IP limit, then the request metrics,
+/// in one middleware (each layer costs on the hot, cached rate routes).
+async fn front_door(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = metrics::intern(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str),
+    );
+    let quota = match &state.http_limiter {
+        None => None,
+        Some(limiter) => {
+            let ip = limit::client_ip(limiter.trusted(), peer.ip(), request.headers());
+            match limiter.admit(request.uri().path(), ip) {
+                Ok(quota) => quota,
+                Err(refused) => {
+                    metrics::record(route, &method, 429, started.elapsed());
+                    return *refused;
+                }
+            }
+        }
+    };
+    let mut response = next.run(request).await;
+    if let Some(quota) = quota {
+        quota.set(response.headers_mut());
+    }
+    metrics::record(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown`.

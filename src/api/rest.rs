@@ -1,9 +1,11 @@
 //! REST v1: the catalog, latest rates, paginated history.
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
+use tower_http::timeout::TimeoutLayer;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -16,11 +18,21 @@ use crate::history::{self, Cursor, HistoryError};
 use crate::worker::unix_now;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // History may wait on Redis and PostgreSQL: it gets a deadline. The
+    // other routes answer from memory (at most one Redis call a tick, under
+    // the Redis client's own timeout) and are spared the timer.
+    let history =
+        OpenApiRouter::new()
+            .routes(routes!(rate_history))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                HISTORY_DEADLINE,
+            ));
     OpenApiRouter::new()
         .routes(routes!(assets))
         .routes(routes!(rates))
         .routes(routes!(rate))
-        .routes(routes!(rate_history))
+        .merge(history)
 }
 
 /// An asset of the catalog.
@@ -101,6 +113,9 @@ pub struct HistoryPage {
     pub next_cursor: Option<String>,
 }
 
+/// How long a history request may take.
+const HISTORY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long clients may cache each answer, in seconds.
 pub const MAX_AGE_RATES: u32 = 1;
 pub const MAX_AGE_CATALOG: u32 = 300;
@@ -112,7 +127,7 @@ const SETTLED_AFTER: UnixSeconds = 2;
 /// The catalog: every asset with its stable id.
 ///
 /// Cacheable for 5 minutes (`ETag`, `If-None-Match` gives 304).
-#[utoipa::path(get, path = "/assets", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/assets", tag = "rates",
     responses(
         (status = 200, description = "The catalog, by id", body = AssetList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
@@ -129,7 +144,7 @@ async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
 /// upstream quote is older than the staleness limit is listed with
 /// `stale: true`. Rates change once a second: the answer carries an `ETag`
 /// and `Cache-Control: max-age=1`, and `If-None-Match` gets 304.
-#[utoipa::path(get, path = "/rates", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates", tag = "rates",
     responses(
         (status = 200, description = "Latest quotes, in catalog order", body = RateList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
@@ -148,7 +163,7 @@ async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
 }
 
 /// The latest quote of one asset.
-#[utoipa::path(get, path = "/rates/{symbol}", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates",
     params(("symbol" = String, Path,
         description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
         example = "EURUSD")),
@@ -207,7 +222,7 @@ pub struct HistoryQuery {
 /// older seconds from the PostgreSQL archive; a range spanning both reads
 /// as one sequence. When there is a next page, the answer has its cursor in
 /// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
-#[utoipa::path(get, path = "/rates/{symbol}/history", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates",
     params(
         ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}", example = "EURUSD"),
         HistoryQuery,
@@ -341,6 +356,10 @@ fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSec
 
 /// The catalog asset a path's symbol names.
 fn resolve<'a>(state: &'a AppState, raw: &str) -> Result<&'a Asset> {
+    // Most clients write the catalog's own spelling.
+    if let Some(asset) = state.catalog.by_name(raw) {
+        return Ok(asset);
+    }
     let symbol = Symbol::parse(raw).map_err(|e| ApiError::invalid("symbol", e.to_string()))?;
     state
         .catalog

@@ -115,7 +115,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// client that falls more than 64 points behind or stops answering pings
 /// (the server pings every 20 s, and closes after 60 s of silence); 1001 at
 /// server shutdown. Reconnect and subscribe again after any of them.
-#[utoipa::path(get, path = "/ws", tag = "websocket",
+#[utoipa::path(get, path = "/api/v1/ws", tag = "websocket",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
         (status = 400, description = "Not a WebSocket upgrade request"),
