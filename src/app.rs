@@ -89,7 +89,13 @@ impl App {
                 backfill_seconds: config.simulated_backfill_seconds,
                 archive_buffer: archive.as_ref().map(|_| config.archive_buffer_ticks),
             };
-            let worker = Worker::new(sources, catalog.clone(), redis.clone(), settings);
+            let worker = Worker::new(
+                sources,
+                catalog.clone(),
+                redis.clone(),
+                archive.clone(),
+                settings,
+            );
             tasks.spawn(worker.run(Arc::new(SystemClock), shutdown.clone()));
             if let Some(archive) = &archive {
                 let archiver = Archiver {

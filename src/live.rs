@@ -61,6 +61,8 @@ pub struct LiveHub {
     channels: Arc<HashMap<AssetId, broadcast::Sender<LivePoint>>>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
+    /// Counts lost Redis subscriptions: subscribers then reconnect.
+    outages: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl LiveHub {
@@ -73,7 +75,13 @@ impl LiveHub {
         Self {
             channels: Arc::new(channels),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
+            outages: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+
+    /// Changes each time the live feed is lost.
+    pub fn outages(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outages.subscribe()
     }
 
     /// The newest second the live feed has announced.
@@ -146,6 +154,7 @@ impl LiveHub {
                         // Stays set through failed retries: one warning per outage.
                         tracing::warn!("live feed connection lost; resubscribing");
                         failing = true;
+                        self.outages.send_modify(|n| *n += 1);
                         break;
                     }
                 }

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{AssetId, BidAsk, Catalog, Point, StoredQuote, UnixSeconds};
 use crate::sources::{Source, SourceQuote};
-use crate::store::RedisStore;
 use crate::store::redis::TickEntry;
+use crate::store::{Archive, RedisStore};
 
 /// Wall-clock time, injectable so the schedule can be tested.
 pub trait Clock: Send + Sync + 'static {
@@ -124,7 +124,13 @@ pub struct Worker {
     source_ok: Vec<bool>,
     serving: HashMap<AssetId, Option<usize>>,
     redis_ok: bool,
-    backfill_pending: bool,
+    /// Set at start and after Redis failed: check the windows for loss.
+    windows_unchecked: bool,
+    /// False until the first windows check is done.
+    started: bool,
+    /// A tick has set Redis's epoch marker: its absence later means loss.
+    epoch_seen: bool,
+    archive: Option<Archive>,
 }
 
 impl Worker {
@@ -132,11 +138,10 @@ impl Worker {
         sources: Vec<Arc<dyn Source>>,
         catalog: Arc<Catalog>,
         store: RedisStore,
+        archive: Option<Archive>,
         settings: WorkerSettings,
     ) -> Self {
         let n = sources.len();
-        let backfill_pending = settings.backfill_seconds > 0
-            && sources.first().is_some_and(|s| s.as_simulated().is_some());
         Self {
             sources,
             catalog,
@@ -146,7 +151,10 @@ impl Worker {
             source_ok: vec![true; n],
             serving: HashMap::new(),
             redis_ok: true,
-            backfill_pending,
+            windows_unchecked: true,
+            started: false,
+            epoch_seen: false,
+            archive,
         }
     }
 
@@ -163,8 +171,9 @@ impl Worker {
 impl Tick for Worker {
     /// One tick: fetch, select, write.
     async fn tick(&mut self, second: UnixSeconds) {
-        if self.backfill_pending {
-            self.backfill(second).await;
+        if self.windows_unchecked {
+            self.fill_windows(second).await;
+            self.started |= !self.windows_unchecked;
         }
         self.fetch_all(second).await;
         let selected = select_quotes(
@@ -188,8 +197,14 @@ impl Tick for Worker {
             )
             .await;
         match result {
-            Ok(written) => {
+            Ok(outcome) => {
+                let written = outcome.written;
                 metrics::counter!("ratesd_points_written_total").increment(written as u64);
+                if outcome.data_lost && self.epoch_seen {
+                    tracing::warn!("redis lost its data; rebuilding the windows from the archive");
+                    self.windows_unchecked = true;
+                }
+                self.epoch_seen |= written > 0 || outcome.data_lost;
                 if !self.redis_ok {
                     tracing::info!("redis is back; ticks are written again");
                     self.redis_ok = true;
@@ -200,6 +215,8 @@ impl Tick for Worker {
                 metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);
                 tracing::error!(error = %e, second, "cannot write tick to redis");
                 self.redis_ok = false;
+                // Redis may come back empty (a restart without persistence).
+                self.windows_unchecked = true;
             }
             Err(e) => {
                 metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);
@@ -304,25 +321,92 @@ impl Worker {
         }
     }
 
-    /// Fills the empty windows with the simulated source's made-up past, for
-    /// the seconds before `first_tick`.
-    async fn backfill(&mut self, first_tick: UnixSeconds) {
-        let Some(sim) = self.sources.first().and_then(|s| s.as_simulated()) else {
-            self.backfill_pending = false;
-            return;
-        };
+    /// Fills what the windows miss of the last `window_seconds`, as at a
+    /// first start or after Redis lost its data: from the archive where it
+    /// has those seconds, then, at a first start with the simulated source
+    /// leading, with its made-up past for windows still empty.
+    async fn fill_windows(&mut self, first_tick: UnixSeconds) {
         let ids: Vec<AssetId> = self.catalog.assets().iter().map(|a| a.id).collect();
-        let empty = match self.store.empty_windows(&ids).await {
-            Ok(empty) => empty,
+        let oldest = match self.store.oldest_points(&ids).await {
+            Ok(oldest) => oldest,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot check history for backfill; will retry");
+                tracing::debug!(error = %e, "cannot check the windows; will retry");
                 return;
             }
         };
-        self.backfill_pending = false;
-        if empty.is_empty() {
+        self.windows_unchecked = false;
+        let window = i64::from(self.settings.window_seconds);
+        let start = first_tick - window;
+        let mut restored: Vec<Vec<Point>> = Vec::new();
+        if let Some(archive) = &self.archive {
+            for (&id, oldest) in ids.iter().zip(&oldest) {
+                let end = oldest.unwrap_or(first_tick) - 1;
+                let Some(asset) = self.catalog.by_id(id).filter(|_| start <= end) else {
+                    continue;
+                };
+                match archive.range(id, start, end, window as usize).await {
+                    Ok(rows) if !rows.is_empty() => restored.push(
+                        rows.into_iter()
+                            .map(|(time, value)| Point {
+                                asset_name: asset.name.clone(),
+                                time,
+                                asset_id: id,
+                                value,
+                            })
+                            .collect(),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        // At a first start the archive may not exist yet: nothing to restore.
+                        if self.started {
+                            tracing::warn!(error = %e, "cannot read the archive to rebuild the windows");
+                        } else {
+                            tracing::debug!(error = %e, "archive not readable at start");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if !restored.is_empty() {
+            // Already archived: not appended to the archive buffer again.
+            let result = self
+                .store
+                .write_backfill(&restored, first_tick, self.settings.window_seconds, None)
+                .await;
+            match result {
+                Ok(()) => tracing::info!(
+                    assets = restored.len(),
+                    points = restored.iter().map(Vec::len).sum::<usize>(),
+                    "rebuilt the live windows from the archive"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot rebuild the windows; will retry");
+                    self.windows_unchecked = true;
+                    return;
+                }
+            }
+        }
+        let empty: Vec<AssetId> = ids
+            .iter()
+            .zip(&oldest)
+            .filter(|(id, o)| o.is_none() && !restored.iter().any(|r| r[0].asset_id == **id))
+            .map(|(id, _)| *id)
+            .collect();
+        if !empty.is_empty() && !self.started {
+            self.simulated_backfill(first_tick, &empty).await;
+        }
+    }
+
+    /// The simulated source's made-up past for `empty` assets, for the
+    /// seconds before `first_tick` (demos start with a full chart).
+    async fn simulated_backfill(&mut self, first_tick: UnixSeconds, empty: &[AssetId]) {
+        if self.settings.backfill_seconds == 0 {
             return;
         }
+        let Some(sim) = self.sources.first().and_then(|s| s.as_simulated()) else {
+            return;
+        };
         let n = self.settings.backfill_seconds as usize;
         let history = sim.backfill(n);
         let seconds: Vec<Vec<Point>> = history
@@ -362,7 +446,7 @@ impl Worker {
             ),
             Err(e) => {
                 tracing::warn!(error = %e, "backfill failed; will retry");
-                self.backfill_pending = true;
+                self.windows_unchecked = true;
             }
         }
     }

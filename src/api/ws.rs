@@ -35,6 +35,7 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 #[derive(Debug, Clone)]
@@ -113,8 +114,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 ///
 /// **Closes**: 1009 for a frame over the size limit (64 KiB); 1008 for a
 /// client that falls more than 64 points behind or stops answering pings
-/// (the server pings every 20 s, and closes after 60 s of silence); 1001 at
-/// server shutdown. Reconnect and subscribe again after any of them.
+/// (the server pings every 20 s, and closes after 60 s of silence), or sends
+/// more than 10 frames a second for long (after `RateLimited` errors); 1012
+/// when the live feed is interrupted (Redis unavailable); 1001 at server
+/// shutdown. Reconnect and subscribe again after any of them. More than 256
+/// connections from one address are refused with 429.
 #[utoipa::path(get, path = "/api/v1/ws", tag = "websocket",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
@@ -303,6 +307,7 @@ impl Session {
         // the shared token again, 10,000 times a second at scale.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let mut outages = self.state.hub.outages();
         let end = loop {
             let step = tokio::select! {
                 () = &mut cancelled => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
@@ -311,6 +316,14 @@ impl Session {
                     self.on_inbound(inbound, &mut sink).await
                 }
                 live = next_live(&mut self.sub) => self.on_live(live, &mut sink).await,
+                Ok(()) = outages.changed() => match self.sub {
+                    // Points would stop with no word: let the client reconnect.
+                    Some(_) => Err(End::Close(
+                        close::SERVICE_RESTART,
+                        "live feed interrupted (rates store unavailable); reconnect".into(),
+                    )),
+                    None => Ok(()),
+                },
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.idle_timeout {
                         Err(End::Close(close::POLICY, "no answer to pings".into()))

@@ -8,6 +8,8 @@
 //!   tick's points, read by the archiver and deleted once committed to
 //!   PostgreSQL: the durable buffer between the live path and the archive.
 //! - `P live` (pub/sub channel): the same JSON array, for live subscribers.
+//! - `P epoch` (string): set by every tick; its absence tells the worker
+//!   that Redis lost its data and the windows need rebuilding.
 
 use std::time::Duration;
 
@@ -45,14 +47,23 @@ const ARCHIVE_CONSUMER: &str = "archiver";
 /// when its second is newer than the asset's newest point, so a second is
 /// never written twice and time never goes backwards, even with two workers.
 ///
-/// KEYS: latest hash, archive stream, live channel, then one points key per asset.
+/// It also notices a Redis that lost its data (a restart without
+/// persistence, a flush): the epoch marker, set by every tick, is gone.
+///
+/// KEYS: latest hash, archive stream, live channel, epoch marker, then one
+/// points key per asset.
 /// ARGV: time, trim cutoff (scores <= it are dropped), archive flag, stream
 /// max length, then per asset: id, point JSON, quote JSON.
+/// Returns {points written, 1 when the marker was missing}.
 const TICK_SCRIPT: &str = r#"
 local t = tonumber(ARGV[1])
+local lost = 0
+if redis.call('SET', KEYS[4], '1', 'NX') then
+  lost = 1
+end
 local written = {}
-for k = 4, #KEYS do
-  local a = 5 + (k - 4) * 3
+for k = 5, #KEYS do
+  local a = 5 + (k - 5) * 3
   local newest = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
   if #newest == 0 or tonumber(newest[2]) < t then
     redis.call('ZADD', KEYS[k], t, ARGV[a + 1])
@@ -68,7 +79,7 @@ if #written > 0 then
   end
   redis.call('PUBLISH', KEYS[3], payload)
 end
-return #written
+return {#written, lost}
 "#;
 
 #[derive(Clone)]
@@ -83,12 +94,24 @@ impl Keys {
     fn points(&self, id: AssetId) -> String {
         format!("{}points:{id}", self.prefix)
     }
+    fn epoch(&self) -> String {
+        format!("{}epoch", self.prefix)
+    }
     fn archive(&self) -> String {
         format!("{}archive", self.prefix)
     }
     fn live(&self) -> String {
         format!("{}live", self.prefix)
     }
+}
+
+/// What a tick's write found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TickOutcome {
+    /// Points new to their windows.
+    pub written: usize,
+    /// Redis had lost its data since the previous tick (or this is the first).
+    pub data_lost: bool,
 }
 
 /// One asset's share of a tick.
@@ -187,21 +210,22 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Writes one tick (see [`TICK_SCRIPT`]); returns how many points were new.
+    /// Writes one tick (see [`TICK_SCRIPT`]).
     pub async fn write_tick(
         &self,
         time: UnixSeconds,
         window_seconds: u32,
         entries: &[TickEntry],
         archive: Option<u64>,
-    ) -> Result<usize> {
+    ) -> Result<TickOutcome> {
         if entries.is_empty() {
-            return Ok(0);
+            return Ok(TickOutcome::default());
         }
         let mut inv = self.tick_script.prepare_invoke();
         inv.key(self.keys.latest())
             .key(self.keys.archive())
             .key(self.keys.live())
+            .key(self.keys.epoch())
             .arg(time)
             .arg(time - i64::from(window_seconds))
             .arg(if archive.is_some() { "1" } else { "0" })
@@ -213,23 +237,24 @@ impl RedisStore {
                 .arg(to_json(&e.quote));
         }
         let mut conn = self.conn().await?;
-        let written: usize = inv.invoke_async(&mut conn).await?;
-        Ok(written)
+        let (written, lost): (usize, u8) = inv.invoke_async(&mut conn).await?;
+        Ok(TickOutcome {
+            written,
+            data_lost: lost == 1,
+        })
     }
 
-    /// Assets whose window holds no point: candidates for a backfill.
-    pub async fn empty_windows(&self, ids: &[AssetId]) -> Result<Vec<AssetId>> {
+    /// The oldest second of each asset's window (`None` for an empty one).
+    pub async fn oldest_points(&self, ids: &[AssetId]) -> Result<Vec<Option<UnixSeconds>>> {
         let mut pipe = redis::pipe();
         for &id in ids {
-            pipe.zcard(self.keys.points(id));
+            pipe.zrange_withscores(self.keys.points(id), 0, 0);
         }
         let mut conn = self.conn().await?;
-        let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
-        Ok(ids
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n == 0)
-            .map(|(id, _)| *id)
+        let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
+        Ok(firsts
+            .into_iter()
+            .map(|f| f.first().map(|(_, s)| *s as UnixSeconds))
             .collect())
     }
 

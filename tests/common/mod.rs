@@ -30,6 +30,8 @@ pub struct Options {
     pub history_seconds: u32,
     pub backfill_seconds: u32,
     pub archive: bool,
+    /// An archive elsewhere than the shared PostgreSQL (a test's own server).
+    pub database_url: Option<String>,
     pub extra: Vec<String>,
 }
 
@@ -40,6 +42,7 @@ impl Default for Options {
             history_seconds: 1800,
             backfill_seconds: 0,
             archive: true,
+            database_url: None,
             extra: Vec::new(),
         }
     }
@@ -61,7 +64,9 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
         .with_test_writer()
         .try_init();
     let prefix = format!("test:{id}:");
-    let database_url = opts.archive.then(|| format!("{PG_BASE}/ratesd_t_{id}"));
+    let database_url = opts
+        .database_url
+        .or_else(|| opts.archive.then(|| format!("{PG_BASE}/ratesd_t_{id}")));
     let mut args: Vec<String> = vec![
         "ratesd".into(),
         "--http-addr".into(),
