@@ -20,6 +20,7 @@
 pub mod api;
 pub mod app;
 pub mod archiver;
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod domain;

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+use crate::breaker::Breaker;
 use crate::domain::{AssetId, BidAsk, Catalog, Point, StoredQuote, UnixSeconds};
 use crate::sources::{Source, SourceQuote};
 use crate::store::redis::TickEntry;
@@ -121,7 +122,9 @@ pub struct Worker {
     settings: WorkerSettings,
     /// Per source (in priority order): the last quote of each asset.
     books: Vec<HashMap<AssetId, Seen>>,
-    source_ok: Vec<bool>,
+    breakers: Vec<Breaker>,
+    /// A breaker changed state: publish the sources' status.
+    statuses_changed: bool,
     serving: HashMap<AssetId, Option<usize>>,
     redis_ok: bool,
     /// Set at start and after Redis failed: check the windows for loss.
@@ -148,7 +151,8 @@ impl Worker {
             store,
             settings,
             books: vec![HashMap::new(); n],
-            source_ok: vec![true; n],
+            breakers: vec![Breaker::default(); n],
+            statuses_changed: true,
             serving: HashMap::new(),
             redis_ok: true,
             windows_unchecked: true,
@@ -176,6 +180,9 @@ impl Tick for Worker {
             self.started |= !self.windows_unchecked;
         }
         self.fetch_all(second).await;
+        if self.statuses_changed {
+            self.publish_statuses(second).await;
+        }
         let selected = select_quotes(
             &self.catalog,
             &self.books,
@@ -227,6 +234,23 @@ impl Tick for Worker {
 }
 
 impl Worker {
+    /// Tells `/health/ready` (in any API process) how each upstream fares.
+    async fn publish_statuses(&mut self, second: UnixSeconds) {
+        let statuses: Vec<(String, String)> = self
+            .sources
+            .iter()
+            .zip(&self.breakers)
+            .enumerate()
+            .map(|(i, (s, b))| {
+                let status = serde_json::to_string(&b.status(second)).unwrap_or_default();
+                (format!("{}:{}", i + 1, s.name()), status)
+            })
+            .collect();
+        if self.store.set_source_statuses(&statuses).await.is_ok() {
+            self.statuses_changed = false;
+        }
+    }
+
     fn entry(&self, second: UnixSeconds, s: &Selected) -> Option<TickEntry> {
         let asset = self.catalog.by_id(s.asset_id)?;
         let value = s.quote.mid();
@@ -249,17 +273,24 @@ impl Worker {
         })
     }
 
+    /// Fetches every source whose breaker lets it, concurrently, each
+    /// within the fetch timeout.
     async fn fetch_all(&mut self, second: UnixSeconds) {
         let timeout = self.settings.fetch_timeout;
-        let results = join_all(self.sources.iter().map(|s| async move {
+        let breakers = &self.breakers;
+        let results = join_all(self.sources.iter().enumerate().map(|(i, s)| async move {
+            if !breakers[i].allows(second) {
+                return None;
+            }
             let started = std::time::Instant::now();
             let result = tokio::time::timeout(timeout, s.fetch()).await;
             metrics::histogram!("ratesd_upstream_fetch_duration_seconds", "source" => s.name())
                 .record(started.elapsed().as_secs_f64());
-            result
+            Some(result)
         }))
         .await;
         for (i, result) in results.into_iter().enumerate() {
+            let Some(result) = result else { continue };
             let name = self.sources[i].name();
             let quotes: Result<Vec<SourceQuote>, String> = match result {
                 Ok(Ok(q)) => Ok(q),
@@ -268,9 +299,9 @@ impl Worker {
             };
             match quotes {
                 Ok(quotes) => {
-                    if !self.source_ok[i] {
+                    if self.breakers[i].success() {
                         tracing::info!(source = name, "upstream recovered");
-                        self.source_ok[i] = true;
+                        self.statuses_changed = true;
                     }
                     for q in quotes {
                         self.books[i].insert(
@@ -282,16 +313,20 @@ impl Worker {
                         );
                     }
                 }
-                Err(error) if self.source_ok[i] => {
-                    metrics::counter!("ratesd_upstream_fetch_errors_total", "source" => name)
-                        .increment(1);
-                    tracing::warn!(source = name, %error, "upstream failing");
-                    self.source_ok[i] = false;
-                }
                 Err(error) => {
                     metrics::counter!("ratesd_upstream_fetch_errors_total", "source" => name)
                         .increment(1);
-                    tracing::debug!(source = name, %error, "upstream still failing");
+                    let first = self.breakers[i].status(second).state == "ok";
+                    let opened = self.breakers[i].failure(second, error.clone());
+                    if first {
+                        tracing::warn!(source = name, %error, "upstream failing");
+                    } else {
+                        tracing::debug!(source = name, %error, "upstream still failing");
+                    }
+                    if opened {
+                        tracing::debug!(source = name, "circuit open; pausing this upstream");
+                    }
+                    self.statuses_changed |= first || opened;
                 }
             }
         }

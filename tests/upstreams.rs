@@ -130,7 +130,8 @@ async fn a_failing_upstream_fails_over_and_back() {
         .await;
         assert_eq!(q["stale"], false);
         mode.store(HEALTHY, Ordering::SeqCst);
-        let q = eventually("back to fxcm", Duration::from_secs(5), source("fxcm")).await;
+        // The breaker retries after a pause (1 s, doubling): allow a few.
+        let q = eventually("back to fxcm", Duration::from_secs(15), source("fxcm")).await;
         assert_eq!(q["value"].as_f64(), Some(1.129575));
     }
     // The window has kept one point a second through both switches.
@@ -173,6 +174,16 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
     let (status, ready) = app.get_json("/health/ready").await;
     assert_eq!(status, 503);
     assert_eq!(ready["staleAssets"].as_array().unwrap().len(), 5, "{ready}");
+    // Why: the upstream's breaker says so, with its error.
+    let fxcm = &ready["sources"]["1:fxcm"];
+    assert!(
+        fxcm["state"] == "open" || fxcm["state"] == "failing",
+        "{ready}"
+    );
+    assert!(
+        fxcm["lastError"].as_str().unwrap().contains("500"),
+        "{ready}"
+    );
     // No point is written while stale.
     let newest = |app: &common::TestApp| {
         let redis = app.redis.clone();

@@ -8,7 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::collections::BTreeMap;
+
 use super::AppState;
+use crate::breaker::SourceStatus;
 use crate::worker::unix_now;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -32,6 +35,10 @@ pub struct Health {
     /// `ok`, `unreachable` or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<&'static str>,
+    /// Each upstream by `priority:name`, as the worker last saw it: why an
+    /// asset is stale.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, SourceStatus>,
 }
 
 /// The process is up.
@@ -43,6 +50,7 @@ async fn live() -> Json<Health> {
         reason: None,
         stale_assets: Vec::new(),
         archive: None,
+        sources: BTreeMap::new(),
     })
 }
 
@@ -65,21 +73,22 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
             _ => "unreachable",
         },
     };
-    let unavailable = |reason: String, stale_assets: Vec<String>| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "unavailable",
-                reason: Some(reason),
-                stale_assets,
-                archive: Some(archive),
-            }),
-        )
-    };
     let quotes = match state.redis.latest_all().await {
         Ok(q) => q,
-        Err(e) => return unavailable(format!("redis unreachable: {e}"), Vec::new()),
+        Err(e) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(Health {
+                    status: "unavailable",
+                    reason: Some(format!("redis unreachable: {e}")),
+                    stale_assets: Vec::new(),
+                    archive: Some(archive),
+                    sources: BTreeMap::new(),
+                }),
+            );
+        }
     };
+    let sources = state.redis.source_statuses().await.unwrap_or_default();
     let now = unix_now();
     let limit = i64::from(state.stale_after_seconds);
     let stale: Vec<String> = state
@@ -93,16 +102,19 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         })
         .map(|a| a.name.clone())
         .collect();
-    if stale.len() == state.catalog.assets().len() {
-        return unavailable(format!("no asset has a quote newer than {limit} s"), stale);
-    }
+    let none_fresh = stale.len() == state.catalog.assets().len();
     (
-        StatusCode::OK,
+        if none_fresh {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        },
         Json(Health {
-            status: "ready",
-            reason: None,
+            status: if none_fresh { "unavailable" } else { "ready" },
+            reason: none_fresh.then(|| format!("no asset has a quote newer than {limit} s")),
             stale_assets: stale,
             archive: Some(archive),
+            sources,
         }),
     )
 }

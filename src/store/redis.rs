@@ -8,6 +8,8 @@
 //!   tick's points, read by the archiver and deleted once committed to
 //!   PostgreSQL: the durable buffer between the live path and the archive.
 //! - `P live` (pub/sub channel): the same JSON array, for live subscribers.
+//! - `P sources` (hash): "priority:name" -> the upstream's breaker status
+//!   (JSON), written by the worker when it changes, read by `/health/ready`.
 //! - `P epoch` (string): set by every tick; its absence tells the worker
 //!   that Redis lost its data and the windows need rebuilding.
 
@@ -93,6 +95,9 @@ impl Keys {
     }
     fn points(&self, id: AssetId) -> String {
         format!("{}points:{id}", self.prefix)
+    }
+    fn sources(&self) -> String {
+        format!("{}sources", self.prefix)
     }
     fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
@@ -242,6 +247,33 @@ impl RedisStore {
             written,
             data_lost: lost == 1,
         })
+    }
+
+    /// Replaces the upstreams' status (`"priority:name"` -> JSON).
+    pub async fn set_source_statuses(&self, statuses: &[(String, String)]) -> Result<()> {
+        let key = self.keys.sources();
+        let mut conn = self.conn().await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(&key, statuses)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The upstreams' status as the worker last wrote it, by `"priority:name"`.
+    pub async fn source_statuses(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, crate::breaker::SourceStatus>> {
+        let key = self.keys.sources();
+        let mut conn = self.conn().await?;
+        let all: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
+        all.into_iter()
+            .map(|(k, v)| Ok((k, from_json(&key, &v)?)))
+            .collect()
     }
 
     /// The oldest second of each asset's window (`None` for an empty one).
