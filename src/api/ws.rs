@@ -172,17 +172,18 @@ const HISTORY_FRAGMENT: usize = 4096;
 
 /// What a client asked for, or why it cannot be done.
 #[derive(Debug, PartialEq)]
-enum Request {
+pub enum Request {
     Assets,
     Subscribe(AssetId),
 }
 
 #[derive(Debug, PartialEq)]
-struct Refusal(ErrorType, String);
+pub struct Refusal(pub ErrorType, pub String);
 
 const ACTIONS: &str = "expected one of: assets, subscribe";
 
-fn parse_request(text: &str) -> Result<Request, Refusal> {
+/// Decodes a client's text frame: never panics, whatever the text.
+pub fn parse_request(text: &str) -> Result<Request, Refusal> {
     let invalid = |t: String| Refusal(ErrorType::ValidationError, t);
     let value: Value = serde_json::from_str(text)
         .map_err(|e| invalid(format!("message is not valid JSON: {e}")))?;
