@@ -48,6 +48,9 @@ pub struct App {
     addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    /// Stopped before the archiver, so that its last tick is flushed too.
+    worker: Option<tokio::task::JoinHandle<()>>,
+    archiver: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
 }
 
 impl App {
@@ -60,6 +63,8 @@ impl App {
         let archive = config.archive_url().map(Archive::new).transpose()?;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        let mut worker_task = None;
+        let mut archiver_task = None;
         let metrics = crate::telemetry::metrics();
         let source_names: Vec<&'static str> = config.sources.iter().map(SourceSpec::name).collect();
         crate::telemetry::register_metrics(&source_names);
@@ -96,14 +101,17 @@ impl App {
                 archive.clone(),
                 settings,
             );
-            tasks.spawn(worker.run(Arc::new(SystemClock), shutdown.clone()));
+            worker_task = Some(tokio::spawn(
+                worker.run(Arc::new(SystemClock), shutdown.clone()),
+            ));
             if let Some(archive) = &archive {
                 let archiver = Archiver {
                     redis: redis.clone(),
                     archive: archive.clone(),
                     migrate: config.auto_migrate,
                 };
-                tasks.spawn(archiver.run(shutdown.clone()));
+                let token = CancellationToken::new();
+                archiver_task = Some((tokio::spawn(archiver.run(token.clone())), token));
             }
         } else if let Some(archive) = archive.clone().filter(|_| config.auto_migrate) {
             // An API alone still wants the archive's schema for old ranges.
@@ -183,6 +191,8 @@ impl App {
             addr,
             shutdown,
             tasks,
+            worker: worker_task,
+            archiver: archiver_task,
         })
     }
 
@@ -205,12 +215,22 @@ impl App {
         self.stop().await;
     }
 
-    /// Stops every part: the worker finishes its tick, the archiver flushes
-    /// within its deadline, the API finishes in-flight requests.
+    /// Stops every part, in order: the API stops accepting and closes its
+    /// sockets and the worker finishes its tick; then the archiver flushes
+    /// what the buffer holds, within its deadline.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let join_all = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(STOP_DEADLINE, join_all).await.is_err() {
+        let ordered = async {
+            if let Some(worker) = self.worker.take() {
+                let _ = worker.await;
+            }
+            if let Some((archiver, token)) = self.archiver.take() {
+                token.cancel();
+                let _ = archiver.await;
+            }
+            while self.tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(STOP_DEADLINE, ordered).await.is_err() {
             tracing::warn!("some tasks did not stop within {STOP_DEADLINE:?}; abandoning them");
             self.tasks.abort_all();
         }

@@ -175,6 +175,10 @@ impl Archiver {
     /// At shutdown: archive what the buffer holds, within a deadline.
     async fn flush(&self) {
         let drain = async {
+            // A shutdown right after start may come before the group exists.
+            if self.redis.ensure_archive_group().await.is_err() {
+                return;
+            }
             for pending in [true, false] {
                 loop {
                     let batch = match self.redis.read_archive(BATCH_ENTRIES, None, pending).await {

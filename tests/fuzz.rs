@@ -12,8 +12,11 @@ use ratesd::history::Cursor;
 use ratesd::sources::{binance, fxcm};
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR")))
-        .unwrap()
+    std::fs::read_to_string(format!(
+        "{}/../shared/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 /// Text made of JSON's own tokens, so that the parsers get deep.
@@ -135,7 +138,10 @@ proptest! {
 
 #[test]
 fn ws_decoder_accepts_the_contract_frames() {
-    assert_eq!(parse_request(r#"{"action":"assets","message":{}}"#), Ok(Request::Assets));
+    assert_eq!(
+        parse_request(r#"{"action":"assets","message":{}}"#),
+        Ok(Request::Assets)
+    );
     assert_eq!(
         parse_request(r#"{"action":"subscribe","message":{"assetId":1}}"#),
         Ok(Request::Subscribe(1))
