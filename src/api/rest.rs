@@ -132,6 +132,8 @@ const SETTLED_AFTER: UnixSeconds = 2;
         (status = 200, description = "The catalog, by id", body = AssetList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -151,6 +153,8 @@ async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         (status = 503, description = "The rates store is unavailable",
             body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
@@ -166,6 +170,7 @@ async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
 #[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates",
     params(("symbol" = String, Path,
         description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
+        pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32,
         example = "EURUSD")),
     responses(
         (status = 200, description = "The latest quote", body = Rate,
@@ -176,6 +181,8 @@ async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
         (status = 404, description = "No asset has this symbol",
             body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No quote yet for this asset, or the store is unavailable; see Retry-After",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
             body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(level = "debug", skip(state, headers))]
@@ -213,6 +220,7 @@ pub struct HistoryQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 100)]
     limit: Option<String>,
     /// Opaque: the `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -224,7 +232,8 @@ pub struct HistoryQuery {
 /// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
 #[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates",
     params(
-        ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}", example = "EURUSD"),
+        ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
+            pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32, example = "EURUSD"),
         HistoryQuery,
     ),
     responses(
@@ -238,6 +247,8 @@ pub struct HistoryQuery {
         (status = 404, description = "No asset has this symbol",
             body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis, or the archive for an old range, is unavailable",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
             body = Problem, content_type = "application/problem+json"),
     ))]
 #[tracing::instrument(level = "debug", skip(state, request))]

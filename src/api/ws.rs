@@ -24,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
+use super::error::Problem;
 use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
 use crate::live::{Frame, LivePoint};
@@ -122,7 +123,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/api/v1/ws", tag = "websocket",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
-        (status = 400, description = "Not a WebSocket upgrade request"),
+        (status = 400, description = "A WebSocket upgrade with a bad version or no key",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 426, description = "Not a WebSocket upgrade request (Upgrade: websocket)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many connections from this address, or over the per-IP rate limit",
+            body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn upgrade(
     ws: WsUpgrade,
