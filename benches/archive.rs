@@ -95,6 +95,7 @@ async fn main() {
         redis: redis.clone(),
         archive: archive.clone(),
         migrate: false,
+        buffer_ticks: 10_000_000,
     };
     let started = Instant::now();
     let task = tokio::spawn(archiver.run(shutdown.clone()));

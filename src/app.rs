@@ -109,6 +109,7 @@ impl App {
                     redis: redis.clone(),
                     archive: archive.clone(),
                     migrate: config.auto_migrate,
+                    buffer_ticks: config.archive_buffer_ticks,
                 };
                 let token = CancellationToken::new();
                 archiver_task = Some((tokio::spawn(archiver.run(token.clone())), token));

@@ -19,6 +19,9 @@ pub struct Archiver {
     pub redis: RedisStore,
     pub archive: Archive,
     pub migrate: bool,
+    /// The buffer's bound in ticks (`RATES_ARCHIVE_BUFFER_TICKS`): beyond
+    /// it the oldest ticks are dropped, so filling it is worth a warning.
+    pub buffer_ticks: u64,
 }
 
 /// Doubling delays between retries, capped, reset on success.
@@ -74,6 +77,7 @@ impl Archiver {
         // After a start or a lost group, first re-read what was delivered
         // but never acknowledged.
         let mut pending = true;
+        let mut buffer_warned = false;
         while !shutdown.is_cancelled() {
             if need_group {
                 match self.redis.ensure_archive_group().await {
@@ -109,6 +113,17 @@ impl Archiver {
             backoff.reset();
             if let Ok(backlog) = self.redis.archive_backlog().await {
                 metrics::gauge!("ratesd_archive_backlog_ticks").set(backlog as f64);
+                // Warn once as it nears the bound; again only after it drained.
+                if !buffer_warned && backlog * 5 >= self.buffer_ticks * 4 {
+                    tracing::warn!(
+                        backlog,
+                        bound = self.buffer_ticks,
+                        "archive buffer over 80% full: ticks beyond the bound will be lost"
+                    );
+                    buffer_warned = true;
+                } else if buffer_warned && backlog * 2 < self.buffer_ticks {
+                    buffer_warned = false;
+                }
             }
             if batch.ids.is_empty() {
                 if !pending {

@@ -344,3 +344,39 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
     drop(ws);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_are_bounded() {
+    let app = spawn_app(Options {
+        archive: false,
+        ..Options::default()
+    })
+    .await;
+    // A large body on any route: 413 before a handler sees it.
+    let resp = app
+        .http
+        .get(app.url("/api/v1/rates"))
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    // A huge header: refused by the HTTP layer, the server stays up.
+    let resp = app
+        .http
+        .get(app.url("/api/v1/rates"))
+        .header("x-junk", "y".repeat(512 * 1024))
+        .send()
+        .await;
+    assert!(resp.map(|r| r.status().is_client_error()).unwrap_or(true));
+    // A long query string is just a bad parameter.
+    let (status, body) = app
+        .get_json(&format!(
+            "/api/v1/rates/EURUSD/history?cursor={}",
+            "A".repeat(8000)
+        ))
+        .await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("cursor")));
+    assert_eq!(app.get("/health/live").await.status(), 200);
+    app.cleanup().await;
+}

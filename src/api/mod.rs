@@ -118,6 +118,8 @@ pub fn app(state: AppState) -> Router {
         ))
         .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
         .fallback(error::not_found)
+        // No route reads a body: a large one is refused (413) up front.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
