@@ -15,6 +15,7 @@ use common::{Options, eventually, spawn_app};
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
 const GARBAGE: u8 = 2;
+const SLOW: u8 = 3;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
@@ -38,6 +39,11 @@ async fn fake_upstream(mode: Arc<AtomicU8>) -> String {
                 match mode {
                     HEALTHY => (StatusCode::OK, body),
                     FAILING => (StatusCode::INTERNAL_SERVER_ERROR, "upstream down".into()),
+                    SLOW => {
+                        // Far beyond the fetch timeout: the worker gives up first.
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        (StatusCode::OK, body)
+                    }
                     _ => (StatusCode::OK, "null({\"Rates\":[{\"Sym".into()),
                 }
             }
@@ -120,7 +126,7 @@ async fn a_failing_upstream_fails_over_and_back() {
         }
     };
     eventually("fxcm serving", Duration::from_secs(5), source("fxcm")).await;
-    for broken in [FAILING, GARBAGE] {
+    for broken in [FAILING, GARBAGE, SLOW] {
         mode.store(broken, Ordering::SeqCst);
         let q = eventually(
             "failover to simulated",
