@@ -5,45 +5,24 @@
 //! the last price as both bid and ask, so a recorded price list can stand in
 //! for the book ticker.
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{ParseError, RawPrice, Source, SourceError, SourceQuote, SymbolMap, read_body};
+use super::{HttpSource, ParseError, RawPrice, SymbolMap};
 use crate::domain::{BidAsk, Catalog};
 
-pub struct Binance {
-    http: reqwest::Client,
-    url: String,
-    symbols: SymbolMap,
-}
-
-impl Binance {
-    pub fn new(http: reqwest::Client, base_url: &str, catalog: &Catalog) -> Self {
-        Self {
-            http,
-            url: format!(
-                "{}/api/v3/ticker/bookTicker",
-                base_url.trim_end_matches('/')
-            ),
-            symbols: SymbolMap::new(catalog, "binance"),
-        }
-    }
-}
-
-impl Source for Binance {
-    fn name(&self) -> &'static str {
-        "binance"
-    }
-
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>> {
-        async move {
-            let resp = self.http.get(&self.url).send().await?;
-            let body = read_body(resp).await?;
-            Ok(self.symbols.select(parse(&body)?))
-        }
-        .boxed()
-    }
+/// The `binance` source: `{base}/api/v3/ticker/bookTicker`, read with [`parse`].
+pub fn source(http: reqwest::Client, base_url: &str, catalog: &Catalog) -> HttpSource {
+    let url = format!(
+        "{}/api/v3/ticker/bookTicker",
+        base_url.trim_end_matches('/')
+    );
+    HttpSource::new(
+        "binance",
+        http,
+        url,
+        SymbolMap::new(catalog, "binance"),
+        parse,
+    )
 }
 
 #[derive(Deserialize)]

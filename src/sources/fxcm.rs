@@ -5,42 +5,14 @@
 //! `}`, and a later one with numeric prices and extra fields. Both arrive
 //! wrapped in a JSONP callback named `null`.
 
-use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use super::{ParseError, RawPrice, Source, SourceError, SourceQuote, SymbolMap, read_body};
+use super::{HttpSource, ParseError, RawPrice, SymbolMap};
 use crate::domain::{BidAsk, Catalog};
 
-pub struct Fxcm {
-    http: reqwest::Client,
-    url: String,
-    symbols: SymbolMap,
-}
-
-impl Fxcm {
-    pub fn new(http: reqwest::Client, url: String, catalog: &Catalog) -> Self {
-        Self {
-            http,
-            url,
-            symbols: SymbolMap::new(catalog, "fxcm"),
-        }
-    }
-}
-
-impl Source for Fxcm {
-    fn name(&self) -> &'static str {
-        "fxcm"
-    }
-
-    fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>> {
-        async move {
-            let resp = self.http.get(&self.url).send().await?;
-            let body = read_body(resp).await?;
-            Ok(self.symbols.select(parse(&body)?))
-        }
-        .boxed()
-    }
+/// The `fxcm` source: a DataDisplayer address, read with [`parse`].
+pub fn source(http: reqwest::Client, url: String, catalog: &Catalog) -> HttpSource {
+    HttpSource::new("fxcm", http, url, SymbolMap::new(catalog, "fxcm"), parse)
 }
 
 #[derive(Deserialize)]

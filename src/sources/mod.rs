@@ -17,6 +17,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::domain::{AssetId, BidAsk, Catalog};
@@ -138,6 +139,51 @@ impl SymbolMap {
     }
 }
 
+/// Turns a payload into `(upstream symbol, quote)` rows.
+pub type Parser = fn(&str) -> Result<Vec<(String, BidAsk)>, ParseError>;
+
+/// An upstream read over HTTP GET: one address, one payload parser.
+pub struct HttpSource {
+    name: &'static str,
+    http: reqwest::Client,
+    url: String,
+    symbols: SymbolMap,
+    parse: Parser,
+}
+
+impl HttpSource {
+    pub(crate) fn new(
+        name: &'static str,
+        http: reqwest::Client,
+        url: String,
+        symbols: SymbolMap,
+        parse: Parser,
+    ) -> Self {
+        Self {
+            name,
+            http,
+            url,
+            symbols,
+            parse,
+        }
+    }
+}
+
+impl Source for HttpSource {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>> {
+        async move {
+            let resp = self.http.get(&self.url).send().await?;
+            let body = read_body(resp).await?;
+            Ok(self.symbols.select((self.parse)(&body)?))
+        }
+        .boxed()
+    }
+}
+
 /// Reads a response body, refusing error statuses and oversized bodies.
 pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<String, SourceError> {
     let status = resp.status();
@@ -236,12 +282,12 @@ pub fn build(
         .iter()
         .map(|spec| -> Arc<dyn Source> {
             match spec {
-                SourceSpec::Fxcm => Arc::new(fxcm::Fxcm::new(
+                SourceSpec::Fxcm => Arc::new(fxcm::source(
                     http.clone(),
                     settings.fxcm_url.clone(),
                     catalog,
                 )),
-                SourceSpec::Binance => Arc::new(binance::Binance::new(
+                SourceSpec::Binance => Arc::new(binance::source(
                     http.clone(),
                     &settings.binance_url,
                     catalog,
