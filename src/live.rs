@@ -61,8 +61,8 @@ pub struct LiveHub {
     channels: Arc<HashMap<AssetId, broadcast::Sender<LivePoint>>>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
-    /// Counts lost Redis subscriptions: subscribers then reconnect.
-    outages: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Signalled when the Redis subscription is lost: subscribers reconnect.
+    outage: Arc<tokio::sync::Notify>,
 }
 
 impl LiveHub {
@@ -75,13 +75,13 @@ impl LiveHub {
         Self {
             channels: Arc::new(channels),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
-            outages: Arc::new(tokio::sync::watch::Sender::new(0)),
+            outage: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
-    /// Changes each time the live feed is lost.
-    pub fn outages(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.outages.subscribe()
+    /// Notified each time the live feed is lost.
+    pub fn outage_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outage.clone()
     }
 
     /// The newest second the live feed has announced.
@@ -154,7 +154,7 @@ impl LiveHub {
                         // Stays set through failed retries: one warning per outage.
                         tracing::warn!("live feed connection lost; resubscribing");
                         failing = true;
-                        self.outages.send_modify(|n| *n += 1);
+                        self.outage.notify_waiters();
                         break;
                     }
                 }

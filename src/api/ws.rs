@@ -310,11 +310,14 @@ impl Session {
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
-        // Made once: a fresh `cancelled()` each turn would register with
-        // the shared token again, 10,000 times a second at scale.
+        // Made once, not each turn: a fresh `cancelled()` or `notified()`
+        // would register with a lock shared by every connection again, at
+        // 10,000 connections 10,000 times in each second's burst.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let mut outages = self.state.hub.outages();
+        let outage_signal = self.state.hub.outage_signal();
+        let outage = outage_signal.notified();
+        tokio::pin!(outage);
         let end = loop {
             let step = tokio::select! {
                 () = &mut cancelled => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
@@ -323,14 +326,17 @@ impl Session {
                     self.on_inbound(inbound, &mut sink).await
                 }
                 live = next_live(&mut self.sub) => self.on_live(live, &mut sink).await,
-                Ok(()) = outages.changed() => match self.sub {
-                    // Points would stop with no word: let the client reconnect.
-                    Some(_) => Err(End::Close(
-                        close::SERVICE_RESTART,
-                        "live feed interrupted (rates store unavailable); reconnect".into(),
-                    )),
-                    None => Ok(()),
-                },
+                () = &mut outage => {
+                    outage.set(outage_signal.notified());
+                    match self.sub {
+                        // Points would stop with no word: let the client reconnect.
+                        Some(_) => Err(End::Close(
+                            close::SERVICE_RESTART,
+                            "live feed interrupted (rates store unavailable); reconnect".into(),
+                        )),
+                        None => Ok(()),
+                    }
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.idle_timeout {
                         Err(End::Close(close::POLICY, "no answer to pings".into()))
