@@ -140,7 +140,7 @@ impl App {
             let http_limiter = HttpLimiter::new(
                 config.rate_limit_per_second,
                 config.rate_limit_burst,
-                config.trusted_proxies.clone(),
+                config.trusted_proxies.0.clone(),
             )
             .map(Arc::new);
             if let Some(limiter) = &http_limiter {
@@ -175,7 +175,7 @@ impl App {
                 enable_ui: config.enable_ui,
                 http_limiter: http_limiter.clone(),
                 ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
-                trusted_proxies: config.trusted_proxies.clone(),
+                trusted_proxies: config.trusted_proxies.0.clone(),
                 shutdown: shutdown.clone(),
             });
             let token = shutdown.clone();

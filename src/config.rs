@@ -215,13 +215,8 @@ pub struct Config {
 
     /// Proxies (IP addresses, comma-separated) whose `X-Forwarded-For` is
     /// believed; from any other peer the header is ignored.
-    #[arg(
-        long,
-        env = "RATES_TRUSTED_PROXIES",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub trusted_proxies: Vec<std::net::IpAddr>,
+    #[arg(long, env = "RATES_TRUSTED_PROXIES", default_value = "", global = true)]
+    pub trusted_proxies: IpList,
 
     /// WebSocket connections one client IP may hold; 0: no cap.
     #[arg(
@@ -249,6 +244,23 @@ pub struct Config {
     /// Log filter (`warn`, `debug`, `ratesd=trace,tower_http=debug`, ...).
     #[arg(long, env = "RATES_LOG", default_value = "info", global = true)]
     pub log: String,
+}
+
+/// Comma-separated IP addresses; empty entries (and an empty list) are fine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpList(pub Vec<std::net::IpAddr>);
+
+impl std::str::FromStr for IpList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| p.parse().map_err(|_| format!("'{p}' is not an IP address")))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -341,6 +353,18 @@ mod tests {
         assert!(err.to_string().contains("reuters"), "{err}");
         let err = Config::from_args(["ratesd", "--history-seconds", "0"]).unwrap_err();
         assert!(err.to_string().contains("history-seconds"), "{err}");
+    }
+
+    #[test]
+    fn proxy_lists_may_be_empty() {
+        assert_eq!("".parse::<IpList>(), Ok(IpList(vec![])));
+        assert_eq!(" 10.0.0.1, ::1 ,".parse::<IpList>().unwrap().0.len(), 2);
+        assert!(
+            "10.0.0.x"
+                .parse::<IpList>()
+                .unwrap_err()
+                .contains("10.0.0.x")
+        );
     }
 
     #[test]
