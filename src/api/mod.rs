@@ -111,7 +111,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 /// The whole application, ready to serve.
 pub fn app(state: AppState) -> Router {
     let (api, openapi) = routes();
-    api.route("/", axum::routing::get(page::root))
+    let app = api
+        .route("/", axum::routing::get(page::root))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             front_door,
@@ -120,8 +121,14 @@ pub fn app(state: AppState) -> Router {
         .fallback(error::not_found)
         // No route reads a body: a large one is refused (413) up front.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    // Request spans and events are at DEBUG: when the log filter would drop
+    // them all, the layer is left out rather than paid for on every request.
+    if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        app.layer(TraceLayer::new_for_http())
+    } else {
+        app
+    }
 }
 
 /// In front of every route: the per-IP limit, then the request metrics,
