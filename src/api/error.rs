@@ -33,6 +33,14 @@ pub struct Problem {
     pub parameter: Option<String>,
 }
 
+/// The answer of every v1 route to a client over its per-IP limit.
+#[derive(utoipa::IntoResponses)]
+pub enum RateLimited {
+    /// Over the per-IP rate limit; see `Retry-After` and the `RateLimit-*` headers.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{detail}")]

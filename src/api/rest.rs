@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::cache::Prepared;
-use super::error::{ApiError, Problem, Result};
+use super::error::{ApiError, Problem, RateLimited, Result};
 use crate::domain::{Asset, AssetId, Point, StoredQuote, Symbol, UnixSeconds};
 use crate::history::{self, Cursor, HistoryError};
 use crate::worker::unix_now;
@@ -132,8 +132,7 @@ const SETTLED_AFTER: UnixSeconds = 2;
         (status = 200, description = "The catalog, by id", body = AssetList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
-        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
-            body = Problem, content_type = "application/problem+json"),
+        RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -153,8 +152,7 @@ async fn assets(State(state): State<AppState>, headers: HeaderMap) -> Response {
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         (status = 503, description = "The rates store is unavailable",
             body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
-            body = Problem, content_type = "application/problem+json"),
+        RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
 async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
@@ -182,8 +180,7 @@ async fn rates(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
             body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No quote yet for this asset, or the store is unavailable; see Retry-After",
             body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
-            body = Problem, content_type = "application/problem+json"),
+        RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip(state, headers))]
 async fn rate(
@@ -248,8 +245,7 @@ pub struct HistoryQuery {
             body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis, or the archive for an old range, is unavailable",
             body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the per-IP rate limit; see Retry-After and RateLimit-* headers",
-            body = Problem, content_type = "application/problem+json"),
+        RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip(state, request))]
 async fn rate_history(
