@@ -5,7 +5,10 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
 COPY benches benches
-RUN cargo build --release --locked --bin ratesd
+# Workspace members: cargo reads their manifests even when building ratesd alone.
+COPY loadtest/ws-load loadtest/ws-load
+COPY loadtest/goose loadtest/goose
+RUN cargo build --release --locked -p ratesd --bin ratesd
 
 FROM debian:bookworm-slim
 RUN apt-get update \
