@@ -207,3 +207,66 @@ async fn without_an_archive_history_is_the_live_window() {
     assert_eq!(ready["archive"], "off");
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_is_written_once_and_time_never_goes_back() {
+    use ratesd::domain::{Point, StoredQuote};
+    use ratesd::store::RedisStore;
+    use ratesd::store::redis::TickEntry;
+    let redis =
+        RedisStore::new("redis://127.0.0.1:6379", &format!("test:{}:", unique_id())).unwrap();
+    let entry = |time: i64, value: f64| TickEntry {
+        point: Point {
+            asset_name: "EURUSD".into(),
+            time,
+            asset_id: 1,
+            value,
+        },
+        quote: StoredQuote {
+            asset_id: 1,
+            bid: value,
+            ask: value,
+            value,
+            time,
+            quoted_at: time,
+            source: "simulated".into(),
+        },
+    };
+    let first = redis
+        .write_tick(100, 1800, &[entry(100, 1.1)], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.written, first.data_lost),
+        (1, true),
+        "first tick sets the epoch"
+    );
+    // A second writer (or a retried tick) for the same second, or an older one: nothing.
+    let again = redis
+        .write_tick(100, 1800, &[entry(100, 1.2)], None)
+        .await
+        .unwrap();
+    assert_eq!((again.written, again.data_lost), (0, false));
+    assert_eq!(
+        redis
+            .write_tick(99, 1800, &[entry(99, 1.3)], None)
+            .await
+            .unwrap()
+            .written,
+        0
+    );
+    assert_eq!(
+        redis
+            .write_tick(101, 1800, &[entry(101, 1.4)], None)
+            .await
+            .unwrap()
+            .written,
+        1
+    );
+    let (members, _) = redis.window(1, 0, i64::MAX, 10).await.unwrap();
+    let points = redis.parse_points(1, &members).unwrap();
+    let got: Vec<(i64, f64)> = points.iter().map(|p| (p.time, p.value)).collect();
+    assert_eq!(got, [(100, 1.1), (101, 1.4)]);
+    assert_eq!(redis.latest(1).await.unwrap().unwrap().value, 1.4);
+    redis.delete_all().await.unwrap();
+}
