@@ -239,17 +239,7 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
     redis.kill().await;
     let killed_at = ratesd::worker::unix_now();
     // The subscriber is told, with a close it can retry on.
-    let close = tokio::time::timeout(Duration::from_secs(15), async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Close(c) = msg {
-                return c;
-            }
-        }
-        None
-    })
-    .await
-    .expect("the subscriber hears of the outage")
-    .expect("a close frame");
+    let close = common::close_frame(&mut ws, Duration::from_secs(15)).await;
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
     // Alive, not ready, and REST says 503 with a problem body.
     assert_eq!(app.get("/health/live").await.status(), 200);

@@ -55,17 +55,7 @@ async fn sigterm_drains_and_exits_zero() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let close = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Close(c) = msg {
-                return c;
-            }
-        }
-        None
-    })
-    .await
-    .expect("the socket is closed")
-    .expect("with a close frame");
+    let close = common::close_frame(&mut ws, Duration::from_secs(10)).await;
     assert_eq!(close.code, CloseCode::Away);
     let child = std::sync::Mutex::new(child);
     let status = eventually("exit", Duration::from_secs(20), || async {

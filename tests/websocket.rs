@@ -389,18 +389,8 @@ async fn shutdown_closes_sockets_with_1001() {
         app.stop_service().await;
         app
     });
-    let code = tokio::time::timeout(WAIT, async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(c)))) => return Some(c.code),
-                Some(Ok(_)) => {}
-                _ => return None,
-            }
-        }
-    })
-    .await
-    .expect("closed within the deadline");
-    assert_eq!(code, Some(CloseCode::Away));
+    let close = common::close_frame(&mut ws, WAIT).await;
+    assert_eq!(close.code, CloseCode::Away);
     stop.await.unwrap().cleanup().await;
 }
 

@@ -176,3 +176,33 @@ pub fn assert_consecutive(times: &[i64]) {
         assert_eq!(w[1], w[0] + 1, "times not consecutive: {times:?}");
     }
 }
+
+/// Reads a WebSocket until its close frame, skipping other messages;
+/// panics if none comes within `timeout`, or if the connection ends
+/// without one.
+pub async fn close_frame<S>(
+    ws: &mut S,
+    timeout: Duration,
+) -> tokio_tungstenite::tungstenite::protocol::CloseFrame
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let close = tokio::time::timeout(timeout, async {
+        while let Some(Ok(msg)) = ws.next().await {
+            if let Message::Close(c) = msg {
+                return c;
+            }
+        }
+        None
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no close frame within {timeout:?}"));
+    close.expect("the connection ended without a close frame")
+}
