@@ -94,13 +94,6 @@ impl LiveHub {
         self.channels.get(&asset).map(broadcast::Sender::subscribe)
     }
 
-    /// Connections attached to an asset.
-    pub fn receivers(&self, asset: AssetId) -> usize {
-        self.channels
-            .get(&asset)
-            .map_or(0, broadcast::Sender::receiver_count)
-    }
-
     fn publish(&self, points: &[Point]) {
         if let Some(newest) = points.iter().map(|p| p.time).max() {
             self.latest_tick.fetch_max(newest, Ordering::AcqRel);

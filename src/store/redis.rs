@@ -209,12 +209,6 @@ impl RedisStore {
         Ok(self.pool.get().await?)
     }
 
-    pub async fn ping(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
-    }
-
     /// Writes one tick (see [`TICK_SCRIPT`]).
     pub async fn write_tick(
         &self,
