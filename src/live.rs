@@ -5,6 +5,12 @@
 //! connection. A connection that falls more than the channel's capacity
 //! behind is told so by `broadcast` (it lagged) and is closed; it never
 //! slows the others, and the memory held for it is the channel's, bounded.
+//!
+//! The same channel tells subscribers that the feed was interrupted or that
+//! the process is shutting down, so that a subscribed connection waits on
+//! one thing only: at 10,000 connections, every extra future a connection
+//! polls on each point (a `Notify`, a cancellation) is 10,000 passes through
+//! a lock all of them share, in each second's burst.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,6 +27,16 @@ use crate::store::RedisStore;
 
 /// How many points a connection may fall behind before it is closed.
 pub const QUEUE_POINTS: usize = 64;
+
+/// What the subscribers of an asset are told.
+#[derive(Debug, Clone)]
+pub enum LiveEvent {
+    Point(LivePoint),
+    /// The live feed was lost (Redis unreachable): points may stop.
+    Interrupted,
+    /// The process is shutting down.
+    ShuttingDown,
+}
 
 /// A point, ready to send.
 #[derive(Debug, Clone)]
@@ -58,11 +74,9 @@ impl LivePoint {
 
 #[derive(Clone)]
 pub struct LiveHub {
-    channels: Arc<HashMap<AssetId, broadcast::Sender<LivePoint>>>,
+    channels: Arc<HashMap<AssetId, broadcast::Sender<LiveEvent>>>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
-    /// Signalled when the Redis subscription is lost: subscribers reconnect.
-    outage: Arc<tokio::sync::Notify>,
 }
 
 impl LiveHub {
@@ -75,13 +89,7 @@ impl LiveHub {
         Self {
             channels: Arc::new(channels),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
-            outage: Arc::new(tokio::sync::Notify::new()),
         }
-    }
-
-    /// Notified each time the live feed is lost.
-    pub fn outage_signal(&self) -> Arc<tokio::sync::Notify> {
-        self.outage.clone()
     }
 
     /// The newest second the live feed has announced.
@@ -90,7 +98,7 @@ impl LiveHub {
     }
 
     /// Attaches to an asset's live points; `None` for an asset not in the catalog.
-    pub fn subscribe(&self, asset: AssetId) -> Option<broadcast::Receiver<LivePoint>> {
+    pub fn subscribe(&self, asset: AssetId) -> Option<broadcast::Receiver<LiveEvent>> {
         self.channels.get(&asset).map(broadcast::Sender::subscribe)
     }
 
@@ -101,8 +109,15 @@ impl LiveHub {
         for point in points {
             if let Some(tx) = self.channels.get(&point.asset_id) {
                 // No receivers is fine: nobody watches this asset now.
-                let _ = tx.send(LivePoint::new(point));
+                let _ = tx.send(LiveEvent::Point(LivePoint::new(point)));
             }
+        }
+    }
+
+    /// Tells every subscriber of every asset.
+    fn announce(&self, event: &LiveEvent) {
+        for tx in self.channels.values() {
+            let _ = tx.send(event.clone());
         }
     }
 
@@ -110,7 +125,15 @@ impl LiveHub {
     /// backoff when the connection drops. Points missed while it was away
     /// are not lost to clients: a connection that sees a gap in times reads
     /// the missing seconds from the window.
+    ///
+    /// Subscribers are told when the feed is lost (they reconnect) and,
+    /// when this ends, that the process is shutting down.
     pub async fn run(self, redis: RedisStore, shutdown: CancellationToken) {
+        self.relay(&redis, &shutdown).await;
+        self.announce(&LiveEvent::ShuttingDown);
+    }
+
+    async fn relay(&self, redis: &RedisStore, shutdown: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         let mut failing = false;
         while !shutdown.is_cancelled() {
@@ -147,7 +170,7 @@ impl LiveHub {
                         // Stays set through failed retries: one warning per outage.
                         tracing::warn!("live feed connection lost; resubscribing");
                         failing = true;
-                        self.outage.notify_waiters();
+                        self.announce(&LiveEvent::Interrupted);
                         break;
                     }
                 }

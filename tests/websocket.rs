@@ -382,15 +382,22 @@ async fn shutdown_closes_sockets_with_1001() {
         ..Options::default()
     })
     .await;
+    // A subscribed socket learns it from its live channel, an idle one
+    // from the shutdown signal: both are closed.
     let mut ws = connect(&app, "/api/v1/ws").await;
     send(&mut ws, subscribe(1)).await;
     until_action(&mut ws, "asset_history").await;
+    let mut idle = connect(&app, "/api/v1/ws").await;
+    send(&mut idle, json!({"action": "assets", "message": {}})).await;
+    until_action(&mut idle, "assets").await;
     let stop = tokio::spawn(async move {
         app.stop_service().await;
         app
     });
-    let close = common::close_frame(&mut ws, WAIT).await;
-    assert_eq!(close.code, CloseCode::Away);
+    for ws in [&mut ws, &mut idle] {
+        let close = common::close_frame(ws, WAIT).await;
+        assert_eq!(close.code, CloseCode::Away);
+    }
     stop.await.unwrap().cleanup().await;
 }
 

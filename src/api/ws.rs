@@ -1,8 +1,8 @@
 //! The WebSocket protocol of API.md: `assets`, `subscribe`, history, then a
 //! live point each second.
 //!
-//! A session is written against `Sink`/`Stream` so that it can be driven
-//! without a socket. Per connection it holds one `broadcast` receiver of the
+//! A session is written against one `Sink + Stream` so that it can be
+//! driven without a socket. Per connection it holds one `broadcast` receiver of the
 //! subscribed asset (see [`crate::live`]); nothing it is sent can panic it.
 
 use std::time::Duration;
@@ -27,7 +27,7 @@ use super::AppState;
 use super::error::Problem;
 use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
-use crate::live::{Frame, LivePoint};
+use crate::live::{Frame, LiveEvent, LivePoint};
 use crate::worker::unix_now;
 
 /// Close codes (RFC 6455 section 7.4.1).
@@ -166,8 +166,7 @@ pub fn accept(
         let _slot = slot;
         tracing::debug!(%peer, "websocket connected");
         metrics::gauge!("ratesd_ws_connections").increment(1.0);
-        let (sink, stream) = socket.split();
-        Session::new(state).run(sink, stream).await;
+        Session::new(state).run(socket).await;
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);
         tracing::debug!(%peer, "websocket closed");
     })
@@ -243,7 +242,7 @@ fn truncate(s: &str, max: usize) -> String {
 
 struct Subscription {
     asset: AssetId,
-    live: broadcast::Receiver<LivePoint>,
+    live: broadcast::Receiver<LiveEvent>,
     /// The newest second sent to the client.
     last: Option<UnixSeconds>,
 }
@@ -264,6 +263,8 @@ pub struct Session {
     sub: Option<Subscription>,
     inbound: Option<governor::DefaultDirectRateLimiter>,
     violations: u32,
+    /// `ratesd_ws_messages_sent_total`, looked up once, not per message.
+    sent: metrics::Counter,
 }
 
 impl Session {
@@ -277,6 +278,7 @@ impl Session {
             sub: None,
             inbound,
             violations: 0,
+            sent: metrics::counter!("ratesd_ws_messages_sent_total"),
         }
     }
 
@@ -300,48 +302,40 @@ impl Session {
         Ok(false)
     }
 
-    pub async fn run<S, R>(mut self, mut sink: S, mut stream: R)
+    /// Runs the session on a socket, whole rather than split in two halves:
+    /// a split would put a lock in front of every read and write.
+    pub async fn run<S>(mut self, mut socket: S)
     where
-        S: Sink<Message> + Unpin,
-        R: Stream<Item = Result<Message, WsError>> + Unpin,
+        S: Sink<Message> + Stream<Item = Result<Message, WsError>> + Unpin,
     {
         let settings = self.state.ws.clone();
         let shutdown = self.state.shutdown.clone();
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
-        // Made once, not each turn: a fresh `cancelled()` or `notified()`
-        // would register with a lock shared by every connection again, at
-        // 10,000 connections 10,000 times in each second's burst.
+        let going_away = || End::Close(close::GOING_AWAY, "server shutting down".into());
+        // Polling a registered `cancelled()` takes a lock shared by every
+        // connection. A subscribed connection does not: its live channel
+        // announces the shutdown, and the flag (one atomic load) covers a
+        // subscribe made after that announcement.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let outage_signal = self.state.hub.outage_signal();
-        let outage = outage_signal.notified();
-        tokio::pin!(outage);
         let end = loop {
+            if shutdown.is_cancelled() {
+                break going_away();
+            }
             let step = tokio::select! {
-                () = &mut cancelled => Err(End::Close(close::GOING_AWAY, "server shutting down".into())),
-                inbound = stream.next() => {
+                () = &mut cancelled, if self.sub.is_none() => Err(going_away()),
+                inbound = socket.next() => {
                     last_heard = Instant::now();
-                    self.on_inbound(inbound, &mut sink).await
+                    self.on_inbound(inbound, &mut socket).await
                 }
-                live = next_live(&mut self.sub) => self.on_live(live, &mut sink).await,
-                () = &mut outage => {
-                    outage.set(outage_signal.notified());
-                    match self.sub {
-                        // Points would stop with no word: let the client reconnect.
-                        Some(_) => Err(End::Close(
-                            close::SERVICE_RESTART,
-                            "live feed interrupted (rates store unavailable); reconnect".into(),
-                        )),
-                        None => Ok(()),
-                    }
-                }
+                live = next_live(&mut self.sub) => self.on_live(live, &mut socket).await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.idle_timeout {
                         Err(End::Close(close::POLICY, "no answer to pings".into()))
                     } else {
-                        self.send(&mut sink, Message::Ping(Default::default())).await
+                        self.send(&mut socket, Message::Ping(Default::default())).await
                     }
                 }
             };
@@ -357,7 +351,7 @@ impl Session {
             };
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                sink.send(Message::Close(Some(frame))),
+                socket.send(Message::Close(Some(frame))),
             )
             .await;
         }
@@ -381,7 +375,7 @@ impl Session {
                 }
             }
         };
-        metrics::counter!("ratesd_ws_messages_sent_total").increment(1);
+        self.sent.increment(1);
         done.map_err(|_| End::Gone)
     }
 
@@ -489,11 +483,21 @@ impl Session {
 
     async fn on_live<S: Sink<Message> + Unpin>(
         &mut self,
-        live: Result<LivePoint, RecvError>,
+        live: Result<LiveEvent, RecvError>,
         sink: &mut S,
     ) -> Result<(), End> {
         let point = match live {
-            Ok(p) => p,
+            Ok(LiveEvent::Point(p)) => p,
+            // Points would stop with no word: let the client reconnect.
+            Ok(LiveEvent::Interrupted) => {
+                return Err(End::Close(
+                    close::SERVICE_RESTART,
+                    "live feed interrupted (rates store unavailable); reconnect".into(),
+                ));
+            }
+            Ok(LiveEvent::ShuttingDown) => {
+                return Err(End::Close(close::GOING_AWAY, "server shutting down".into()));
+            }
             Err(RecvError::Lagged(n)) => {
                 metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
                     .increment(n);
@@ -586,7 +590,7 @@ fn history_frame(members: &[String]) -> String {
 }
 
 /// The subscribed asset's next live point; pending forever without one.
-async fn next_live(sub: &mut Option<Subscription>) -> Result<LivePoint, RecvError> {
+async fn next_live(sub: &mut Option<Subscription>) -> Result<LiveEvent, RecvError> {
     match sub {
         Some(sub) => sub.live.recv().await,
         None => std::future::pending().await,
