@@ -324,13 +324,16 @@ impl Session {
             if shutdown.is_cancelled() {
                 break going_away();
             }
+            // In this order, not a random one: a connection woken by a point
+            // finds it first and polls nothing else before sending it.
             let step = tokio::select! {
+                biased;
                 () = &mut cancelled, if self.sub.is_none() => Err(going_away()),
+                live = next_live(&mut self.sub) => self.on_live(live, &mut socket).await,
                 inbound = socket.next() => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound, &mut socket).await
                 }
-                live = next_live(&mut self.sub) => self.on_live(live, &mut socket).await,
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.idle_timeout {
                         Err(End::Close(close::POLICY, "no answer to pings".into()))
