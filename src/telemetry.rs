@@ -76,6 +76,11 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_ws_frames_rate_limited_total",
         "Client frames refused by the per-connection limit"
     );
+    describe_histogram!(
+        "ratesd_ws_point_delay_seconds",
+        Unit::Seconds,
+        "From the start of a point's second to its write to a subscriber's socket"
+    );
     describe_counter!(
         "ratesd_ws_connections_refused_total",
         "WebSocket upgrades refused by the per-IP cap"

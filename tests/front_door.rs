@@ -286,11 +286,11 @@ async fn the_cached_answer_follows_the_data_second_by_second() {
 }
 
 fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    // The whole name: `ratesd_ws_connections` is not `ratesd_ws_connections_refused_total`.
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,8 +307,6 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
         "ratesd_ws_connections",
         "ratesd_ws_messages_sent_total",
         "ratesd_ws_messages_dropped_total",
-        "ratesd_worker_tick_duration_seconds",
-        "ratesd_worker_tick_lateness_seconds",
         "ratesd_points_written_total",
         "ratesd_archive_backlog_ticks",
         "ratesd_archive_lag_seconds",
@@ -324,12 +322,28 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
     for _ in 0..3 {
         assert_eq!(app.get("/api/v1/rates").await.status(), 200);
     }
-    let (ws, _) = tokio_tungstenite::connect_async(format!(
+    let delays = "ratesd_ws_point_delay_seconds_count";
+    let delays_before = metric(&text, delays).unwrap_or(0.0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
         "{}/api/v1/ws",
         app.base.replace("http://", "ws://")
     ))
     .await
     .unwrap();
+    // A live point delivered is a delay recorded.
+    ws.send(Message::text(
+        r#"{"action":"subscribe","message":{"assetId":1}}"#,
+    ))
+    .await
+    .unwrap();
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+        match msg {
+            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(r#"{"action":"point""#) => break,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no live point: {other:?}"),
+        }
+    }
     eventually("the metrics to move", Duration::from_secs(10), || async {
         let text = scrape().await;
         let moved = metric(&text, requests).unwrap_or(0.0) >= before + 3.0
@@ -337,7 +351,11 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
             && metric(&text, "ratesd_ws_connections").unwrap() >= 1.0
             && text
                 .contains(r#"ratesd_http_request_duration_seconds_bucket{route="/api/v1/rates""#)
-            && metric(&text, "ratesd_archive_points_total").unwrap() > 0.0;
+            && metric(&text, "ratesd_archive_points_total").unwrap() > 0.0
+            && metric(&text, delays).unwrap_or(0.0) > delays_before
+            // Histograms are listed from their first observation on.
+            && text.contains("ratesd_worker_tick_duration_seconds_count")
+            && text.contains("ratesd_worker_tick_lateness_seconds_count");
         moved.then_some(())
     })
     .await;

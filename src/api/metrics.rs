@@ -17,7 +17,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `http_request_duration_seconds` by route, method and status;
 /// `http_rate_limited_total`; `ws_connections`, `ws_messages_sent_total`,
 /// `ws_messages_dropped_total` by reason, `ws_frames_rate_limited_total`,
-/// `ws_connections_refused_total`; `worker_tick_duration_seconds`,
+/// `ws_connections_refused_total`, `ws_point_delay_seconds` (from the start
+/// of a point's second to its write to each subscriber's socket: the
+/// fan-out delay clients see, less the network); `worker_tick_duration_seconds`,
 /// `worker_tick_lateness_seconds`, `worker_ticks_skipped_total`,
 /// `points_written_total`; `archive_points_total`, `archive_backlog_ticks`,
 /// `archive_lag_seconds`; `upstream_fetch_errors_total` and

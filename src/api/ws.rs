@@ -265,6 +265,8 @@ pub struct Session {
     violations: u32,
     /// `ratesd_ws_messages_sent_total`, looked up once, not per message.
     sent: metrics::Counter,
+    /// `ratesd_ws_point_delay_seconds`, likewise.
+    delay: metrics::Histogram,
 }
 
 impl Session {
@@ -279,6 +281,7 @@ impl Session {
             inbound,
             violations: 0,
             sent: metrics::counter!("ratesd_ws_messages_sent_total"),
+            delay: metrics::histogram!("ratesd_ws_point_delay_seconds"),
         }
     }
 
@@ -535,6 +538,7 @@ impl Session {
         }
         let time = point.time;
         self.send(sink, Message::Text(point.frame)).await?;
+        self.delay.record(seconds_since(time));
         if let Some(sub) = self.sub.as_mut() {
             sub.last = Some(time);
         }
@@ -590,6 +594,14 @@ fn history_frame(members: &[String]) -> String {
     }
     out.push_str("]}}");
     out
+}
+
+/// Seconds from the start of second `time` until now (0 if that is ahead).
+fn seconds_since(time: UnixSeconds) -> f64 {
+    let start = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(time).unwrap_or(0));
+    std::time::SystemTime::now()
+        .duration_since(start)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The subscribed asset's next live point; pending forever without one.
