@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::cache::{Prepared, RatesCache};
+use crate::api::cache::{HistoryCache, Prepared, RatesCache};
 use crate::api::limit::{self, ConnectionLimiter, HttpLimiter};
 use crate::api::rest::AssetList;
 use crate::api::ws::WsSettings;
@@ -163,6 +163,7 @@ impl App {
                     hub.clone(),
                 )),
                 catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
+                history: Arc::new(HistoryCache::new(&catalog)),
                 hub,
                 ws: WsSettings {
                     max_frame_bytes: usize::try_from(config.ws_max_frame_bytes)

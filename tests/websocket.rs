@@ -460,3 +460,45 @@ async fn a_client_that_stops_answering_pings_is_closed() {
     assert!(reason.contains("ping"), "{reason}");
     app.cleanup().await;
 }
+
+/// Subscribes that arrive together (a reconnect storm) share one read of
+/// the window; a history that ends before the newest announced second is
+/// read again, so the handoff stays gapless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_storm_reads_the_history_once() {
+    use ratesd::api::cache::HistoryCache;
+    use std::sync::Arc;
+
+    let app = spawn_app(Options {
+        archive: false,
+        backfill_seconds: 60,
+        ..Options::default()
+    })
+    .await;
+    let catalog = app.config.catalog().unwrap();
+    let cache = Arc::new(HistoryCache::new(&catalog));
+    let newest = common::eventually("a window", WAIT, || async {
+        let members = app.redis.window_after(1, 0).await.ok()?;
+        let last = app.redis.parse_points(1, &members).ok()?.last()?.time;
+        Some(last)
+    })
+    .await;
+    let gets = (0..200).map(|_| {
+        let (cache, redis) = (cache.clone(), app.redis.clone());
+        tokio::spawn(async move { cache.get(&redis, 1, 1800, newest).await.unwrap() })
+    });
+    let histories = futures_util::future::join_all(gets).await;
+    let first = histories[0].as_ref().unwrap().clone();
+    assert!(first.last >= Some(newest), "{:?} < {newest}", first.last);
+    for h in &histories {
+        assert!(Arc::ptr_eq(h.as_ref().unwrap(), &first), "one read for all");
+    }
+    let later = first.last.unwrap() + 1;
+    let again = cache.get(&app.redis, 1, 1800, later).await.unwrap();
+    assert!(
+        !Arc::ptr_eq(&again, &first),
+        "a history too old is read again"
+    );
+    assert!(again.last >= first.last);
+    app.cleanup().await;
+}

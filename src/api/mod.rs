@@ -44,6 +44,8 @@ pub struct Shared {
     pub hub: LiveHub,
     /// The latest rates, prepared once per tick.
     pub rates: Arc<cache::RatesCache>,
+    /// Each asset's WebSocket history, read once per tick.
+    pub history: Arc<cache::HistoryCache>,
     /// The catalog's JSON, prepared once.
     pub catalog_json: cache::Prepared,
     pub ws: ws::WsSettings,

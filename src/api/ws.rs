@@ -28,7 +28,6 @@ use super::error::Problem;
 use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
 use crate::live::{Frame, LiveEvent, LivePoint};
-use crate::worker::unix_now;
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub mod close {
@@ -453,36 +452,31 @@ impl Session {
                 .send_error(sink, ErrorType::NotFound, "asset has no live feed")
                 .await;
         };
-        let since = unix_now() - i64::from(self.state.window_seconds);
-        let members = match self.state.redis.window_after(asset.id, since).await {
-            Ok(m) => m,
+        // Read after attaching: every point after this second is on `live`.
+        let newest = self.state.hub.latest_tick();
+        let history = self
+            .state
+            .history
+            .get(
+                &self.state.redis,
+                asset.id,
+                self.state.window_seconds,
+                newest,
+            )
+            .await;
+        let history = match history {
+            Ok(h) => h,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read history for a subscribe");
-                let text = "history is unavailable right now; subscribe again shortly";
-                return self.send_error(sink, ErrorType::Internal, text).await;
+                return self
+                    .send_error(sink, ErrorType::Internal, &e.to_string())
+                    .await;
             }
         };
-        let last = match members.last() {
-            None => None,
-            Some(m) => match self
-                .state
-                .redis
-                .parse_points(asset.id, std::slice::from_ref(m))
-            {
-                Ok(p) => p.first().map(|p| p.time),
-                Err(e) => {
-                    tracing::error!(error = %e, "corrupt history");
-                    return self
-                        .send_error(sink, ErrorType::Internal, "history could not be read")
-                        .await;
-                }
-            },
-        };
-        self.send_history(sink, history_frame(&members)).await?;
+        self.send_history(sink, history.frame.clone()).await?;
         self.sub = Some(Subscription {
             asset: asset.id,
             live,
-            last,
+            last: history.last,
         });
         Ok(())
     }
@@ -553,9 +547,8 @@ impl Session {
     async fn send_history<S: Sink<Message> + Unpin>(
         &self,
         sink: &mut S,
-        text: String,
+        bytes: Bytes,
     ) -> Result<(), End> {
-        let bytes = Bytes::from(text);
         if bytes.len() <= HISTORY_FRAGMENT {
             let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Gone)?;
             return self.send(sink, Message::Text(text)).await;
@@ -578,22 +571,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// `{"action":"asset_history","message":{"points":[...]}}` from the stored
-/// point JSON, without parsing it.
-fn history_frame(members: &[String]) -> String {
-    let body: usize = members.iter().map(|m| m.len() + 1).sum();
-    let mut out = String::with_capacity(body + 64);
-    out.push_str(r#"{"action":"asset_history","message":{"points":["#);
-    for (i, m) in members.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(m);
-    }
-    out.push_str("]}}");
-    out
 }
 
 /// Seconds from the start of second `time` until now (0 if that is ahead).
@@ -749,18 +726,5 @@ mod tests {
             v,
             serde_json::json!({"action":"error","message":{"error_type":"NotFound","error_text":"unknown assetId 9"}})
         );
-    }
-
-    #[test]
-    fn history_frame_wraps_stored_points() {
-        let members = vec![
-            r#"{"assetName":"EURUSD","time":1,"assetId":1,"value":1.1}"#.to_owned(),
-            r#"{"assetName":"EURUSD","time":2,"assetId":1,"value":1.2}"#.to_owned(),
-        ];
-        let v: Value = serde_json::from_str(&history_frame(&members)).unwrap();
-        assert_eq!(v["action"], "asset_history");
-        assert_eq!(v["message"]["points"][1]["time"], 2);
-        let empty: Value = serde_json::from_str(&history_frame(&[])).unwrap();
-        assert_eq!(empty["message"]["points"], serde_json::json!([]));
     }
 }
