@@ -2,8 +2,9 @@
 //! live point each second.
 //!
 //! A session is written against one `Sink + Stream` so that it can be
-//! driven without a socket. Per connection it holds one `broadcast` receiver of the
-//! subscribed asset (see [`crate::live`]); nothing it is sent can panic it.
+//! driven without a socket. Per connection it holds one `broadcast`
+//! receiver of the subscribed asset (see [`crate::live`]); nothing it is
+//! sent can panic it.
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ use super::error::Problem;
 use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
 use crate::live::{Frame, LiveEvent, LivePoint};
+use crate::worker::{Clock, SystemClock};
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub mod close {
@@ -254,6 +256,13 @@ enum End {
     Close(u16, String),
 }
 
+impl End {
+    /// The server is shutting down (1001).
+    fn going_away() -> Self {
+        Self::Close(close::GOING_AWAY, "server shutting down".into())
+    }
+}
+
 /// Rate-limited frames in a row after which the connection is closed.
 const MAX_RATE_VIOLATIONS: u32 = 10;
 
@@ -315,7 +324,6 @@ impl Session {
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
-        let going_away = || End::Close(close::GOING_AWAY, "server shutting down".into());
         // Polling a registered `cancelled()` takes a lock shared by every
         // connection. A subscribed connection does not: its live channel
         // announces the shutdown, and the flag (one atomic load) covers a
@@ -324,13 +332,13 @@ impl Session {
         tokio::pin!(cancelled);
         let end = loop {
             if shutdown.is_cancelled() {
-                break going_away();
+                break End::going_away();
             }
             // In this order, not a random one: a connection woken by a point
             // finds it first and polls nothing else before sending it.
             let step = tokio::select! {
                 biased;
-                () = &mut cancelled, if self.sub.is_none() => Err(going_away()),
+                () = &mut cancelled, if self.sub.is_none() => Err(End::going_away()),
                 live = next_live(&mut self.sub) => self.on_live(live, &mut socket).await,
                 inbound = socket.next() => {
                     last_heard = Instant::now();
@@ -495,9 +503,7 @@ impl Session {
                     "live feed interrupted (rates store unavailable); reconnect".into(),
                 ));
             }
-            Ok(LiveEvent::ShuttingDown) => {
-                return Err(End::Close(close::GOING_AWAY, "server shutting down".into()));
-            }
+            Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
             Err(RecvError::Lagged(n)) => {
                 metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
                     .increment(n);
@@ -575,10 +581,8 @@ impl Session {
 
 /// Seconds from the start of second `time` until now (0 if that is ahead).
 fn seconds_since(time: UnixSeconds) -> f64 {
-    let start = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(time).unwrap_or(0));
-    std::time::SystemTime::now()
-        .duration_since(start)
-        .map_or(0.0, |d| d.as_secs_f64())
+    let start = Duration::from_secs(u64::try_from(time).unwrap_or(0));
+    SystemClock.now().saturating_sub(start).as_secs_f64()
 }
 
 /// The subscribed asset's next live point; pending forever without one.
