@@ -336,14 +336,7 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
     ))
     .await
     .unwrap();
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
-        match msg {
-            Ok(Some(Ok(Message::Text(t)))) if t.starts_with(r#"{"action":"point""#) => break,
-            Ok(Some(Ok(_))) => {}
-            other => panic!("no live point: {other:?}"),
-        }
-    }
+    common::until_action(&mut ws, "point").await;
     eventually("the metrics to move", Duration::from_secs(10), || async {
         let text = scrape().await;
         let moved = metric(&text, requests).unwrap_or(0.0) >= before + 3.0

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Options, TestApp, assert_consecutive, spawn_app};
+use common::{Options, TestApp, assert_consecutive, next_frame, spawn_app, until_action};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -26,32 +26,6 @@ async fn connect(app: &TestApp, path: &str) -> Ws {
 
 async fn send(ws: &mut Ws, frame: Value) {
     ws.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-/// The next text frame as JSON, skipping pings.
-async fn next_frame(ws: &mut Ws) -> Value {
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame within the deadline")
-            .expect("connection open")
-            .expect("no protocol error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Frames until one with `action`, skipping others (points in flight).
-async fn until_action(ws: &mut Ws, action: &str) -> Value {
-    loop {
-        let f = next_frame(ws).await;
-        if f["action"] == action {
-            return f;
-        }
-    }
 }
 
 fn subscribe(id: u32) -> Value {

@@ -177,6 +177,54 @@ pub fn assert_consecutive(times: &[i64]) {
     }
 }
 
+/// How long a test waits for the server's next WebSocket frame.
+pub const FRAME_WAIT: Duration = Duration::from_secs(10);
+
+/// The next text frame of a WebSocket as JSON, skipping pings; panics if
+/// none comes within [`FRAME_WAIT`] or the connection closes.
+pub async fn next_frame<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let msg = tokio::time::timeout(FRAME_WAIT, ws.next())
+            .await
+            .expect("a frame within the deadline")
+            .expect("connection open")
+            .expect("no protocol error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Close(c) => panic!("closed: {c:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Frames until one with `action`, skipping others (points in flight).
+pub async fn until_action<S>(ws: &mut S, action: &str) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    loop {
+        let f = next_frame(ws).await;
+        if f["action"] == action {
+            return f;
+        }
+    }
+}
+
 /// Reads a WebSocket until its close frame, skipping other messages;
 /// panics if none comes within `timeout`, or if the connection ends
 /// without one.
