@@ -177,6 +177,27 @@ pub fn assert_consecutive(times: &[i64]) {
     }
 }
 
+/// What the WebSocket helpers below read from: a client socket.
+pub trait WsStream:
+    futures_util::Stream<
+        Item = Result<
+            tokio_tungstenite::tungstenite::Message,
+            tokio_tungstenite::tungstenite::Error,
+        >,
+    > + Unpin
+{
+}
+
+impl<S> WsStream for S where
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin
+{
+}
+
 /// How long a test waits for the server's next WebSocket frame.
 pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 
@@ -184,12 +205,7 @@ pub const FRAME_WAIT: Duration = Duration::from_secs(10);
 /// none comes within [`FRAME_WAIT`] or the connection closes.
 pub async fn next_frame<S>(ws: &mut S) -> serde_json::Value
 where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
+    S: WsStream,
 {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
@@ -210,12 +226,7 @@ where
 /// Frames until one with `action`, skipping others (points in flight).
 pub async fn until_action<S>(ws: &mut S, action: &str) -> serde_json::Value
 where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
+    S: WsStream,
 {
     loop {
         let f = next_frame(ws).await;
@@ -233,12 +244,7 @@ pub async fn close_frame<S>(
     timeout: Duration,
 ) -> tokio_tungstenite::tungstenite::protocol::CloseFrame
 where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin,
+    S: WsStream,
 {
     use futures_util::StreamExt;
     use tokio_tungstenite::tungstenite::Message;
