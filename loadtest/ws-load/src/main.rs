@@ -2,11 +2,17 @@
 //! all to one asset, and reports for each published point the delivery
 //! latency across all clients, plus the server's memory.
 //!
-//! Latency of a delivery = the wall-clock time the client read the point
-//! minus the start of the point's second (the tick that made it), so it
-//! includes the worker's tick, Redis, the fan-out and the socket: an
-//! end-to-end figure. `spread` is the time from the first client's read of
-//! a point to the last one's: the fan-out alone.
+//! Two latencies per delivery, both from the start of the point's second
+//! (the tick that made it), so both include the worker's tick, Redis, the
+//! fan-out and the socket:
+//! - **arrival**: when the frame reached the client's socket, the kernel's
+//!   receive timestamp (`SO_TIMESTAMPNS`): what a client on another
+//!   machine would see, whatever this generator is doing;
+//! - **read**: when this generator's task read it, which also counts the
+//!   generator's own scheduling on a machine it shares with the server.
+//!
+//! `spread` is the time from a point's first arrival to its last: the
+//! fan-out alone.
 //!
 //! Run (raise the descriptor limit for both processes first):
 //!   ulimit -n 65536
@@ -20,7 +26,11 @@ use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+mod stamped;
+use stamped::StampedTcp;
 
 #[derive(Parser, Debug)]
 #[command(about = "WebSocket subscriber load test for ratesd")]
@@ -94,22 +104,44 @@ struct Window {
     stop_ns: AtomicU64,
 }
 
+/// One delivery: the point's time (s), when it arrived and when it was read (Unix ns).
+struct Delivery {
+    time: i64,
+    arrived_ns: u128,
+    read_ns: u128,
+}
+
+/// Opens a WebSocket over a [`StampedTcp`] (plain `ws://` only).
+async fn connect(
+    url: &str,
+) -> Result<tokio_tungstenite::WebSocketStream<StampedTcp>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let request = url.into_client_request()?;
+    let host = request.uri().host().ok_or("no host in url")?.to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    // The server sends small frames (points, 4 KiB history fragments): a
+    // 4 KiB read buffer instead of the default 128 KiB keeps the tool's own
+    // memory and cache footprint (it shares the machine) small.
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (ws, _) =
+        tokio_tungstenite::client_async_with_config(request, StampedTcp::new(tcp)?, Some(config))
+            .await?;
+    Ok(ws)
+}
+
 /// One subscriber: connect, subscribe, wait for the history, then record
-/// (point time, read time in ns) between the window's start and stop.
+/// every delivery between the window's start and stop.
 async fn subscriber(
     url: String,
     asset: u64,
     ready: tokio::sync::mpsc::Sender<Result<usize, String>>,
     window: Arc<Window>,
-) -> Vec<(i64, u128)> {
+) -> Vec<Delivery> {
     let mut seen = Vec::new();
-    // The server sends small frames (points, 4 KiB history fragments): a
-    // 4 KiB read buffer instead of the default 128 KiB keeps the tool's own
-    // memory and cache footprint (it shares the machine) small.
-    let config = WebSocketConfig::default().read_buffer_size(4096);
-    let connected = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(config), true);
-    let (mut ws, _) = match connected.await {
-        Ok(c) => c,
+    let mut ws = match connect(&url).await {
+        Ok(ws) => ws,
         Err(e) => {
             let _ = ready.send(Err(format!("connect: {e}"))).await;
             return seen;
@@ -143,7 +175,11 @@ async fn subscriber(
             let time = point_time(text.as_str());
             // Only points of seconds that began after everyone was subscribed.
             if i128::from(time) * 1_000_000_000 >= i128::from(started) {
-                seen.push((time, now));
+                seen.push(Delivery {
+                    time,
+                    arrived_ns: u128::from(ws.get_ref().arrived_ns()),
+                    read_ns: now,
+                });
             }
             continue;
         }
@@ -239,50 +275,64 @@ async fn run(args: Args) {
     tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
     let rss = args.server_pid.and_then(rss_mib);
     // Stop the readers: each exits at its next point after `stop`.
-    let mut by_point: std::collections::BTreeMap<i64, Vec<u128>> = Default::default();
+    let mut by_point: std::collections::BTreeMap<i64, Vec<Delivery>> = Default::default();
     for t in tasks {
         // A reader ends at its first point after the stop; a dead server ends it too.
         if let Ok(Ok(seen)) = tokio::time::timeout(Duration::from_secs(10), t).await {
-            for (time, at) in seen {
-                by_point.entry(time).or_default().push(at);
+            for d in seen {
+                by_point.entry(d.time).or_default().push(d);
             }
         }
     }
-    let mut all = Vec::new();
-    let mut spreads = Vec::new();
-    let mut missing = 0usize;
-    println!("\npoint time   clients   p50 ms   p99 ms   max ms   spread ms");
-    for (time, reads) in &by_point {
+    let (mut arrivals, mut reads, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut missing, mut unstamped) = (0usize, 0usize);
+    println!("\npoint time   clients   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms");
+    for (time, deliveries) in &by_point {
         let base = i128::from(*time) * 1_000_000_000;
-        let mut lat: Vec<f64> = reads
+        let ms = |at: u128| (at as i128 - base) as f64 / 1e6;
+        let mut arrived: Vec<f64> = deliveries
             .iter()
-            .map(|&at| (at as i128 - base) as f64 / 1e6)
+            .filter(|d| d.arrived_ns != 0)
+            .map(|d| ms(d.arrived_ns))
             .collect();
-        lat.sort_by(f64::total_cmp);
-        let spread = lat.last().unwrap_or(&0.0) - lat.first().unwrap_or(&0.0);
-        missing += ok.saturating_sub(reads.len());
+        let mut read: Vec<f64> = deliveries.iter().map(|d| ms(d.read_ns)).collect();
+        arrived.sort_by(f64::total_cmp);
+        read.sort_by(f64::total_cmp);
+        unstamped += read.len() - arrived.len();
+        let spread = arrived.last().unwrap_or(&0.0) - arrived.first().unwrap_or(&0.0);
+        missing += ok.saturating_sub(deliveries.len());
         println!(
-            "{time}   {:>7}   {:>6.1}   {:>6.1}   {:>6.1}   {:>9.1}",
-            reads.len(),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            percentile(&lat, 1.0),
-            spread
+            "{time}   {:>7}   {:>14.1}   {:>6.1}   {:>6.1}   {:>9.1}   {:>11.1}",
+            deliveries.len(),
+            percentile(&arrived, 0.5),
+            percentile(&arrived, 0.99),
+            percentile(&arrived, 1.0),
+            spread,
+            percentile(&read, 0.99),
         );
         spreads.push(spread);
-        all.extend(lat);
+        arrivals.extend(arrived);
+        reads.extend(read);
     }
-    all.sort_by(f64::total_cmp);
-    spreads.sort_by(f64::total_cmp);
+    for v in [&mut arrivals, &mut reads, &mut spreads] {
+        v.sort_by(f64::total_cmp);
+    }
+    let summary = |v: &[f64]| {
+        format!(
+            "p50={:.1} p90={:.1} p99={:.1} max={:.1}",
+            percentile(v, 0.5),
+            percentile(v, 0.9),
+            percentile(v, 0.99),
+            percentile(v, 1.0)
+        )
+    };
     println!(
-        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} \
-         latency_ms p50={:.1} p90={:.1} p99={:.1} max={:.1} spread_ms p50={:.1} max={:.1}{}",
+        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} unstamped={unstamped} \
+         arrival_ms {} read_ms {} spread_ms p50={:.1} max={:.1}{}",
         by_point.len(),
-        all.len(),
-        percentile(&all, 0.5),
-        percentile(&all, 0.9),
-        percentile(&all, 0.99),
-        percentile(&all, 1.0),
+        reads.len(),
+        summary(&arrivals),
+        summary(&reads),
         percentile(&spreads, 0.5),
         percentile(&spreads, 1.0),
         rss.map(|(r, p)| format!(" server_rss_mib={r:.1} server_peak_mib={p:.1}"))
