@@ -168,13 +168,17 @@ async fn subscriber(
             if started == 0 {
                 continue;
             }
+            // The window is a run of whole seconds, decided by the point's
+            // time, not by when it was read: every client measures the
+            // same points however late it reads them.
             let stop = window.stop_ns.load(Ordering::Relaxed);
-            if now >= u128::from(stop) {
+            let time = point_time(text.as_str());
+            let second_ns = i128::from(time) * 1_000_000_000;
+            if second_ns >= i128::from(stop) {
                 break;
             }
-            let time = point_time(text.as_str());
             // Only points of seconds that began after everyone was subscribed.
-            if i128::from(time) * 1_000_000_000 >= i128::from(started) {
+            if second_ns >= i128::from(started) {
                 seen.push(Delivery {
                     time,
                     arrived_ns: u128::from(ws.get_ref().arrived_ns()),
