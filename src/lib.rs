@@ -12,6 +12,7 @@
 //!   each the only place that knows its key names or SQL.
 //! - [`history`] — reading a range across the Redis window and the archive.
 //! - [`live`] — one Redis subscription per process, fanned out to WebSockets.
+//! - [`outbox`] — a WebSocket's write side, shared by its session and the fan-out.
 //! - [`client`] — the demo WebSocket client, `ratesd client`.
 //! - [`api`] — the HTTP router: REST v1, the WebSocket, the test page,
 //!   health, OpenAPI and Swagger UI.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod history;
 pub mod live;
+pub mod outbox;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

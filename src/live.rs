@@ -1,32 +1,46 @@
 //! Live fan-out: one Redis subscription per process, fanned out in memory to
-//! every WebSocket of an asset through a `broadcast` channel per asset.
+//! every WebSocket of an asset.
 //!
-//! Each point's frame is serialised once, here, and shared by every
-//! connection. A connection that falls more than the channel's capacity
-//! behind is told so by `broadcast` (it lagged) and is closed; it never
-//! slows the others, and the memory held for it is the channel's, bounded.
+//! Each point's WebSocket frame is encoded once, here. A connection takes
+//! points in two ways, one after the other:
+//! - while it subscribes (reads and sends the history), from a `broadcast`
+//!   channel of the asset, attached before the history is read, so that
+//!   every point is in one or the other;
+//! - once it has its history, the fan-out writes each point straight into
+//!   its socket ([`crate::outbox`]), from a few shard tasks that share the
+//!   connections out between the cores: no task is woken per point and per
+//!   connection. A connection whose socket is full queues behind it; past
+//!   [`crate::outbox::QUEUE_FRAMES`] it is closed; it never slows the others.
 //!
-//! The same channel tells subscribers that the feed was interrupted or that
-//! the process is shutting down, so that a subscribed connection waits on
-//! one thing only: at 10,000 connections, every extra future a connection
-//! polls on each point (a `Notify`, a cancellation) is 10,000 passes through
-//! a lock all of them share, in each second's burst.
+//! The broadcast channel also tells subscribing connections that the feed
+//! was interrupted or that the process is shutting down; connections in the
+//! fan-out are told through their outbox.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
+use crate::outbox::{Offer, Outbox, event};
 use crate::store::RedisStore;
+use crate::worker::{Clock, SystemClock};
 
-/// How many points a connection may fall behind before it is closed.
+/// How many points a subscribing connection may fall behind (while it
+/// sends its history) before it is closed.
 pub const QUEUE_POINTS: usize = 64;
+
+/// How often the fan-out forgets closed connections of assets that had no
+/// point (each point does it for its asset's connections).
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
 /// What the subscribers of an asset are told.
 #[derive(Debug, Clone)]
@@ -42,8 +56,9 @@ pub enum LiveEvent {
 #[derive(Debug, Clone)]
 pub struct LivePoint {
     pub time: UnixSeconds,
-    /// `{"action":"point","message":{...}}`
-    pub frame: Utf8Bytes,
+    /// The WebSocket text frame (header and payload) of
+    /// `{"action":"point","message":{...}}`.
+    pub wire: Bytes,
 }
 
 /// `{"action": ..., "message": ...}`, the frame of every WebSocket message.
@@ -61,13 +76,95 @@ impl<T: Serialize> Frame<'_, T> {
 
 impl LivePoint {
     pub fn new(point: &Point) -> Self {
+        let text = Frame {
+            action: "point",
+            message: point,
+        }
+        .to_text();
+        let frame = WireFrame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
+        let mut wire = Vec::with_capacity(frame.len());
+        // Writing into a Vec cannot fail.
+        let _ = frame.format(&mut wire);
         Self {
             time: point.time,
-            frame: Frame {
-                action: "point",
-                message: point,
-            }
-            .to_text(),
+            wire: wire.into(),
+        }
+    }
+}
+
+/// A connection in the fan-out, for the subscribe `generation` of its session.
+struct Entry {
+    asset: AssetId,
+    outbox: Arc<Outbox>,
+    generation: u64,
+}
+
+/// A share of the fan-out's connections, written by one task per tick.
+#[derive(Default)]
+struct Shard {
+    /// Connections that joined since the last tick; taken in before it is
+    /// written, so joining never waits for a tick's writes.
+    joining: std::sync::Mutex<Vec<Entry>>,
+    members: tokio::sync::Mutex<HashMap<AssetId, Vec<Entry>>>,
+}
+
+impl Shard {
+    fn take_joining(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.joining.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Writes `points` (in order) to this shard's connections.
+    async fn write(&self, points: &[(AssetId, LivePoint)]) {
+        let mut members = self.members.lock().await;
+        for e in self.take_joining() {
+            members.entry(e.asset).or_default().push(e);
+        }
+        let sent = metrics::counter!("ratesd_ws_messages_sent_total");
+        let delay = metrics::histogram!("ratesd_ws_point_delay_seconds");
+        let mut written = 0u64;
+        for (asset, point) in points {
+            let Some(list) = members.get_mut(asset) else {
+                continue;
+            };
+            let start = Duration::from_secs(u64::try_from(point.time).unwrap_or(0));
+            list.retain(|e| {
+                match e
+                    .outbox
+                    .offer(*asset, e.generation, point.time, &point.wire)
+                {
+                    Offer::Written => {
+                        written += 1;
+                        delay.record(SystemClock.now().saturating_sub(start).as_secs_f64());
+                        true
+                    }
+                    Offer::Skipped => true,
+                    Offer::Gone => false,
+                }
+            });
+        }
+        sent.increment(written);
+    }
+
+    /// Drops the entries of connections that have gone or moved on (a tick
+    /// does this too, for the assets it writes; this covers the quiet ones).
+    async fn prune(&self) {
+        let mut members = self.members.lock().await;
+        for e in self.take_joining() {
+            members.entry(e.asset).or_default().push(e);
+        }
+        for list in members.values_mut() {
+            list.retain(|e| e.outbox.serves(e.asset, e.generation));
+        }
+    }
+
+    /// Raises `event` on every connection of this shard.
+    async fn raise(&self, event: u8) {
+        let mut members = self.members.lock().await;
+        for e in self.take_joining() {
+            members.entry(e.asset).or_default().push(e);
+        }
+        for e in members.values().flatten() {
+            e.outbox.raise(event);
         }
     }
 }
@@ -75,6 +172,8 @@ impl LivePoint {
 #[derive(Clone)]
 pub struct LiveHub {
     channels: Arc<HashMap<AssetId, broadcast::Sender<LiveEvent>>>,
+    shards: Arc<[Arc<Shard>]>,
+    next_shard: Arc<AtomicUsize>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
 }
@@ -86,8 +185,12 @@ impl LiveHub {
             .iter()
             .map(|a| (a.id, broadcast::channel(QUEUE_POINTS).0))
             .collect();
+        // One shard per core: a tick's writes are spread over all of them.
+        let shards = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
         Self {
             channels: Arc::new(channels),
+            shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
+            next_shard: Arc::new(AtomicUsize::new(0)),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
         }
     }
@@ -102,22 +205,100 @@ impl LiveHub {
         self.channels.get(&asset).map(broadcast::Sender::subscribe)
     }
 
-    fn publish(&self, points: &[Point]) {
+    /// Puts a connection that has its history into the fan-out of `asset`.
+    /// Call it inside [`Outbox::go_live`], before draining the connection's
+    /// broadcast receiver: a point published after the drain then finds it
+    /// here, and one offered before `go_live` ends waits for its lock.
+    pub fn join(&self, asset: AssetId, outbox: Arc<Outbox>, generation: u64) {
+        let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[n]
+            .joining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Entry {
+                asset,
+                outbox,
+                generation,
+            });
+    }
+
+    /// Publishes a tick's points: to the broadcast channels, then to the
+    /// fan-out, each shard on its own task.
+    async fn publish(&self, points: &[Point]) {
         if let Some(newest) = points.iter().map(|p| p.time).max() {
             self.latest_tick.fetch_max(newest, Ordering::AcqRel);
         }
+        let mut batch = Vec::with_capacity(points.len());
         for point in points {
             if let Some(tx) = self.channels.get(&point.asset_id) {
-                // No receivers is fine: nobody watches this asset now.
-                let _ = tx.send(LiveEvent::Point(LivePoint::new(point)));
+                let live = LivePoint::new(point);
+                // No receivers is fine: nobody is subscribing to this asset now.
+                let _ = tx.send(LiveEvent::Point(live.clone()));
+                batch.push((point.asset_id, live));
+            }
+        }
+        let batch: Arc<[(AssetId, LivePoint)]> = batch.into();
+        let mut writers = tokio::task::JoinSet::new();
+        for shard in self.shards.iter() {
+            let (shard, batch) = (shard.clone(), batch.clone());
+            // Outside tokio's cooperative budget: past 128 writes in one
+            // poll it would fail every socket write as not ready, queueing
+            // the point and waking the connection's task to write it.
+            writers.spawn(tokio::task::unconstrained(async move {
+                shard.write(&batch).await;
+            }));
+        }
+        while let Some(done) = writers.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "live fan-out task failed");
             }
         }
     }
 
+    /// Publishes a tick, first filling from the window any seconds the
+    /// feed skipped since an asset's last published point (a message lost
+    /// with a dropped subscription), so that subscribers see no hole.
+    async fn publish_filled(
+        &self,
+        redis: &RedisStore,
+        published: &mut HashMap<AssetId, UnixSeconds>,
+        points: &[Point],
+    ) {
+        let mut missed = Vec::new();
+        for p in points {
+            let Some(&prev) = published.get(&p.asset_id) else {
+                continue;
+            };
+            if p.time > prev + 1
+                && let Ok(members) = redis.window_after(p.asset_id, prev).await
+                && let Ok(found) = redis.parse_points(p.asset_id, &members)
+            {
+                missed.extend(found.into_iter().filter(|m| m.time < p.time));
+            }
+        }
+        missed.sort_by_key(|p| p.time);
+        for second in missed.chunk_by(|a, b| a.time == b.time) {
+            self.publish(second).await;
+        }
+        for p in points {
+            let newest = published.entry(p.asset_id).or_insert(p.time);
+            *newest = (*newest).max(p.time);
+        }
+        self.publish(points).await;
+    }
+
     /// Tells every subscriber of every asset.
-    fn announce(&self, event: &LiveEvent) {
+    async fn announce(&self, event: &LiveEvent) {
         for tx in self.channels.values() {
             let _ = tx.send(event.clone());
+        }
+        let flag = match event {
+            LiveEvent::Interrupted => event::INTERRUPTED,
+            LiveEvent::ShuttingDown => event::SHUTDOWN,
+            LiveEvent::Point(_) => return,
+        };
+        for shard in self.shards.iter() {
+            shard.raise(flag).await;
         }
     }
 
@@ -130,12 +311,14 @@ impl LiveHub {
     /// when this ends, that the process is shutting down.
     pub async fn run(self, redis: RedisStore, shutdown: CancellationToken) {
         self.relay(&redis, &shutdown).await;
-        self.announce(&LiveEvent::ShuttingDown);
+        self.announce(&LiveEvent::ShuttingDown).await;
     }
 
     async fn relay(&self, redis: &RedisStore, shutdown: &CancellationToken) {
         let mut delay = Duration::from_millis(100);
         let mut failing = false;
+        // The newest second published for each asset.
+        let mut published: HashMap<AssetId, UnixSeconds> = HashMap::new();
         while !shutdown.is_cancelled() {
             let mut feed = match redis.subscribe_live().await {
                 Ok(feed) => {
@@ -158,19 +341,26 @@ impl LiveHub {
                     continue;
                 }
             };
+            let mut prune = tokio::time::interval(PRUNE_EVERY);
             loop {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
                     next = feed.next() => next,
+                    _ = prune.tick() => {
+                        for shard in self.shards.iter() {
+                            shard.prune().await;
+                        }
+                        continue;
+                    }
                 };
                 match next {
-                    Some(Ok(points)) => self.publish(&points),
+                    Some(Ok(points)) => self.publish_filled(redis, &mut published, &points).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "malformed live message skipped"),
                     None => {
                         // Stays set through failed retries: one warning per outage.
                         tracing::warn!("live feed connection lost; resubscribing");
                         failing = true;
-                        self.announce(&LiveEvent::Interrupted);
+                        self.announce(&LiveEvent::Interrupted).await;
                         break;
                     }
                 }

@@ -4,20 +4,24 @@
 //! which keeps each connection's write buffer small at 10,000 connections.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::error::{Problem, problem_response};
+use crate::outbox::{Outbox, SharedIo};
 
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+/// The session's WebSocket, over the connection's [`Outbox`] (which the
+/// live fan-out writes to as well).
+pub type Socket = WebSocketStream<SharedIo>;
 
 /// A valid HTTP/1.1 WebSocket upgrade request.
 pub struct WsUpgrade {
@@ -105,7 +109,7 @@ impl WsUpgrade {
     /// Answers 101 and runs `session` on the upgraded connection.
     pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
     where
-        F: FnOnce(Socket) -> Fut + Send + 'static,
+        F: FnOnce(Socket, Arc<Outbox>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
@@ -113,13 +117,14 @@ impl WsUpgrade {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
+                    let outbox = Outbox::new(TokioIo::new(upgraded));
                     let socket = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
+                        SharedIo(outbox.clone()),
                         Role::Server,
                         Some(config),
                     )
                     .await;
-                    session(socket).await;
+                    session(socket, outbox).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }

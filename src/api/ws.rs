@@ -1,10 +1,12 @@
 //! The WebSocket protocol of API.md: `assets`, `subscribe`, history, then a
 //! live point each second.
 //!
-//! A session is written against one `Sink + Stream` so that it can be
-//! driven without a socket. Per connection it holds one `broadcast`
-//! receiver of the subscribed asset (see [`crate::live`]); nothing it is
-//! sent can panic it.
+//! A session is written against one `Sink + Stream`. While it subscribes
+//! it holds a `broadcast` receiver of the asset; once the history is sent
+//! it hands the connection to the live fan-out, which writes the points
+//! into the socket itself (see [`crate::live`] and [`crate::outbox`]), and
+//! the session wakes only for the client, pings and what its outbox
+//! reports. Nothing a client sends can panic it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +20,7 @@ use futures_util::task::AtomicWaker;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -32,8 +34,8 @@ use super::AppState;
 use super::error::Problem;
 use super::upgrade::WsUpgrade;
 use crate::domain::{Asset, AssetId, UnixSeconds};
-use crate::live::{Frame, LiveEvent, LivePoint};
-use crate::worker::{Clock, SystemClock};
+use crate::live::{Frame, LiveEvent};
+use crate::outbox::{Live, Outbox, QUEUE_FRAMES, event};
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub mod close {
@@ -167,11 +169,11 @@ pub fn accept(
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    ws.on_upgrade(config, move |socket| async move {
+    ws.on_upgrade(config, move |socket, outbox| async move {
         let _slot = slot;
         tracing::debug!(%peer, "websocket connected");
         metrics::gauge!("ratesd_ws_connections").increment(1.0);
-        Session::new(state).run(socket).await;
+        Session::new(state, outbox).run(socket).await;
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);
         tracing::debug!(%peer, "websocket closed");
     })
@@ -245,13 +247,6 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-struct Subscription {
-    asset: AssetId,
-    live: broadcast::Receiver<LiveEvent>,
-    /// The newest second sent to the client.
-    last: Option<UnixSeconds>,
-}
-
 /// Why a session ends.
 enum End {
     /// The client closed or vanished: nothing more to send.
@@ -272,28 +267,32 @@ const MAX_RATE_VIOLATIONS: u32 = 10;
 
 pub struct Session {
     state: AppState,
-    sub: Option<Subscription>,
+    /// The connection's write side, shared with the live fan-out.
+    outbox: Arc<Outbox>,
+    /// In the live fan-out (it has its history).
+    subscribed: bool,
+    /// Counts subscribes, so that the fan-out can tell this one from an earlier.
+    generation: u64,
     inbound: Option<governor::DefaultDirectRateLimiter>,
     violations: u32,
     /// `ratesd_ws_messages_sent_total`, looked up once, not per message.
     sent: metrics::Counter,
-    /// `ratesd_ws_point_delay_seconds`, likewise.
-    delay: metrics::Histogram,
 }
 
 impl Session {
-    pub fn new(state: AppState) -> Self {
+    pub fn new(state: AppState, outbox: Arc<Outbox>) -> Self {
         let inbound = std::num::NonZeroU32::new(state.ws.frames_per_second).map(|rate| {
             let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
             governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
         });
         Self {
             state,
-            sub: None,
+            outbox,
+            subscribed: false,
+            generation: 0,
             inbound,
             violations: 0,
             sent: metrics::counter!("ratesd_ws_messages_sent_total"),
-            delay: metrics::histogram!("ratesd_ws_point_delay_seconds"),
         }
     }
 
@@ -328,23 +327,22 @@ impl Session {
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
-        // Polling a registered `cancelled()` takes a lock shared by every
-        // connection. A subscribed connection does not: its live channel
-        // announces the shutdown, and the flag (one atomic load) covers a
-        // subscribe made after that announcement.
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let reads = ReadGate::new();
+        let outbox = self.outbox.clone();
         let end = loop {
             if shutdown.is_cancelled() {
                 break End::going_away();
             }
-            // In this order, not a random one: a connection woken by a point
-            // finds it first and polls nothing else before sending it.
+            // Live points do not wake this task: the fan-out writes them.
+            // It wakes for what the outbox reports, for the client, for pings.
             let step = tokio::select! {
                 biased;
-                () = &mut cancelled, if self.sub.is_none() => Err(End::going_away()),
-                live = next_live(&mut self.sub) => self.on_live(live, &mut socket).await,
+                () = &mut cancelled => Err(End::going_away()),
+                events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
+                    self.on_events(events, &mut socket).await
+                }
                 inbound = std::future::poll_fn(|cx| reads.poll_next(&mut socket, cx)) => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound, &mut socket).await
@@ -361,6 +359,7 @@ impl Session {
                 break end;
             }
         };
+        self.outbox.leave();
         if let End::Close(code, reason) = end {
             tracing::debug!(code, %reason, "closing websocket");
             let frame = CloseFrame {
@@ -459,8 +458,9 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), End> {
         // Replace any earlier subscription before anything else is sent.
-        self.sub = None;
-        let Some(live) = self.state.hub.subscribe(asset.id) else {
+        self.outbox.leave();
+        self.subscribed = false;
+        let Some(mut live) = self.state.hub.subscribe(asset.id) else {
             return self
                 .send_error(sink, ErrorType::NotFound, "asset has no live feed")
                 .await;
@@ -486,30 +486,98 @@ impl Session {
             }
         };
         self.send_history(sink, history.frame.clone()).await?;
-        self.sub = Some(Subscription {
+        // Under the outbox's lock: into the fan-out first, then write what
+        // the channel holds. A point the fan-out offers meanwhile waits for
+        // the lock and is then skipped if the channel had it; a point
+        // published after the drain finds the connection in the fan-out.
+        self.generation += 1;
+        let (hub, generation) = (&self.state.hub, self.generation);
+        let mut caught_up = 0;
+        let live_mode = Live {
             asset: asset.id,
-            live,
-            last: history.last,
-        });
+            generation,
+            last: history.last.unwrap_or(UnixSeconds::MIN),
+        };
+        self.outbox.go_live(live_mode, |write| {
+            hub.join(asset.id, self.outbox.clone(), generation);
+            catch_up(&mut live, &mut |time, frame| {
+                caught_up += 1;
+                write(time, frame);
+            })
+        })?;
+        self.sent.increment(caught_up);
+        self.subscribed = true;
         Ok(())
     }
 
-    async fn on_live<S: Sink<Message> + Unpin>(
+    /// Acts on what the outbox reports.
+    async fn on_events<S: Sink<Message> + Unpin>(
         &mut self,
-        live: Result<LiveEvent, RecvError>,
+        events: u8,
         sink: &mut S,
     ) -> Result<(), End> {
-        let point = match live {
-            Ok(LiveEvent::Point(p)) => p,
+        if events & event::BROKEN != 0 {
+            return Err(End::Gone);
+        }
+        if events & event::LAGGED != 0 {
+            metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
+                .increment(1);
+            return Err(End::Close(
+                close::POLICY,
+                format!("client too slow: more than {QUEUE_FRAMES} frames waiting; reconnect"),
+            ));
+        }
+        if events & event::INTERRUPTED != 0 && self.subscribed {
             // Points would stop with no word: let the client reconnect.
-            Ok(LiveEvent::Interrupted) => {
-                return Err(End::Close(
-                    close::SERVICE_RESTART,
-                    "live feed interrupted (rates store unavailable); reconnect".into(),
-                ));
+            return Err(interrupted());
+        }
+        if events & event::DRAIN != 0 {
+            return self.flush(sink).await;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is queued (the socket had no room for it).
+    async fn flush<S: Sink<Message> + Unpin>(&self, sink: &mut S) -> Result<(), End> {
+        let mut flush = std::pin::pin!(sink.flush());
+        let done = match futures_util::poll!(&mut flush) {
+            std::task::Poll::Ready(done) => done,
+            std::task::Poll::Pending => {
+                match tokio::time::timeout(self.state.ws.send_timeout, flush).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "send_timeout")
+                            .increment(1);
+                        return Err(End::Gone);
+                    }
+                }
             }
+        };
+        done.map_err(|_| End::Gone)
+    }
+}
+
+fn interrupted() -> End {
+    End::Close(
+        close::SERVICE_RESTART,
+        "live feed interrupted (rates store unavailable); reconnect".into(),
+    )
+}
+
+/// Writes, oldest first, the points a subscribing connection's channel
+/// took while it read and sent the history; ends the session on what else
+/// the channel says.
+fn catch_up(
+    live: &mut broadcast::Receiver<LiveEvent>,
+    write: &mut dyn FnMut(UnixSeconds, &Bytes),
+) -> Result<(), End> {
+    loop {
+        match live.try_recv() {
+            Ok(LiveEvent::Point(p)) => write(p.time, &p.wire),
+            Ok(LiveEvent::Interrupted) => return Err(interrupted()),
             Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
-            Err(RecvError::Lagged(n)) => {
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Lagged(n)) => {
                 metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
                     .increment(n);
                 return Err(End::Close(
@@ -517,37 +585,10 @@ impl Session {
                     format!("client too slow: fell {n} points behind; reconnect"),
                 ));
             }
-            Err(RecvError::Closed) => {
+            Err(TryRecvError::Closed) => {
                 return Err(End::Close(close::INTERNAL, "live feed ended".into()));
             }
-        };
-        let Some(sub) = self.sub.as_mut() else {
-            return Ok(());
-        };
-        let last = sub.last;
-        if last.is_some_and(|l| point.time <= l) {
-            return Ok(()); // already in the history
         }
-        if let Some(l) = last.filter(|&l| point.time > l + 1) {
-            // A hole (the process lost its Redis subscription for a while):
-            // fill it from the window, which has every second.
-            let asset = sub.asset;
-            if let Ok(members) = self.state.redis.window_after(asset, l).await
-                && let Ok(points) = self.state.redis.parse_points(asset, &members)
-            {
-                for p in points.iter().filter(|p| p.time < point.time) {
-                    let frame = LivePoint::new(p).frame;
-                    self.send(sink, Message::Text(frame)).await?;
-                }
-            }
-        }
-        let time = point.time;
-        self.send(sink, Message::Text(point.frame)).await?;
-        self.delay.record(seconds_since(time));
-        if let Some(sub) = self.sub.as_mut() {
-            sub.last = Some(time);
-        }
-        Ok(())
     }
 }
 
@@ -582,12 +623,6 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// Seconds from the start of second `time` until now (0 if that is ahead).
-fn seconds_since(time: UnixSeconds) -> f64 {
-    let start = Duration::from_secs(u64::try_from(time).unwrap_or(0));
-    SystemClock.now().saturating_sub(start).as_secs_f64()
 }
 
 /// Polls a stream only once the waker it was last polled with has fired.
@@ -649,14 +684,6 @@ impl ReadGate {
             self.flag.ready.store(true, Ordering::Release);
         }
         poll
-    }
-}
-
-/// The subscribed asset's next live point; pending forever without one.
-async fn next_live(sub: &mut Option<Subscription>) -> Result<LiveEvent, RecvError> {
-    match sub {
-        Some(sub) => sub.live.recv().await,
-        None => std::future::pending().await,
     }
 }
 

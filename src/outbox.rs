@@ -1,0 +1,440 @@
+//! The write side of a WebSocket connection, shared by its session and the
+//! live fan-out.
+//!
+//! Once a subscriber has its history, the fan-out ([`crate::live`]) writes
+//! each point's frame, encoded once, straight into its socket: no task is
+//! woken per point and per connection. Its session task is woken only when
+//! it has something to do: a full socket to drain, a client too far behind,
+//! the feed interrupted, the server shutting down.
+//!
+//! Every byte bound for the socket, the session's (through tungstenite, via
+//! [`SharedIo`]) and the fan-out's, passes one mutex and one queue, and
+//! each write hands over whole frames: frames never interleave. A write
+//! the socket cannot take whole leaves its rest queued, and everything
+//! after it queues behind it until the session drains the queue.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::domain::{AssetId, UnixSeconds};
+
+/// The connection's byte stream (an upgraded HTTP connection, or any
+/// stream in tests).
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Frames the fan-out may queue for a connection whose socket is full
+/// before the connection is closed as too slow.
+pub const QUEUE_FRAMES: usize = 64;
+
+/// What the session is woken for (bits of [`Outbox::poll_events`]).
+pub mod event {
+    /// Bytes are queued: flush them.
+    pub const DRAIN: u8 = 1;
+    /// The client fell more than [`super::QUEUE_FRAMES`] frames behind.
+    pub const LAGGED: u8 = 2;
+    /// The live feed was interrupted.
+    pub const INTERRUPTED: u8 = 4;
+    /// The server is shutting down.
+    pub const SHUTDOWN: u8 = 8;
+    /// A write failed: the client is gone.
+    pub const BROKEN: u8 = 16;
+}
+
+/// Which live points the fan-out writes to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Live {
+    pub asset: AssetId,
+    /// Which subscribe of the session this is: a fan-out entry left from
+    /// an earlier subscribe to the same asset writes nothing.
+    pub generation: u64,
+    /// The newest second written to the client.
+    pub last: UnixSeconds,
+}
+
+/// What [`Outbox::offer`] did with a point.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Offer {
+    Written,
+    /// Not newer than what the client has.
+    Skipped,
+    /// This connection no longer takes this feed: drop the entry.
+    Gone,
+}
+
+pub struct Outbox {
+    inner: Mutex<Inner>,
+    events: AtomicU8,
+    session: AtomicWaker,
+}
+
+struct Inner {
+    /// `None` once the session has ended: the socket is closed then, even
+    /// while the fan-out still holds the outbox.
+    io: Option<Pin<Box<dyn Io>>>,
+    /// Bytes the socket has not taken yet, whole frames (the first may be
+    /// the rest of a partly written one).
+    queue: VecDeque<Bytes>,
+    live: Option<Live>,
+    broken: bool,
+}
+
+/// The fan-out's writes register this waker with the socket: when a full
+/// socket has room again, the session is woken to drain the queue.
+impl ArcWake for Outbox {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.raise(event::DRAIN);
+    }
+}
+
+impl Outbox {
+    pub fn new(io: impl Io) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(Inner {
+                io: Some(Box::pin(io)),
+                queue: VecDeque::new(),
+                live: None,
+                broken: false,
+            }),
+            events: AtomicU8::new(0),
+            session: AtomicWaker::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a frame half queued
+        // (pushes are single operations): the data is still consistent.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the session for `event`.
+    pub fn raise(&self, event: u8) {
+        self.events.fetch_or(event, Ordering::AcqRel);
+        self.session.wake();
+    }
+
+    /// The events raised since the last call, or pending until one is.
+    pub fn poll_events(&self, cx: &mut Context<'_>) -> Poll<u8> {
+        self.session.register(cx.waker());
+        match self.events.swap(0, Ordering::AcqRel) {
+            0 => Poll::Pending,
+            events => Poll::Ready(events),
+        }
+    }
+
+    /// The fan-out: writes `frame` (the point of second `time`) if this
+    /// connection is live on `asset` under `generation` and the point is
+    /// newer than what it has.
+    pub fn offer(
+        self: &Arc<Self>,
+        asset: AssetId,
+        generation: u64,
+        time: UnixSeconds,
+        frame: &Bytes,
+    ) -> Offer {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(live) = inner.live.as_mut() else {
+            return Offer::Gone;
+        };
+        if live.asset != asset || live.generation != generation || inner.broken {
+            return Offer::Gone;
+        }
+        if inner.io.is_none() {
+            return Offer::Gone;
+        }
+        if time <= live.last {
+            return Offer::Skipped;
+        }
+        live.last = time;
+        self.push(inner, frame.clone());
+        Offer::Written
+    }
+
+    /// Stops the fan-out writing to this connection (a new subscribe, or the end).
+    pub fn leave(&self) {
+        self.lock().live = None;
+    }
+
+    /// Closes the socket (the session ended).
+    pub fn close(&self) {
+        let mut inner = self.lock();
+        inner.live = None;
+        inner.queue.clear();
+        inner.io = None;
+    }
+
+    /// Whether the fan-out entry (`asset`, `generation`) still writes here.
+    pub fn serves(&self, asset: AssetId, generation: u64) -> bool {
+        let inner = self.lock();
+        inner.io.is_some()
+            && !inner.broken
+            && inner
+                .live
+                .is_some_and(|l| l.asset == asset && l.generation == generation)
+    }
+
+    /// Puts the connection in live mode: `catch_up` writes the points the
+    /// session holds, oldest first (those not newer than `live.last` are
+    /// dropped), under the same lock as the fan-out's writes, so that none
+    /// of the fan-out's can come between or before them.
+    pub fn go_live<E>(
+        self: &Arc<Self>,
+        mut live: Live,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &Bytes)) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut inner = self.lock();
+        let mut write = |time: UnixSeconds, frame: &Bytes| {
+            if time > live.last {
+                live.last = time;
+                self.push(&mut inner, frame.clone());
+            }
+        };
+        catch_up(&mut write)?;
+        inner.live = Some(live);
+        Ok(())
+    }
+
+    /// Queues `frame` behind what is queued, or writes it now if nothing is.
+    fn push(self: &Arc<Self>, inner: &mut Inner, frame: Bytes) {
+        if !inner.queue.is_empty() {
+            inner.queue.push_back(frame);
+            if inner.queue.len() > QUEUE_FRAMES {
+                self.raise(event::LAGGED);
+            }
+            return;
+        }
+        let Some(io) = inner.io.as_mut() else {
+            return;
+        };
+        let waker = waker_ref(self);
+        let mut cx = Context::from_waker(&waker);
+        match io.as_mut().poll_write(&mut cx, &frame) {
+            Poll::Ready(Ok(n)) if n == frame.len() => {}
+            Poll::Ready(Ok(n)) => {
+                inner.queue.push_back(frame.slice(n..));
+                self.raise(event::DRAIN);
+            }
+            // The socket wakes this outbox (and so the session) when it has room.
+            Poll::Pending => inner.queue.push_back(frame),
+            Poll::Ready(Err(_)) => {
+                inner.broken = true;
+                self.raise(event::BROKEN);
+            }
+        }
+    }
+}
+
+/// The connection's stream as tungstenite sees it: reads pass through;
+/// writes go through the outbox's queue, and every write is taken whole so
+/// that tungstenite never holds half a frame the fan-out could write past.
+pub struct SharedIo(pub Arc<Outbox>);
+
+impl AsyncRead for SharedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.0.lock().io.as_mut() {
+            Some(io) => io.as_mut().poll_read(cx, buf),
+            // Closed: the end of the stream.
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for SharedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut guard = self.0.lock();
+        let inner = &mut *guard;
+        let Some(io) = inner.io.as_mut().filter(|_| !inner.broken) else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if inner.queue.is_empty() {
+            match io.as_mut().poll_write(cx, buf) {
+                Poll::Ready(Ok(n)) if n == buf.len() => return Poll::Ready(Ok(n)),
+                Poll::Ready(Ok(n)) => inner.queue.push_back(Bytes::copy_from_slice(&buf[n..])),
+                Poll::Pending => inner.queue.push_back(Bytes::copy_from_slice(buf)),
+                Poll::Ready(Err(e)) => {
+                    inner.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        } else {
+            inner.queue.push_back(Bytes::copy_from_slice(buf));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Writes out the queue, the fan-out's frames included.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut guard = self.0.lock();
+        let inner = &mut *guard;
+        let Some(io) = inner.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        while let Some(front) = inner.queue.front_mut() {
+            match io.as_mut().poll_write(cx, front) {
+                Poll::Ready(Ok(n)) if n == front.len() => {
+                    inner.queue.pop_front();
+                }
+                Poll::Ready(Ok(0)) => {
+                    inner.broken = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => *front = front.slice(n..),
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    inner.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.as_mut().poll_flush(cx))?;
+        match self.0.lock().io.as_mut() {
+            Some(io) => io.as_mut().poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// The session's stream is the socket's owner: when it goes, so does the
+/// socket, whoever still holds the outbox.
+impl Drop for SharedIo {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn frame(n: u8, len: usize) -> Bytes {
+        Bytes::from(vec![n; len])
+    }
+
+    fn events(outbox: &Outbox) -> u8 {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        match outbox.poll_events(&mut cx) {
+            Poll::Ready(e) => e,
+            Poll::Pending => 0,
+        }
+    }
+
+    fn live(asset: AssetId, generation: u64, last: UnixSeconds) -> Live {
+        Live {
+            asset,
+            generation,
+            last,
+        }
+    }
+
+    fn go_live(outbox: &Arc<Outbox>, mode: Live) {
+        outbox
+            .go_live(mode, |_| Ok::<(), ()>(()))
+            .expect("no catch-up error");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_queues_whole_frames_in_order_behind_it() {
+        // Room for 100 bytes between the two ends.
+        let (mut client, server) = tokio::io::duplex(100);
+        let outbox = Outbox::new(server);
+        let mut session = SharedIo(outbox.clone());
+        go_live(&outbox, live(1, 1, 0));
+
+        for t in 1..=4 {
+            let n = u8::try_from(t).unwrap();
+            assert_eq!(outbox.offer(1, 1, t, &frame(n, 40)), Offer::Written);
+        }
+        assert_eq!(events(&outbox), event::DRAIN, "the third frame did not fit");
+        assert_eq!(outbox.offer(1, 1, 3, &frame(9, 40)), Offer::Skipped);
+        assert_eq!(outbox.offer(2, 1, 5, &frame(9, 40)), Offer::Gone);
+        assert_eq!(outbox.offer(1, 2, 5, &frame(9, 40)), Offer::Gone);
+        // The session's own frame is taken whole and goes behind the queue.
+        session.write_all(&frame(7, 40)).await.unwrap();
+
+        let mut received = vec![0; 200];
+        let (read, flushed) = tokio::join!(client.read_exact(&mut received), session.flush());
+        read.unwrap();
+        flushed.unwrap();
+        let expected: Vec<u8> = [1, 2, 3, 4, 7]
+            .iter()
+            .flat_map(|&n| frame(n, 40).to_vec())
+            .collect();
+        assert_eq!(
+            received, expected,
+            "whole frames, in order, nothing between"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_too_far_behind_is_reported() {
+        let (_client, server) = tokio::io::duplex(10);
+        let outbox = Outbox::new(server);
+        let _session = SharedIo(outbox.clone());
+        go_live(&outbox, live(1, 1, 0));
+        for t in 1..=UnixSeconds::try_from(QUEUE_FRAMES).unwrap() {
+            outbox.offer(1, 1, t, &frame(1, 20));
+        }
+        assert_eq!(events(&outbox) & event::LAGGED, 0, "not yet");
+        outbox.offer(1, 1, 1000, &frame(1, 20));
+        outbox.offer(1, 1, 1001, &frame(1, 20));
+        assert_ne!(events(&outbox) & event::LAGGED, 0);
+    }
+
+    #[tokio::test]
+    async fn catching_up_skips_what_the_history_had_and_keeps_order() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let outbox = Outbox::new(server);
+        let _session = SharedIo(outbox.clone());
+        outbox
+            .go_live(live(1, 1, 10), |write| {
+                for t in 9..=12 {
+                    write(t, &frame(u8::try_from(t).unwrap(), 3));
+                }
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(outbox.offer(1, 1, 12, &frame(0, 3)), Offer::Skipped);
+        assert_eq!(outbox.offer(1, 1, 13, &frame(13, 3)), Offer::Written);
+        let mut got = vec![0; 9];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, [11, 11, 11, 12, 12, 12, 13, 13, 13]);
+    }
+
+    #[tokio::test]
+    async fn the_socket_closes_with_the_session_and_the_fan_out_lets_go() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let outbox = Outbox::new(server);
+        let session = SharedIo(outbox.clone());
+        go_live(&outbox, live(1, 1, 0));
+        assert!(outbox.serves(1, 1));
+        assert!(!outbox.serves(1, 2), "an earlier subscribe's entry");
+        drop(session);
+        assert!(!outbox.serves(1, 1));
+        assert_eq!(outbox.offer(1, 1, 1, &frame(1, 3)), Offer::Gone);
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "end of stream: the socket is closed");
+    }
+}
