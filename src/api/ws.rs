@@ -375,13 +375,20 @@ impl Session {
     }
 
     async fn send<S: Sink<Message> + Unpin>(&self, sink: &mut S, msg: Message) -> Result<(), End> {
-        let mut send = std::pin::pin!(sink.send(msg));
-        // Nearly every send completes at once; only one that waits on a full
-        // socket pays for a timer.
-        let done = match futures_util::poll!(&mut send) {
+        self.in_time(sink.send(msg)).await?;
+        self.sent.increment(1);
+        Ok(())
+    }
+
+    /// Runs a write (a send, a flush) to the client within the send timeout.
+    async fn in_time<E>(&self, write: impl Future<Output = Result<(), E>>) -> Result<(), End> {
+        let mut write = std::pin::pin!(write);
+        // Nearly every write completes at once; only one that waits on a
+        // full socket pays for a timer.
+        let done = match futures_util::poll!(&mut write) {
             std::task::Poll::Ready(done) => done,
             std::task::Poll::Pending => {
-                match tokio::time::timeout(self.state.ws.send_timeout, send).await {
+                match tokio::time::timeout(self.state.ws.send_timeout, write).await {
                     Ok(done) => done,
                     // The client stopped reading: its socket is full, a close frame cannot pass.
                     Err(_) => {
@@ -392,7 +399,6 @@ impl Session {
                 }
             }
         };
-        self.sent.increment(1);
         done.map_err(|_| End::Gone)
     }
 
@@ -539,21 +545,7 @@ impl Session {
 
     /// Writes out what is queued (the socket had no room for it).
     async fn flush<S: Sink<Message> + Unpin>(&self, sink: &mut S) -> Result<(), End> {
-        let mut flush = std::pin::pin!(sink.flush());
-        let done = match futures_util::poll!(&mut flush) {
-            std::task::Poll::Ready(done) => done,
-            std::task::Poll::Pending => {
-                match tokio::time::timeout(self.state.ws.send_timeout, flush).await {
-                    Ok(done) => done,
-                    Err(_) => {
-                        metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "send_timeout")
-                            .increment(1);
-                        return Err(End::Gone);
-                    }
-                }
-            }
-        };
-        done.map_err(|_| End::Gone)
+        self.in_time(sink.flush()).await
     }
 }
 
