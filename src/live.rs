@@ -14,7 +14,8 @@
 //!
 //! The broadcast channel also tells subscribing connections that the feed
 //! was interrupted or that the process is shutting down; connections in the
-//! fan-out are told through their outbox.
+//! fan-out are told of an interruption through their outbox (and of a
+//! shutdown by the cancellation their session waits on).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -292,13 +293,12 @@ impl LiveHub {
         for tx in self.channels.values() {
             let _ = tx.send(event.clone());
         }
-        let flag = match event {
-            LiveEvent::Interrupted => event::INTERRUPTED,
-            LiveEvent::ShuttingDown => event::SHUTDOWN,
-            LiveEvent::Point(_) => return,
-        };
-        for shard in self.shards.iter() {
-            shard.raise(flag).await;
+        // Connections in the fan-out learn of a shutdown from the
+        // cancellation their sessions wait on; of an outage, from here.
+        if let LiveEvent::Interrupted = event {
+            for shard in self.shards.iter() {
+                shard.raise(event::INTERRUPTED).await;
+            }
         }
     }
 

@@ -43,10 +43,8 @@ pub mod event {
     pub const LAGGED: u8 = 2;
     /// The live feed was interrupted.
     pub const INTERRUPTED: u8 = 4;
-    /// The server is shutting down.
-    pub const SHUTDOWN: u8 = 8;
     /// A write failed: the client is gone.
-    pub const BROKEN: u8 = 16;
+    pub const BROKEN: u8 = 8;
 }
 
 /// Which live points the fan-out writes to a connection.
