@@ -35,6 +35,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 /// before the connection is closed as too slow.
 pub const QUEUE_FRAMES: usize = 64;
 
+/// Bytes the session's own writes may add to a queue that is waiting on a
+/// full socket; past them its writes wait (the fan-out's are bounded by
+/// [`QUEUE_FRAMES`]).
+const MAX_QUEUED_BYTES: usize = 64 * 1024;
+
 /// What the session is woken for (bits of [`Outbox::poll_events`]).
 pub mod event {
     /// Bytes are queued: flush them.
@@ -78,11 +83,54 @@ struct Inner {
     /// `None` once the session has ended: the socket is closed then, even
     /// while the fan-out still holds the outbox.
     io: Option<Pin<Box<dyn Io>>>,
-    /// Bytes the socket has not taken yet, whole frames (the first may be
-    /// the rest of a partly written one).
-    queue: VecDeque<Bytes>,
+    queue: Queue,
     live: Option<Live>,
     broken: bool,
+}
+
+/// Bytes the socket has not taken yet, whole frames (the first may be the
+/// rest of a partly written one).
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Writes the queue out; pending while the socket is full.
+    fn drain(
+        &mut self,
+        mut socket: Pin<&mut dyn Io>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while let Some(front) = self.frames.front_mut() {
+            let n = match std::task::ready!(socket.as_mut().poll_write(cx, front)) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            self.bytes -= n;
+            if n == front.len() {
+                self.frames.pop_front();
+            } else {
+                *front = front.slice(n..);
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// The fan-out's writes register this waker with the socket: when a full
@@ -98,7 +146,7 @@ impl Outbox {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 io: Some(Box::pin(io)),
-                queue: VecDeque::new(),
+                queue: Queue::default(),
                 live: None,
                 broken: false,
             }),
@@ -183,29 +231,32 @@ impl Outbox {
     /// Puts the connection in live mode: `catch_up` writes the points the
     /// session holds, oldest first (those not newer than `live.last` are
     /// dropped), under the same lock as the fan-out's writes, so that none
-    /// of the fan-out's can come between or before them.
+    /// of the fan-out's can come between or before them. Returns how many
+    /// it wrote.
     pub fn go_live<E>(
         self: &Arc<Self>,
         mut live: Live,
         catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &Bytes)) -> Result<(), E>,
-    ) -> Result<(), E> {
+    ) -> Result<u64, E> {
         let mut inner = self.lock();
+        let mut written = 0;
         let mut write = |time: UnixSeconds, frame: &Bytes| {
             if time > live.last {
                 live.last = time;
+                written += 1;
                 self.push(&mut inner, frame.clone());
             }
         };
         catch_up(&mut write)?;
         inner.live = Some(live);
-        Ok(())
+        Ok(written)
     }
 
     /// Queues `frame` behind what is queued, or writes it now if nothing is.
     fn push(self: &Arc<Self>, inner: &mut Inner, frame: Bytes) {
         if !inner.queue.is_empty() {
-            inner.queue.push_back(frame);
-            if inner.queue.len() > QUEUE_FRAMES {
+            inner.queue.push(frame);
+            if inner.queue.frames.len() > QUEUE_FRAMES {
                 self.raise(event::LAGGED);
             }
             return;
@@ -218,11 +269,11 @@ impl Outbox {
         match io.as_mut().poll_write(&mut cx, &frame) {
             Poll::Ready(Ok(n)) if n == frame.len() => {}
             Poll::Ready(Ok(n)) => {
-                inner.queue.push_back(frame.slice(n..));
+                inner.queue.push(frame.slice(n..));
                 self.raise(event::DRAIN);
             }
             // The socket wakes this outbox (and so the session) when it has room.
-            Poll::Pending => inner.queue.push_back(frame),
+            Poll::Pending => inner.queue.push(frame),
             Poll::Ready(Err(_)) => {
                 inner.broken = true;
                 self.raise(event::BROKEN);
@@ -264,16 +315,29 @@ impl AsyncWrite for SharedIo {
         if inner.queue.is_empty() {
             match io.as_mut().poll_write(cx, buf) {
                 Poll::Ready(Ok(n)) if n == buf.len() => return Poll::Ready(Ok(n)),
-                Poll::Ready(Ok(n)) => inner.queue.push_back(Bytes::copy_from_slice(&buf[n..])),
-                Poll::Pending => inner.queue.push_back(Bytes::copy_from_slice(buf)),
+                Poll::Ready(Ok(n)) => inner.queue.push(Bytes::copy_from_slice(&buf[n..])),
+                Poll::Pending => inner.queue.push(Bytes::copy_from_slice(buf)),
                 Poll::Ready(Err(e)) => {
                     inner.broken = true;
                     return Poll::Ready(Err(e));
                 }
             }
-        } else {
-            inner.queue.push_back(Bytes::copy_from_slice(buf));
+            return Poll::Ready(Ok(buf.len()));
         }
+        if inner.queue.bytes + buf.len() > MAX_QUEUED_BYTES {
+            // A client that reads nothing and keeps sending (pings, whose
+            // pongs would pile up here): make room first, else tungstenite
+            // keeps the frames, within its own write-buffer limit.
+            match inner.queue.drain(io.as_mut(), cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    inner.broken = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        inner.queue.push(Bytes::copy_from_slice(buf));
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -284,22 +348,9 @@ impl AsyncWrite for SharedIo {
         let Some(io) = inner.io.as_mut() else {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         };
-        while let Some(front) = inner.queue.front_mut() {
-            match io.as_mut().poll_write(cx, front) {
-                Poll::Ready(Ok(n)) if n == front.len() => {
-                    inner.queue.pop_front();
-                }
-                Poll::Ready(Ok(0)) => {
-                    inner.broken = true;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => *front = front.slice(n..),
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    inner.broken = true;
-                    return Poll::Ready(Err(e));
-                }
-            }
+        if let Err(e) = std::task::ready!(inner.queue.drain(io.as_mut(), cx)) {
+            inner.broken = true;
+            return Poll::Ready(Err(e));
         }
         io.as_mut().poll_flush(cx)
     }
@@ -401,11 +452,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_sessions_own_writes_wait_once_the_queue_is_full() {
+        let (mut client, server) = tokio::io::duplex(10);
+        let outbox = Outbox::new(server);
+        let mut session = SharedIo(outbox.clone());
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let chunk = [5u8; 1024];
+        let mut accepted = 0;
+        while let Poll::Ready(done) = Pin::new(&mut session).poll_write(&mut cx, &chunk) {
+            assert_eq!(done.unwrap(), chunk.len(), "taken whole or not at all");
+            accepted += 1;
+            assert!(
+                accepted < 1000,
+                "a client that reads nothing is not queued for without end"
+            );
+        }
+        assert!(accepted * chunk.len() <= MAX_QUEUED_BYTES + 2 * chunk.len());
+        // Once the client reads, everything it was sent arrives.
+        let mut received = vec![0; accepted * chunk.len()];
+        let (read, flushed) = tokio::join!(client.read_exact(&mut received), session.flush());
+        read.unwrap();
+        flushed.unwrap();
+        assert!(received.iter().all(|&b| b == 5));
+    }
+
+    #[tokio::test]
     async fn catching_up_skips_what_the_history_had_and_keeps_order() {
         let (mut client, server) = tokio::io::duplex(1024);
         let outbox = Outbox::new(server);
         let _session = SharedIo(outbox.clone());
-        outbox
+        let written = outbox
             .go_live(live(1, 1, 10), |write| {
                 for t in 9..=12 {
                     write(t, &frame(u8::try_from(t).unwrap(), 3));
@@ -413,6 +489,7 @@ mod tests {
                 Ok::<(), ()>(())
             })
             .unwrap();
+        assert_eq!(written, 2, "11 and 12; 9 and 10 were in the history");
         assert_eq!(outbox.offer(1, 1, 12, &frame(0, 3)), Offer::Skipped);
         assert_eq!(outbox.offer(1, 1, 13, &frame(13, 3)), Offer::Written);
         let mut got = vec![0; 9];

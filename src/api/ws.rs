@@ -408,7 +408,12 @@ impl Session {
         sink: &mut S,
     ) -> Result<(), End> {
         let text = match inbound {
-            None | Some(Ok(Message::Close(_))) => return Err(End::Gone),
+            None => return Err(End::Gone),
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued the answering close frame: send it.
+                let _ = self.flush(sink).await;
+                return Err(End::Gone);
+            }
             Some(Err(e)) => return Err(read_error(e)),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
             Some(Ok(Message::Text(_) | Message::Binary(_))) if !self.admit()? => {
@@ -498,18 +503,14 @@ impl Session {
         // published after the drain finds the connection in the fan-out.
         self.generation += 1;
         let (hub, generation) = (&self.state.hub, self.generation);
-        let mut caught_up = 0;
         let live_mode = Live {
             asset: asset.id,
             generation,
             last: history.last.unwrap_or(UnixSeconds::MIN),
         };
-        self.outbox.go_live(live_mode, |write| {
+        let caught_up = self.outbox.go_live(live_mode, |write| {
             hub.join(asset.id, self.outbox.clone(), generation);
-            catch_up(&mut live, &mut |time, frame| {
-                caught_up += 1;
-                write(time, frame);
-            })
+            catch_up(&mut live, write)
         })?;
         self.sent.increment(caught_up);
         self.subscribed = true;
