@@ -110,16 +110,19 @@ struct Shard {
 }
 
 impl Shard {
-    fn take_joining(&self) -> Vec<Entry> {
-        std::mem::take(&mut *self.joining.lock().unwrap_or_else(|e| e.into_inner()))
+    /// The shard's connections, those that joined since last time included.
+    async fn members(&self) -> tokio::sync::MutexGuard<'_, HashMap<AssetId, Vec<Entry>>> {
+        let mut members = self.members.lock().await;
+        let joining = std::mem::take(&mut *self.joining.lock().unwrap_or_else(|e| e.into_inner()));
+        for e in joining {
+            members.entry(e.asset).or_default().push(e);
+        }
+        members
     }
 
     /// Writes `points` (in order) to this shard's connections.
     async fn write(&self, points: &[(AssetId, LivePoint)]) {
-        let mut members = self.members.lock().await;
-        for e in self.take_joining() {
-            members.entry(e.asset).or_default().push(e);
-        }
+        let mut members = self.members().await;
         let sent = metrics::counter!("ratesd_ws_messages_sent_total");
         let delay = metrics::histogram!("ratesd_ws_point_delay_seconds");
         let mut written = 0u64;
@@ -149,10 +152,7 @@ impl Shard {
     /// Drops the entries of connections that have gone or moved on (a tick
     /// does this too, for the assets it writes; this covers the quiet ones).
     async fn prune(&self) {
-        let mut members = self.members.lock().await;
-        for e in self.take_joining() {
-            members.entry(e.asset).or_default().push(e);
-        }
+        let mut members = self.members().await;
         for list in members.values_mut() {
             list.retain(|e| e.outbox.serves(e.asset, e.generation));
         }
@@ -160,10 +160,7 @@ impl Shard {
 
     /// Raises `event` on every connection of this shard.
     async fn raise(&self, event: u8) {
-        let mut members = self.members.lock().await;
-        for e in self.take_joining() {
-            members.entry(e.asset).or_default().push(e);
-        }
+        let members = self.members().await;
         for e in members.values().flatten() {
             e.outbox.raise(event);
         }

@@ -88,6 +88,19 @@ struct Inner {
     broken: bool,
 }
 
+impl Inner {
+    /// The live mode of fan-out entry (`asset`, `generation`), if the
+    /// connection is still open and live under it.
+    fn live_for(&mut self, asset: AssetId, generation: u64) -> Option<&mut Live> {
+        if self.io.is_none() || self.broken {
+            return None;
+        }
+        self.live
+            .as_mut()
+            .filter(|l| l.asset == asset && l.generation == generation)
+    }
+}
+
 /// Bytes the socket has not taken yet, whole frames (the first may be the
 /// rest of a partly written one).
 #[derive(Default)]
@@ -186,22 +199,15 @@ impl Outbox {
         time: UnixSeconds,
         frame: &Bytes,
     ) -> Offer {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Some(live) = inner.live.as_mut() else {
+        let mut inner = self.lock();
+        let Some(live) = inner.live_for(asset, generation) else {
             return Offer::Gone;
         };
-        if live.asset != asset || live.generation != generation || inner.broken {
-            return Offer::Gone;
-        }
-        if inner.io.is_none() {
-            return Offer::Gone;
-        }
         if time <= live.last {
             return Offer::Skipped;
         }
         live.last = time;
-        self.push(inner, frame.clone());
+        self.push(&mut inner, frame.clone());
         Offer::Written
     }
 
@@ -220,12 +226,7 @@ impl Outbox {
 
     /// Whether the fan-out entry (`asset`, `generation`) still writes here.
     pub fn serves(&self, asset: AssetId, generation: u64) -> bool {
-        let inner = self.lock();
-        inner.io.is_some()
-            && !inner.broken
-            && inner
-                .live
-                .is_some_and(|l| l.asset == asset && l.generation == generation)
+        self.lock().live_for(asset, generation).is_some()
     }
 
     /// Puts the connection in live mode: `catch_up` writes the points the

@@ -9,14 +9,11 @@
 //! reports. Nothing a client sends can panic it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Serialize;
 use serde_json::Value;
@@ -329,12 +326,8 @@ impl Session {
         let mut last_heard = Instant::now();
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let reads = ReadGate::new();
         let outbox = self.outbox.clone();
         let end = loop {
-            if shutdown.is_cancelled() {
-                break End::going_away();
-            }
             // Live points do not wake this task: the fan-out writes them.
             // It wakes for what the outbox reports, for the client, for pings.
             let step = tokio::select! {
@@ -343,7 +336,7 @@ impl Session {
                 events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
                     self.on_events(events, &mut socket).await
                 }
-                inbound = std::future::poll_fn(|cx| reads.poll_next(&mut socket, cx)) => {
+                inbound = socket.next() => {
                     last_heard = Instant::now();
                     self.on_inbound(inbound, &mut socket).await
                 }
@@ -618,68 +611,6 @@ impl Session {
     }
 }
 
-/// Polls a stream only once the waker it was last polled with has fired.
-///
-/// `select!` polls every branch each time the task wakes. A subscribed
-/// connection wakes once a second for its point, and a poll of the socket
-/// side costs, every time, tungstenite zeroing its read buffer (4 KiB of
-/// memory gone cold since the last second) and two waker registrations,
-/// to learn that the client sent nothing. Through the gate, the socket is
-/// polled only when it may have something.
-struct ReadGate {
-    flag: Arc<GateFlag>,
-    /// A waker that raises the flag, then wakes the task.
-    waker: Waker,
-}
-
-struct GateFlag {
-    ready: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for GateFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Release);
-        self.task.wake();
-    }
-}
-
-impl ReadGate {
-    fn new() -> Self {
-        let flag = Arc::new(GateFlag {
-            // The first poll goes through and registers the gate's waker.
-            ready: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
-        Self {
-            waker: Waker::from(flag.clone()),
-            flag,
-        }
-    }
-
-    fn poll_next<S: Stream + Unpin>(
-        &self,
-        stream: &mut S,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<S::Item>> {
-        // Register before looking at the flag: a wake in between is not lost.
-        self.flag.task.register(cx.waker());
-        if !self.flag.ready.swap(false, Ordering::AcqRel) {
-            return Poll::Pending;
-        }
-        let poll = stream.poll_next_unpin(&mut Context::from_waker(&self.waker));
-        if poll.is_ready() {
-            // More may be buffered, with no wake to come for it.
-            self.flag.ready.store(true, Ordering::Release);
-        }
-        poll
-    }
-}
-
 /// A read error: a frame over the size limit gets 1009, anything else
 /// means the connection is gone.
 fn read_error(e: WsError) -> End {
@@ -807,69 +738,6 @@ mod tests {
         }
         let long = format!(r#"{{"action":"{}"}}"#, "x".repeat(10_000));
         assert!(refusal(&long).len() < 200, "echoes are truncated");
-    }
-
-    /// A channel's receiving end that counts how often it is polled.
-    struct Counted {
-        rx: tokio::sync::mpsc::UnboundedReceiver<u32>,
-        polls: usize,
-    }
-
-    impl Stream for Counted {
-        type Item = u32;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Option<u32>> {
-            self.polls += 1;
-            self.rx.poll_recv(cx)
-        }
-    }
-
-    #[derive(Default)]
-    struct CountingWaker(std::sync::atomic::AtomicUsize);
-
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn the_read_gate_polls_only_after_a_wake_and_loses_nothing() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut stream = Counted { rx, polls: 0 };
-        let task = Arc::new(CountingWaker::default());
-        let waker = Waker::from(task.clone());
-        let mut cx = Context::from_waker(&waker);
-        let gate = ReadGate::new();
-
-        assert!(gate.poll_next(&mut stream, &mut cx).is_pending());
-        for _ in 0..100 {
-            assert!(gate.poll_next(&mut stream, &mut cx).is_pending());
-        }
-        assert_eq!(
-            stream.polls, 1,
-            "nothing arrived: the stream is not polled again"
-        );
-
-        tx.send(1).unwrap();
-        assert_eq!(task.0.load(Ordering::SeqCst), 1, "the task is woken");
-        assert_eq!(gate.poll_next(&mut stream, &mut cx), Poll::Ready(Some(1)));
-        for n in 2..5 {
-            tx.send(n).unwrap();
-        }
-        let mut got = Vec::new();
-        while let Poll::Ready(Some(n)) = gate.poll_next(&mut stream, &mut cx) {
-            got.push(n);
-        }
-        assert_eq!(got, [2, 3, 4], "what was buffered comes out in order");
-        let polls = stream.polls;
-        assert!(gate.poll_next(&mut stream, &mut cx).is_pending());
-        assert_eq!(stream.polls, polls);
-
-        drop(tx);
-        assert_eq!(gate.poll_next(&mut stream, &mut cx), Poll::Ready(None));
     }
 
     #[test]
