@@ -50,13 +50,7 @@ impl Source for File {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture_path(name: &str) -> PathBuf {
-        PathBuf::from(format!(
-            "{}/../shared/fixtures/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-    }
+    use crate::sources::fixture_path;
 
     #[tokio::test]
     async fn reads_catalog_assets_from_a_recorded_file() {

@@ -1,6 +1,6 @@
 //! FXCM's DataDisplayer feed: `null({"Rates":[{"Symbol":..,"Bid":..,"Ask":..},..]});`
 //!
-//! Two formats are seen in the wild (see `shared/fixtures/README.md`): an
+//! Two formats are seen in the wild (see `tests/fixtures/README.md`): an
 //! earlier one with every value a string and a trailing comma before every
 //! `}`, and a later one with numeric prices and extra fields. Both arrive
 //! wrapped in a JSONP callback named `null`.
@@ -107,7 +107,7 @@ mod tests {
     fn parses_2021_string_format() {
         let rows = parse(&fixture("fxcm-datadisplayer-2021-strings.txt")).unwrap();
         assert_eq!(rows.len(), 251);
-        // Mid prices given in shared/fixtures/README.md.
+        // Mid prices given in tests/fixtures/README.md.
         for (symbol, mid) in [
             ("EURUSD", 1.129575),
             ("USDJPY", 114.510),

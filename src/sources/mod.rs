@@ -299,11 +299,19 @@ pub fn build(
         .collect())
 }
 
-/// Reads a recorded upstream payload from `shared/fixtures/`.
+/// Where a recorded upstream payload lives: `tests/fixtures/`.
+#[cfg(test)]
+pub(crate) fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Reads a recorded upstream payload.
 #[cfg(test)]
 pub(crate) fn fixture(name: &str) -> String {
-    let path = format!("{}/../shared/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+    let path = fixture_path(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
 /// Damaged copies of a payload: bytes swapped for JSON-significant ones at
