@@ -1,5 +1,6 @@
-//! Startup: builds the stores, sources, worker, archiver and API from the
-//! configuration, runs the roles asked for, and stops them in order.
+//! Startup: builds the stores from the configuration and composes the
+//! roles asked for (the worker and archiver; the API and its WebSocket
+//! side), then stops them in order.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,17 +10,14 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::cache::{HistoryCache, Prepared, RatesCache};
-use crate::api::limit::{self, ConnectionLimiter, HttpLimiter};
-use crate::api::rest::AssetList;
-use crate::api::ws::WsSettings;
-use crate::api::{self, AppState, Shared};
-use crate::archiver::Archiver;
+use crate::api::{self, Api, limit};
+use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Role};
-use crate::live::LiveHub;
+use crate::domain::Catalog;
 use crate::sources::{self, SourceSpec};
-use crate::store::{Archive, ArchiveError, RedisError, RedisStore};
-use crate::worker::{SystemClock, Worker, WorkerSettings};
+use crate::store::{Archive, ArchiveError, Archiver, RedisError, RedisStore};
+use crate::stream::{LiveHub, Streams, WsSettings};
+use crate::worker::{Worker, WorkerSettings};
 
 /// How long a stop may take before the remaining tasks are abandoned.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
@@ -61,15 +59,37 @@ impl App {
         let catalog = Arc::new(config.catalog()?);
         let redis = RedisStore::new(&config.redis_url, &config.redis_prefix)?;
         let archive = config.archive_url().map(Archive::new).transpose()?;
-        let shutdown = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        let mut worker_task = None;
-        let mut archiver_task = None;
+        let mut app = Self {
+            addr: None,
+            shutdown: CancellationToken::new(),
+            tasks: JoinSet::new(),
+            worker: None,
+            archiver: None,
+        };
+        app.start_metrics(config);
+        if role.runs_worker() {
+            app.start_worker(config, &catalog, &redis, archive.as_ref())?;
+        } else if let Some(archive) = archive.clone().filter(|_| config.auto_migrate) {
+            // An API alone still wants the archive's schema for old ranges.
+            app.tasks.spawn(async move {
+                if let Err(e) = archive.prepare(true).await {
+                    tracing::warn!(error = %e, "cannot prepare the archive; old ranges unavailable");
+                }
+            });
+        }
+        if role.runs_api() {
+            app.start_api(config, catalog, redis, archive).await?;
+        }
+        Ok(app)
+    }
+
+    /// The metric families, and their upkeep.
+    fn start_metrics(&mut self, config: &Config) {
         let metrics = crate::telemetry::metrics();
         let source_names: Vec<&'static str> = config.sources.iter().map(SourceSpec::name).collect();
         crate::telemetry::register_metrics(&source_names);
-        let token = shutdown.clone();
-        tasks.spawn(async move {
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
             // Histograms are drained on upkeep; no scrape may go without it for long.
             let mut every = tokio::time::interval(Duration::from_secs(5));
             loop {
@@ -79,133 +99,97 @@ impl App {
                 }
             }
         });
+    }
 
-        if role.runs_worker() {
-            if config.sources.contains(&SourceSpec::Simulated) {
-                tracing::warn!(
-                    "the simulated source is in use: its quotes are made up, not market data"
-                );
-            }
-            let sources = sources::build(&config.sources, &catalog, &config.upstream_settings())?;
-            let settings = WorkerSettings {
-                window_seconds: config.history_seconds,
-                stale_after_seconds: config.stale_after_seconds,
-                fetch_timeout: Duration::from_millis(config.upstream_timeout_ms),
-                backfill_seconds: config.simulated_backfill_seconds,
-                archive_buffer: archive.as_ref().map(|_| config.archive_buffer_ticks),
-            };
-            let worker = Worker::new(
-                sources,
-                catalog.clone(),
-                redis.clone(),
-                archive.clone(),
-                settings,
-            );
-            worker_task = Some(tokio::spawn(
-                worker.run(Arc::new(SystemClock), shutdown.clone()),
-            ));
-            if let Some(archive) = &archive {
-                let archiver = Archiver {
-                    redis: redis.clone(),
-                    archive: archive.clone(),
-                    migrate: config.auto_migrate,
-                    buffer_ticks: config.archive_buffer_ticks,
-                };
-                let token = CancellationToken::new();
-                archiver_task = Some((tokio::spawn(archiver.run(token.clone())), token));
-            }
-        } else if let Some(archive) = archive.clone().filter(|_| config.auto_migrate) {
-            // An API alone still wants the archive's schema for old ranges.
-            tasks.spawn(async move {
-                if let Err(e) = archive.prepare(true).await {
-                    tracing::warn!(error = %e, "cannot prepare the archive; old ranges unavailable");
-                }
-            });
+    /// The worker, and the archiver when there is an archive.
+    fn start_worker(
+        &mut self,
+        config: &Config,
+        catalog: &Arc<Catalog>,
+        redis: &RedisStore,
+        archive: Option<&Archive>,
+    ) -> Result<(), StartupError> {
+        if config.sources.contains(&SourceSpec::Simulated) {
+            tracing::warn!("the simulated source is in use: its quotes are made up, not market data");
         }
-
-        let mut addr = None;
-        if role.runs_api() {
-            let listener = TcpListener::bind(config.http_addr)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: config.http_addr,
-                    source,
-                })?;
-            let local = listener.local_addr().map_err(|source| StartupError::Bind {
-                addr: config.http_addr,
-                source,
-            })?;
-            addr = Some(local);
-            let hub = LiveHub::new(&catalog);
-            let http_limiter = HttpLimiter::new(
-                config.rate_limit_per_second,
-                config.rate_limit_burst,
-                config.trusted_proxies.0.clone(),
-            )
-            .map(Arc::new);
-            if let Some(limiter) = &http_limiter {
-                tasks.spawn(limit::forget_idle_clients(
-                    limiter.clone(),
-                    shutdown.clone(),
-                ));
-            }
-            tasks.spawn(hub.clone().run(redis.clone(), shutdown.clone()));
-            let state = AppState::new(Shared {
-                catalog: catalog.clone(),
+        let sources = sources::build(&config.sources, catalog, &config.upstream_settings())?;
+        let settings = WorkerSettings {
+            window_seconds: config.history_seconds,
+            stale_after_seconds: config.stale_after_seconds,
+            fetch_timeout: Duration::from_millis(config.upstream_timeout_ms),
+            backfill_seconds: config.simulated_backfill_seconds,
+            archive_buffer: archive.map(|_| config.archive_buffer_ticks),
+        };
+        let worker = Worker::new(
+            sources,
+            catalog.clone(),
+            redis.clone(),
+            archive.cloned(),
+            settings,
+        );
+        self.worker = Some(tokio::spawn(
+            worker.run(Arc::new(SystemClock), self.shutdown.clone()),
+        ));
+        if let Some(archive) = archive {
+            let archiver = Archiver {
                 redis: redis.clone(),
                 archive: archive.clone(),
-                stale_after_seconds: config.stale_after_seconds,
-                window_seconds: config.history_seconds,
-                rates: Arc::new(RatesCache::new(
-                    catalog.clone(),
-                    redis.clone(),
-                    config.stale_after_seconds,
-                    hub.clone(),
-                )),
-                catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
-                history: Arc::new(HistoryCache::new(&catalog)),
-                hub,
-                ws: WsSettings {
-                    max_frame_bytes: usize::try_from(config.ws_max_frame_bytes)
-                        .unwrap_or(usize::MAX),
-                    ping_every: Duration::from_secs(config.ws_ping_seconds),
-                    idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
-                    frames_per_second: config.ws_frames_per_second,
-                    ..WsSettings::default()
-                },
-                enable_ui: config.enable_ui,
-                http_limiter: http_limiter.clone(),
-                ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
-                trusted_proxies: config.trusted_proxies.0.clone(),
-                shutdown: shutdown.clone(),
-            });
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(e) = api::serve(listener, state, token.clone()).await {
-                    tracing::error!(error = %e, "http server failed");
-                }
-                // The server only ends on its own when it failed: stop the rest.
-                token.cancel();
-            });
-            tracing::info!(%local, "api listening");
+                migrate: config.auto_migrate,
+                buffer_ticks: config.archive_buffer_ticks,
+            };
+            let token = CancellationToken::new();
+            self.archiver = Some((tokio::spawn(archiver.run(token.clone())), token));
         }
-        Ok(Self {
-            addr,
-            shutdown,
-            tasks,
-            worker: worker_task,
-            archiver: archiver_task,
-        })
+        Ok(())
+    }
+
+    /// The HTTP API and the WebSocket side: the listener, the live hub, the
+    /// API's state, the server.
+    async fn start_api(
+        &mut self,
+        config: &Config,
+        catalog: Arc<Catalog>,
+        redis: RedisStore,
+        archive: Option<Archive>,
+    ) -> Result<(), StartupError> {
+        let bind = |source| StartupError::Bind {
+            addr: config.http_addr,
+            source,
+        };
+        let listener = TcpListener::bind(config.http_addr).await.map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        self.addr = Some(local);
+        let hub = LiveHub::new(&catalog);
+        self.tasks
+            .spawn(hub.clone().run(redis.clone(), self.shutdown.clone()));
+        let streams = Arc::new(Streams::new(
+            catalog,
+            redis.clone(),
+            hub,
+            config.history_seconds,
+            WsSettings::from_config(config),
+            self.shutdown.clone(),
+        ));
+        let api = Api::new(config, redis, archive, streams);
+        if let Some(limiter) = api.limiter() {
+            self.tasks
+                .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
+        }
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = api::serve(listener, api, token.clone()).await {
+                tracing::error!(error = %e, "http server failed");
+            }
+            // The server only ends on its own when it failed: stop the rest.
+            token.cancel();
+        });
+        tracing::info!(%local, "api listening");
+        Ok(())
     }
 
     /// Where the API listens (its real port when configured with port 0).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
-    }
-
-    /// Cancelling this token stops the service.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
     }
 
     /// Runs until `signal` completes or a part stops on its own, then stops.

@@ -1,34 +1,34 @@
 //! ratesd streams currency and crypto rates to apps over REST and WebSocket.
 //!
-//! How the crate is laid out:
+//! How the crate is laid out (each module is named after what it does; the
+//! imports between them form no cycle):
+//! - [`app`] — startup: composes the roles, stops them in order.
 //! - [`config`] — every setting (environment, `.env`, flags) and the roles.
-//! - [`telemetry`] — the tracing subscriber.
+//! - [`telemetry`] — logs (text or JSON) and the Prometheus recorder.
 //! - [`domain`] — assets and the catalog, symbols, quotes, points.
 //! - [`sources`] — upstreams (FXCM, Binance, a recorded file, a simulation)
 //!   behind one trait, with their payload parsers.
-//! - [`worker`] — the once-a-second tick from sources to Redis.
-//! - [`archiver`] — the archive buffer (a Redis stream) to PostgreSQL.
-//! - [`store`] — Redis ([`store::redis`]) and PostgreSQL ([`store::archive`]),
-//!   each the only place that knows its key names or SQL.
-//! - [`history`] — reading a range across the Redis window and the archive.
-//! - [`live`] — one Redis subscription per process, fanned out to WebSockets.
-//! - [`outbox`] — a WebSocket's write side, shared by its session and the fan-out.
+//! - [`worker`] — the once-a-second tick from sources to Redis: schedule,
+//!   source selection, circuit breakers, window refill.
+//! - [`store`] — Redis and PostgreSQL, each the only owner of its key names
+//!   or SQL; the archiver between them; history read across both.
+//! - [`stream`] — the WebSocket side: upgrade, session, the v1 protocol,
+//!   the live hub, the outbox, the history cache.
+//! - [`api`] — the HTTP side: router and front door, REST v1, health,
+//!   metrics, the test page, OpenAPI and Swagger UI.
 //! - [`client`] — the demo WebSocket client, `ratesd client`.
-//! - [`api`] — the HTTP router: REST v1, the WebSocket, the test page,
-//!   health, OpenAPI and Swagger UI.
-//! - [`app`] — startup and shutdown of the parts a role runs.
+//! - [`clock`], [`backoff`], [`hash`] — the wall clock, retry delays, FNV.
 
 pub mod api;
 pub mod app;
-pub mod archiver;
-pub mod breaker;
+pub mod backoff;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod domain;
-pub mod history;
-pub mod live;
-pub mod outbox;
+pub mod hash;
 pub mod sources;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod worker;

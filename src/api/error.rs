@@ -6,7 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::store::history::HistoryError;
 use crate::store::{ArchiveError, RedisError};
+use crate::stream::UpgradeRejection;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -41,6 +43,32 @@ pub enum RateLimited {
     TooManyRequests(Problem),
 }
 
+/// The answer of a route to a bad parameter.
+#[derive(utoipa::IntoResponses)]
+pub enum InvalidParameter {
+    /// A parameter (the symbol, a query parameter) is malformed; `parameter` names it.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+}
+
+/// The answer of a route whose `{symbol}` names no asset.
+#[derive(utoipa::IntoResponses)]
+pub enum UnknownSymbol {
+    /// No asset has this symbol.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// The answer of a route that cannot be served right now.
+#[derive(utoipa::IntoResponses)]
+pub enum Unavailable {
+    /// The rates store (or, for a range older than the live window, the
+    /// archive) is unavailable, or the asset has no quote yet; retry after
+    /// `Retry-After`.
+    #[response(status = 503, content_type = "application/problem+json")]
+    ServiceUnavailable(Problem),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{detail}")]
@@ -63,6 +91,15 @@ pub enum ApiError {
     Redis(#[from] RedisError),
     #[error("archive: {0}")]
     Archive(#[from] ArchiveError),
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> Self {
+        match e {
+            HistoryError::Redis(e) => Self::Redis(e),
+            HistoryError::Archive(e) => Self::Archive(e),
+        }
+    }
 }
 
 impl ApiError {
@@ -158,4 +195,29 @@ pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
 /// Answers routes that do not exist.
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// A request to a WebSocket endpoint that cannot be upgraded.
+impl IntoResponse for UpgradeRejection {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::NotAnUpgrade => StatusCode::UPGRADE_REQUIRED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let mut resp = problem_response(
+            status,
+            &Problem {
+                kind: "/problems/websocket-upgrade".into(),
+                title: "WebSocket upgrade required".into(),
+                status: status.as_u16(),
+                detail: self.to_string(),
+                parameter: None,
+            },
+        );
+        if status == StatusCode::UPGRADE_REQUIRED {
+            resp.headers_mut()
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+        resp
+    }
 }

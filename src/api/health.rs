@@ -9,12 +9,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use super::AppState;
-use crate::breaker::SourceStatus;
-use crate::worker::unix_now;
+use crate::clock::unix_now;
+use crate::domain::{Catalog, SourceStatus, is_fresh};
+use crate::store::{Archive, RedisStore};
 
-pub fn router() -> OpenApiRouter<AppState> {
+/// What the probes read.
+pub struct HealthState {
+    pub catalog: Arc<Catalog>,
+    pub redis: RedisStore,
+    pub archive: Option<Archive>,
+    pub stale_after_seconds: u32,
+}
+
+pub fn router() -> OpenApiRouter<Arc<HealthState>> {
     OpenApiRouter::new()
         .routes(routes!(live))
         .routes(routes!(ready))
@@ -65,7 +74,7 @@ async fn live() -> Json<Health> {
         (status = 503, description = "Not ready; `reason` says why", body = Health),
     ))]
 #[tracing::instrument(skip_all)]
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Health>) {
     let archive = match &state.archive {
         None => "off",
         Some(a) => match tokio::time::timeout(std::time::Duration::from_secs(1), a.ping()).await {
@@ -90,7 +99,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     };
     let sources = state.redis.source_statuses().await.unwrap_or_default();
     let now = unix_now();
-    let limit = i64::from(state.stale_after_seconds);
+    let limit = state.stale_after_seconds;
     let stale: Vec<String> = state
         .catalog
         .assets()
@@ -98,7 +107,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
         .filter(|a| {
             !quotes
                 .iter()
-                .any(|q| q.asset_id == a.id && now - q.quoted_at <= limit)
+                .any(|q| q.asset_id == a.id && is_fresh(q.quoted_at, now, limit))
         })
         .map(|a| a.name.clone())
         .collect();

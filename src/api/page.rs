@@ -2,26 +2,35 @@
 //! service, which connect to `ws://host:8080/`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{ConnectInfo, State};
+use axum::routing::get;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
-use super::upgrade::{UpgradeRejection, WsUpgrade};
+use super::v1::V1State;
+use super::v1::ws::accept;
+use crate::stream::{UpgradeRejection, WsUpgrade};
 
 /// One self-contained page: no build step, no external assets.
 const PAGE: &str = include_str!("page.html");
 
-pub async fn root(
-    State(state): State<AppState>,
+/// `/`: the test page, or the v1 WebSocket.
+pub fn router() -> Router<Arc<V1State>> {
+    Router::new().route("/", get(root))
+}
+
+async fn root(
+    State(state): State<Arc<V1State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
     ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => super::ws::accept(ws, state, peer, &headers),
+        Ok(ws) => accept(ws, &state, peer, &headers),
         Err(_) if state.enable_ui => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -6,8 +6,7 @@ use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
-use super::redis::ArchivedPoint;
-use crate::domain::{AssetId, UnixSeconds};
+use crate::domain::{ArchivedPoint, Asset, AssetId, Point, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
@@ -15,6 +14,14 @@ pub enum ArchiveError {
     Sql(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("asset id {0} does not fit the archive's int4 column")]
+    AssetIdRange(AssetId),
+}
+
+/// An asset id as the archive's `int4` column holds it (the catalog only
+/// gives ids that fit; this refuses, rather than wraps, any other).
+fn sql_id(id: AssetId) -> Result<i32> {
+    i32::try_from(id).map_err(|_| ArchiveError::AssetIdRange(id))
 }
 
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
@@ -77,7 +84,10 @@ impl Archive {
         if points.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<i32> = points.iter().map(|p| p.asset_id as i32).collect();
+        let ids = points
+            .iter()
+            .map(|p| sql_id(p.asset_id))
+            .collect::<Result<Vec<i32>>>()?;
         let times: Vec<i64> = points.iter().map(|p| p.time).collect();
         let values: Vec<f64> = points.iter().map(|p| p.value).collect();
         let done = sqlx::query(
@@ -93,27 +103,35 @@ impl Archive {
         Ok(done.rows_affected())
     }
 
-    /// Up to `limit` archived `(time, value)` of an asset with
-    /// `from <= time <= to`, oldest first.
+    /// Up to `limit` archived points of an asset with `from <= time <= to`,
+    /// oldest first.
     pub async fn range(
         &self,
-        asset_id: AssetId,
+        asset: &Asset,
         from: UnixSeconds,
         to: UnixSeconds,
         limit: usize,
-    ) -> Result<Vec<(UnixSeconds, f64)>> {
+    ) -> Result<Vec<Point>> {
         let rows: Vec<(i64, f64)> = sqlx::query_as(
             "SELECT ts, value FROM points \
              WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 \
              ORDER BY ts LIMIT $4",
         )
-        .bind(asset_id as i32)
+        .bind(sql_id(asset.id)?)
         .bind(from)
         .bind(to)
-        .bind(limit as i64)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|(time, value)| Point {
+                asset_name: asset.name.clone(),
+                time,
+                asset_id: asset.id,
+                value,
+            })
+            .collect())
     }
 
     /// Every archived second of an asset in a range (for tests and audits).
@@ -126,7 +144,7 @@ impl Archive {
         Ok(sqlx::query_scalar(
             "SELECT ts FROM points WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts",
         )
-        .bind(asset_id as i32)
+        .bind(sql_id(asset_id)?)
         .bind(from)
         .bind(to)
         .fetch_all(&self.pool)

@@ -1,18 +1,12 @@
-//! The service's vocabulary: assets and their catalog, symbols as clients
-//! write them, upstream quotes, and the per-second points we store and serve.
+//! The assets a deployment serves: the five seed assets and the extra
+//! entries of `RATES_EXTRA_ASSETS`.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Stable numeric id of an asset. Ids never change once given: existing
-/// clients hard-code the five seed ids.
-pub type AssetId = u32;
-
-/// Unix seconds, UTC.
-pub type UnixSeconds = i64;
+use super::{AssetId, Symbol};
 
 /// A tradable pair, with the symbol it has at each upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +118,7 @@ impl Catalog {
     }
 
     pub fn by_symbol(&self, symbol: &Symbol) -> Option<&Asset> {
-        self.by_name(&symbol.0)
+        self.by_name(symbol.as_str())
     }
 
     /// The asset with exactly this (canonical) name.
@@ -149,7 +143,13 @@ fn parse_asset_entry(entry: &str) -> Result<Asset, CatalogError> {
     if id == 0 {
         return Err(invalid("id 0 is reserved".to_owned()));
     }
-    let name = Symbol::parse(name).map_err(|e| invalid(e.to_string()))?.0;
+    if i32::try_from(id).is_err() {
+        return Err(invalid(format!("id {id} is larger than {}", i32::MAX)));
+    }
+    let name = Symbol::parse(name)
+        .map_err(|e| invalid(e.to_string()))?
+        .as_str()
+        .to_owned();
     let mut source_symbols = HashMap::new();
     let mut simulated_price = default_simulated_price(&name);
     for mapping in parts.next().unwrap_or("").split(';').map(str::trim) {
@@ -180,167 +180,39 @@ fn parse_asset_entry(entry: &str) -> Result<Asset, CatalogError> {
     })
 }
 
-/// An asset name as a client may write it (`EURUSD`, `eurusd`, `EUR-USD`,
-/// `EUR_USD`, `EUR/USD`), normalised to the catalog's spelling. It can only
-/// be built by parsing.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Symbol(String);
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum SymbolError {
-    #[error("symbol is empty")]
-    Empty,
-    #[error("symbol is longer than {max} characters")]
-    TooLong { max: usize },
-    #[error("symbol may hold only letters, digits and the separators - _ /; found {0:?}")]
-    BadCharacter(char),
+/// An asset of the catalog, as clients see it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"id": 1, "name": "EURUSD"}))]
+pub struct AssetInfo {
+    pub id: AssetId,
+    pub name: String,
 }
 
-impl Symbol {
-    pub const MAX_LEN: usize = 32;
+/// The catalog as clients see it: REST's `/api/v1/assets` and the
+/// WebSocket's `assets` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct AssetList {
+    pub assets: Vec<AssetInfo>,
+}
 
-    pub fn parse(raw: &str) -> Result<Self, SymbolError> {
-        let raw = raw.trim();
-        if raw.chars().count() > Self::MAX_LEN {
-            return Err(SymbolError::TooLong { max: Self::MAX_LEN });
+impl AssetList {
+    pub fn from_catalog(catalog: &Catalog) -> Self {
+        Self {
+            assets: catalog
+                .assets()
+                .iter()
+                .map(|a| AssetInfo {
+                    id: a.id,
+                    name: a.name.clone(),
+                })
+                .collect(),
         }
-        let mut out = String::with_capacity(raw.len());
-        for c in raw.chars() {
-            match c {
-                '-' | '_' | '/' => {}
-                c if c.is_ascii_alphanumeric() => out.push(c.to_ascii_uppercase()),
-                c => return Err(SymbolError::BadCharacter(c)),
-            }
-        }
-        if out.is_empty() {
-            return Err(SymbolError::Empty);
-        }
-        Ok(Self(out))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Symbol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A bid/ask pair as an upstream gave it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BidAsk {
-    pub bid: f64,
-    pub ask: f64,
-}
-
-impl BidAsk {
-    /// Accepts only finite, positive prices with `bid <= ask`.
-    pub fn new(bid: f64, ask: f64) -> Option<Self> {
-        let ok = bid.is_finite() && ask.is_finite() && bid > 0.0 && ask > 0.0 && bid <= ask;
-        ok.then_some(Self { bid, ask })
-    }
-
-    /// The mid price, rounded to 6 decimals.
-    pub fn mid(&self) -> f64 {
-        round6((self.bid + self.ask) / 2.0)
-    }
-}
-
-/// Rounds to 6 decimal places. Dividing the rounded integer by 1e6 gives the
-/// double nearest to the 6-decimal number, which serde_json then prints in
-/// its shortest form: `1.110481`, never `1.1104815000000001`.
-pub fn round6(x: f64) -> f64 {
-    (x * 1e6).round() / 1e6
-}
-
-/// One asset's value at one whole second: the frame clients get.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({"assetName": "EURUSD", "time": 1455883484, "assetId": 1, "value": 1.110481}))]
-pub struct Point {
-    pub asset_name: String,
-    /// Unix seconds (UTC) of the tick that produced the point.
-    pub time: UnixSeconds,
-    pub asset_id: AssetId,
-    /// Mid price `(bid + ask) / 2`, rounded to 6 decimal places.
-    pub value: f64,
-}
-
-/// The latest quote of an asset as the worker stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredQuote {
-    pub asset_id: AssetId,
-    pub bid: f64,
-    pub ask: f64,
-    pub value: f64,
-    /// The tick second this quote was written for.
-    pub time: UnixSeconds,
-    /// The tick second of the upstream fetch that returned it: the quote is
-    /// stale once this is older than the staleness limit.
-    pub quoted_at: UnixSeconds,
-    pub source: String,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn symbol_spellings_normalise() {
-        for raw in [
-            "EURUSD",
-            "eurusd",
-            "EUR-USD",
-            "EUR_USD",
-            "EUR/USD",
-            " eur/usd ",
-        ] {
-            assert_eq!(Symbol::parse(raw).unwrap().as_str(), "EURUSD", "{raw}");
-        }
-    }
-
-    #[test]
-    fn symbol_rejects_junk() {
-        assert_eq!(Symbol::parse(""), Err(SymbolError::Empty));
-        assert_eq!(Symbol::parse("--"), Err(SymbolError::Empty));
-        assert_eq!(
-            Symbol::parse("EUR USD"),
-            Err(SymbolError::BadCharacter(' '))
-        );
-        assert_eq!(Symbol::parse("ÉURUSD"), Err(SymbolError::BadCharacter('É')));
-        assert!(matches!(
-            Symbol::parse(&"A".repeat(33)),
-            Err(SymbolError::TooLong { .. })
-        ));
-    }
-
-    #[test]
-    fn mid_is_rounded_without_float_noise() {
-        let q = BidAsk::new(1.11047, 1.110493).unwrap();
-        assert_eq!(q.mid(), 1.110482);
-        assert_eq!(serde_json::to_string(&q.mid()).unwrap(), "1.110482");
-        // (1.110481 + 1.110482) / 2 has 7 decimals: it prints with at most 6.
-        let q = BidAsk::new(1.110481, 1.110482).unwrap();
-        let printed = serde_json::to_string(&q.mid()).unwrap();
-        assert!(printed == "1.110481" || printed == "1.110482", "{printed}");
-        assert_eq!(
-            serde_json::to_string(&round6(114.5100000001)).unwrap(),
-            "114.51"
-        );
-    }
-
-    #[test]
-    fn bid_ask_rejects_nonsense() {
-        assert!(BidAsk::new(f64::NAN, 1.0).is_none());
-        assert!(BidAsk::new(0.0, 1.0).is_none());
-        assert!(BidAsk::new(-1.0, 1.0).is_none());
-        assert!(BidAsk::new(1.2, 1.1).is_none());
-        assert!(BidAsk::new(1.1, f64::INFINITY).is_none());
-    }
 
     #[test]
     fn catalog_has_seeds_and_extras() {
@@ -390,6 +262,10 @@ mod tests {
         ));
         assert!(matches!(
             Catalog::with_extra("8:BTC:simulated=-3"),
+            Err(CatalogError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Catalog::with_extra("2147483648:BTC"),
             Err(CatalogError::Invalid { .. })
         ));
         assert!(matches!(

@@ -1,7 +1,8 @@
 //! The WebSocket upgrade, done here rather than by axum's extractor so that
 //! a session owns the tokio-tungstenite stream itself: it can then send the
-//! large history message as a run of small frames (see `ws::send_history`),
-//! which keeps each connection's write buffer small at 10,000 connections.
+//! large history message as a run of small frames
+//! ([`super::session::Link::send_fragmented`]), which keeps each
+//! connection's write buffer small at 10,000 connections.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,8 +17,9 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
-use super::error::{Problem, problem_response};
-use crate::outbox::{Outbox, SharedIo};
+use super::outbox::{Outbox, SharedIo};
+use super::session::{Protocol, Session};
+use super::state::Streams;
 
 /// The session's WebSocket, over the connection's [`Outbox`] (which the
 /// live fan-out writes to as well).
@@ -29,6 +31,7 @@ pub struct WsUpgrade {
     on_upgrade: OnUpgrade,
 }
 
+/// Why a request cannot be upgraded (the API answers it as a problem).
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeRejection {
     #[error(
@@ -41,30 +44,6 @@ pub enum UpgradeRejection {
     NoKey,
     #[error("this connection cannot be upgraded")]
     NotUpgradable,
-}
-
-impl IntoResponse for UpgradeRejection {
-    fn into_response(self) -> Response {
-        let status = match self {
-            Self::NotAnUpgrade => StatusCode::UPGRADE_REQUIRED,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        let mut resp = problem_response(
-            status,
-            &Problem {
-                kind: "/problems/websocket-upgrade".into(),
-                title: "WebSocket upgrade required".into(),
-                status: status.as_u16(),
-                detail: self.to_string(),
-                parameter: None,
-            },
-        );
-        if status == StatusCode::UPGRADE_REQUIRED {
-            resp.headers_mut()
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        }
-        resp
-    }
 }
 
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -138,4 +117,34 @@ impl WsUpgrade {
         }
         resp
     }
+}
+
+/// Accepts an upgrade: answers 101 and runs `protocol`'s session on the
+/// connection. `guard` (the connection's slot under the per-IP cap) is held
+/// as long as the connection.
+pub fn accept<P: Protocol + 'static>(
+    ws: WsUpgrade,
+    streams: Arc<Streams>,
+    protocol: P,
+    peer: std::net::SocketAddr,
+    guard: impl Send + 'static,
+) -> Response {
+    let max = streams.settings.max_frame_bytes;
+    // Small buffers: clients send little, and the server's largest message
+    // (the history) goes out in small frames. A client that lets more than
+    // a MiB pile up is dropped.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1024 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    ws.on_upgrade(config, move |socket, outbox| async move {
+        let _guard = guard;
+        tracing::debug!(%peer, "websocket connected");
+        metrics::gauge!("ratesd_ws_connections").increment(1.0);
+        Session::new(streams, outbox, protocol).run(socket).await;
+        metrics::gauge!("ratesd_ws_connections").decrement(1.0);
+        tracing::debug!(%peer, "websocket closed");
+    })
 }

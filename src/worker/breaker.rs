@@ -3,14 +3,18 @@
 //! retry (capped), and closes the breaker at the first success. Time is the
 //! worker's tick second, so the behaviour is exact and testable.
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
-use crate::domain::UnixSeconds;
+use crate::backoff::Doubling;
+use crate::domain::{SourceStatus, UnixSeconds};
 
 /// Failures in a row that open the breaker.
 const TRIP_AFTER: u32 = 3;
-/// The first pause, doubled at each failed retry up to `MAX_PAUSE`.
-const FIRST_PAUSE: i64 = 1;
+/// The pause after the breaker opens, doubled at each failed retry.
+const PAUSES: Doubling = Doubling {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(MAX_PAUSE as u64),
+};
 const MAX_PAUSE: i64 = 30;
 
 #[derive(Debug, Default, Clone)]
@@ -19,21 +23,6 @@ pub struct Breaker {
     trips: u32,
     open_until: Option<UnixSeconds>,
     last_error: Option<String>,
-}
-
-/// What `/health/ready` tells of an upstream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceStatus {
-    /// `ok`, `failing` (failed lately, still asked) or `open` (not asked until `retryAt`).
-    pub state: String,
-    /// Failures in a row.
-    pub failures: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Unix second of the next attempt while open.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_at: Option<UnixSeconds>,
 }
 
 impl Breaker {
@@ -56,10 +45,7 @@ impl Breaker {
         if self.failures < TRIP_AFTER {
             return false;
         }
-        let pause = FIRST_PAUSE
-            .checked_shl(self.trips.min(16))
-            .unwrap_or(MAX_PAUSE)
-            .min(MAX_PAUSE);
+        let pause = i64::try_from(PAUSES.nth(self.trips).as_secs()).unwrap_or(MAX_PAUSE);
         self.open_until = Some(second + pause);
         self.trips += 1;
         true

@@ -12,14 +12,18 @@
 //!   (JSON), written by the worker when it changes, read by `/health/ready`.
 //! - `P epoch` (string): set by every tick; its absence tells the worker
 //!   that Redis lost its data and the windows need rebuilding.
+//!
+//! The archive buffer's commands are in [`archive_buffer`].
+
+mod archive_buffer;
+
+pub use self::archive_buffer::ArchiveBatch;
 
 use std::time::Duration;
 
-use deadpool_redis::redis::{self, AsyncCommands, Script, Value};
+use deadpool_redis::redis::{self, AsyncCommands, Script};
 use deadpool_redis::{Pool, PoolError, Runtime};
-use serde::Deserialize;
-
-use crate::domain::{AssetId, Point, StoredQuote, UnixSeconds};
+use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -41,9 +45,6 @@ impl RedisError {
 }
 
 pub type Result<T, E = RedisError> = std::result::Result<T, E>;
-
-const ARCHIVE_GROUP: &str = "archiver";
-const ARCHIVE_CONSUMER: &str = "archiver";
 
 /// Writes one tick atomically in one round trip. A point is written only
 /// when its second is newer than the asset's newest point, so a second is
@@ -85,7 +86,7 @@ return {#written, lost}
 "#;
 
 #[derive(Clone)]
-struct Keys {
+pub(crate) struct Keys {
     prefix: String,
 }
 
@@ -102,7 +103,7 @@ impl Keys {
     fn epoch(&self) -> String {
         format!("{}epoch", self.prefix)
     }
-    fn archive(&self) -> String {
+    pub(crate) fn archive(&self) -> String {
         format!("{}archive", self.prefix)
     }
     fn live(&self) -> String {
@@ -126,22 +127,6 @@ pub struct TickEntry {
     pub quote: StoredQuote,
 }
 
-/// A batch of the archive buffer: the stream entries and their points.
-#[derive(Debug, Default)]
-pub struct ArchiveBatch {
-    pub ids: Vec<String>,
-    pub points: Vec<ArchivedPoint>,
-}
-
-/// What the archive keeps of a point.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ArchivedPoint {
-    pub asset_id: AssetId,
-    pub time: UnixSeconds,
-    pub value: f64,
-}
-
 /// The live channel: each message is one tick's new points.
 pub struct LiveFeed {
     stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
@@ -162,7 +147,7 @@ impl LiveFeed {
 pub struct RedisStore {
     pool: Pool,
     client: redis::Client,
-    keys: Keys,
+    pub(crate) keys: Keys,
     tick_script: Script,
 }
 
@@ -205,7 +190,7 @@ impl RedisStore {
         })
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection> {
+    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
         Ok(self.pool.get().await?)
     }
 
@@ -243,15 +228,19 @@ impl RedisStore {
         })
     }
 
-    /// Replaces the upstreams' status (`"priority:name"` -> JSON).
-    pub async fn set_source_statuses(&self, statuses: &[(String, String)]) -> Result<()> {
+    /// Replaces the upstreams' status, by `"priority:name"`.
+    pub async fn set_source_statuses(&self, statuses: &[(String, SourceStatus)]) -> Result<()> {
         let key = self.keys.sources();
+        let statuses: Vec<(&str, String)> = statuses
+            .iter()
+            .map(|(k, status)| (k.as_str(), to_json(status)))
+            .collect();
         let mut conn = self.conn().await?;
         let _: () = redis::pipe()
             .atomic()
             .del(&key)
             .ignore()
-            .hset_multiple(&key, statuses)
+            .hset_multiple(&key, &statuses)
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -261,7 +250,7 @@ impl RedisStore {
     /// The upstreams' status as the worker last wrote it, by `"priority:name"`.
     pub async fn source_statuses(
         &self,
-    ) -> Result<std::collections::BTreeMap<String, crate::breaker::SourceStatus>> {
+    ) -> Result<std::collections::BTreeMap<String, SourceStatus>> {
         let key = self.keys.sources();
         let mut conn = self.conn().await?;
         let all: std::collections::HashMap<String, String> = conn.hgetall(&key).await?;
@@ -395,90 +384,6 @@ impl RedisStore {
         members.iter().map(|m| from_json(&key, m)).collect()
     }
 
-    /// Creates the archive consumer group (and the stream) if missing.
-    pub async fn ensure_archive_group(&self) -> Result<()> {
-        let mut conn = self.conn().await?;
-        let res: redis::RedisResult<()> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.keys.archive())
-            .arg(ARCHIVE_GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match res {
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            other => Ok(other?),
-        }
-    }
-
-    /// Reads up to `count` entries of the archive buffer: those delivered
-    /// before but never acknowledged when `pending`, else new ones, waiting
-    /// up to `block` for them when given.
-    pub async fn read_archive(
-        &self,
-        count: usize,
-        block: Option<Duration>,
-        pending: bool,
-    ) -> Result<ArchiveBatch> {
-        let mut conn = self.conn().await?;
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(ARCHIVE_GROUP)
-            .arg(ARCHIVE_CONSUMER)
-            .arg("COUNT")
-            .arg(count);
-        if let Some(block) = block.filter(|_| !pending) {
-            cmd.arg("BLOCK").arg(block.as_millis() as u64);
-        }
-        cmd.arg("STREAMS")
-            .arg(self.keys.archive())
-            .arg(if pending { "0" } else { ">" });
-        let reply: Option<redis::streams::StreamReadReply> = cmd.query_async(&mut conn).await?;
-        let mut batch = ArchiveBatch::default();
-        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
-            match entry.map.get("points") {
-                Some(Value::BulkString(bytes)) => {
-                    let points: Vec<ArchivedPoint> =
-                        serde_json::from_slice(bytes).map_err(|e| RedisError::Corrupt {
-                            key: format!("{} {}", self.keys.archive(), entry.id),
-                            message: e.to_string(),
-                        })?;
-                    batch.points.extend(points);
-                }
-                // An entry without points (trimmed or foreign) is acknowledged and dropped.
-                _ => tracing::warn!(id = %entry.id, "archive buffer entry without points"),
-            }
-            batch.ids.push(entry.id);
-        }
-        Ok(batch)
-    }
-
-    /// Acknowledges and deletes archived entries: the buffer keeps only
-    /// what has not reached PostgreSQL.
-    pub async fn ack_archive(&self, ids: &[String]) -> Result<()> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let key = self.keys.archive();
-        let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .atomic()
-            .xack(&key, ARCHIVE_GROUP, ids)
-            .ignore()
-            .xdel(&key, ids)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// Ticks waiting in the archive buffer.
-    pub async fn archive_backlog(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        Ok(conn.xlen(self.keys.archive()).await?)
-    }
-
     /// Deletes every key under the prefix (for tests and `ratesd` tooling).
     pub async fn delete_all(&self) -> Result<u64> {
         let mut conn = self.conn().await?;
@@ -498,7 +403,7 @@ impl RedisStore {
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serialising our own plain structs cannot fail.
     serde_json::to_string(value).unwrap_or_default()
 }

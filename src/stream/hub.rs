@@ -7,10 +7,10 @@
 //!   channel of the asset, attached before the history is read, so that
 //!   every point is in one or the other;
 //! - once it has its history, the fan-out writes each point straight into
-//!   its socket ([`crate::outbox`]), from a few shard tasks that share the
+//!   its socket ([`super::outbox`]), from a few shard tasks that share the
 //!   connections out between the cores: no task is woken per point and per
 //!   connection. A connection whose socket is full queues behind it; past
-//!   [`crate::outbox::QUEUE_FRAMES`] it is closed; it never slows the others.
+//!   [`super::outbox::QUEUE_FRAMES`] it is closed; it never slows the others.
 //!
 //! The broadcast channel also tells subscribing connections that the feed
 //! was interrupted or that the process is shutting down; connections in the
@@ -23,21 +23,25 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::Serialize;
 use tokio::sync::broadcast;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_util::sync::CancellationToken;
 
+use super::frame::point_wire;
+use super::outbox::{Offer, Outbox, event};
+use crate::backoff::{Backoff, Doubling};
+use crate::clock::{Clock, SystemClock};
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
-use crate::outbox::{Offer, Outbox, event};
 use crate::store::RedisStore;
-use crate::worker::{Clock, SystemClock};
 
 /// How many points a subscribing connection may fall behind (while it
 /// sends its history) before it is closed.
 pub const QUEUE_POINTS: usize = 64;
+
+/// Retries of the live subscription after it dropped.
+const RESUBSCRIBE: Doubling = Doubling {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
 /// How often the fan-out forgets closed connections of assets that had no
 /// point (each point does it for its asset's connections).
@@ -62,33 +66,11 @@ pub struct LivePoint {
     pub wire: Bytes,
 }
 
-/// `{"action": ..., "message": ...}`, the frame of every WebSocket message.
-#[derive(Serialize)]
-pub struct Frame<'a, T: Serialize> {
-    pub action: &'a str,
-    pub message: T,
-}
-
-impl<T: Serialize> Frame<'_, T> {
-    pub fn to_text(&self) -> Utf8Bytes {
-        serde_json::to_string(self).unwrap_or_default().into()
-    }
-}
-
 impl LivePoint {
     pub fn new(point: &Point) -> Self {
-        let text = Frame {
-            action: "point",
-            message: point,
-        }
-        .to_text();
-        let frame = WireFrame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
-        let mut wire = Vec::with_capacity(frame.len());
-        // Writing into a Vec cannot fail.
-        let _ = frame.format(&mut wire);
         Self {
             time: point.time,
-            wire: wire.into(),
+            wire: point_wire(point),
         }
     }
 }
@@ -312,7 +294,7 @@ impl LiveHub {
     }
 
     async fn relay(&self, redis: &RedisStore, shutdown: &CancellationToken) {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::new(RESUBSCRIBE);
         let mut failing = false;
         // The newest second published for each asset.
         let mut published: HashMap<AssetId, UnixSeconds> = HashMap::new();
@@ -322,7 +304,7 @@ impl LiveHub {
                     if failing {
                         tracing::info!("live feed resubscribed");
                     }
-                    delay = Duration::from_millis(100);
+                    backoff.reset();
                     feed
                 }
                 Err(e) => {
@@ -330,11 +312,9 @@ impl LiveHub {
                         tracing::warn!(error = %e, "cannot subscribe to the live feed; retrying");
                         failing = true;
                     }
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
+                    if !backoff.wait(shutdown).await {
+                        break;
                     }
-                    delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };

@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::redis::ArchiveBatch;
-use crate::store::{Archive, RedisStore};
+use super::redis::ArchiveBatch;
+use super::{Archive, RedisStore};
+use crate::backoff::{Backoff, Doubling};
+use crate::clock::unix_now;
 
 /// Stream entries read at once: a tick each, or a few minutes of backfill.
 const BATCH_ENTRIES: usize = 200;
@@ -24,37 +26,15 @@ pub struct Archiver {
     pub buffer_ticks: u64,
 }
 
-/// Doubling delays between retries, capped, reset on success.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(250);
-    const MAX: Duration = Duration::from_secs(10);
-
-    fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// Sleeps for the next delay; false when shutdown came first.
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        tokio::select! {
-            () = shutdown.cancelled() => false,
-            () = tokio::time::sleep(delay) => true,
-        }
-    }
-}
+/// Retries of PostgreSQL and of the buffer's reads.
+const RETRIES: Doubling = Doubling {
+    first: Duration::from_millis(250),
+    max: Duration::from_secs(10),
+};
 
 impl Archiver {
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(RETRIES);
         let mut warned = false;
         // The database may not exist or be reachable yet: keep trying.
         loop {
@@ -144,7 +124,7 @@ impl Archiver {
     /// acknowledges it. False when shutdown interrupted the retries (the
     /// entries stay pending and are re-read at the next start).
     async fn commit(&self, batch: ArchiveBatch, shutdown: &CancellationToken) -> bool {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(RETRIES);
         let mut failing = false;
         loop {
             match self.archive.insert(&batch.points).await {
@@ -155,7 +135,7 @@ impl Archiver {
                     tracing::debug!(points = batch.points.len(), inserted, "archived");
                     metrics::counter!("ratesd_archive_points_total").increment(inserted);
                     if let Some(newest) = batch.points.iter().map(|p| p.time).max() {
-                        let lag = crate::worker::unix_now() - newest;
+                        let lag = unix_now() - newest;
                         metrics::gauge!("ratesd_archive_lag_seconds").set(lag.max(0) as f64);
                     }
                     break;

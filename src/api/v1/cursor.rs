@@ -1,58 +1,11 @@
-//! Reading history: the Redis window for recent seconds, the PostgreSQL
-//! archive for older ones, joined so that a range spanning both reads as
-//! one sequence; and the opaque cursor that pages through it.
+//! The opaque history cursor: where the next page starts, bound to the
+//! range it was issued for, checksummed against edits.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::{Asset, Point, UnixSeconds};
-use crate::store::{Archive, ArchiveError, RedisError, RedisStore};
-
-#[derive(Debug, thiserror::Error)]
-pub enum HistoryError {
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
-}
-
-/// Up to `limit` points of `asset` with `from <= time <= to`, oldest first.
-///
-/// The window and its oldest second are read in one atomic step; every
-/// second before that oldest one comes from the archive, every second from
-/// it on from the window, so the two parts neither overlap nor leave a gap.
-/// When the window is empty, seconds from `live_start` on (the span the
-/// window covers) are not asked of the archive: recent history never
-/// depends on PostgreSQL.
-pub async fn page(
-    redis: &RedisStore,
-    archive: Option<&Archive>,
-    asset: &Asset,
-    (from, to): (UnixSeconds, UnixSeconds),
-    live_start: UnixSeconds,
-    limit: usize,
-) -> Result<Vec<Point>, HistoryError> {
-    let (members, oldest) = redis.window(asset.id, from, to, limit).await?;
-    let mut points = Vec::with_capacity(limit.min(members.len() + 64));
-    if let Some(archive) = archive {
-        let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
-        if from <= archive_to {
-            let rows = archive.range(asset.id, from, archive_to, limit).await?;
-            points.extend(rows.into_iter().map(|(time, value)| Point {
-                asset_name: asset.name.clone(),
-                time,
-                asset_id: asset.id,
-                value,
-            }));
-        }
-    }
-    if points.len() < limit {
-        let mut recent = redis.parse_points(asset.id, &members)?;
-        recent.truncate(limit - points.len());
-        points.extend(recent);
-    }
-    Ok(points)
-}
+use crate::domain::UnixSeconds;
+use crate::hash::fnv1a64;
 
 /// Where the next page starts, bound to the query it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +65,7 @@ impl Cursor {
 /// FNV-1a, folded to 32 bits: catches edited or truncated cursors. The
 /// cursor grants nothing, so it needs no secret.
 fn checksum(s: &str) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let h = fnv1a64(s.as_bytes());
     (h ^ (h >> 32)) as u32
 }
 

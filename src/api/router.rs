@@ -1,0 +1,182 @@
+//! The whole application: every resource's routes, each with its own
+//! state, merged in one place behind one front door.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::health::{self, HealthState};
+use super::limit::{HttpLimiter, client_ip};
+use super::v1::{self, V1State};
+use super::{error, metrics, page};
+use crate::config::Config;
+use crate::store::{Archive, RedisStore};
+use crate::stream::Streams;
+use crate::stream::v1::docs;
+
+/// The API's state, built from the configuration and the stores.
+#[derive(Clone)]
+pub struct Api {
+    v1: Arc<V1State>,
+    health: Arc<HealthState>,
+    /// Per-IP request limit; `None` when off.
+    limiter: Option<Arc<HttpLimiter>>,
+}
+
+impl Api {
+    pub fn new(
+        config: &Config,
+        redis: RedisStore,
+        archive: Option<Archive>,
+        streams: Arc<Streams>,
+    ) -> Self {
+        let limiter = HttpLimiter::new(
+            config.rate_limit_per_second,
+            config.rate_limit_burst,
+            config.trusted_proxies.0.clone(),
+        )
+        .map(Arc::new);
+        let health = Arc::new(HealthState {
+            catalog: streams.catalog.clone(),
+            redis: redis.clone(),
+            archive: archive.clone(),
+            stale_after_seconds: config.stale_after_seconds,
+        });
+        Self {
+            v1: Arc::new(V1State::new(config, redis, archive, streams)),
+            health,
+            limiter,
+        }
+    }
+
+    /// The per-IP limiter, whose memory of idle clients wants pruning now
+    /// and then ([`super::limit::forget_idle_clients`]).
+    pub fn limiter(&self) -> Option<Arc<HttpLimiter>> {
+        self.limiter.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ratesd",
+        description = "Currency and crypto rates: the latest quote of every asset, \
+            paginated per-second history, and a WebSocket stream.\n\n\
+            Errors are RFC 9457 problem details (`application/problem+json`). \
+            A point is one asset's mid price `(bid + ask) / 2`, rounded to 6 \
+            decimals, at one whole Unix second.",
+        license(name = "MIT")
+    ),
+    tags(
+        (name = "rates", description = "Versioned REST API under /api/v1"),
+        (name = "websocket", description = "Live points over a WebSocket: GET /api/v1/ws"),
+        (name = "health", description = "Liveness and readiness probes"),
+    ),
+    components(schemas(
+        docs::WsRequest,
+        docs::WsAssetsFrame,
+        docs::WsHistoryFrame,
+        docs::WsPointFrame,
+        docs::WsErrorFrame,
+    ))
+)]
+struct ApiDoc;
+
+/// The whole application, ready to serve.
+pub fn app(api: &Api) -> Router {
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(v1::router().with_state(api.v1.clone()))
+        .merge(health::router().with_state(api.health.clone()))
+        .merge(metrics::router())
+        .split_for_parts();
+    let app = routes
+        .merge(page::router().with_state(api.v1.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            api.limiter.clone(),
+            front_door,
+        ))
+        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+        .fallback(error::not_found)
+        // No route reads a body: a large one is refused (413) up front.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024));
+    // Request spans and events are at DEBUG: when the log filter would drop
+    // them all, the layer is left out rather than paid for on every request.
+    if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        app.layer(TraceLayer::new_for_http())
+    } else {
+        app
+    }
+}
+
+/// In front of every route: the per-IP limit, then the request metrics,
+/// in one middleware (each layer costs on the hot, cached rate routes).
+async fn front_door(
+    State(limiter): State<Option<Arc<HttpLimiter>>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = metrics::intern(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str),
+    );
+    let quota = match &limiter {
+        None => None,
+        Some(limiter) => {
+            let ip = client_ip(limiter.trusted(), peer.ip(), request.headers());
+            match limiter.admit(request.uri().path(), ip) {
+                Ok(quota) => quota,
+                Err(refused) => {
+                    metrics::record(route, &method, 429, started.elapsed());
+                    return *refused;
+                }
+            }
+        }
+    };
+    let mut response = next.run(request).await;
+    if let Some(quota) = quota {
+        quota.set(response.headers_mut());
+    }
+    metrics::record(
+        route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    api: Api,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let app = app(&api);
+    // Points are small and latency-bound: no Nagle delay on any socket.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

@@ -1,0 +1,56 @@
+//! The bodies of the v1 REST answers.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::domain::{Asset, AssetId, Point, StoredQuote, UnixSeconds, is_fresh};
+
+/// The latest quote of an asset.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"symbol": "EURUSD", "assetId": 1, "value": 1.110481, "bid": 1.11047,
+    "ask": 1.110492, "time": 1455883484, "source": "fxcm", "stale": false}))]
+pub struct Rate {
+    pub symbol: String,
+    pub asset_id: AssetId,
+    /// Mid price `(bid + ask) / 2`, rounded to 6 decimals.
+    pub value: f64,
+    pub bid: f64,
+    pub ask: f64,
+    /// Unix second of the newest point.
+    pub time: UnixSeconds,
+    /// The upstream that produced it: `fxcm`, `binance`, `file` or `simulated`.
+    pub source: String,
+    /// True when the newest upstream quote is older than the staleness limit.
+    pub stale: bool,
+}
+
+impl Rate {
+    pub(crate) fn new(asset: &Asset, q: StoredQuote, now: UnixSeconds, stale_after: u32) -> Self {
+        Self {
+            symbol: asset.name.clone(),
+            asset_id: asset.id,
+            value: q.value,
+            bid: q.bid,
+            ask: q.ask,
+            time: q.time,
+            stale: !is_fresh(q.quoted_at, now, stale_after),
+            source: q.source,
+        }
+    }
+}
+
+/// The latest quote of every asset that has one, in catalog order.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RateList {
+    pub rates: Vec<Rate>,
+}
+
+/// A page of history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HistoryPage {
+    /// Points oldest first, at most `limit`.
+    pub points: Vec<Point>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}

@@ -1,0 +1,198 @@
+//! Paginated history: `/api/v1/rates/{symbol}/history`.
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::cursor::Cursor;
+use super::V1State;
+use super::dto::HistoryPage;
+use super::rates::{MAX_AGE_RATES, resolve};
+use crate::api::error::{
+    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
+};
+use crate::api::http_cache::Prepared;
+use crate::clock::unix_now;
+use crate::domain::UnixSeconds;
+use crate::store::history;
+
+pub fn router() -> OpenApiRouter<Arc<V1State>> {
+    // History may wait on Redis and PostgreSQL: it gets a deadline. The
+    // other routes answer from memory (at most one Redis call a tick, under
+    // the Redis client's own timeout) and are spared the timer.
+    OpenApiRouter::new()
+        .routes(routes!(rate_history))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            HISTORY_DEADLINE,
+        ))
+}
+
+/// How long a history request may take.
+const HISTORY_DEADLINE: Duration = Duration::from_secs(10);
+/// A history page whose range ended more than [`SETTLED_AFTER`] seconds ago
+/// no longer changes.
+pub const MAX_AGE_SETTLED_HISTORY: u32 = 60;
+const SETTLED_AFTER: UnixSeconds = 2;
+
+/// History query. Every field is read as text so that a bad value gets a
+/// problem body naming it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// First second of the range (Unix seconds, inclusive). Default: the
+    /// start of the live window before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455883484)]
+    from: Option<String>,
+    /// Last second of the range (Unix seconds, inclusive). Default: now.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455885284)]
+    to: Option<String>,
+    /// Points per page, 1 to 1000. Default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<String>,
+    /// Opaque: the `next_cursor` of the previous page.
+    #[param(min_length = 1)]
+    cursor: Option<String>,
+}
+
+/// A page of an asset's points, oldest first.
+///
+/// The live window (the last 30 minutes by default) is read from Redis,
+/// older seconds from the PostgreSQL archive; a range spanning both reads
+/// as one sequence. When there is a next page, the answer has its cursor in
+/// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates",
+    params(
+        ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
+            pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32, example = "EURUSD"),
+        HistoryQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of points", body = HistoryPage,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"),
+                ("ETag" = String),
+                ("Cache-Control" = String, description = "public, max-age=60 for a range that ended over 2 s ago, else max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        InvalidParameter,
+        UnknownSymbol,
+        Unavailable,
+        RateLimited,
+    ))]
+#[tracing::instrument(level = "debug", skip(state, request))]
+async fn rate_history(
+    State(state): State<Arc<V1State>>,
+    Path(symbol): Path<String>,
+    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    request: HeaderMap,
+) -> Result<Response> {
+    let asset = resolve(&state, &symbol)?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(n) if (1..=1000).contains(&n) => n as usize,
+            Ok(n) => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be between 1 and 1000, got {n}"),
+                ));
+            }
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be an integer between 1 and 1000, got '{raw}'"),
+                ));
+            }
+        },
+    };
+    let from = seconds_param("from", query.from.as_deref())?;
+    let to = seconds_param("to", query.to.as_deref())?;
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| Cursor::decode(raw).map_err(|e| ApiError::invalid("cursor", e.to_string())))
+        .transpose()?;
+    let (from, to) = match cursor {
+        Some(c) => {
+            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "cursor belongs to another range; repeat its from and to, or leave them out",
+                ));
+            }
+            (c.from, c.to)
+        }
+        None => {
+            let to = to.unwrap_or_else(unix_now);
+            let from = from.unwrap_or(to - i64::from(state.window_seconds) + 1);
+            (from, to)
+        }
+    };
+    if from > to {
+        return Err(ApiError::invalid(
+            "from",
+            format!("from ({from}) must not be after to ({to})"),
+        ));
+    }
+    let start = cursor.map_or(from, |c| c.after + 1);
+    let live_start = unix_now() - i64::from(state.window_seconds) + 1;
+    let mut points = history::page(
+        &state.redis,
+        state.archive.as_ref(),
+        asset,
+        (start, to),
+        live_start,
+        limit + 1,
+    )
+    .await?;
+    let next_cursor = (points.len() > limit).then(|| {
+        points.truncate(limit);
+        Cursor {
+            after: points.last().map_or(start, |p| p.time),
+            from,
+            to,
+        }
+        .encode()
+    });
+    let link = next_cursor.as_ref().and_then(|c| {
+        HeaderValue::from_str(&format!(
+            "</api/v1/rates/{}/history?from={from}&to={to}&limit={limit}&cursor={c}>; rel=\"next\"",
+            asset.name
+        ))
+        .ok()
+    });
+    let max_age = if to < unix_now() - SETTLED_AFTER {
+        MAX_AGE_SETTLED_HISTORY
+    } else {
+        MAX_AGE_RATES
+    };
+    let page = Prepared::json(&HistoryPage {
+        points,
+        next_cursor,
+    });
+    let mut resp = page.respond(&request, max_age);
+    if let Some(link) = link {
+        resp.headers_mut().insert(header::LINK, link);
+    }
+    Ok(resp)
+}
+
+fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {
+    let Some(raw) = raw else { return Ok(None) };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(Some(n)),
+        _ => Err(ApiError::invalid(
+            name,
+            format!("{name} must be Unix seconds (a non-negative integer), got '{raw}'"),
+        )),
+    }
+}

@@ -1,0 +1,80 @@
+//! REST v1, under `/api/v1`: the catalog, the latest rates, paginated
+//! history; and the route of the v1 WebSocket.
+
+mod cursor;
+mod dto;
+mod history;
+mod rates;
+mod snapshot;
+pub mod ws;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use utoipa_axum::router::OpenApiRouter;
+
+pub use self::cursor::{BadCursor, Cursor};
+pub use self::dto::{HistoryPage, Rate, RateList};
+pub use self::snapshot::RatesCache;
+use super::http_cache::Prepared;
+use super::limit::ConnectionLimiter;
+use crate::config::Config;
+use crate::domain::{AssetList, Catalog};
+use crate::store::{Archive, RedisStore};
+use crate::stream::Streams;
+
+/// What the v1 routes share.
+pub struct V1State {
+    pub catalog: Arc<Catalog>,
+    pub redis: RedisStore,
+    pub archive: Option<Archive>,
+    pub window_seconds: u32,
+    /// The latest rates, prepared once per tick.
+    pub rates: RatesCache,
+    /// The catalog's JSON, prepared once.
+    pub catalog_json: Prepared,
+    /// What the WebSocket sessions share.
+    pub streams: Arc<Streams>,
+    pub ws_connections: Arc<ConnectionLimiter>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// The test page on `/`.
+    pub enable_ui: bool,
+}
+
+impl V1State {
+    pub fn new(
+        config: &Config,
+        redis: RedisStore,
+        archive: Option<Archive>,
+        streams: Arc<Streams>,
+    ) -> Self {
+        let catalog = streams.catalog.clone();
+        Self {
+            rates: RatesCache::new(
+                catalog.clone(),
+                redis.clone(),
+                config.stale_after_seconds,
+                streams.hub.clone(),
+            ),
+            catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
+            catalog,
+            redis,
+            archive,
+            window_seconds: config.history_seconds,
+            streams,
+            ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
+            trusted_proxies: config.trusted_proxies.0.clone(),
+            enable_ui: config.enable_ui,
+        }
+    }
+}
+
+/// The v1 routes, with their full paths (one flat router: no nested prefix
+/// to strip on every request).
+pub fn router() -> OpenApiRouter<Arc<V1State>> {
+    OpenApiRouter::new()
+        .merge(rates::router())
+        .merge(history::router())
+        .merge(ws::router())
+}

@@ -1,0 +1,113 @@
+//! The catalog and the latest rates.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::V1State;
+use super::dto::{Rate, RateList};
+use crate::api::error::{
+    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
+};
+use crate::domain::{Asset, AssetList, Symbol};
+
+pub fn router() -> OpenApiRouter<Arc<V1State>> {
+    OpenApiRouter::new()
+        .routes(routes!(assets))
+        .routes(routes!(rates))
+        .routes(routes!(rate))
+}
+
+/// How long clients may cache each answer, in seconds.
+pub const MAX_AGE_RATES: u32 = 1;
+pub const MAX_AGE_CATALOG: u32 = 300;
+
+/// The catalog: every asset with its stable id.
+///
+/// Cacheable for 5 minutes (`ETag`, `If-None-Match` gives 304).
+#[utoipa::path(get, path = "/api/v1/assets", tag = "rates",
+    responses(
+        (status = 200, description = "The catalog, by id", body = AssetList,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        RateLimited,
+    ))]
+#[tracing::instrument(level = "debug", skip_all)]
+async fn assets(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Response {
+    state.catalog_json.respond(&headers, MAX_AGE_CATALOG)
+}
+
+/// The latest quote of every asset.
+///
+/// Assets that have never had a quote are left out; an asset whose newest
+/// upstream quote is older than the staleness limit is listed with
+/// `stale: true`. Rates change once a second: the answer carries an `ETag`
+/// and `Cache-Control: max-age=1`, and `If-None-Match` gets 304.
+#[utoipa::path(get, path = "/api/v1/rates", tag = "rates",
+    responses(
+        (status = 200, description = "Latest quotes, in catalog order", body = RateList,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        Unavailable,
+        RateLimited,
+    ))]
+#[tracing::instrument(level = "debug", skip_all)]
+async fn rates(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Result<Response> {
+    let snapshot = state.rates.get().await;
+    let rates = snapshot
+        .rates
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(e.clone()))?;
+    Ok(rates.all.respond(&headers, MAX_AGE_RATES))
+}
+
+/// The latest quote of one asset.
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates",
+    params(("symbol" = String, Path,
+        description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
+        pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32,
+        example = "EURUSD")),
+    responses(
+        (status = 200, description = "The latest quote", body = Rate,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        InvalidParameter,
+        UnknownSymbol,
+        Unavailable,
+        RateLimited,
+    ))]
+#[tracing::instrument(level = "debug", skip(state, headers))]
+async fn rate(
+    State(state): State<Arc<V1State>>,
+    Path(symbol): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let asset = resolve(&state, &symbol)?;
+    let snapshot = state.rates.get().await;
+    let rates = snapshot
+        .rates
+        .as_ref()
+        .map_err(|e| ApiError::Unavailable(e.clone()))?;
+    let prepared = rates
+        .by_asset
+        .get(&asset.id)
+        .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
+    Ok(prepared.respond(&headers, MAX_AGE_RATES))
+}
+
+/// The catalog asset a path's symbol names.
+pub(super) fn resolve<'a>(state: &'a V1State, raw: &str) -> Result<&'a Asset> {
+    // Most clients write the catalog's own spelling.
+    if let Some(asset) = state.catalog.by_name(raw) {
+        return Ok(asset);
+    }
+    let symbol = Symbol::parse(raw).map_err(|e| ApiError::invalid("symbol", e.to_string()))?;
+    state
+        .catalog
+        .by_symbol(&symbol)
+        .ok_or_else(|| ApiError::UnknownSymbol(symbol.to_string()))
+}

@@ -1,0 +1,78 @@
+//! The v1 WebSocket's route, `/api/v1/ws` (and `/`, see `api::page`):
+//! the per-IP connection cap, then the session of [`crate::stream`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::V1State;
+use crate::api::error::{ApiError, Problem};
+use crate::api::limit::client_ip;
+use crate::stream::v1::V1;
+use crate::stream::{self, WsUpgrade};
+
+pub fn router() -> OpenApiRouter<Arc<V1State>> {
+    OpenApiRouter::new().routes(routes!(upgrade))
+}
+
+/// Live rates over a WebSocket.
+///
+/// Every frame, both ways, is a JSON text frame `{"action": ..., "message": {...}}`;
+/// the server sends nothing until the client asks. `GET /` with upgrade
+/// headers is the same endpoint (for clients of the original service).
+///
+/// **Client frames** (`WsRequest`):
+/// - `{"action":"assets","message":{}}` → `{"action":"assets","message":{"assets":[{"id":1,"name":"EURUSD"},...]}}` (`WsAssetsFrame`)
+/// - `{"action":"subscribe","message":{"assetId":1}}` → first the history, every point
+///   of the last 30 minutes (at most 1800), oldest first (`WsHistoryFrame`):
+///   `{"action":"asset_history","message":{"points":[{"assetName":"EURUSD","time":1455883484,"assetId":1,"value":1.110481}]}}`;
+///   then one `{"action":"point","message":{...}}` per new second (`WsPointFrame`).
+///   The first live point is exactly one second after the last history
+///   point: no gap, no duplicate. A second `subscribe` replaces the first.
+///
+/// **Errors** (`WsErrorFrame`), the connection stays open:
+/// `{"action":"error","message":{"error_type":"ValidationError","error_text":"unknown action 'foo'; expected one of: assets, subscribe"}}`.
+/// `error_type` is `ValidationError` (not JSON, a binary frame, a missing or
+/// unknown action, a missing or non-integer assetId), `NotFound` (unknown
+/// assetId), `RateLimited` or `Internal` (history unavailable; retry).
+///
+/// **Closes**: 1009 for a frame over the size limit (64 KiB); 1008 for a
+/// client that falls more than 64 points behind or stops answering pings
+/// (the server pings every 20 s, and closes after 60 s of silence), or sends
+/// more than 10 frames a second for long (after `RateLimited` errors); 1012
+/// when the live feed is interrupted (Redis unavailable); 1001 at server
+/// shutdown. Reconnect and subscribe again after any of them. More than 256
+/// connections from one address are refused with 429.
+#[utoipa::path(get, path = "/api/v1/ws", tag = "websocket",
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket session begins"),
+        (status = 400, description = "A WebSocket upgrade with a bad version or no key",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 426, description = "Not a WebSocket upgrade request (Upgrade: websocket)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many connections from this address, or over the per-IP rate limit",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn upgrade(
+    ws: WsUpgrade,
+    State(state): State<Arc<V1State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    accept(ws, &state, peer, &headers)
+}
+
+/// Starts a v1 session on an accepted upgrade, within the per-IP cap.
+pub fn accept(ws: WsUpgrade, state: &Arc<V1State>, peer: SocketAddr, headers: &HeaderMap) -> Response {
+    let ip = client_ip(&state.trusted_proxies, peer.ip(), headers);
+    let Some(slot) = state.ws_connections.try_acquire(ip) else {
+        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
+        return ApiError::TooManyConnections(state.ws_connections.max()).into_response();
+    };
+    stream::accept(ws, state.streams.clone(), V1::default(), peer, slot)
+}

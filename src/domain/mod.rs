@@ -1,0 +1,20 @@
+//! The service's vocabulary: assets and their catalog, symbols as clients
+//! write them, upstream quotes, and the per-second points we store and serve.
+
+mod catalog;
+mod quote;
+mod source;
+mod symbol;
+
+pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError};
+pub use quote::{ArchivedPoint, BidAsk, Point, StoredQuote, is_fresh, round6};
+pub use source::SourceStatus;
+pub use symbol::{Symbol, SymbolError};
+
+/// Stable numeric id of an asset. Ids never change once given: existing
+/// clients hard-code the five seed ids.
+pub type AssetId = u32;
+
+/// Unix seconds, UTC.
+pub type UnixSeconds = i64;
+

@@ -1,0 +1,32 @@
+//! Everything a WebSocket connection is, apart from HTTP routing.
+//!
+//! - [`upgrade`]: the HTTP upgrade and the start of a session.
+//! - [`session`]: a connection's life whatever its protocol: limits,
+//!   pings, closes, the outbox's reports; [`session::Protocol`] is what a
+//!   protocol adds.
+//! - [`v1`]: the seed protocol (`assets`, `subscribe`, history, points).
+//! - [`frame`]: what goes over the wire: the envelope, errors, close codes,
+//!   the frames prepared once for every subscriber.
+//! - [`hub`]: one Redis subscription per process, fanned out to every
+//!   subscriber's socket.
+//! - [`outbox`]: a connection's write side, shared by its session and the hub.
+//! - [`history`]: each asset's history, read once per tick.
+//! - [`state`]: what every connection shares.
+//!
+//! The rule that keeps the handoff from history to live gapless: a
+//! subscriber attaches to the asset's broadcast channel before it reads the
+//! history, and joins the fan-out under its outbox's lock
+//! ([`session::Link::go_live`]).
+
+pub mod frame;
+pub mod history;
+pub mod hub;
+pub mod outbox;
+pub mod session;
+pub mod state;
+pub mod upgrade;
+pub mod v1;
+
+pub use self::hub::LiveHub;
+pub use self::state::{Streams, WsSettings};
+pub use self::upgrade::{UpgradeRejection, WsUpgrade, accept};

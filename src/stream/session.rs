@@ -1,0 +1,391 @@
+//! A WebSocket connection's life, whatever its protocol: the client's
+//! frames in (size and rate limits, pings, closes), what the outbox reports
+//! (a full socket to drain, a client too far behind, the feed interrupted),
+//! pings out, the close at the end. The protocol ([`Protocol`]) acts on the
+//! client's text frames.
+//!
+//! A session is written against one `Sink + Stream` of WebSocket messages,
+//! so it runs as well over an in-memory stream in tests. Once a protocol
+//! has handed the connection to the live fan-out ([`Link::go_live`]), live
+//! points do not wake the session: the hub writes them into the socket.
+//! Nothing a client sends can panic it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::frame::{ErrorType, close};
+use super::hub::LiveEvent;
+use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
+use super::state::Streams;
+use crate::domain::UnixSeconds;
+
+/// A large message goes out as frames of at most this many bytes.
+const FRAGMENT: usize = 4096;
+
+/// Rate-limited frames in a row after which the connection is closed.
+const MAX_RATE_VIOLATIONS: u32 = 10;
+
+/// The WebSocket messages a session reads and writes.
+pub trait Socket:
+    Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Unpin + Send
+{
+}
+impl<S> Socket for S where
+    S: Sink<Message, Error = WsError> + Stream<Item = Result<Message, WsError>> + Unpin + Send
+{
+}
+
+/// What a protocol does with a client's frames.
+pub trait Protocol: Send {
+    /// Acts on a text frame.
+    fn on_text<S: Socket>(
+        &mut self,
+        text: &str,
+        link: &mut Link<'_, S>,
+    ) -> impl Future<Output = Result<(), End>> + Send;
+
+    /// The protocol's error frame, for frames the session refuses itself
+    /// (binary, over the rate limit).
+    fn error_frame(&self, kind: ErrorType, text: &str) -> Utf8Bytes;
+
+    /// True while the connection takes live points: an interrupted feed
+    /// then ends it (1012), so that the client reconnects.
+    fn is_live(&self) -> bool;
+}
+
+/// Why a session ends.
+#[derive(Debug)]
+pub enum End {
+    /// The client closed or vanished: nothing more to send.
+    Gone,
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+impl End {
+    /// The server is shutting down (1001).
+    pub fn going_away() -> Self {
+        Self::Close(close::GOING_AWAY, "server shutting down".into())
+    }
+
+    /// The live feed was lost (1012): points would stop with no word.
+    pub fn interrupted() -> Self {
+        Self::Close(
+            close::SERVICE_RESTART,
+            "live feed interrupted (rates store unavailable); reconnect".into(),
+        )
+    }
+}
+
+/// What a protocol writes through: the socket, the outbox it shares with
+/// the live fan-out, and what every connection shares.
+pub struct Link<'a, S> {
+    pub sink: &'a mut S,
+    pub streams: &'a Streams,
+    pub outbox: &'a Arc<Outbox>,
+    /// `ratesd_ws_messages_sent_total`, looked up once, not per message.
+    sent: &'a metrics::Counter,
+}
+
+impl<S: Socket> Link<'_, S> {
+    pub async fn send(&mut self, msg: Message) -> Result<(), End> {
+        let timeout = self.streams.settings.send_timeout;
+        in_time(timeout, self.sink.send(msg)).await?;
+        self.sent.increment(1);
+        Ok(())
+    }
+
+    pub async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        self.send(Message::Text(text)).await
+    }
+
+    /// Sends a text message as a run of small frames (one text frame, then
+    /// continuations), so that no connection's write buffer grows to the
+    /// size of a whole history.
+    pub async fn send_fragmented(&mut self, bytes: Bytes) -> Result<(), End> {
+        if bytes.len() <= FRAGMENT {
+            let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Gone)?;
+            return self.send_text(text).await;
+        }
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = (start + FRAGMENT).min(bytes.len());
+            let opcode = if start == 0 {
+                Data::Text
+            } else {
+                Data::Continue
+            };
+            let frame = WireFrame::message(
+                bytes.slice(start..end),
+                OpCode::Data(opcode),
+                end == bytes.len(),
+            );
+            self.send(Message::Frame(frame)).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is queued (the socket had no room for it).
+    pub async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.streams.settings.send_timeout;
+        in_time(timeout, self.sink.flush()).await
+    }
+
+    /// Hands the connection to the live fan-out of `live.asset`, gaplessly:
+    /// under the outbox's lock it joins the fan-out first, then writes what
+    /// `receiver` (attached before the history was read) holds newer than
+    /// `live.last`. A point the fan-out offers meanwhile waits for the lock
+    /// and is then skipped if the receiver had it; a point published after
+    /// the drain finds the connection in the fan-out.
+    pub fn go_live(
+        &mut self,
+        live: Live,
+        receiver: &mut broadcast::Receiver<LiveEvent>,
+    ) -> Result<(), End> {
+        let (hub, outbox) = (&self.streams.hub, self.outbox);
+        let caught_up = outbox.go_live(live, |write| {
+            hub.join(live.asset, outbox.clone(), live.generation);
+            catch_up(receiver, write)
+        })?;
+        self.sent.increment(caught_up);
+        Ok(())
+    }
+}
+
+/// Runs a write (a send, a flush) to the client within `timeout`.
+async fn in_time<E>(
+    timeout: Duration,
+    write: impl Future<Output = Result<(), E>>,
+) -> Result<(), End> {
+    let mut write = std::pin::pin!(write);
+    // Nearly every write completes at once; only one that waits on a
+    // full socket pays for a timer.
+    let done = match futures_util::poll!(&mut write) {
+        std::task::Poll::Ready(done) => done,
+        std::task::Poll::Pending => match tokio::time::timeout(timeout, write).await {
+            Ok(done) => done,
+            // The client stopped reading: its socket is full, a close frame cannot pass.
+            Err(_) => {
+                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "send_timeout")
+                    .increment(1);
+                return Err(End::Gone);
+            }
+        },
+    };
+    done.map_err(|_| End::Gone)
+}
+
+/// Writes, oldest first, the points a subscribing connection's channel
+/// took while it read and sent the history; ends the session on what else
+/// the channel says.
+fn catch_up(
+    live: &mut broadcast::Receiver<LiveEvent>,
+    write: &mut dyn FnMut(UnixSeconds, &Bytes),
+) -> Result<(), End> {
+    loop {
+        match live.try_recv() {
+            Ok(LiveEvent::Point(p)) => write(p.time, &p.wire),
+            Ok(LiveEvent::Interrupted) => return Err(End::interrupted()),
+            Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Lagged(n)) => {
+                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
+                    .increment(n);
+                return Err(End::Close(
+                    close::POLICY,
+                    format!("client too slow: fell {n} points behind; reconnect"),
+                ));
+            }
+            Err(TryRecvError::Closed) => {
+                return Err(End::Close(close::INTERNAL, "live feed ended".into()));
+            }
+        }
+    }
+}
+
+pub struct Session<P> {
+    streams: Arc<Streams>,
+    /// The connection's write side, shared with the live fan-out.
+    outbox: Arc<Outbox>,
+    protocol: P,
+    inbound: Option<governor::DefaultDirectRateLimiter>,
+    violations: u32,
+    sent: metrics::Counter,
+}
+
+impl<P: Protocol> Session<P> {
+    pub fn new(streams: Arc<Streams>, outbox: Arc<Outbox>, protocol: P) -> Self {
+        let inbound = std::num::NonZeroU32::new(streams.settings.frames_per_second).map(|rate| {
+            let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+            governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
+        });
+        Self {
+            streams,
+            outbox,
+            protocol,
+            inbound,
+            violations: 0,
+            sent: metrics::counter!("ratesd_ws_messages_sent_total"),
+        }
+    }
+
+    /// Counts a data frame against the per-connection limit.
+    fn admit(&mut self) -> Result<bool, End> {
+        let Some(limiter) = &self.inbound else {
+            return Ok(true);
+        };
+        if limiter.check().is_ok() {
+            self.violations = 0;
+            return Ok(true);
+        }
+        self.violations += 1;
+        metrics::counter!("ratesd_ws_frames_rate_limited_total").increment(1);
+        if self.violations > MAX_RATE_VIOLATIONS {
+            return Err(End::Close(
+                close::POLICY,
+                "rate limit exceeded: too many frames".into(),
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Runs the session on a socket, whole rather than split in two halves:
+    /// a split would put a lock in front of every read and write.
+    pub async fn run<S: Socket>(mut self, mut socket: S) {
+        let settings = self.streams.settings.clone();
+        let shutdown = self.streams.shutdown.clone();
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
+        let mut last_heard = Instant::now();
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let outbox = self.outbox.clone();
+        let end = loop {
+            // Live points do not wake this task: the fan-out writes them.
+            // It wakes for what the outbox reports, for the client, for pings.
+            let step = tokio::select! {
+                biased;
+                () = &mut cancelled => Err(End::going_away()),
+                events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
+                    self.on_events(events, &mut socket).await
+                }
+                inbound = socket.next() => {
+                    last_heard = Instant::now();
+                    self.on_inbound(inbound, &mut socket).await
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > settings.idle_timeout {
+                        Err(End::Close(close::POLICY, "no answer to pings".into()))
+                    } else {
+                        self.link(&mut socket).send(Message::Ping(Default::default())).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                break end;
+            }
+        };
+        self.outbox.leave();
+        if let End::Close(code, reason) = end {
+            tracing::debug!(code, %reason, "closing websocket");
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+        }
+    }
+
+    fn link<'a, S>(&'a self, sink: &'a mut S) -> Link<'a, S> {
+        Link {
+            sink,
+            streams: &self.streams,
+            outbox: &self.outbox,
+            sent: &self.sent,
+        }
+    }
+
+    async fn on_inbound<S: Socket>(
+        &mut self,
+        inbound: Option<Result<Message, WsError>>,
+        sink: &mut S,
+    ) -> Result<(), End> {
+        let text = match inbound {
+            None => return Err(End::Gone),
+            Some(Ok(Message::Close(_))) => {
+                // tungstenite has queued the answering close frame: send it.
+                let _ = self.link(sink).flush().await;
+                return Err(End::Gone);
+            }
+            Some(Err(e)) => return Err(read_error(e)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return Ok(()),
+            Some(Ok(Message::Text(_) | Message::Binary(_))) if !self.admit()? => {
+                let text = format!(
+                    "too many frames: at most {} a second; this one was ignored",
+                    self.streams.settings.frames_per_second
+                );
+                let frame = self.protocol.error_frame(ErrorType::RateLimited, &text);
+                return self.link(sink).send_text(frame).await;
+            }
+            Some(Ok(Message::Binary(_))) => {
+                let text = "binary frames are not supported; send JSON text frames";
+                let frame = self.protocol.error_frame(ErrorType::ValidationError, text);
+                return self.link(sink).send_text(frame).await;
+            }
+            Some(Ok(Message::Text(text))) => text,
+        };
+        let mut link = Link {
+            sink,
+            streams: &self.streams,
+            outbox: &self.outbox,
+            sent: &self.sent,
+        };
+        self.protocol.on_text(text.as_str(), &mut link).await
+    }
+
+    /// Acts on what the outbox reports.
+    async fn on_events<S: Socket>(&mut self, events: u8, sink: &mut S) -> Result<(), End> {
+        if events & event::BROKEN != 0 {
+            return Err(End::Gone);
+        }
+        if events & event::LAGGED != 0 {
+            metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
+                .increment(1);
+            return Err(End::Close(
+                close::POLICY,
+                format!("client too slow: more than {QUEUE_FRAMES} frames waiting; reconnect"),
+            ));
+        }
+        if events & event::INTERRUPTED != 0 && self.protocol.is_live() {
+            return Err(End::interrupted());
+        }
+        if events & event::DRAIN != 0 {
+            return self.link(sink).flush().await;
+        }
+        Ok(())
+    }
+}
+
+/// A read error: a frame over the size limit gets 1009, anything else
+/// means the connection is gone.
+fn read_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(e) => End::Close(close::TOO_BIG, format!("frame too large: {e}")),
+        _ => End::Gone,
+    }
+}

@@ -1,0 +1,84 @@
+//! What every WebSocket connection of a process shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::history::HistoryCache;
+use super::hub::LiveHub;
+use crate::config::Config;
+use crate::domain::Catalog;
+use crate::store::RedisStore;
+
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub max_frame_bytes: usize,
+    pub ping_every: Duration,
+    /// A connection that sends nothing (not even a pong) this long is closed.
+    pub idle_timeout: Duration,
+    /// A send that cannot complete this long means the client stopped reading.
+    pub send_timeout: Duration,
+    /// Data frames a client may send a second (bursts of twice that); 0: no limit.
+    pub frames_per_second: u32,
+}
+
+impl Default for WsSettings {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            ping_every: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+            frames_per_second: 10,
+        }
+    }
+}
+
+impl WsSettings {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            max_frame_bytes: usize::try_from(config.ws_max_frame_bytes).unwrap_or(usize::MAX),
+            ping_every: Duration::from_secs(config.ws_ping_seconds),
+            idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
+            frames_per_second: config.ws_frames_per_second,
+            ..Self::default()
+        }
+    }
+}
+
+/// The catalog, the live hub, the history cache and the settings: all a
+/// session needs, and nothing of HTTP.
+pub struct Streams {
+    pub catalog: Arc<Catalog>,
+    pub redis: RedisStore,
+    pub hub: LiveHub,
+    /// Each asset's history, read once per tick.
+    pub history: HistoryCache,
+    /// The live window a subscriber's history covers.
+    pub window_seconds: u32,
+    pub settings: WsSettings,
+    /// Cancelled at shutdown: sessions close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+impl Streams {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        redis: RedisStore,
+        hub: LiveHub,
+        window_seconds: u32,
+        settings: WsSettings,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            history: HistoryCache::new(&catalog),
+            catalog,
+            redis,
+            hub,
+            window_seconds,
+            settings,
+            shutdown,
+        }
+    }
+}
