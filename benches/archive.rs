@@ -12,9 +12,9 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use ratesd::archiver::Archiver;
+use ratesd::domain::ArchivedPoint;
 use ratesd::domain::Point;
-use ratesd::store::redis::ArchivedPoint;
+use ratesd::store::Archiver;
 use ratesd::store::{Archive, RedisStore};
 use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;

@@ -110,7 +110,9 @@ impl App {
         archive: Option<&Archive>,
     ) -> Result<(), StartupError> {
         if config.sources.contains(&SourceSpec::Simulated) {
-            tracing::warn!("the simulated source is in use: its quotes are made up, not market data");
+            tracing::warn!(
+                "the simulated source is in use: its quotes are made up, not market data"
+            );
         }
         let sources = sources::build(&config.sources, catalog, &config.upstream_settings())?;
         let settings = WorkerSettings {

@@ -74,7 +74,14 @@ mod tests {
         let delays: Vec<_> = (0..6).map(|_| b.next_delay()).collect();
         assert_eq!(
             delays,
-            [100 * MS, 200 * MS, 400 * MS, 800 * MS, 1_000 * MS, 1_000 * MS]
+            [
+                100 * MS,
+                200 * MS,
+                400 * MS,
+                800 * MS,
+                1_000 * MS,
+                1_000 * MS
+            ]
         );
         b.reset();
         assert_eq!(b.next_delay(), 100 * MS);

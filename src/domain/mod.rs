@@ -17,4 +17,3 @@ pub type AssetId = u32;
 
 /// Unix seconds, UTC.
 pub type UnixSeconds = i64;
-

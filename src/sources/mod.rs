@@ -11,7 +11,6 @@ pub mod fxcm;
 pub mod simulated;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -244,17 +243,6 @@ impl SourceSpec {
             Self::Binance => "binance",
             Self::File(_) => "file",
             Self::Simulated => "simulated",
-        }
-    }
-}
-
-impl fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Fxcm => f.write_str("fxcm"),
-            Self::Binance => f.write_str("binance"),
-            Self::File(p) => write!(f, "file:{}", p.display()),
-            Self::Simulated => f.write_str("simulated"),
         }
     }
 }

@@ -13,8 +13,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::cursor::Cursor;
 use super::V1State;
+use super::cursor::Cursor;
 use super::dto::HistoryPage;
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{

@@ -68,7 +68,12 @@ async fn upgrade(
 }
 
 /// Starts a v1 session on an accepted upgrade, within the per-IP cap.
-pub fn accept(ws: WsUpgrade, state: &Arc<V1State>, peer: SocketAddr, headers: &HeaderMap) -> Response {
+pub fn accept(
+    ws: WsUpgrade,
+    state: &Arc<V1State>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+) -> Response {
     let ip = client_ip(&state.trusted_proxies, peer.ip(), headers);
     let Some(slot) = state.ws_connections.try_acquire(ip) else {
         metrics::counter!("ratesd_ws_connections_refused_total").increment(1);

@@ -21,9 +21,9 @@ pub use self::archive_buffer::ArchiveBatch;
 
 use std::time::Duration;
 
+use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
 use deadpool_redis::{Pool, PoolError, Runtime};
-use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {

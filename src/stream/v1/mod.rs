@@ -100,7 +100,8 @@ impl Protocol for V1 {
                 Some(asset) => self.subscribe(asset.clone(), link).await,
                 None => {
                     let text = format!("unknown assetId {id}; the assets action lists them");
-                    link.send_text(error_frame(ErrorType::NotFound, &text)).await
+                    link.send_text(error_frame(ErrorType::NotFound, &text))
+                        .await
                 }
             },
             Err(Refusal(kind, text)) => link.send_text(error_frame(kind, &text)).await,
@@ -119,7 +120,11 @@ impl Protocol for V1 {
 impl V1 {
     /// Attaches to the live feed first, then reads the history: every point
     /// is in one or the other (or both, and then dropped from the live side).
-    async fn subscribe<S: Socket>(&mut self, asset: Asset, link: &mut Link<'_, S>) -> Result<(), End> {
+    async fn subscribe<S: Socket>(
+        &mut self,
+        asset: Asset,
+        link: &mut Link<'_, S>,
+    ) -> Result<(), End> {
         // Replace any earlier subscription before anything else is sent.
         link.outbox.leave();
         self.subscribed = false;
