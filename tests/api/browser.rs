@@ -5,13 +5,11 @@
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them.
 //! Without them the test fails under CI (`CI` set) and is skipped elsewhere.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::helpers::{Options, eventually, spawn_app};
 use base64::Engine;
-use common::{Options, eventually, spawn_app};
 use serde_json::{Value, json};
 
 struct Driver {
@@ -105,7 +103,8 @@ async fn test_page_charts_history_and_moves_live_in_chromium() {
     })
     .await;
     let driver = Driver::start(&driver_bin).await;
-    let profile = std::env::temp_dir().join(format!("ratesd-chromium-{}", common::unique_id()));
+    let profile =
+        std::env::temp_dir().join(format!("ratesd-chromium-{}", crate::helpers::unique_id()));
     let session = driver
         .call(
             reqwest::Method::POST,

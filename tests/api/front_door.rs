@@ -1,11 +1,9 @@
 //! Rate limiting, HTTP caching and metrics against the real service.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Options, eventually, spawn_app};
+use crate::helpers::{Options, eventually, spawn_app};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -235,7 +233,7 @@ async fn etags_give_304_and_cache_control() {
         .await;
     }
     // A range that ended in the past is settled: cacheable for a minute, stable tag.
-    let now = ratesd::worker::unix_now();
+    let now = ratesd::clock::unix_now();
     let path = format!(
         "/api/v1/rates/EURUSD/history?from={}&to={}",
         now - 60,
@@ -336,7 +334,7 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
     ))
     .await
     .unwrap();
-    common::until_action(&mut ws, "point").await;
+    crate::helpers::until_action(&mut ws, "point").await;
     eventually("the metrics to move", Duration::from_secs(10), || async {
         let text = scrape().await;
         let moved = metric(&text, requests).unwrap_or(0.0) >= before + 3.0

@@ -3,21 +3,16 @@
 //! must return (an answer or a clear error), never panic, whatever the
 //! bytes. Inputs are random text, JSON-ish token soup, and mutations of the
 //! recorded payloads. `PROPTEST_CASES` scales the run; failures are kept in
-//! `tests/fuzz.proptest-regressions` and replayed first.
+//! `tests/api/fuzz.proptest-regressions` and replayed first.
 
 use proptest::prelude::*;
-use ratesd::api::ws::{ErrorType, Refusal, Request, parse_request};
+use ratesd::api::v1::Cursor;
 use ratesd::domain::Symbol;
-use ratesd::history::Cursor;
 use ratesd::sources::{binance, fxcm};
+use ratesd::stream::frame::ErrorType;
+use ratesd::stream::v1::{Refusal, Request, parse_request};
 
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../shared/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use crate::helpers::fixture;
 
 /// Text made of JSON's own tokens, so that the parsers get deep.
 fn json_soup() -> impl Strategy<Value = String> {

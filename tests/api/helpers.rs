@@ -1,6 +1,5 @@
 //! Test harness: the real service on port 0 against the real Redis and
 //! PostgreSQL, isolated by its own key prefix and its own database.
-#![allow(dead_code)]
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -11,11 +10,25 @@ use ratesd::config::{Config, Role};
 use ratesd::store::{Archive, RedisStore};
 use sqlx::migrate::MigrateDatabase;
 
+/// A recorded upstream payload from `tests/fixtures/`.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The archived `(second, value)` pairs of a seed asset with
+/// `from <= second <= to`, oldest first.
+pub async fn archived(archive: &Archive, asset: u32, from: i64, to: i64) -> Vec<(i64, f64)> {
+    let catalog = ratesd::domain::Catalog::with_extra("").unwrap();
+    let asset = catalog.by_id(asset).expect("a seed asset");
+    let points = archive.range(asset, from, to, 100_000).await.unwrap();
+    points.into_iter().map(|p| (p.time, p.value)).collect()
+}
+
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 
 pub struct TestApp {
     pub base: String,
-    pub prefix: String,
     pub database_url: Option<String>,
     pub redis: RedisStore,
     pub archive: Option<Archive>,
@@ -97,7 +110,6 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
     let archive = database_url.as_deref().map(|u| Archive::new(u).unwrap());
     TestApp {
         base,
-        prefix,
         database_url,
         redis,
         archive,
@@ -138,6 +150,76 @@ impl TestApp {
         }
         if let Some(url) = &self.database_url {
             let _ = sqlx::Postgres::force_drop_database(url).await;
+        }
+    }
+}
+
+/// The real `ratesd` binary on a free loopback port, for what only a whole
+/// process shows: signals, exit codes, what it writes to stdout.
+pub struct Process {
+    pub base: String,
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Process {
+    /// Starts the binary with `envs` over its defaults (and `RATES_HTTP_ADDR`
+    /// on a free port); its stdout goes to `stdout`, its stderr nowhere.
+    pub fn spawn(envs: &[(&str, &str)], stdout: std::process::Stdio) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"))
+            .env("RATES_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .envs(envs.iter().copied())
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ratesd starts");
+        Self {
+            base: format!("http://127.0.0.1:{port}"),
+            port,
+            child,
+        }
+    }
+
+    /// Waits until `/health/ready` says 200.
+    pub async fn ready(&self, timeout: Duration) {
+        let http = reqwest::Client::new();
+        let url = format!("{}/health/ready", self.base);
+        eventually("ready", timeout, || async {
+            let r = http.get(&url).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = std::sync::Mutex::new(&mut self.child);
+        eventually("exit", timeout, || async {
+            child.lock().unwrap().try_wait().ok().flatten()
+        })
+        .await
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no server behind.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }

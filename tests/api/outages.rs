@@ -1,14 +1,12 @@
 //! Failures caused for real: a private redis-server killed and restarted
 //! empty, a private PostgreSQL stopped and started again.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Options, eventually, spawn_app, unique_id};
+use crate::helpers::{Options, eventually, spawn_app, unique_id};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -203,7 +201,7 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
-async fn window(app: &common::TestApp, asset: u32) -> BTreeMap<i64, f64> {
+async fn window(app: &crate::helpers::TestApp, asset: u32) -> BTreeMap<i64, f64> {
     let (members, _) = app.redis.window(asset, 0, i64::MAX, 100_000).await.unwrap();
     app.redis
         .parse_points(asset, &members)
@@ -237,9 +235,9 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
     assert!(history.to_text().unwrap().contains("asset_history"));
 
     redis.kill().await;
-    let killed_at = ratesd::worker::unix_now();
+    let killed_at = ratesd::clock::unix_now();
     // The subscriber is told, with a close it can retry on.
-    let close = common::close_frame(&mut ws, Duration::from_secs(15)).await;
+    let close = crate::helpers::close_frame(&mut ws, Duration::from_secs(15)).await;
     assert_eq!(u16::from(close.code), 1012, "{close:?}");
     // Alive, not ready, and REST says 503 with a problem body.
     assert_eq!(app.get("/health/live").await.status(), 200);
@@ -277,7 +275,7 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
         (w.keys().next().copied() == Some(first_archived)).then_some(w)
     })
     .await;
-    let archived = archive.range(1, 0, killed_at - 1, 10_000).await.unwrap();
+    let archived = crate::helpers::archived(&archive, 1, 0, killed_at - 1).await;
     for (t, v) in archived {
         assert_eq!(rebuilt.get(&t), Some(&v), "second {t} restored as archived");
     }
@@ -298,7 +296,7 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
             break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap();
         }
     };
-    let times = common::times(&history["message"]["points"]);
+    let times = crate::helpers::times(&history["message"]["points"]);
     assert!(
         times[0] < killed_at,
         "history from before the outage: {times:?}"
@@ -330,7 +328,7 @@ async fn a_postgres_outage_delays_the_archive_and_loses_nothing() {
     .await;
 
     pg.down();
-    let stopped_at = ratesd::worker::unix_now();
+    let stopped_at = ratesd::clock::unix_now();
     // The live path does not notice; the buffer grows.
     let backlog = eventually("a growing backlog", Duration::from_secs(15), || async {
         let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
@@ -353,7 +351,7 @@ async fn a_postgres_outage_delays_the_archive_and_loses_nothing() {
     // Every point written, the outage's included, is archived exactly once.
     for asset in 1..=5 {
         let written = window(&app, asset).await;
-        let archived = archive.range(asset, 0, i64::MAX, 100_000).await.unwrap();
+        let archived = crate::helpers::archived(&archive, asset, 0, i64::MAX).await;
         let archived_map: BTreeMap<i64, f64> = archived.iter().copied().collect();
         assert_eq!(archived.len(), archived_map.len());
         assert_eq!(archived_map, written, "asset {asset}");

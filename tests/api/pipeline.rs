@@ -1,18 +1,18 @@
 //! The worker's ticks through Redis into the archive, and history read back
 //! across both.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Options, assert_consecutive, eventually, spawn_app, spawn_with, times, unique_id};
+use crate::helpers::{
+    Options, assert_consecutive, eventually, spawn_app, spawn_with, times, unique_id,
+};
 use ratesd::config::Role;
 use ratesd::domain::Point;
 
 const ALL: (i64, i64) = (0, i64::MAX);
 
-async fn window(app: &common::TestApp, asset: u32) -> Vec<Point> {
+async fn window(app: &crate::helpers::TestApp, asset: u32) -> Vec<Point> {
     let (members, _) = app
         .redis
         .window(asset, ALL.0, ALL.1, 100_000)
@@ -31,7 +31,7 @@ async fn one_point_per_asset_per_second_with_consecutive_times() {
     .await;
     let t: Vec<i64> = eurusd.iter().map(|p| p.time).collect();
     assert_consecutive(&t);
-    let now = ratesd::worker::unix_now();
+    let now = ratesd::clock::unix_now();
     assert!(*t.last().unwrap() <= now, "no point from the future");
     for asset in 2..=5 {
         let w = window(&app, asset).await;
@@ -132,7 +132,7 @@ async fn history_pages_walk_archive_and_window_without_gap_or_duplicate() {
         "the walk spans the archive and the window"
     );
     // Archive-served values are the ones the worker wrote.
-    let archived = archive.range(1, first, oldest - 1, 10_000).await.unwrap();
+    let archived = crate::helpers::archived(&archive, 1, first, oldest - 1).await;
     for (t, v) in archived {
         assert_eq!(values[&t], v, "second {t}");
     }
@@ -167,7 +167,7 @@ async fn every_point_is_archived_exactly_once_across_a_restart() {
             .into_iter()
             .map(|p| (p.time, p.value))
             .collect();
-        let archived = archive.range(asset, ALL.0, ALL.1, 100_000).await.unwrap();
+        let archived = crate::helpers::archived(&archive, asset, ALL.0, ALL.1).await;
         let archived_map: BTreeMap<i64, f64> = archived.iter().copied().collect();
         assert_eq!(archived.len(), archived_map.len(), "no second twice");
         assert_eq!(

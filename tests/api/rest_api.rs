@@ -1,10 +1,8 @@
 //! REST v1 against the real service, Redis and PostgreSQL.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Options, assert_consecutive, eventually, spawn_app, times};
+use crate::helpers::{Options, assert_consecutive, eventually, spawn_app, times};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_service_answers_a_simulated_quote_within_3_seconds() {

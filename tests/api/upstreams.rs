@@ -1,29 +1,19 @@
 //! Sources against fake upstreams: HTTP servers on loopback serving the
-//! recorded payloads from shared/fixtures.
-
-mod common;
+//! recorded payloads from tests/fixtures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use crate::helpers::{Options, eventually, fixture, spawn_app};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
-use common::{Options, eventually, spawn_app};
 
 const HEALTHY: u8 = 0;
 const FAILING: u8 = 1;
 const GARBAGE: u8 = 2;
 const SLOW: u8 = 3;
-
-fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!(
-        "{}/../shared/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
 
 /// A fake FXCM and Binance on one loopback port; `mode` switches it between
 /// serving the fixtures, answering 500, and answering garbage.
@@ -58,7 +48,7 @@ async fn fake_upstream(mode: Arc<AtomicU8>) -> String {
     format!("http://{addr}")
 }
 
-async fn rate(app: &common::TestApp, symbol: &str) -> Option<serde_json::Value> {
+async fn rate(app: &crate::helpers::TestApp, symbol: &str) -> Option<serde_json::Value> {
     let (status, body) = app.get_json(&format!("/api/v1/rates/{symbol}")).await;
     (status == 200).then_some(body)
 }
@@ -80,7 +70,7 @@ async fn fxcm_and_binance_quotes_from_recorded_payloads() {
         ..Options::default()
     })
     .await;
-    // Mid prices of shared/fixtures/README.md.
+    // Mid prices of tests/fixtures/README.md.
     for (symbol, mid) in [
         ("EURUSD", 1.129575),
         ("USDJPY", 114.51),
@@ -191,7 +181,7 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
         "{ready}"
     );
     // No point is written while stale.
-    let newest = |app: &common::TestApp| {
+    let newest = |app: &crate::helpers::TestApp| {
         let redis = app.redis.clone();
         async move {
             let (m, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
@@ -199,9 +189,9 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
         }
     };
     let before = newest(&app).await;
-    let until = ratesd::worker::unix_now() + 2;
+    let until = ratesd::clock::unix_now() + 2;
     eventually("two more seconds", Duration::from_secs(5), || async {
-        (ratesd::worker::unix_now() > until).then_some(())
+        (ratesd::clock::unix_now() > until).then_some(())
     })
     .await;
     assert_eq!(newest(&app).await, before);

@@ -1,10 +1,8 @@
 //! The WebSocket protocol of API.md against the real service and Redis.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{Options, TestApp, assert_consecutive, next_frame, spawn_app, until_action};
+use crate::helpers::{Options, TestApp, assert_consecutive, next_frame, spawn_app, until_action};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -33,7 +31,7 @@ fn subscribe(id: u32) -> Value {
 }
 
 fn point_times(history: &Value) -> Vec<i64> {
-    common::times(&history["message"]["points"])
+    crate::helpers::times(&history["message"]["points"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +65,7 @@ async fn subscribe_gives_backfilled_history_then_live_points_one_second_apart() 
     .await;
     let mut ws = connect(&app, "/api/v1/ws").await;
     // The backfill lands with the first tick; subscribe once it has.
-    common::eventually("a backfilled history", WAIT, || async {
+    crate::helpers::eventually("a backfilled history", WAIT, || async {
         let mut ws = connect(&app, "/api/v1/ws").await;
         send(&mut ws, subscribe(1)).await;
         let h = until_action(&mut ws, "asset_history").await;
@@ -104,7 +102,7 @@ async fn handoff_is_exact_at_every_offset_inside_the_second() {
     })
     .await;
     // Wait for the worker to be ticking.
-    common::eventually("ticks", WAIT, || async {
+    crate::helpers::eventually("ticks", WAIT, || async {
         app.redis.latest(1).await.ok().flatten().map(|_| ())
     })
     .await;
@@ -287,7 +285,7 @@ async fn two_hundred_clients_on_one_asset_get_the_same_points() {
         clients.push(ws);
     }
     // Everyone has attached; from the next second on, all see the same points.
-    let start = ratesd::worker::unix_now() + 1;
+    let start = ratesd::clock::unix_now() + 1;
     let mut tasks = Vec::new();
     for mut ws in clients {
         tasks.push(tokio::spawn(async move {
@@ -325,7 +323,7 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
         ..Options::default()
     })
     .await;
-    common::eventually("backfill", WAIT, || async {
+    crate::helpers::eventually("backfill", WAIT, || async {
         (app.redis.window_after(1, 0).await.ok()?.len() >= 1800).then_some(())
     })
     .await;
@@ -369,7 +367,7 @@ async fn shutdown_closes_sockets_with_1001() {
         app
     });
     for ws in [&mut ws, &mut idle] {
-        let close = common::close_frame(ws, WAIT).await;
+        let close = crate::helpers::close_frame(ws, WAIT).await;
         assert_eq!(close.code, CloseCode::Away);
     }
     stop.await.unwrap().cleanup().await;
@@ -440,7 +438,7 @@ async fn a_client_that_stops_answering_pings_is_closed() {
 /// read again, so the handoff stays gapless.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscribe_storm_reads_the_history_once() {
-    use ratesd::api::cache::HistoryCache;
+    use ratesd::stream::history::HistoryCache;
     use std::sync::Arc;
 
     let app = spawn_app(Options {
@@ -451,7 +449,7 @@ async fn a_subscribe_storm_reads_the_history_once() {
     .await;
     let catalog = app.config.catalog().unwrap();
     let cache = Arc::new(HistoryCache::new(&catalog));
-    let newest = common::eventually("a window", WAIT, || async {
+    let newest = crate::helpers::eventually("a window", WAIT, || async {
         let members = app.redis.window_after(1, 0).await.ok()?;
         let last = app.redis.parse_points(1, &members).ok()?.last()?.time;
         Some(last)

@@ -1,0 +1,17 @@
+//! The integration suite, one test binary: the real service on port 0
+//! against the real Redis and PostgreSQL (`helpers`), one module per area.
+//! Upstreams are faked only as loopback HTTP servers serving the recorded
+//! payloads of `tests/fixtures/`.
+
+mod helpers;
+
+mod browser;
+mod front_door;
+mod fuzz;
+mod logs;
+mod outages;
+mod pipeline;
+mod rest_api;
+mod shutdown;
+mod upstreams;
+mod websocket;
