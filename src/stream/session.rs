@@ -389,3 +389,6 @@ fn read_error(e: WsError) -> End {
         _ => End::Gone,
     }
 }
+
+#[cfg(test)]
+mod tests;
