@@ -244,6 +244,26 @@ pub struct Config {
     /// Log filter (`warn`, `debug`, `ratesd=trace,tower_http=debug`, ...).
     #[arg(long, env = "RATES_LOG", default_value = "info", global = true)]
     pub log: String,
+
+    /// Log lines as `text` (coloured only on a terminal) or `json` (one
+    /// object a line, for log collectors).
+    #[arg(
+        long,
+        env = "RATES_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to standard output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stdout is a terminal.
+    Text,
+    /// One JSON object a line: `timestamp`, `level`, `target`, `fields`.
+    Json,
 }
 
 /// Comma-separated IP addresses; empty entries (and an empty list) are fine.

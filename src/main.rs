@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("ratesd: ignoring .env: {e}");
     }
     let cli = Cli::parse();
-    ratesd::telemetry::init(&cli.config.log);
+    ratesd::telemetry::init(&cli.config.log, cli.config.log_format);
     let role = match cli.command {
         Some(Command::Migrate) => {
             app::migrate(&cli.config)

@@ -1,19 +1,35 @@
-//! Logging: a `tracing` subscriber filtered by `RATES_LOG`.
+//! Logging and metrics: a `tracing` subscriber filtered by `RATES_LOG` in
+//! the format of `RATES_LOG_FORMAT`, and the Prometheus recorder.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
+use crate::config::LogFormat;
+
 /// Installs the global subscriber. `filter` uses `EnvFilter` syntax
 /// (`info`, `ratesd=debug,tower_http=warn`); a bad filter falls back to
-/// `info` with a warning rather than leaving the service silent.
-pub fn init(filter: &str) {
+/// `info` with a warning rather than leaving the service silent. Text lines
+/// carry colour codes only when stdout is a terminal, so a log redirected
+/// to a file or a collector stays plain.
+pub fn init(filter: &str, format: LogFormat) {
     let (filter, bad) = match EnvFilter::try_new(filter) {
         Ok(f) => (f, None),
         Err(e) => (EnvFilter::new("info"), Some(e)),
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stdout().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(false)
+            .with_current_span(true)
+            .try_init(),
+    };
     if let Some(e) = bad {
         tracing::warn!(error = %e, "RATES_LOG is not a valid filter; logging at info");
     }
