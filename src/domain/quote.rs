@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::catalog::Asset;
 use super::{AssetId, UnixSeconds};
 
 /// A bid/ask pair as an upstream gave it.
@@ -44,6 +45,18 @@ pub struct Point {
     pub asset_id: AssetId,
     /// Mid price `(bid + ask) / 2`, rounded to 6 decimal places.
     pub value: f64,
+}
+
+impl Point {
+    /// `asset`'s point at `time`.
+    pub fn of(asset: &Asset, time: UnixSeconds, value: f64) -> Self {
+        Self {
+            asset_name: asset.name.clone(),
+            time,
+            asset_id: asset.id,
+            value,
+        }
+    }
 }
 
 /// The latest quote of an asset as the worker stores it.

@@ -125,12 +125,7 @@ impl Archive {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(time, value)| Point {
-                asset_name: asset.name.clone(),
-                time,
-                asset_id: asset.id,
-                value,
-            })
+            .map(|(time, value)| Point::of(asset, time, value))
             .collect())
     }
 

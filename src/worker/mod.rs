@@ -174,12 +174,7 @@ impl Worker {
         let asset = self.catalog.by_id(s.asset_id)?;
         let value = s.quote.mid();
         Some(TickEntry {
-            point: Point {
-                asset_name: asset.name.clone(),
-                time: second,
-                asset_id: asset.id,
-                value,
-            },
+            point: Point::of(asset, second, value),
             quote: StoredQuote {
                 asset_id: asset.id,
                 bid: s.quote.bid,

@@ -96,12 +96,7 @@ impl Worker {
                     .filter(|q| empty.contains(&q.asset_id))
                     .filter_map(|q| {
                         let asset = self.catalog.by_id(q.asset_id)?;
-                        Some(Point {
-                            asset_name: asset.name.clone(),
-                            time,
-                            asset_id: asset.id,
-                            value: q.quote.mid(),
-                        })
+                        Some(Point::of(asset, time, q.quote.mid()))
                     })
                     .collect()
             })
