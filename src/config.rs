@@ -82,6 +82,28 @@ pub struct Config {
     )]
     pub http_addr: SocketAddr,
 
+    /// Seconds an HTTP connection may take to send a whole request header,
+    /// counted from its opening or from the previous answer (so it is also
+    /// the idle keep-alive deadline); then it is closed.
+    #[arg(
+        long,
+        env = "RATES_HTTP_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub http_idle_timeout_seconds: u64,
+
+    /// HTTP connections (WebSocket ones included until they upgrade) one
+    /// client IP may hold; more are answered 429 and closed. 0: no cap.
+    #[arg(
+        long,
+        env = "RATES_HTTP_MAX_CONNECTIONS_PER_IP",
+        default_value_t = 256,
+        global = true
+    )]
+    pub http_max_connections_per_ip: u32,
+
     /// Redis URL.
     #[arg(
         long,
@@ -218,6 +240,19 @@ pub struct Config {
     #[arg(long, env = "RATES_TRUSTED_PROXIES", default_value = "", global = true)]
     pub trusted_proxies: IpList,
 
+    /// The key history cursors are signed with (any text, 16 characters or
+    /// more). Every API node of a deployment needs the same one; unset, each
+    /// process signs with a random key of its own, and cursors then work on
+    /// the node that issued them until it restarts.
+    #[arg(
+        long,
+        env = "RATES_CURSOR_KEY",
+        hide_env_values = true,
+        value_parser = parse_secret,
+        global = true
+    )]
+    pub cursor_key: Option<Secret>,
+
     /// WebSocket connections one client IP may hold; 0: no cap.
     #[arg(
         long,
@@ -264,6 +299,29 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line: `timestamp`, `level`, `target`, `fields`.
     Json,
+}
+
+/// A setting that must not be shown: its `Debug` says only that it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.chars().count() < 16 {
+        return Err("a key must be at least 16 characters".into());
+    }
+    Ok(Secret(s.to_owned()))
 }
 
 /// Comma-separated IP addresses; empty entries (and an empty list) are fine.

@@ -8,6 +8,7 @@
 //! - [`error`]: one error type, answered as RFC 9457 problem details.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-IP request limit and WebSocket connection cap.
+//! - [`server`]: accepting connections, their deadlines, caps and shutdown.
 //! - [`health`], [`metrics`], [`page`].
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod router;
+pub mod server;
 pub mod v1;
 
 pub use self::router::{Api, app, serve};

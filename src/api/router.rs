@@ -18,6 +18,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use super::health::{self, HealthState};
 use super::limit::{HttpLimiter, client_ip};
+use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
 use super::{error, metrics, page};
 use crate::config::Config;
@@ -32,6 +33,8 @@ pub struct Api {
     health: Arc<HealthState>,
     /// Per-IP request limit; `None` when off.
     limiter: Option<Arc<HttpLimiter>>,
+    /// Deadlines and caps of the HTTP connections.
+    connections: ConnectionSettings,
 }
 
 impl Api {
@@ -57,6 +60,10 @@ impl Api {
             v1: Arc::new(V1State::new(config, redis, archive, streams)),
             health,
             limiter,
+            connections: ConnectionSettings::new(
+                std::time::Duration::from_secs(config.http_idle_timeout_seconds),
+                config.http_max_connections_per_ip,
+            ),
         }
     }
 
@@ -161,22 +168,12 @@ async fn front_door(
     response
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Serves the API on `listener` until `shutdown` ([`super::server`]).
 pub async fn serve(
     listener: TcpListener,
     api: Api,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let app = app(&api);
-    // Points are small and latency-bound: no Nagle delay on any socket.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    let settings = api.connections.clone();
+    super::server::serve(listener, app(&api), settings, shutdown).await
 }

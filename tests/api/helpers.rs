@@ -166,11 +166,38 @@ impl Process {
     /// Starts the binary with `envs` over its defaults (and `RATES_HTTP_ADDR`
     /// on a free port); its stdout goes to `stdout`, its stderr nowhere.
     pub fn spawn(envs: &[(&str, &str)], stdout: std::process::Stdio) -> Self {
+        Self::start(
+            std::process::Command::new(env!("CARGO_BIN_EXE_ratesd")),
+            envs,
+            stdout,
+        )
+    }
+
+    /// As [`Process::spawn`], under `ulimit -n files` (soft and hard).
+    pub fn spawn_with_file_limit(
+        files: u32,
+        envs: &[(&str, &str)],
+        stdout: std::process::Stdio,
+    ) -> Self {
+        let mut shell = std::process::Command::new("sh");
+        shell.args([
+            "-c",
+            &format!("ulimit -n {files} && exec \"$0\""),
+            env!("CARGO_BIN_EXE_ratesd"),
+        ]);
+        Self::start(shell, envs, stdout)
+    }
+
+    fn start(
+        mut command: std::process::Command,
+        envs: &[(&str, &str)],
+        stdout: std::process::Stdio,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"))
+        let child = command
             .env("RATES_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .envs(envs.iter().copied())
             .stdout(stdout)

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod browser;
+mod connections;
 mod front_door;
 mod fuzz;
 mod logs;
