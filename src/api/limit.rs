@@ -111,12 +111,15 @@ impl HttpLimiter {
                         parameter: None,
                     },
                 );
+                // One figure for both headers: the seconds until the next
+                // request is let through (RateLimit-Reset on a 429 says when
+                // there is quota again, as Retry-After does).
                 let headers = resp.headers_mut();
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
                 Quota3 {
                     limit: self.burst,
                     remaining: 0,
-                    reset: self.reset_after(0).max(retry),
+                    reset: retry,
                 }
                 .set(headers);
                 Err(Box::new(resp))
@@ -247,6 +250,22 @@ mod tests {
         drop(a);
         assert!(limiter.try_acquire(ip).is_some());
         assert!(ConnectionLimiter::new(0).try_acquire(ip).is_some());
+    }
+
+    #[test]
+    fn a_429_says_the_same_wait_in_both_headers() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // Two tokens a second, a burst of 4: the fifth request is refused.
+        let l = HttpLimiter::new(2, 4, vec![]).unwrap();
+        for _ in 0..4 {
+            assert!(l.admit("/api/v1/rates", ip).is_ok());
+        }
+        let refused = l.admit("/api/v1/rates", ip).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let h = refused.headers();
+        assert_eq!(h[header::RETRY_AFTER], "1");
+        assert_eq!(h["ratelimit-reset"], h[header::RETRY_AFTER]);
+        assert_eq!(h["ratelimit-remaining"], "0");
     }
 
     #[test]

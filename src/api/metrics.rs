@@ -45,16 +45,8 @@ pub fn record(
     status: u16,
     elapsed: std::time::Duration,
 ) {
-    let method = intern(method.as_str());
-    let status = match status {
-        200 => "200",
-        304 => "304",
-        400 => "400",
-        404 => "404",
-        429 => "429",
-        503 => "503",
-        other => intern(&other.to_string()),
-    };
+    let method = method_label(method);
+    let status = status_label(status);
     metrics::counter!("ratesd_http_requests_total",
         "route" => route, "method" => method, "status" => status)
     .increment(1);
@@ -63,8 +55,45 @@ pub fn record(
     .record(elapsed.as_secs_f64());
 }
 
+/// The `method` label: the methods HTTP defines, and `other` for any a
+/// client invents, so that no client can grow the set of series.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The `status` label: a status code is three digits, so the set is
+/// bounded; the common ones are not even looked up.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        503 => "503",
+        100..=999 => intern(&status.to_string()),
+        _ => "other",
+    }
+}
+
 /// A `'static` copy of a label value, made once per distinct value. The
-/// values are route templates, methods and statuses: a small, bounded set.
+/// values are route templates and statuses: a small, bounded set (never a
+/// value a client chooses freely).
 pub fn intern(s: &str) -> &'static str {
     use std::collections::HashSet;
     use std::sync::{OnceLock, RwLock};
@@ -80,4 +109,28 @@ pub fn intern(s: &str) -> &'static str {
     let v: &'static str = Box::leak(s.to_owned().into_boxed_str());
     w.insert(v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for name in ["XYZZY1", "XYZZY2", "PROPFIND"] {
+            let m = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other");
+        }
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+    }
+
+    #[test]
+    fn statuses_are_three_digits_or_other() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "418");
+        assert_eq!(status_label(5), "other");
+        assert_eq!(status_label(1000), "other");
+    }
 }

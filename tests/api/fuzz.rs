@@ -6,7 +6,7 @@
 //! `tests/api/fuzz.proptest-regressions` and replayed first.
 
 use proptest::prelude::*;
-use ratesd::api::v1::Cursor;
+use ratesd::api::v1::{Cursor, CursorKey};
 use ratesd::domain::Symbol;
 use ratesd::sources::{binance, fxcm};
 use ratesd::stream::frame::ErrorType;
@@ -106,8 +106,9 @@ proptest! {
         if let Ok(sym) = Symbol::parse(&s) {
             prop_assert!(sym.as_str().chars().all(|c| c.is_ascii_alphanumeric()));
         }
-        if let Ok(c) = Cursor::decode(&s) {
-            prop_assert!(c.from <= c.after && c.after < c.to);
+        let key = CursorKey::new(b"fuzzing key");
+        if let Ok(c) = Cursor::decode(&s, &key, 1) {
+            prop_assert!(0 <= c.from && c.from <= c.after && c.after < c.to);
         }
     }
 }

@@ -1,15 +1,59 @@
 //! The opaque history cursor: where the next page starts, bound to the
-//! range it was issued for, checksummed against edits.
+//! asset and the range it was issued for, and signed (HMAC-SHA256 with the
+//! deployment's key) so that a client can neither edit nor forge one.
+//!
+//! A cursor is `base64url("v2:ASSET:AFTER:FROM:TO:MAC")`, MAC the first 16
+//! bytes of the HMAC of the text before it, in hex. What it decodes to is
+//! checked as well: `0 <= from <= after < to`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
-use crate::domain::UnixSeconds;
-use crate::hash::fnv1a64;
+use crate::domain::{AssetId, UnixSeconds};
 
-/// Where the next page starts, bound to the query it came from.
+/// Bytes of the MAC a cursor carries (128 bits).
+const MAC_BYTES: usize = 16;
+
+/// The key cursors are signed with. Every API node of a deployment needs
+/// the same one (`RATES_CURSOR_KEY`) to accept the others' cursors.
+#[derive(Clone)]
+pub struct CursorKey(Vec<u8>);
+
+impl std::fmt::Debug for CursorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CursorKey(..)")
+    }
+}
+
+impl CursorKey {
+    pub fn new(secret: &[u8]) -> Self {
+        Self(secret.to_vec())
+    }
+
+    /// A key of 32 random bytes, for a deployment that set none: its
+    /// cursors are good on this process until it restarts.
+    pub fn random() -> Self {
+        Self(rand::random::<[u8; 32]>().to_vec())
+    }
+
+    fn mac(&self, text: &str) -> [u8; MAC_BYTES] {
+        // HMAC takes a key of any length; `new_from_slice` cannot fail.
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(text.as_bytes());
+        let full = mac.finalize().into_bytes();
+        let mut out = [0; MAC_BYTES];
+        out.copy_from_slice(&full[..MAC_BYTES]);
+        out
+    }
+}
+
+/// Where the next page starts, bound to the asset and range it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
+    pub asset: AssetId,
     /// The last second the previous page returned.
     pub after: UnixSeconds,
     pub from: UnixSeconds,
@@ -21,38 +65,52 @@ pub struct Cursor {
 pub struct BadCursor;
 
 impl Cursor {
-    const VERSION: &'static str = "v1";
+    const VERSION: &'static str = "v2";
 
-    pub fn encode(&self) -> String {
-        let body = format!("{}:{}:{}:{}", Self::VERSION, self.after, self.from, self.to);
-        let sum = checksum(&body);
-        URL_SAFE_NO_PAD.encode(format!("{body}:{sum:08x}"))
+    pub fn encode(&self, key: &CursorKey) -> String {
+        let body = format!(
+            "{}:{}:{}:{}:{}",
+            Self::VERSION,
+            self.asset,
+            self.after,
+            self.from,
+            self.to
+        );
+        let mac = hex(&key.mac(&body));
+        URL_SAFE_NO_PAD.encode(format!("{body}:{mac}"))
     }
 
-    pub fn decode(raw: &str) -> Result<Self, BadCursor> {
+    /// The cursor in `raw` if `key` signed it for `asset` and it is
+    /// consistent; `BadCursor` for anything else.
+    pub fn decode(raw: &str, key: &CursorKey, asset: AssetId) -> Result<Self, BadCursor> {
         if raw.len() > 200 {
             return Err(BadCursor);
         }
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| BadCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
-        let (body, sum) = text.rsplit_once(':').ok_or(BadCursor)?;
-        if u32::from_str_radix(sum, 16).ok() != Some(checksum(body)) || sum.len() != 8 {
+        let (body, mac) = text.rsplit_once(':').ok_or(BadCursor)?;
+        // Compared in constant time, so the MAC cannot be guessed byte by byte.
+        let expected = hex(&key.mac(body));
+        if mac.len() != expected.len() || !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
             return Err(BadCursor);
         }
         let mut parts = body.split(':');
         if parts.next() != Some(Self::VERSION) {
             return Err(BadCursor);
         }
+        let signed_asset: AssetId = parts.next().and_then(|p| p.parse().ok()).ok_or(BadCursor)?;
         let mut next = || -> Result<UnixSeconds, BadCursor> {
             parts.next().and_then(|p| p.parse().ok()).ok_or(BadCursor)
         };
         let cursor = Self {
+            asset: signed_asset,
             after: next()?,
             from: next()?,
             to: next()?,
         };
         if parts.next().is_some()
-            || cursor.from > cursor.to
+            || cursor.asset != asset
+            || cursor.from < 0
             || cursor.after < cursor.from
             || cursor.after >= cursor.to
         {
@@ -62,60 +120,114 @@ impl Cursor {
     }
 }
 
-/// FNV-1a, folded to 32 bits: catches edited or truncated cursors. The
-/// cursor grants nothing, so it needs no secret.
-fn checksum(s: &str) -> u32 {
-    let h = fnv1a64(s.as_bytes());
-    (h ^ (h >> 32)) as u32
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn key() -> CursorKey {
+        CursorKey::new(b"test key")
+    }
+
+    /// A cursor body signed with `key`, whatever it says.
+    fn signed(key: &CursorKey, body: &str) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{body}:{}", hex(&key.mac(body))))
+    }
+
     #[test]
     fn cursor_round_trips() {
         let c = Cursor {
+            asset: 1,
             after: 1_700_000_100,
             from: 1_700_000_000,
             to: 1_700_001_000,
         };
-        let encoded = c.encode();
+        let encoded = c.encode(&key());
         assert!(
             encoded
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
         );
-        assert_eq!(Cursor::decode(&encoded), Ok(c));
+        assert_eq!(Cursor::decode(&encoded, &key(), 1), Ok(c));
+    }
+
+    #[test]
+    fn a_cursor_is_good_for_its_asset_and_key_only() {
+        let c = Cursor {
+            asset: 1,
+            after: 100,
+            from: 50,
+            to: 200,
+        };
+        let encoded = c.encode(&key());
+        assert_eq!(Cursor::decode(&encoded, &key(), 2), Err(BadCursor));
+        assert_eq!(
+            Cursor::decode(&encoded, &CursorKey::new(b"another key"), 1),
+            Err(BadCursor)
+        );
+        let random = CursorKey::random();
+        assert_eq!(Cursor::decode(&c.encode(&random), &random, 1), Ok(c));
+        assert_eq!(Cursor::decode(&encoded, &random, 1), Err(BadCursor));
     }
 
     #[test]
     fn forged_cursors_are_refused() {
+        let key = key();
         let good = Cursor {
+            asset: 1,
             after: 100,
             from: 50,
             to: 200,
         }
-        .encode();
+        .encode(&key);
         let text = String::from_utf8(URL_SAFE_NO_PAD.decode(&good).unwrap()).unwrap();
         let edited = URL_SAFE_NO_PAD.encode(text.replace(":100:", ":101:"));
+        // The old unkeyed form, and its forged extreme from the report.
+        let unkeyed = URL_SAFE_NO_PAD
+            .encode("v1:-9223372036854775808:-9223372036854775808:9223372036854775807");
         for forged in [
             "",
             "abc",
             "!!!",
             &good[..good.len() - 2],
             &edited,
-            &URL_SAFE_NO_PAD.encode("v1:100:50:200"),
-            &URL_SAFE_NO_PAD.encode("v1:x:50:200:00000000"),
+            &unkeyed,
+            &URL_SAFE_NO_PAD.encode("v2:1:100:50:200"),
+            &URL_SAFE_NO_PAD.encode("v2:1:100:50:200:00000000000000000000000000000000"),
             &"A".repeat(500),
         ] {
-            assert_eq!(Cursor::decode(forged), Err(BadCursor), "{forged}");
+            assert_eq!(Cursor::decode(forged, &key, 1), Err(BadCursor), "{forged}");
         }
-        // Well-formed but inconsistent with itself.
-        for (after, from, to) in [(10, 50, 200), (200, 50, 200), (60, 300, 200)] {
-            let body = format!("v1:{after}:{from}:{to}");
-            let raw = URL_SAFE_NO_PAD.encode(format!("{body}:{:08x}", checksum(&body)));
-            assert_eq!(Cursor::decode(&raw), Err(BadCursor), "{body}");
+        // Signed, but inconsistent with itself: refused all the same.
+        for body in [
+            "v2:1:10:50:200",
+            "v2:1:200:50:200",
+            "v2:1:60:300:200",
+            "v2:1:-9223372036854775808:-9223372036854775808:9223372036854775807",
+            "v2:1:100:50:200:7",
+            "v1:1:100:50:200",
+        ] {
+            assert_eq!(
+                Cursor::decode(&signed(&key, body), &key, 1),
+                Err(BadCursor),
+                "{body}"
+            );
         }
+    }
+
+    #[test]
+    fn the_key_is_not_shown() {
+        assert_eq!(format!("{:?}", key()), "CursorKey(..)");
     }
 }

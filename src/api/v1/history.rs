@@ -119,7 +119,10 @@ async fn rate_history(
     let cursor = query
         .cursor
         .as_deref()
-        .map(|raw| Cursor::decode(raw).map_err(|e| ApiError::invalid("cursor", e.to_string())))
+        .map(|raw| {
+            Cursor::decode(raw, &state.cursor_key, asset.id)
+                .map_err(|e| ApiError::invalid("cursor", e.to_string()))
+        })
         .transpose()?;
     let (from, to) = match cursor {
         Some(c) => {
@@ -157,11 +160,12 @@ async fn rate_history(
     let next_cursor = (points.len() > limit).then(|| {
         points.truncate(limit);
         Cursor {
+            asset: asset.id,
             after: points.last().map_or(start, |p| p.time),
             from,
             to,
         }
-        .encode()
+        .encode(&state.cursor_key)
     });
     let link = next_cursor.as_ref().and_then(|c| {
         HeaderValue::from_str(&format!(

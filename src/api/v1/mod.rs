@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use utoipa_axum::router::OpenApiRouter;
 
-pub use self::cursor::{BadCursor, Cursor};
+pub use self::cursor::{BadCursor, Cursor, CursorKey};
 pub use self::dto::{HistoryPage, Rate, RateList};
 pub use self::snapshot::RatesCache;
 use super::http_cache::Prepared;
@@ -40,6 +40,8 @@ pub struct V1State {
     pub trusted_proxies: Vec<IpAddr>,
     /// The test page on `/`.
     pub enable_ui: bool,
+    /// Signs and checks history cursors.
+    pub cursor_key: CursorKey,
 }
 
 impl V1State {
@@ -66,6 +68,10 @@ impl V1State {
             ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
             trusted_proxies: config.trusted_proxies.0.clone(),
             enable_ui: config.enable_ui,
+            cursor_key: match &config.cursor_key {
+                Some(secret) => CursorKey::new(secret.expose().as_bytes()),
+                None => CursorKey::random(),
+            },
         }
     }
 }
