@@ -389,3 +389,42 @@ async fn oversized_requests_are_bounded() {
     assert_eq!(app.get("/health/live").await.status(), 200);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_do_not_grow_the_metric_labels() {
+    let app = spawn_app(Options {
+        archive: false,
+        ..Options::default()
+    })
+    .await;
+    for i in 0..1000 {
+        let method = reqwest::Method::from_bytes(format!("XYZZY{i}").as_bytes()).unwrap();
+        let path = if i % 2 == 0 {
+            "/api/v1/rates"
+        } else {
+            "/nothing-here"
+        };
+        let r = app
+            .http
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
+    let text = app.get("/metrics").await.text().await.unwrap();
+    let methods: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ratesd_http_requests_total{"))
+        .filter_map(|l| l.split("method=\"").nth(1)?.split('"').next())
+        .collect();
+    let known = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+    ];
+    assert!(methods.contains("other"), "{methods:?}");
+    assert!(
+        methods.iter().all(|m| known.contains(m)),
+        "only the methods HTTP defines, and other: {methods:?}"
+    );
+    app.cleanup().await;
+}

@@ -153,6 +153,18 @@ async fn cursor_from_another_range_is_refused() {
         ))
         .await;
     assert_eq!((status, body["parameter"].as_str()), (400, Some("cursor")));
+    // A cursor is good for the asset it was issued for only.
+    let (status, body) = app
+        .get_json(&format!("/api/v1/rates/USDJPY/history?cursor={cursor}"))
+        .await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("cursor")));
+    // The forged extreme of the old unkeyed format is refused too.
+    let forged =
+        "djE6LTkyMjMzNzIwMzY4NTQ3NzU4MDg6LTkyMjMzNzIwMzY4NTQ3NzU4MDg6OTIyMzM3MjAzNjg1NDc3NTgwNw";
+    let (status, body) = app
+        .get_json(&format!("/api/v1/rates/EURUSD/history?cursor={forged}"))
+        .await;
+    assert_eq!((status, body["parameter"].as_str()), (400, Some("cursor")));
     app.cleanup().await;
 }
 
