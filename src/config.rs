@@ -240,6 +240,12 @@ pub struct Config {
     #[arg(long, env = "RATES_TRUSTED_PROXIES", default_value = "", global = true)]
     pub trusted_proxies: IpList,
 
+    /// Origins whose pages may call the API from a browser (CORS):
+    /// `*` for any, or a comma-separated list such as
+    /// `https://app.example.com,https://admin.example.com`; empty: none.
+    #[arg(long, env = "RATES_CORS_ORIGINS", default_value = "*", global = true)]
+    pub cors_origins: String,
+
     /// The key history cursors are signed with (any text, 16 characters or
     /// more). Every API node of a deployment needs the same one; unset, each
     /// process signs with a random key of its own, and cursors then work on

@@ -14,6 +14,122 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// Every kind of problem the API answers with. Each has a page at
+/// `/problems/{slug}` ([`problem_page`]), which its `type` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    InvalidParameter,
+    UnknownSymbol,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RateLimited,
+    TooManyConnections,
+    WebSocketUpgrade,
+    NoData,
+    Unavailable,
+    Internal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 11] = [
+        Kind::InvalidParameter,
+        Kind::UnknownSymbol,
+        Kind::NotFound,
+        Kind::MethodNotAllowed,
+        Kind::PayloadTooLarge,
+        Kind::RateLimited,
+        Kind::TooManyConnections,
+        Kind::WebSocketUpgrade,
+        Kind::NoData,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            Kind::InvalidParameter => "invalid-parameter",
+            Kind::UnknownSymbol => "unknown-symbol",
+            Kind::NotFound => "not-found",
+            Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::PayloadTooLarge => "payload-too-large",
+            Kind::RateLimited => "rate-limited",
+            Kind::TooManyConnections => "too-many-connections",
+            Kind::WebSocketUpgrade => "websocket-upgrade",
+            Kind::NoData => "no-data",
+            Kind::Unavailable => "unavailable",
+            Kind::Internal => "internal",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Kind::InvalidParameter => "Invalid parameter",
+            Kind::UnknownSymbol => "Unknown symbol",
+            Kind::NotFound => "Not found",
+            Kind::MethodNotAllowed => "Method not allowed",
+            Kind::PayloadTooLarge => "Payload too large",
+            Kind::RateLimited => "Too many requests",
+            Kind::TooManyConnections => "Too many connections",
+            Kind::WebSocketUpgrade => "WebSocket upgrade required",
+            Kind::NoData => "No data yet",
+            Kind::Unavailable => "Temporarily unavailable",
+            Kind::Internal => "Internal error",
+        }
+    }
+
+    /// What the problem means and what a client does about it.
+    pub fn about(self) -> &'static str {
+        match self {
+            Kind::InvalidParameter => {
+                "A path or query parameter is malformed or out of range. `parameter` names it \
+                 and `detail` says what is accepted. Fix the request; repeating it will not help."
+            }
+            Kind::UnknownSymbol => {
+                "The symbol names no asset of this deployment. `GET /api/v1/assets` lists them."
+            }
+            Kind::NotFound => "There is nothing at this path. The API lives under `/api/v1`.",
+            Kind::MethodNotAllowed => {
+                "The path exists but not for this method; the `Allow` header lists the ones it takes."
+            }
+            Kind::PayloadTooLarge => "The request body is over 16 KiB; no route reads a body.",
+            Kind::RateLimited => {
+                "Over the per-client request limit. Wait `Retry-After` seconds; the \
+                 `RateLimit-*` headers of every answer say how much is left."
+            }
+            Kind::TooManyConnections => {
+                "This address holds as many connections (HTTP or WebSocket) as it may. Close \
+                 some, or retry after `Retry-After` seconds."
+            }
+            Kind::WebSocketUpgrade => {
+                "This path takes WebSocket connections only: an HTTP/1.1 GET with \
+                 `Connection: upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and \
+                 a valid `Sec-WebSocket-Key`."
+            }
+            Kind::NoData => {
+                "The asset has no quote yet (the service started moments ago, or no upstream \
+                 has it). Retry after `Retry-After` seconds."
+            }
+            Kind::Unavailable => {
+                "The rates store, the archive or the server's capacity is unavailable for a \
+                 moment. Retry after `Retry-After` seconds; `/health/ready` says more."
+            }
+            Kind::Internal => {
+                "The server could not read its own data. It has been logged; retrying may help."
+            }
+        }
+    }
+
+    fn from_slug(slug: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+
+    /// The `type` URI of this kind.
+    pub fn uri(self) -> String {
+        format!("/problems/{}", self.slug())
+    }
+}
+
 /// RFC 9457 problem details.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -33,6 +149,32 @@ pub struct Problem {
     /// The query or path parameter at fault, for `invalid-parameter`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameter: Option<String>,
+}
+
+impl Problem {
+    pub fn new(kind: Kind, status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            kind: kind.uri(),
+            title: kind.title().to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            parameter: None,
+        }
+    }
+
+    /// The answer: this body with its content type; 503s and 429s say when
+    /// to retry.
+    pub fn respond(&self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(self).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
+    }
 }
 
 /// The answer of every v1 route to a client over its per-IP limit.
@@ -110,38 +252,28 @@ impl ApiError {
         }
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    fn parts(&self) -> (StatusCode, Kind) {
         match self {
-            Self::InvalidParameter { .. } => (
-                StatusCode::BAD_REQUEST,
-                "invalid-parameter",
-                "Invalid parameter",
-            ),
-            Self::UnknownSymbol(_) => (StatusCode::NOT_FOUND, "unknown-symbol", "Unknown symbol"),
-            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
-            Self::TooManyConnections(_) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "too-many-connections",
-                "Too many connections",
-            ),
-            Self::NoData(_) => (StatusCode::SERVICE_UNAVAILABLE, "no-data", "No data yet"),
-            Self::Redis(RedisError::Corrupt { .. }) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
-            Self::Redis(_) | Self::Archive(_) | Self::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Temporarily unavailable",
-            ),
+            Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, Kind::InvalidParameter),
+            Self::UnknownSymbol(_) => (StatusCode::NOT_FOUND, Kind::UnknownSymbol),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, Kind::NotFound),
+            Self::TooManyConnections(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, Kind::TooManyConnections)
+            }
+            Self::NoData(_) => (StatusCode::SERVICE_UNAVAILABLE, Kind::NoData),
+            Self::Redis(RedisError::Corrupt { .. }) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, Kind::Internal)
+            }
+            Self::Redis(_) | Self::Archive(_) | Self::Unavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, Kind::Unavailable)
+            }
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, kind, title) = self.parts();
+        let (status, kind) = self.parts();
         let detail = match &self {
             Self::Redis(RedisError::Corrupt { .. }) => {
                 tracing::error!(error = %self, "internal error");
@@ -169,27 +301,17 @@ impl IntoResponse for ApiError {
             Self::UnknownSymbol(_) => Some("symbol".to_owned()),
             _ => None,
         };
-        let problem = Problem {
-            kind: format!("/problems/{kind}"),
-            title: title.to_owned(),
-            status: status.as_u16(),
-            detail,
+        let mut resp = Problem {
             parameter,
-        };
-        problem_response(status, &problem)
+            ..Problem::new(kind, status, detail)
+        }
+        .respond();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
     }
-}
-
-/// A problem body with its content type; 503s say when to retry.
-pub fn problem_response(status: StatusCode, problem: &Problem) -> Response {
-    let body = serde_json::to_vec(problem).unwrap_or_default();
-    let mut resp = (status, body).into_response();
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    resp
 }
 
 /// Answers routes that do not exist.
@@ -204,20 +326,133 @@ impl IntoResponse for UpgradeRejection {
             Self::NotAnUpgrade => StatusCode::UPGRADE_REQUIRED,
             _ => StatusCode::BAD_REQUEST,
         };
-        let mut resp = problem_response(
-            status,
-            &Problem {
-                kind: "/problems/websocket-upgrade".into(),
-                title: "WebSocket upgrade required".into(),
-                status: status.as_u16(),
-                detail: self.to_string(),
-                parameter: None,
-            },
-        );
+        let mut resp = Problem::new(Kind::WebSocketUpgrade, status, self.to_string()).respond();
+        let headers = resp.headers_mut();
         if status == StatusCode::UPGRADE_REQUIRED {
-            resp.headers_mut()
-                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         }
+        // RFC 6455 4.4: a version we do not speak is answered with the one we do.
+        headers.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         resp
+    }
+}
+
+/// `GET /problems/{slug}`: what a problem `type` means, as a short page.
+#[utoipa::path(get, path = "/problems/{slug}", tag = "health",
+    operation_id = "problem_type",
+    params(("slug" = String, Path, description = "The last part of a problem's `type`", example = "invalid-parameter")),
+    responses(
+        (status = 200, description = "A page describing the problem type", content_type = "text/html"),
+        (status = 404, description = "No such problem type", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn problem_page(axum::extract::Path(slug): axum::extract::Path<String>) -> Response {
+    let Some(kind) = Kind::from_slug(&slug) else {
+        return ApiError::NotFound(format!("no problem type '{slug}'")).into_response();
+    };
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>{title}</title></head><body><h1>{title}</h1><p><code>{uri}</code></p>\
+         <p>{about}</p><p>Every error answer of this API is an RFC 9457 problem \
+         (<code>application/problem+json</code>) with <code>type</code>, <code>title</code>, \
+         <code>status</code> and <code>detail</code>.</p></body></html>",
+        title = kind.title(),
+        uri = kind.uri(),
+        about = kind.about(),
+    );
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// Outermost on every answer: an error that something other than a route
+/// made (405 from the router, 413 from the body limit, 503 from a route's
+/// deadline, 404 from the docs' assets) gets a problem body too, keeping
+/// its headers (`Allow` on a 405).
+pub async fn problem_bodies(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let resp = next.run(request).await;
+    let status = resp.status();
+    // Only bare answers: no body type, or plain text. A route's own body
+    // (a problem, the readiness report's JSON) is left as it is.
+    if status.as_u16() < 400
+        || resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| !v.as_bytes().starts_with(b"text/plain"))
+    {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let said = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let said = String::from_utf8_lossy(&said).trim().to_owned();
+    let (kind, detail) = match status {
+        StatusCode::NOT_FOUND => (
+            Some(Kind::NotFound),
+            "there is nothing at this path".to_owned(),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            // The router adds `Allow` after this layer; the name is enough.
+            let shown: String = method.as_str().chars().take(20).collect();
+            (
+                Some(Kind::MethodNotAllowed),
+                format!("this path does not take {shown}; the Allow header lists what it takes"),
+            )
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            Some(Kind::PayloadTooLarge),
+            "request bodies are limited to 16 KiB".to_owned(),
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            Some(Kind::Unavailable),
+            "the request took too long; retry shortly".to_owned(),
+        ),
+        _ if said.is_empty() => (
+            None,
+            status.canonical_reason().unwrap_or("error").to_owned(),
+        ),
+        _ => (None, said),
+    };
+    let problem = match kind {
+        Some(kind) => Problem::new(kind, status, detail),
+        None => Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail,
+            parameter: None,
+        },
+    };
+    let mut answer = problem.respond();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    for (name, value) in &parts.headers {
+        answer.headers_mut().entry(name).or_insert(value.clone());
+    }
+    answer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_page_of_its_own() {
+        let mut slugs = std::collections::BTreeSet::new();
+        for kind in Kind::ALL {
+            assert!(slugs.insert(kind.slug()), "{kind:?} slug used twice");
+            assert_eq!(Kind::from_slug(kind.slug()), Some(kind));
+            assert!(!kind.about().is_empty() && !kind.title().is_empty());
+        }
     }
 }

@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::error::{Problem, problem_response};
+use super::error::{Kind, Problem};
 
 /// Paths outside the limit: probes, metrics, and the API docs' assets.
 const EXEMPT: [&str; 4] = ["/health/", "/metrics", "/docs", "/api-docs/"];
@@ -98,19 +98,15 @@ impl HttpLimiter {
                 let retry = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 metrics::counter!("ratesd_http_rate_limited_total").increment(1);
                 tracing::debug!(%ip, ?wait, "rate limited");
-                let mut resp = problem_response(
+                let mut resp = Problem::new(
+                    Kind::RateLimited,
                     StatusCode::TOO_MANY_REQUESTS,
-                    &Problem {
-                        kind: "/problems/rate-limited".into(),
-                        title: "Too many requests".into(),
-                        status: 429,
-                        detail: format!(
-                            "at most {} requests a second (bursts of {}) per client; retry in {retry} s",
-                            self.per_second, self.burst
-                        ),
-                        parameter: None,
-                    },
-                );
+                    format!(
+                        "at most {} requests a second (bursts of {}) per client; retry in {retry} s",
+                        self.per_second, self.burst
+                    ),
+                )
+                .respond();
                 // One figure for both headers: the seconds until the next
                 // request is let through (RateLimit-Reset on a 429 says when
                 // there is quota again, as Retry-After does).

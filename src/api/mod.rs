@@ -9,6 +9,7 @@
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-IP request limit and WebSocket connection cap.
 //! - [`server`]: accepting connections, their deadlines, caps and shutdown.
+//! - [`query`]: query strings, each bad parameter named.
 //! - [`health`], [`metrics`], [`page`].
 
 pub mod error;
@@ -17,6 +18,7 @@ pub mod http_cache;
 pub mod limit;
 pub mod metrics;
 pub mod page;
+pub mod query;
 pub mod router;
 pub mod server;
 pub mod v1;

@@ -7,10 +7,14 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -35,6 +39,8 @@ pub struct Api {
     limiter: Option<Arc<HttpLimiter>>,
     /// Deadlines and caps of the HTTP connections.
     connections: ConnectionSettings,
+    /// `RATES_CORS_ORIGINS`.
+    cors_origins: String,
 }
 
 impl Api {
@@ -64,6 +70,7 @@ impl Api {
                 std::time::Duration::from_secs(config.http_idle_timeout_seconds),
                 config.http_max_connections_per_ip,
             ),
+            cors_origins: config.cors_origins.clone(),
         }
     }
 
@@ -106,6 +113,7 @@ pub fn app(api: &Api) -> Router {
         .merge(v1::router().with_state(api.v1.clone()))
         .merge(health::router().with_state(api.health.clone()))
         .merge(metrics::router())
+        .routes(utoipa_axum::routes!(error::problem_page))
         .split_for_parts();
     let app = routes
         .merge(page::router().with_state(api.v1.clone()))
@@ -113,10 +121,21 @@ pub fn app(api: &Api) -> Router {
             api.limiter.clone(),
             front_door,
         ))
-        .merge(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
-        .fallback(error::not_found)
+        // The OpenAPI document is large and compresses well.
+        .merge(
+            Router::from(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+                .layer(CompressionLayer::new()),
+        )
+        // Unmatched paths pass the same front door (limit and metrics).
+        .fallback(error::not_found.layer(axum::middleware::from_fn_with_state(
+            api.limiter.clone(),
+            front_door,
+        )))
         // No route reads a body: a large one is refused (413) up front.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024));
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+        .layer(axum::middleware::from_fn(error::problem_bodies))
+        .layer(cors(&api.cors_origins))
+        .layer(axum::middleware::map_response(preflight_no_content));
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
     if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
@@ -124,6 +143,49 @@ pub fn app(api: &Api) -> Router {
     } else {
         app
     }
+}
+
+/// CORS for browser front ends on other origins: the read-only API may be
+/// read from any listed origin (`*`: any); preflights are answered here,
+/// and every answer (errors included) carries the headers.
+fn cors(origins: &str) -> CorsLayer {
+    let origins = origins.trim();
+    let allow = if origins == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers([header::IF_NONE_MATCH, header::ACCEPT, header::CACHE_CONTROL])
+        .expose_headers([
+            header::ETAG,
+            header::LINK,
+            header::RETRY_AFTER,
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
+/// A CORS preflight is answered 204 No Content (tower-http says 200).
+async fn preflight_no_content(mut response: Response) -> Response {
+    if response.status() == StatusCode::OK
+        && response
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+    {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    response
 }
 
 /// In front of every route: the per-IP limit, then the request metrics,

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::error::{Kind, Problem};
 use super::limit::ConnectionLimiter;
 
 /// How long a request in flight at shutdown may take to finish.
@@ -284,25 +285,13 @@ async fn accept_error(e: &std::io::Error) {
 /// Answers a connection that will not be served with a short problem body
 /// and closes it, without reading its request.
 async fn refuse(mut tcp: Counted, status: u16, detail: &str) {
-    let (reason, kind, title) = match status {
-        429 => (
-            "Too Many Requests",
-            "too-many-connections",
-            "Too many connections",
-        ),
-        _ => (
-            "Service Unavailable",
-            "unavailable",
-            "Temporarily unavailable",
-        ),
+    let (reason, kind) = match status {
+        429 => ("Too Many Requests", Kind::TooManyConnections),
+        _ => ("Service Unavailable", Kind::Unavailable),
     };
-    let body = serde_json::json!({
-        "type": format!("/problems/{kind}"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    })
-    .to_string();
+    let code = axum::http::StatusCode::from_u16(status)
+        .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let body = serde_json::to_string(&Problem::new(kind, code, detail)).unwrap_or_default();
     let answer = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n\
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",

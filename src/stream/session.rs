@@ -303,10 +303,20 @@ impl<P: Protocol> Session<P> {
                 code: CloseCode::from(code),
                 reason: reason.into(),
             };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.send(Message::Close(Some(frame))),
-            )
+            // The closing handshake: send ours, then read (and drop) what
+            // the client still sends until its close arrives. Closing the
+            // socket with unread data in it would reset the connection, and
+            // a client still flooding would lose the close frame.
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                if socket.send(Message::Close(Some(frame))).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(msg)) = socket.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                }
+            })
             .await;
         }
     }

@@ -9,6 +9,7 @@ mod browser;
 mod connections;
 mod front_door;
 mod fuzz;
+mod http_edges;
 mod logs;
 mod outages;
 mod pipeline;

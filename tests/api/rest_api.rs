@@ -112,7 +112,7 @@ async fn every_bad_parameter_is_a_400_naming_it() {
         ("from=200&to=100", "from"),
         (&format!("cursor={forged}"), "cursor"),
         ("cursor=not-a-cursor", "cursor"),
-        ("limit=1&limit=2", "query"),
+        ("limit=1&limit=2", "limit"),
     ];
     for (query, parameter) in cases {
         let resp = app

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use crate::domain::{Asset, AssetId, Point, StoredQuote, UnixSeconds, is_fresh};
 
 /// The latest quote of an asset.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(example = json!({"symbol": "EURUSD", "assetId": 1, "value": 1.110481, "bid": 1.11047,
     "ask": 1.110492, "time": 1455883484, "source": "fxcm", "stale": false}))]

@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use serde::Deserialize;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,6 +20,7 @@ use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
 };
 use crate::api::http_cache::Prepared;
+use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::UnixSeconds;
 use crate::store::history;
@@ -31,6 +31,8 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
     // the Redis client's own timeout) and are spared the timer.
     OpenApiRouter::new()
         .routes(routes!(rate_history))
+        // A page of 1000 points is ~70 KB of JSON and gzips to ~6 KB.
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             HISTORY_DEADLINE,
@@ -46,7 +48,7 @@ const SETTLED_AFTER: UnixSeconds = 2;
 
 /// History query. Every field is read as text so that a bad value gets a
 /// problem body naming it.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// First second of the range (Unix seconds, inclusive). Default: the
@@ -62,6 +64,17 @@ pub struct HistoryQuery {
     /// Opaque: the `next_cursor` of the previous page.
     #[param(min_length = 1)]
     cursor: Option<String>,
+}
+
+impl From<Params> for HistoryQuery {
+    fn from(mut p: Params) -> Self {
+        Self {
+            from: p.take("from"),
+            to: p.take("to"),
+            limit: p.take("limit"),
+            cursor: p.take("cursor"),
+        }
+    }
 }
 
 /// A page of an asset's points, oldest first.
@@ -91,11 +104,11 @@ pub struct HistoryQuery {
 async fn rate_history(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
-    query: std::result::Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    params: std::result::Result<Params, ApiError>,
     request: HeaderMap,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
-    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let query = HistoryQuery::from(params?);
     let limit = match query.limit.as_deref() {
         None => 100,
         Some(raw) => match raw.trim().parse::<i64>() {

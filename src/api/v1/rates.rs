@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -13,7 +14,9 @@ use super::dto::{Rate, RateList};
 use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
 };
-use crate::domain::{Asset, AssetList, Symbol};
+use crate::api::http_cache::Prepared;
+use crate::api::query::Params;
+use crate::domain::{Asset, AssetId, AssetList, Symbol};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()
@@ -48,21 +51,91 @@ async fn assets(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Respon
 /// `stale: true`. Rates change once a second: the answer carries an `ETag`
 /// and `Cache-Control: max-age=1`, and `If-None-Match` gets 304.
 #[utoipa::path(get, path = "/api/v1/rates", tag = "rates",
+    params(RatesQuery),
     responses(
         (status = 200, description = "Latest quotes, in catalog order", body = RateList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        InvalidParameter,
+        UnknownSymbol,
         Unavailable,
         RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
-async fn rates(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Result<Response> {
+async fn rates(
+    State(state): State<Arc<V1State>>,
+    params: std::result::Result<Params, ApiError>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let wanted = RatesQuery::from(params?)
+        .symbols
+        .map(|raw| wanted_assets(&state, &raw))
+        .transpose()?;
     let snapshot = state.rates.get().await;
     let rates = snapshot
         .rates
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
-    Ok(rates.all.respond(&headers, MAX_AGE_RATES))
+    let Some(wanted) = wanted else {
+        return Ok(rates.all.respond(&headers, MAX_AGE_RATES));
+    };
+    let subset = RateList {
+        rates: rates
+            .list
+            .iter()
+            .filter(|r| wanted.contains(&r.asset_id))
+            .cloned()
+            .collect(),
+    };
+    Ok(Prepared::json(&subset).respond(&headers, MAX_AGE_RATES))
+}
+
+/// Most assets one `symbols` list may name.
+const MAX_SYMBOLS: usize = 100;
+
+/// The `symbols` query of `/api/v1/rates`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RatesQuery {
+    /// Only these assets, comma-separated, in any spelling `/rates/{symbol}`
+    /// takes (`EURUSD,usd-jpy`); at most 100. Default: every asset.
+    #[param(example = "EURUSD,USDJPY", min_length = 1)]
+    symbols: Option<String>,
+}
+
+impl From<Params> for RatesQuery {
+    fn from(mut p: Params) -> Self {
+        Self {
+            symbols: p.take("symbols"),
+        }
+    }
+}
+
+/// The asset ids a `symbols` list names: 400 for a malformed list, 404
+/// naming the first symbol that is no asset.
+fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
+    let names: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if names.iter().any(|n| n.is_empty()) {
+        return Err(ApiError::invalid(
+            "symbols",
+            "symbols must be a comma-separated list of asset names, with no empty entry",
+        ));
+    }
+    if names.len() > MAX_SYMBOLS {
+        return Err(ApiError::invalid(
+            "symbols",
+            format!("at most {MAX_SYMBOLS} symbols, got {}", names.len()),
+        ));
+    }
+    names
+        .into_iter()
+        .map(|name| match resolve(state, name) {
+            Err(ApiError::InvalidParameter { detail, .. }) => {
+                Err(ApiError::invalid("symbols", detail))
+            }
+            other => other.map(|a| a.id),
+        })
+        .collect()
 }
 
 /// The latest quote of one asset.

@@ -29,6 +29,8 @@ pub struct Snapshot {
 
 #[derive(Debug)]
 pub struct Rates {
+    /// Every asset's rate, in catalog order (for `?symbols=` subsets).
+    pub list: Vec<Rate>,
     pub all: Prepared,
     pub by_asset: HashMap<AssetId, Prepared>,
 }
@@ -104,7 +106,10 @@ impl RatesCache {
             .map(|r| (r.asset_id, Prepared::json(r)))
             .collect();
         Ok(Rates {
-            all: Prepared::json(&RateList { rates }),
+            all: Prepared::json(&RateList {
+                rates: rates.clone(),
+            }),
+            list: rates,
             by_asset,
         })
     }

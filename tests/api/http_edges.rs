@@ -1,0 +1,260 @@
+//! What a browser front end and an unusual client meet at the HTTP edge:
+//! CORS, problem bodies on every error (with `type` pages that resolve),
+//! compression, query parameters named when bad, `symbols=` subsets, and
+//! the limit on unmatched paths.
+
+use std::collections::BTreeSet;
+
+use crate::helpers::{Options, TestApp, eventually, spawn_app};
+
+const ORIGIN: &str = "https://trader.example";
+
+async fn app_with(extra: &[&str]) -> TestApp {
+    spawn_app(Options {
+        archive: false,
+        backfill_seconds: 120,
+        extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        ..Options::default()
+    })
+    .await
+}
+
+/// Asserts a problem body and returns it.
+async fn problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/problem+json",
+        "status {status}"
+    );
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_every_answer_carry_the_headers() {
+    let app = app_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "2"]).await;
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/rates"))
+        .header("origin", ORIGIN)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "if-none-match")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("if-none-match")
+    );
+    // A 404 and, past the burst, a 429 carry them too.
+    let get = |path: &'static str| app.http.get(app.url(path)).header("origin", ORIGIN).send();
+    let not_found = get("/api/v1/rates/XXXYYY").await.unwrap();
+    assert_eq!(not_found.headers()["access-control-allow-origin"], "*");
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = get("/api/v1/assets").await.unwrap();
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let limited = limited.expect("a 429 past the burst");
+    let exposed = limited.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        exposed.contains("retry-after") && exposed.contains("etag"),
+        "{exposed}"
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origins_can_be_listed() {
+    let app = app_with(&[
+        "--cors-origins",
+        "https://trader.example, https://other.example",
+    ])
+    .await;
+    let ask = |origin: &'static str| {
+        app.http
+            .get(app.url("/api/v1/assets"))
+            .header("origin", origin)
+            .send()
+    };
+    let listed = ask(ORIGIN).await.unwrap();
+    assert_eq!(listed.headers()["access-control-allow-origin"], ORIGIN);
+    let unlisted = ask("https://evil.example").await.unwrap();
+    assert!(
+        unlisted
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_is_a_problem_whose_type_resolves() {
+    let app = app_with(&[]).await;
+    let mut types = BTreeSet::new();
+    // 405, with Allow.
+    let r = app
+        .http
+        .delete(app.url("/api/v1/rates"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["allow"].to_str().unwrap().contains("GET"));
+    types.insert(problem(r, 405).await["type"].as_str().unwrap().to_owned());
+    // 413.
+    let r = app
+        .http
+        .get(app.url("/api/v1/rates"))
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    types.insert(problem(r, 413).await["type"].as_str().unwrap().to_owned());
+    // 404 for an unknown path, and under the docs.
+    for path in ["/nothing/here", "/docs/nothing-here.js"] {
+        let r = app.get(path).await;
+        types.insert(problem(r, 404).await["type"].as_str().unwrap().to_owned());
+    }
+    // A parameter given twice is named.
+    let r = app
+        .get("/api/v1/rates/EURUSD/history?limit=1&limit=2")
+        .await;
+    let body = problem(r, 400).await;
+    assert_eq!(body["parameter"], "limit", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("more than once"));
+    types.insert(body["type"].as_str().unwrap().to_owned());
+    // 404 for an unknown symbol; 426 for a plain GET on the WebSocket path.
+    types.insert(
+        problem(app.get("/api/v1/rates/XXXYYY").await, 404).await["type"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    types.insert(
+        problem(app.get("/api/v1/ws").await, 426).await["type"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    assert!(types.len() >= 5, "{types:?}");
+    for t in types {
+        assert!(t.starts_with("/problems/"), "{t}");
+        let page = app.get(&t).await;
+        assert_eq!(page.status(), 200, "{t} resolves");
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let text = page.text().await.unwrap();
+        assert!(text.contains(&t), "the page names its type: {t}");
+    }
+    problem(app.get("/problems/no-such-thing").await, 404).await;
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_the_openapi_document_are_compressed_rates_are_not() {
+    let app = app_with(&[]).await;
+    let path = "/api/v1/rates/EURUSD/history?limit=100";
+    eventually(
+        "a backfilled window",
+        std::time::Duration::from_secs(5),
+        || async {
+            let (_, page) = app.get_json(path).await;
+            (page["points"].as_array()?.len() == 100).then_some(())
+        },
+    )
+    .await;
+    // reqwest here has no decompression: what arrives is what was sent.
+    let gz = |p: &'static str| {
+        app.http
+            .get(app.url(p))
+            .header("accept-encoding", "gzip")
+            .send()
+    };
+    let plain = app.get(path).await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain_len = plain.bytes().await.unwrap().len();
+    let zipped = gz(path).await.unwrap();
+    assert_eq!(zipped.headers()["content-encoding"], "gzip");
+    let zipped_len = zipped.bytes().await.unwrap().len();
+    assert!(
+        zipped_len * 4 < plain_len,
+        "{zipped_len} of {plain_len} bytes"
+    );
+    let doc = gz("/api-docs/openapi.json").await.unwrap();
+    assert_eq!(doc.headers()["content-encoding"], "gzip");
+    let rate = gz("/api/v1/rates/EURUSD").await.unwrap();
+    assert!(rate.headers().get("content-encoding").is_none());
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbols_selects_the_rates_listed() {
+    let app = app_with(&[]).await;
+    let (status, all) = eventually("rates", std::time::Duration::from_secs(5), || async {
+        let (s, b) = app.get_json("/api/v1/rates").await;
+        (s == 200 && b["rates"].as_array()?.len() == 5).then_some((s, b))
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(all["rates"].as_array().unwrap().len(), 5);
+    let (status, some) = app.get_json("/api/v1/rates?symbols=usd-jpy,EURUSD").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = some["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["EURUSD", "USDJPY"], "catalog order");
+    let (status, body) = app.get_json("/api/v1/rates?symbols=EURUSD,XXXYYY").await;
+    assert_eq!((status, body["parameter"].as_str()), (404, Some("symbol")));
+    for bad in ["symbols=", "symbols=EURUSD,,USDJPY", "symbols=EUR$USD"] {
+        let (status, body) = app.get_json(&format!("/api/v1/rates?{bad}")).await;
+        assert_eq!(
+            (status, body["parameter"].as_str()),
+            (400, Some("symbols")),
+            "{bad}"
+        );
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unmatched_paths_are_rate_limited_too() {
+    let app = app_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.get("/no/such/path").await.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 429, 429, 429]);
+    app.cleanup().await;
+}
