@@ -77,6 +77,13 @@ impl App {
                 }
             });
         }
+        if !role.runs_worker()
+            && let Some(archive) = archive.clone()
+        {
+            // No archiver here to learn the archive's state: ask it now and then.
+            app.tasks
+                .spawn(archive.watch(Duration::from_secs(5), app.shutdown.clone()));
+        }
         if role.runs_api() {
             app.start_api(config, catalog, redis, archive).await?;
         }

@@ -11,15 +11,22 @@ use utoipa_axum::routes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::clock::unix_now;
-use crate::domain::{Catalog, SourceStatus, is_fresh};
+use super::v1::RatesCache;
+use crate::domain::{Catalog, SourceStatus};
+use crate::store::archive::Reachable;
 use crate::store::{Archive, RedisStore};
+use crate::stream::LiveHub;
 
-/// What the probes read.
+/// What the probes read: state the process already holds, so that a
+/// probe never waits on a database.
 pub struct HealthState {
     pub catalog: Arc<Catalog>,
     pub redis: RedisStore,
     pub archive: Option<Archive>,
+    /// The live feed: whether Redis is reachable.
+    pub hub: LiveHub,
+    /// The latest rates, rebuilt at most once a tick.
+    pub rates: Arc<RatesCache>,
     pub stale_after_seconds: u32,
 }
 
@@ -41,7 +48,7 @@ pub struct Health {
     /// never had one).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stale_assets: Vec<String>,
-    /// `ok`, `unreachable` or `off`.
+    /// `ok`, `unreachable`, `starting` (not reached yet) or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<&'static str>,
     /// Each upstream by `priority:name`, as the worker last saw it: why an
@@ -51,7 +58,7 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/health/live", tag = "health",
+#[utoipa::path(get, path = "/health/live", tag = "health", operation_id = "health_live",
     responses((status = 200, description = "The process is up", body = Health)))]
 async fn live() -> Json<Health> {
     Json(Health {
@@ -66,49 +73,52 @@ async fn live() -> Json<Health> {
 /// Ready to serve: Redis answers and at least one asset has fresh data.
 ///
 /// 503 with the reason otherwise. Stale assets are listed either way. The
-/// archive's state is reported but does not make the service unready: the
-/// live path never depends on it.
-#[utoipa::path(get, path = "/health/ready", tag = "health",
+/// archive's state (what its last statement found) is reported but does
+/// not make the service unready: the live path never depends on it. The
+/// answer comes from state the process holds (the live feed's connection,
+/// the rates snapshot, the archive's last outcome): no probe waits on a
+/// database.
+#[utoipa::path(get, path = "/health/ready", tag = "health", operation_id = "health_ready",
     responses(
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready; `reason` says why", body = Health),
     ))]
 #[tracing::instrument(skip_all)]
 async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Health>) {
-    let archive = match &state.archive {
+    let archive = match state.archive.as_ref().map(Archive::reachable) {
         None => "off",
-        Some(a) => match tokio::time::timeout(std::time::Duration::from_secs(1), a.ping()).await {
-            Ok(Ok(())) => "ok",
-            _ => "unreachable",
-        },
+        Some(Reachable::Yes) => "ok",
+        Some(Reachable::No) => "unreachable",
+        Some(Reachable::Unknown) => "starting",
     };
-    let quotes = match state.redis.latest_all().await {
-        Ok(q) => q,
-        Err(e) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(Health {
-                    status: "unavailable",
-                    reason: Some(format!("redis unreachable: {e}")),
-                    stale_assets: Vec::new(),
-                    archive: Some(archive),
-                    sources: BTreeMap::new(),
-                }),
-            );
-        }
+    let unavailable = |reason: &str| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "unavailable",
+                reason: Some(reason.to_owned()),
+                stale_assets: Vec::new(),
+                archive: Some(archive),
+                sources: BTreeMap::new(),
+            }),
+        )
+    };
+    // The live feed's subscription is down exactly when Redis is away; the
+    // hub has logged why.
+    if !state.hub.is_connected() {
+        return unavailable("redis unreachable");
+    }
+    let snapshot = state.rates.get().await;
+    let Ok(rates) = &snapshot.rates else {
+        return unavailable("redis unreachable");
     };
     let sources = state.redis.source_statuses().await.unwrap_or_default();
-    let now = unix_now();
     let limit = state.stale_after_seconds;
     let stale: Vec<String> = state
         .catalog
         .assets()
         .iter()
-        .filter(|a| {
-            !quotes
-                .iter()
-                .any(|q| q.asset_id == a.id && is_fresh(q.quoted_at, now, limit))
-        })
+        .filter(|a| !rates.list.iter().any(|r| r.asset_id == a.id && !r.stale))
         .map(|a| a.name.clone())
         .collect();
     let none_fresh = stale.len() == state.catalog.assets().len();

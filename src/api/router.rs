@@ -56,14 +56,22 @@ impl Api {
             config.trusted_proxies.0.clone(),
         )
         .map(Arc::new);
+        let v1 = Arc::new(V1State::new(
+            config,
+            redis.clone(),
+            archive.clone(),
+            streams,
+        ));
         let health = Arc::new(HealthState {
-            catalog: streams.catalog.clone(),
-            redis: redis.clone(),
-            archive: archive.clone(),
+            catalog: v1.catalog.clone(),
+            redis,
+            archive,
+            hub: v1.streams.hub.clone(),
+            rates: v1.rates.clone(),
             stale_after_seconds: config.stale_after_seconds,
         });
         Self {
-            v1: Arc::new(V1State::new(config, redis, archive, streams)),
+            v1,
             health,
             limiter,
             connections: ConnectionSettings::new(

@@ -1,5 +1,7 @@
 //! The only place that knows SQL: the PostgreSQL archive of every point.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::MigrateDatabase;
@@ -30,10 +32,22 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Handle on the archive. The pool is lazy: the service starts while
 /// PostgreSQL is down; queries then fail fast and the archiver retries.
+/// Every clone shares what the last statement found ([`Archive::reachable`]),
+/// so readiness answers from it without asking the database.
 #[derive(Clone)]
 pub struct Archive {
     pool: PgPool,
     url: String,
+    outcome: Arc<AtomicU8>,
+}
+
+/// What the archive's last statement found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachable {
+    /// Nothing asked yet.
+    Unknown,
+    Yes,
+    No,
 }
 
 impl Archive {
@@ -46,12 +60,57 @@ impl Archive {
         Ok(Self {
             pool,
             url: url.to_owned(),
+            outcome: Arc::new(AtomicU8::new(0)),
         })
+    }
+
+    /// What the last statement on any clone of this handle found.
+    pub fn reachable(&self) -> Reachable {
+        match self.outcome.load(Ordering::Relaxed) {
+            1 => Reachable::Yes,
+            2 => Reachable::No,
+            _ => Reachable::Unknown,
+        }
+    }
+
+    /// Records a statement's outcome for [`Archive::reachable`].
+    fn note<T>(&self, result: Result<T>) -> Result<T> {
+        let reached = match &result {
+            Ok(_) => true,
+            // A statement the database refused still reached it.
+            Err(ArchiveError::Sql(sqlx::Error::Database(_)))
+            | Err(ArchiveError::AssetIdRange(_)) => true,
+            Err(_) => false,
+        };
+        self.outcome
+            .store(if reached { 1 } else { 2 }, Ordering::Relaxed);
+        result
+    }
+
+    /// Pings the archive every `every` while nothing else does (an API
+    /// process without an archiver), so that readiness stays current.
+    pub async fn watch(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    if tokio::time::timeout(every, self.ping()).await.is_err() {
+                        self.outcome.store(2, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
     }
 
     /// Creates the database if it does not exist yet, then applies the
     /// migrations. Safe to run from several processes at once.
     pub async fn prepare(&self, migrate: bool) -> Result<()> {
+        let prepared = self.prepare_once(migrate).await;
+        self.note(prepared)
+    }
+
+    async fn prepare_once(&self, migrate: bool) -> Result<()> {
         if !Postgres::database_exists(&self.url).await? {
             if let Err(e) = Postgres::create_database(&self.url).await {
                 // Another process may have created it in between.
@@ -73,8 +132,8 @@ impl Archive {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let pinged = sqlx::query("SELECT 1").execute(&self.pool).await;
+        self.note(pinged.map(drop).map_err(ArchiveError::from))
     }
 
     /// Inserts points in one statement; a point already archived (same
@@ -99,8 +158,8 @@ impl Archive {
         .bind(times)
         .bind(values)
         .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        .await;
+        self.note(done.map(|d| d.rows_affected()).map_err(ArchiveError::from))
     }
 
     /// Up to `limit` archived points of an asset with `from <= time <= to`,

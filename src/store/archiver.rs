@@ -32,8 +32,47 @@ const RETRIES: Doubling = Doubling {
     max: Duration::from_secs(10),
 };
 
+/// How often the buffer's length is read for its gauge and warning.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
+
 impl Archiver {
+    /// Archives until `shutdown`, then flushes. The buffer's gauge is kept
+    /// by a watch of its own, so it moves while PostgreSQL is away too.
     pub async fn run(self, shutdown: CancellationToken) {
+        tokio::join!(self.archive(&shutdown), self.watch_backlog(&shutdown));
+        self.flush().await;
+        tracing::info!("archiver stopped");
+    }
+
+    /// Reads the buffer's length every second: `ratesd_archive_backlog_ticks`,
+    /// and a warning as it nears its bound (again only after it drained).
+    async fn watch_backlog(&self, shutdown: &CancellationToken) {
+        let mut every = tokio::time::interval(BACKLOG_EVERY);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let Ok(backlog) = self.redis.archive_backlog().await else {
+                continue;
+            };
+            metrics::gauge!("ratesd_archive_backlog_ticks").set(backlog as f64);
+            if !warned && backlog * 5 >= self.buffer_ticks * 4 {
+                tracing::warn!(
+                    backlog,
+                    bound = self.buffer_ticks,
+                    "archive buffer over 80% full: ticks beyond the bound will be lost"
+                );
+                warned = true;
+            } else if warned && backlog * 2 < self.buffer_ticks {
+                warned = false;
+            }
+        }
+    }
+
+    async fn archive(&self, shutdown: &CancellationToken) {
+        let shutdown = shutdown.clone();
         let mut backoff = Backoff::new(RETRIES);
         let mut warned = false;
         // The database may not exist or be reachable yet: keep trying.
@@ -41,6 +80,8 @@ impl Archiver {
             match self.archive.prepare(self.migrate).await {
                 Ok(()) => break,
                 Err(e) => {
+                    metrics::counter!("ratesd_postgres_errors_total", "op" => "prepare")
+                        .increment(1);
                     if !warned {
                         tracing::warn!(error = %e, "archive not ready; points wait in the buffer");
                         warned = true;
@@ -57,7 +98,6 @@ impl Archiver {
         // After a start or a lost group, first re-read what was delivered
         // but never acknowledged.
         let mut pending = true;
-        let mut buffer_warned = false;
         while !shutdown.is_cancelled() {
             if need_group {
                 match self.redis.ensure_archive_group().await {
@@ -91,20 +131,6 @@ impl Archiver {
                 }
             };
             backoff.reset();
-            if let Ok(backlog) = self.redis.archive_backlog().await {
-                metrics::gauge!("ratesd_archive_backlog_ticks").set(backlog as f64);
-                // Warn once as it nears the bound; again only after it drained.
-                if !buffer_warned && backlog * 5 >= self.buffer_ticks * 4 {
-                    tracing::warn!(
-                        backlog,
-                        bound = self.buffer_ticks,
-                        "archive buffer over 80% full: ticks beyond the bound will be lost"
-                    );
-                    buffer_warned = true;
-                } else if buffer_warned && backlog * 2 < self.buffer_ticks {
-                    buffer_warned = false;
-                }
-            }
             if batch.ids.is_empty() {
                 if !pending {
                     metrics::gauge!("ratesd_archive_lag_seconds").set(0.0);
@@ -116,8 +142,6 @@ impl Archiver {
                 break;
             }
         }
-        self.flush().await;
-        tracing::info!("archiver stopped");
     }
 
     /// Inserts a batch, retrying until PostgreSQL takes it, then

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -156,6 +156,8 @@ pub struct LiveHub {
     next_shard: Arc<AtomicUsize>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
+    /// True while the Redis subscription is up.
+    connected: Arc<AtomicBool>,
 }
 
 impl LiveHub {
@@ -172,7 +174,14 @@ impl LiveHub {
             shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
             next_shard: Arc::new(AtomicUsize::new(0)),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
+            connected: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// True while the live feed's subscription to Redis is up: the state
+    /// readiness answers from.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
     }
 
     /// The newest second the live feed has announced.
@@ -301,6 +310,7 @@ impl LiveHub {
         while !shutdown.is_cancelled() {
             let mut feed = match redis.subscribe_live().await {
                 Ok(feed) => {
+                    self.connected.store(true, Ordering::Release);
                     if failing {
                         tracing::info!("live feed resubscribed");
                     }
@@ -336,6 +346,7 @@ impl LiveHub {
                     None => {
                         // Stays set through failed retries: one warning per outage.
                         tracing::warn!("live feed connection lost; resubscribing");
+                        self.connected.store(false, Ordering::Release);
                         failing = true;
                         self.announce(&LiveEvent::Interrupted).await;
                         break;

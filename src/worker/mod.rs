@@ -132,6 +132,8 @@ impl Tick for Worker {
                 if outcome.data_lost && self.epoch_seen {
                     tracing::warn!("redis lost its data; rebuilding the windows from the archive");
                     self.windows_unchecked = true;
+                    // The sources' states went with it: say them again.
+                    self.statuses_changed = true;
                 }
                 self.epoch_seen |= written > 0 || outcome.data_lost;
                 if !self.redis_ok {
@@ -146,6 +148,7 @@ impl Tick for Worker {
                 self.redis_ok = false;
                 // Redis may come back empty (a restart without persistence).
                 self.windows_unchecked = true;
+                self.statuses_changed = true;
             }
             Err(e) => {
                 metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);

@@ -30,7 +30,7 @@ pub struct V1State {
     pub archive: Option<Archive>,
     pub window_seconds: u32,
     /// The latest rates, prepared once per tick.
-    pub rates: RatesCache,
+    pub rates: Arc<RatesCache>,
     /// The catalog's JSON, prepared once.
     pub catalog_json: Prepared,
     /// What the WebSocket sessions share.
@@ -53,12 +53,12 @@ impl V1State {
     ) -> Self {
         let catalog = streams.catalog.clone();
         Self {
-            rates: RatesCache::new(
+            rates: Arc::new(RatesCache::new(
                 catalog.clone(),
                 redis.clone(),
                 config.stale_after_seconds,
                 streams.hub.clone(),
-            ),
+            )),
             catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
             catalog,
             redis,
