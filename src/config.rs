@@ -153,9 +153,10 @@ pub struct Config {
         long,
         env = "RATES_FXCM_URL",
         default_value = "https://ratesjson.fxcm.com/DataDisplayer",
+        hide_env_values = true,
         global = true
     )]
-    pub fxcm_url: String,
+    pub fxcm_url: reqwest::Url,
 
     /// Binance's REST base address; the binance source reads
     /// /api/v3/ticker/bookTicker below it.
@@ -163,9 +164,10 @@ pub struct Config {
         long,
         env = "RATES_BINANCE_URL",
         default_value = "https://api.binance.com",
+        hide_env_values = true,
         global = true
     )]
-    pub binance_url: String,
+    pub binance_url: reqwest::Url,
 
     /// Assets beyond the five built-in ones, comma-separated
     /// `ID:NAME[:source=SYMBOL;...;simulated=PRICE]`, e.g.

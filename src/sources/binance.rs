@@ -10,19 +10,26 @@ use serde::Deserialize;
 use super::{HttpSource, ParseError, RawPrice, SymbolMap};
 use crate::domain::{BidAsk, Catalog};
 
-/// The `binance` source: `{base}/api/v3/ticker/bookTicker`, read with [`parse`].
-pub fn source(http: reqwest::Client, base_url: &str, catalog: &Catalog) -> HttpSource {
-    let url = format!(
-        "{}/api/v3/ticker/bookTicker",
-        base_url.trim_end_matches('/')
-    );
+/// The `binance` source: `{base}/api/v3/ticker/bookTicker`, read with
+/// [`parse`]. The path goes after the base's own path; a query on the base
+/// (an API key) stays a query.
+pub fn source(http: reqwest::Client, base_url: &reqwest::Url, catalog: &Catalog) -> HttpSource {
     HttpSource::new(
         "binance",
         http,
-        url,
+        book_ticker_url(base_url),
         SymbolMap::new(catalog, "binance"),
         parse,
     )
+}
+
+fn book_ticker_url(base: &reqwest::Url) -> reqwest::Url {
+    let mut url = base.clone();
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty()
+            .extend(["api", "v3", "ticker", "bookTicker"]);
+    }
+    url
 }
 
 #[derive(Deserialize)]
@@ -161,5 +168,27 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::book_ticker_url;
+
+    #[test]
+    fn the_path_goes_before_the_query() {
+        let at = |base: &str| book_ticker_url(&base.parse().unwrap()).to_string();
+        assert_eq!(
+            at("https://api.binance.com"),
+            "https://api.binance.com/api/v3/ticker/bookTicker"
+        );
+        assert_eq!(
+            at("http://127.0.0.1:9/proxy/"),
+            "http://127.0.0.1:9/proxy/api/v3/ticker/bookTicker"
+        );
+        assert_eq!(
+            at("https://h.example/b?apikey=s3cret"),
+            "https://h.example/b/api/v3/ticker/bookTicker?apikey=s3cret"
+        );
     }
 }

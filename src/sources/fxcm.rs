@@ -11,7 +11,7 @@ use super::{HttpSource, ParseError, RawPrice, SymbolMap};
 use crate::domain::{BidAsk, Catalog};
 
 /// The `fxcm` source: a DataDisplayer address, read with [`parse`].
-pub fn source(http: reqwest::Client, url: String, catalog: &Catalog) -> HttpSource {
+pub fn source(http: reqwest::Client, url: reqwest::Url, catalog: &Catalog) -> HttpSource {
     HttpSource::new("fxcm", http, url, SymbolMap::new(catalog, "fxcm"), parse)
 }
 

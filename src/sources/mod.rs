@@ -47,8 +47,10 @@ pub trait Source: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("request failed: {0}")]
-    Http(#[from] reqwest::Error),
+    /// The request failed; `url` is redacted, `cause` the whole error chain
+    /// (a TLS or DNS error is named, not just "error sending request").
+    #[error("request to {url} failed: {cause}")]
+    Http { url: String, cause: String },
     #[error("upstream answered HTTP {status}: {body}")]
     Status { status: u16, body: String },
     #[error("payload larger than {MAX_PAYLOAD_BYTES} bytes")]
@@ -145,7 +147,7 @@ pub type Parser = fn(&str) -> Result<Vec<(String, BidAsk)>, ParseError>;
 pub struct HttpSource {
     name: &'static str,
     http: reqwest::Client,
-    url: String,
+    url: reqwest::Url,
     symbols: SymbolMap,
     parse: Parser,
 }
@@ -154,7 +156,7 @@ impl HttpSource {
     pub(crate) fn new(
         name: &'static str,
         http: reqwest::Client,
-        url: String,
+        url: reqwest::Url,
         symbols: SymbolMap,
         parse: Parser,
     ) -> Self {
@@ -175,19 +177,63 @@ impl Source for HttpSource {
 
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>> {
         async move {
-            let resp = self.http.get(&self.url).send().await?;
-            let body = read_body(resp).await?;
+            let failed = |e: reqwest::Error| SourceError::Http {
+                url: redact(&self.url),
+                cause: error_chain(&e.without_url()),
+            };
+            let resp = self.http.get(self.url.clone()).send().await.map_err(failed)?;
+            let body = read_body(resp).await.map_err(|e| match e {
+                SourceError::Http { cause, .. } => SourceError::Http {
+                    url: redact(&self.url),
+                    cause,
+                },
+                other => other,
+            })?;
             Ok(self.symbols.select((self.parse)(&body)?))
         }
         .boxed()
     }
 }
 
+/// An upstream address as it may be shown (logs, `/health/ready`): no
+/// user or password, no query (tokens live there), no fragment.
+pub fn redact(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    let had_query = shown.query().is_some();
+    shown.set_query(None);
+    let mut text = shown.to_string();
+    if had_query {
+        text.push_str("?…");
+    }
+    text
+}
+
+/// An error and its causes, `outer: inner: innermost`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Reads a response body, refusing error statuses and oversized bodies.
 pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<String, SourceError> {
     let status = resp.status();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| SourceError::Http {
+        url: String::new(),
+        cause: error_chain(&e.without_url()),
+    })? {
         if body.len() + chunk.len() > MAX_PAYLOAD_BYTES {
             return Err(SourceError::TooLarge);
         }
@@ -250,8 +296,8 @@ impl SourceSpec {
 /// Where the HTTP upstreams live and how long one fetch may take.
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    pub fxcm_url: String,
-    pub binance_url: String,
+    pub fxcm_url: reqwest::Url,
+    pub binance_url: reqwest::Url,
     pub timeout: Duration,
 }
 
@@ -285,6 +331,43 @@ pub fn build(
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_and_queries_are_not_shown() {
+        let url: reqwest::Url = "http://u:p@host.example/DataDisplayer?token=s3cret#x"
+            .parse()
+            .unwrap();
+        let shown = redact(&url);
+        assert_eq!(shown, "http://host.example/DataDisplayer?…");
+        assert!(!shown.contains("s3cret") && !shown.contains("u:p"));
+        let plain: reqwest::Url = "https://api.binance.com/api/v3/ticker/bookTicker"
+            .parse()
+            .unwrap();
+        assert_eq!(redact(&plain), plain.as_str());
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_names_the_cause_and_not_the_secret() {
+        // Nothing listens on port 9 of loopback: the connection is refused.
+        let url: reqwest::Url = "http://u:p@127.0.0.1:9/DataDisplayer?token=s3cret"
+            .parse()
+            .unwrap();
+        let catalog = Catalog::with_extra("").unwrap();
+        let http = reqwest::Client::new();
+        let source = fxcm::source(http, url, &catalog);
+        let error = source.fetch().await.unwrap_err().to_string();
+        assert!(!error.contains("s3cret") && !error.contains("u:p"), "{error}");
+        assert!(error.contains("127.0.0.1:9/DataDisplayer?…"), "{error}");
+        assert!(
+            error.to_lowercase().contains("refused"),
+            "the cause is named: {error}"
+        );
+    }
 }
 
 /// Where a recorded upstream payload lives: `tests/fixtures/`.
