@@ -181,7 +181,12 @@ impl Source for HttpSource {
                 url: redact(&self.url),
                 cause: error_chain(&e.without_url()),
             };
-            let resp = self.http.get(self.url.clone()).send().await.map_err(failed)?;
+            let resp = self
+                .http
+                .get(self.url.clone())
+                .send()
+                .await
+                .map_err(failed)?;
             let body = read_body(resp).await.map_err(|e| match e {
                 SourceError::Http { cause, .. } => SourceError::Http {
                     url: redact(&self.url),
@@ -361,7 +366,10 @@ mod redact_tests {
         let http = reqwest::Client::new();
         let source = fxcm::source(http, url, &catalog);
         let error = source.fetch().await.unwrap_err().to_string();
-        assert!(!error.contains("s3cret") && !error.contains("u:p"), "{error}");
+        assert!(
+            !error.contains("s3cret") && !error.contains("u:p"),
+            "{error}"
+        );
         assert!(error.contains("127.0.0.1:9/DataDisplayer?…"), "{error}");
         assert!(
             error.to_lowercase().contains("refused"),

@@ -15,6 +15,8 @@ use crate::domain::Point;
 /// Close codes (RFC 6455 section 7.4.1).
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;

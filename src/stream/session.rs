@@ -391,11 +391,15 @@ impl<P: Protocol> Session<P> {
     }
 }
 
-/// A read error: a frame over the size limit gets 1009, anything else
-/// means the connection is gone.
+/// A read error: a frame over the size limit gets 1009, a protocol
+/// violation (a reserved opcode or bit, an unmasked frame, a stray
+/// continuation, an oversized control frame) 1002, text that is not UTF-8
+/// 1007; anything else means the connection is gone.
 fn read_error(e: WsError) -> End {
     match e {
         WsError::Capacity(e) => End::Close(close::TOO_BIG, format!("frame too large: {e}")),
+        WsError::Protocol(e) => End::Close(close::PROTOCOL, format!("protocol error: {e}")),
+        WsError::Utf8(_) => End::Close(close::INVALID_DATA, "text frame is not valid UTF-8".into()),
         _ => End::Gone,
     }
 }

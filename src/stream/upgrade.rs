@@ -42,6 +42,8 @@ pub enum UpgradeRejection {
     Version,
     #[error("the Sec-WebSocket-Key header is missing")]
     NoKey,
+    #[error("the Sec-WebSocket-Key header must be 16 bytes in base64")]
+    BadKey,
     #[error("this connection cannot be upgraded")]
     NotUpgradable,
 }
@@ -76,12 +78,24 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             .get(header::SEC_WEBSOCKET_KEY)
             .cloned()
             .ok_or(UpgradeRejection::NoKey)?;
+        if !valid_key(&key) {
+            return Err(UpgradeRejection::BadKey);
+        }
         let on_upgrade = parts
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(UpgradeRejection::NotUpgradable)?;
         Ok(Self { key, on_upgrade })
     }
+}
+
+/// RFC 6455 4.2.1: the key is 16 random bytes, base64-encoded (24 characters).
+fn valid_key(key: &HeaderValue) -> bool {
+    use base64::Engine;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key.as_bytes())
+            .is_ok_and(|k| k.len() == 16)
 }
 
 impl WsUpgrade {
@@ -147,4 +161,19 @@ pub fn accept<P: Protocol + 'static>(
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);
         tracing::debug!(%peer, "websocket closed");
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_sixteen_bytes_of_base64() {
+        let key = |k: &'static str| valid_key(&HeaderValue::from_static(k));
+        assert!(key("dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!key("short"));
+        assert!(!key("not base64 at all!!!!!!!"));
+        assert!(!key("dGhlIHNhbXBsZSBub25jZQ"));
+        assert!(!key("dGhlIHNhbXBsZSBub25jZXg="));
+    }
 }

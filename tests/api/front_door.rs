@@ -166,7 +166,8 @@ async fn websocket_connections_per_ip_are_capped() {
     }
     match tokio_tungstenite::connect_async(&ws_url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            assert_eq!(resp.status(), 429)
+            assert_eq!(resp.status(), 429);
+            assert_eq!(resp.headers()["retry-after"], "1");
         }
         other => panic!("the fourth connection should be refused: {other:?}"),
     }

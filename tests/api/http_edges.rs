@@ -258,3 +258,44 @@ async fn unmatched_paths_are_rate_limited_too() {
     assert_eq!(statuses, [404, 404, 404, 429, 429, 429]);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_handshakes_are_checked() {
+    let app = app_with(&[]).await;
+    let upgrade = |key: &'static str, version: &'static str| {
+        app.http
+            .get(app.url("/api/v1/ws"))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", key)
+            .header("sec-websocket-version", version)
+            .send()
+    };
+    for key in [
+        "",
+        "short",
+        "not base64 at all!!!!!!!",
+        "dGhlIHNhbXBsZSBub25jZXg=",
+    ] {
+        let r = upgrade(key, "13").await.unwrap();
+        assert_eq!(r.headers()["sec-websocket-version"], "13");
+        let body = problem(r, 400).await;
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Sec-WebSocket-Key"),
+            "{key}: {body}"
+        );
+    }
+    let r = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "8").await.unwrap();
+    assert_eq!(
+        r.headers()["sec-websocket-version"],
+        "13",
+        "says what it speaks"
+    );
+    problem(r, 400).await;
+    let ok = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "13").await.unwrap();
+    assert_eq!(ok.status(), 101);
+    app.cleanup().await;
+}

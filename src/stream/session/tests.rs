@@ -212,6 +212,63 @@ async fn a_client_that_never_answers_pings_is_closed_with_1008() {
     assert_eq!(&payload[2..], b"no answer to pings");
 }
 
+/// The close code the server sends after `bytes` from a raw client.
+async fn close_after(bytes: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut raw, _shutdown, session) = connect_raw(WsSettings::default()).await;
+    raw.write_all(bytes).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), session)
+        .await
+        .expect("the session ends")
+        .unwrap();
+    let mut out = Vec::new();
+    raw.read_to_end(&mut out).await.unwrap();
+    // The last frame the server wrote: unmasked, short.
+    let mut rest = &out[..];
+    let mut last = None;
+    while let [head, len, tail @ ..] = rest {
+        let len = usize::from(*len);
+        assert!(len < 126 && tail.len() >= len, "{out:?}");
+        last = Some((head & 0x0f, tail[..len].to_vec()));
+        rest = &tail[len..];
+    }
+    let (op, payload) = last.expect("a frame");
+    assert_eq!(op, 0x8, "a close frame");
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    (code, String::from_utf8_lossy(&payload[2..]).into_owned())
+}
+
+#[tokio::test(start_paused = true)]
+async fn protocol_violations_are_closed_with_1002() {
+    let masked = |head: u8, payload: &[u8]| {
+        let mut f = vec![head, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+        f.extend_from_slice(payload);
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unmasked", vec![0x81, 0x02, b'h', b'i']),
+        ("reserved opcode 3", masked(0x83, b"")),
+        ("RSV1 set", masked(0xC1, b"hi")),
+        ("continuation without a start", masked(0x80, b"hi")),
+        ("a 126-byte ping", {
+            let mut f = vec![0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+            f.extend(std::iter::repeat_n(0u8, 126));
+            f
+        }),
+    ];
+    for (what, bytes) in cases {
+        let (code, reason) = close_after(&bytes).await;
+        assert_eq!(code, close::PROTOCOL, "{what}: {reason}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn text_that_is_not_utf8_is_closed_with_1007() {
+    let frame = [0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe];
+    let (code, reason) = close_after(&frame).await;
+    assert_eq!(code, close::INVALID_DATA, "{reason}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_client_that_answers_pings_stays() {
     let (mut client, _shutdown, session) = connect(WsSettings::default()).await;
