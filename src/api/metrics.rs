@@ -23,7 +23,7 @@ pub fn router() -> OpenApiRouter {
 /// `archive_lag_seconds`; `upstream_fetch_errors_total` and
 /// `upstream_fetch_duration_seconds` by source; `redis_errors_total` and
 /// `postgres_errors_total` by operation.
-#[utoipa::path(get, path = "/metrics", tag = "health",
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
 async fn render() -> Response {
     let body = crate::telemetry::metrics().render();

@@ -123,6 +123,7 @@ pub fn app(api: &Api) -> Router {
         .merge(metrics::router())
         .routes(utoipa_axum::routes!(error::problem_page))
         .split_for_parts();
+    let openapi = inline_primitive_schemas(openapi);
     let app = routes
         .merge(page::router().with_state(api.v1.clone()))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -151,6 +152,48 @@ pub fn app(api: &Api) -> Router {
     } else {
         app
     }
+}
+
+/// utoipa names the domain's integer aliases (`AssetId`, `UnixSeconds`) as
+/// component schemas called `u32` and `i64`; clients' generators then make
+/// types of those names. Each reference to them is replaced by the schema
+/// itself, and the two components are dropped.
+fn inline_primitive_schemas(openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use serde_json::Value;
+    let Ok(mut doc) = serde_json::to_value(&openapi) else {
+        return openapi;
+    };
+    let mut primitives = serde_json::Map::new();
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for name in ["i64", "u32"] {
+            if let Some(schema) = schemas.remove(name) {
+                primitives.insert(format!("#/components/schemas/{name}"), schema);
+            }
+        }
+    }
+    fn inline(v: &mut Value, primitives: &serde_json::Map<String, Value>) {
+        match v {
+            Value::Object(map) => {
+                let target = map.get("$ref").and_then(Value::as_str).map(str::to_owned);
+                if let Some(schema) = target.and_then(|r| primitives.get(&r)) {
+                    map.remove("$ref");
+                    if let Value::Object(s) = schema {
+                        for (k, v) in s {
+                            map.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+                map.values_mut().for_each(|v| inline(v, primitives));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| inline(v, primitives)),
+            _ => {}
+        }
+    }
+    inline(&mut doc, &primitives);
+    serde_json::from_value(doc).unwrap_or(openapi)
 }
 
 /// CORS for browser front ends on other origins: the read-only API may be

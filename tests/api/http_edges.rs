@@ -299,3 +299,35 @@ async fn websocket_handshakes_are_checked() {
     assert_eq!(ok.status(), 101);
     app.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_names_its_operations() {
+    let app = app_with(&[]).await;
+    let (status, doc) = app.get_json("/api-docs/openapi.json").await;
+    assert_eq!(status, 200);
+    let ops: BTreeSet<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|p| p.as_object().unwrap().values())
+        .filter_map(|o| o["operationId"].as_str())
+        .collect();
+    for op in [
+        "list_assets",
+        "list_rates",
+        "get_rate",
+        "get_rate_history",
+        "health_ready",
+    ] {
+        assert!(ops.contains(op), "{op} in {ops:?}");
+    }
+    assert!(
+        !ops.iter()
+            .any(|o| ["render", "live", "ready", "rate"].contains(o)),
+        "{ops:?}"
+    );
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    assert!(!schemas.contains_key("i64") && !schemas.contains_key("u32"));
+    assert!(!doc.to_string().contains("#/components/schemas/i64"));
+    app.cleanup().await;
+}

@@ -83,7 +83,7 @@ impl From<Params> for HistoryQuery {
 /// older seconds from the PostgreSQL archive; a range spanning both reads
 /// as one sequence. When there is a next page, the answer has its cursor in
 /// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
-#[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates", operation_id = "get_rate_history",
     params(
         ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
             pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32, example = "EURUSD"),

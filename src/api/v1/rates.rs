@@ -32,7 +32,7 @@ pub const MAX_AGE_CATALOG: u32 = 300;
 /// The catalog: every asset with its stable id.
 ///
 /// Cacheable for 5 minutes (`ETag`, `If-None-Match` gives 304).
-#[utoipa::path(get, path = "/api/v1/assets", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/assets", tag = "rates", operation_id = "list_assets",
     responses(
         (status = 200, description = "The catalog, by id", body = AssetList,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=300"))),
@@ -50,7 +50,7 @@ async fn assets(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Respon
 /// upstream quote is older than the staleness limit is listed with
 /// `stale: true`. Rates change once a second: the answer carries an `ETag`
 /// and `Cache-Control: max-age=1`, and `If-None-Match` gets 304.
-#[utoipa::path(get, path = "/api/v1/rates", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates", tag = "rates", operation_id = "list_rates",
     params(RatesQuery),
     responses(
         (status = 200, description = "Latest quotes, in catalog order", body = RateList,
@@ -139,7 +139,7 @@ fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
 }
 
 /// The latest quote of one asset.
-#[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates",
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates", operation_id = "get_rate",
     params(("symbol" = String, Path,
         description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
         pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32,

@@ -22,6 +22,9 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 
 /// Live rates over a WebSocket.
 ///
+/// The same protocol is served on `/` (a WebSocket upgrade there; a plain
+/// GET gets the test page), for clients of the original service.
+///
 /// Every frame, both ways, is a JSON text frame `{"action": ..., "message": {...}}`;
 /// the server sends nothing until the client asks. `GET /` with upgrade
 /// headers is the same endpoint (for clients of the original service).
@@ -48,7 +51,7 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 /// when the live feed is interrupted (Redis unavailable); 1001 at server
 /// shutdown. Reconnect and subscribe again after any of them. More than 256
 /// connections from one address are refused with 429.
-#[utoipa::path(get, path = "/api/v1/ws", tag = "websocket",
+#[utoipa::path(get, path = "/api/v1/ws", tag = "websocket", operation_id = "websocket_v1",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
         (status = 400, description = "A WebSocket upgrade with a bad version or no key",
