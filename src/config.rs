@@ -53,6 +53,27 @@ pub struct ClientArgs {
     pub points: Option<u64>,
 }
 
+/// `ratesd client ...` on its own: the demo client takes only its own
+/// options (the server's settings would be noise in its `--help`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "ratesd client",
+    about = "Demo client: subscribe to an asset over the WebSocket and print the \
+        history size, then each point, one line each"
+)]
+pub struct ClientCli {
+    #[command(flatten)]
+    pub args: ClientArgs,
+}
+
+impl ClientCli {
+    /// The client's arguments when `argv` runs the `client` subcommand.
+    pub fn from_argv(argv: &[std::ffi::OsString]) -> Option<Result<Self, clap::Error>> {
+        (argv.get(1).is_some_and(|a| a == "client"))
+            .then(|| Self::try_parse_from(argv.iter().skip(1)))
+    }
+}
+
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -469,5 +490,24 @@ mod tests {
         ] {
             assert!(help.contains(var), "--help lacks {var}");
         }
+    }
+
+    #[test]
+    fn the_client_shows_its_own_options_only() {
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let parsed = ClientCli::from_argv(&argv(&["ratesd", "client", "--asset", "USDJPY"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.args.asset, "USDJPY");
+        assert!(ClientCli::from_argv(&argv(&["ratesd", "serve"])).is_none());
+        let help = ClientCli::from_argv(&argv(&["ratesd", "client", "--help"]))
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(help.contains("--asset") && help.contains("--url"), "{help}");
+        assert!(
+            !help.contains("--redis-url") && !help.contains("RATES_"),
+            "{help}"
+        );
     }
 }

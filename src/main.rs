@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use ratesd::app::{self, App};
-use ratesd::config::{Cli, Command, Role};
+use ratesd::config::{Cli, ClientCli, Command, Role};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -13,7 +13,13 @@ async fn main() -> anyhow::Result<()> {
     {
         eprintln!("ratesd: ignoring .env: {e}");
     }
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(client) = ClientCli::from_argv(&argv) {
+        let client = client.unwrap_or_else(|e| e.exit());
+        ratesd::telemetry::init("warn", ratesd::config::LogFormat::Text);
+        return run_client(&client.args).await;
+    }
+    let cli = Cli::parse_from(argv);
     ratesd::telemetry::init(&cli.config.log, cli.config.log_format);
     let role = match cli.command {
         Some(Command::Migrate) => {
@@ -23,14 +29,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
-        Some(Command::Client(args)) => {
-            let mut out = std::io::stdout();
-            tokio::select! {
-                result = ratesd::client::run(&args, &mut out) => result.context("client")?,
-                () = shutdown_signal() => {}
-            }
-            return Ok(());
-        }
+        // `ratesd --flag client ...`: the client, after server flags.
+        Some(Command::Client(args)) => return run_client(&args).await,
         Some(Command::Serve) => Role::Serve,
         Some(Command::Worker) => Role::Worker,
         None => Role::All,
@@ -39,6 +39,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting ratesd")?;
     app.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// `ratesd client`: prints until its points are done or Ctrl-C.
+async fn run_client(args: &ratesd::config::ClientArgs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout();
+    tokio::select! {
+        result = ratesd::client::run(args, &mut out) => result.context("client")?,
+        () = shutdown_signal() => {}
+    }
     Ok(())
 }
 

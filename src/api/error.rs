@@ -372,27 +372,22 @@ pub async fn problem_page(axum::extract::Path(slug): axum::extract::Path<String>
         .into_response()
 }
 
-/// Outermost on every answer: an error that something other than a route
-/// made (405 from the router, 413 from the body limit, 503 from a route's
-/// deadline, 404 from the docs' assets) gets a problem body too, keeping
-/// its headers (`Allow` on a 405).
-pub async fn problem_bodies(
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let method = request.method().clone();
-    let resp = next.run(request).await;
-    let status = resp.status();
-    // Only bare answers: no body type, or plain text. A route's own body
-    // (a problem, the readiness report's JSON) is left as it is.
-    if status.as_u16() < 400
-        || resp
+/// True for an error answer something other than a route made (405 from
+/// the router, 413 from the body limit, 503 from a route's deadline, 404
+/// from the docs' assets): no body type, or plain text. A route's own body
+/// (a problem, the readiness report's JSON) is left as it is.
+pub fn needs_problem_body(resp: &Response) -> bool {
+    resp.status().as_u16() >= 400
+        && resp
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_some_and(|v| !v.as_bytes().starts_with(b"text/plain"))
-    {
-        return resp;
-    }
+            .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"))
+}
+
+/// The same answer with a problem body, keeping its headers (`Allow` on a
+/// 405, the CORS headers).
+pub async fn with_problem_body(resp: Response, method: axum::http::Method) -> Response {
+    let status = resp.status();
     let (mut parts, body) = resp.into_parts();
     let said = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let said = String::from_utf8_lossy(&said).trim().to_owned();

@@ -6,12 +6,14 @@
 //!   the stores ([`Api::new`]), and [`serve`].
 //! - [`v1`]: the versioned REST routes and the v1 WebSocket route.
 //! - [`error`]: one error type, answered as RFC 9457 problem details.
+//! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-IP request limit and WebSocket connection cap.
 //! - [`server`]: accepting connections, their deadlines, caps and shutdown.
 //! - [`query`]: query strings, each bad parameter named.
 //! - [`health`], [`metrics`], [`page`].
 
+pub mod edge;
 pub mod error;
 pub mod health;
 pub mod http_cache;

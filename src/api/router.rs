@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::edge::EdgeLayer;
 use super::health::{self, HealthState};
 use super::limit::{HttpLimiter, client_ip};
 use super::server::ConnectionSettings;
@@ -142,9 +143,8 @@ pub fn app(api: &Api) -> Router {
         )))
         // No route reads a body: a large one is refused (413) up front.
         .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
-        .layer(axum::middleware::from_fn(error::problem_bodies))
         .layer(cors(&api.cors_origins))
-        .layer(axum::middleware::map_response(preflight_no_content));
+        .layer(EdgeLayer);
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
     if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
@@ -225,18 +225,6 @@ fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("ratelimit-reset"),
         ])
         .max_age(std::time::Duration::from_secs(600))
-}
-
-/// A CORS preflight is answered 204 No Content (tower-http says 200).
-async fn preflight_no_content(mut response: Response) -> Response {
-    if response.status() == StatusCode::OK
-        && response
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
-    {
-        *response.status_mut() = StatusCode::NO_CONTENT;
-    }
-    response
 }
 
 /// In front of every route: the per-IP limit, then the request metrics,

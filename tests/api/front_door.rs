@@ -429,3 +429,38 @@ async fn invented_methods_do_not_grow_the_metric_labels() {
     );
     app.cleanup().await;
 }
+
+/// A client that floods subscribes (each answered with a whole history)
+/// and reads nothing until the end gets the 1008 close like any other
+/// flood, not a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscribe_flood_is_closed_with_1008_not_reset() {
+    let app = spawn_app(Options {
+        backfill_seconds: 600,
+        ..limited(0, 1, &["--ws-frames-per-second", "5"])
+    })
+    .await;
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let (mut flood, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    for _ in 0..200 {
+        let subscribe = r#"{"action":"subscribe","message":{"assetId":1}}"#;
+        if flood.send(Message::text(subscribe)).await.is_err() {
+            break;
+        }
+    }
+    let close = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match flood.next().await {
+                Some(Ok(Message::Close(c))) => return Ok(c),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Err("ended without a close frame".into()),
+            }
+        }
+    })
+    .await
+    .expect("the flood is closed");
+    let close = close.expect("a close frame, not a reset").expect("a code");
+    assert_eq!(close.code, CloseCode::Policy, "{}", close.reason);
+    app.cleanup().await;
+}

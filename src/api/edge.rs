@@ -1,0 +1,93 @@
+//! The outermost layer of every answer, written as a plain tower service so
+//! that the common answer pays nothing for it (no boxed middleware):
+//!
+//! - an error answer that something other than a route made (405, 413, a
+//!   deadline's 503) gets a problem body ([`super::error::with_problem_body`]);
+//! - a CORS preflight answered by the CORS layer gets 204, not 200.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use axum::response::Response;
+use futures_util::future::BoxFuture;
+use tower::{Layer, Service};
+
+use super::error::{needs_problem_body, with_problem_body};
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EdgeLayer;
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Edge(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge<S>(S);
+
+impl<S> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let method = request.method().clone();
+        EdgeFuture::Inner {
+            fut: self.0.call(request),
+            method,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = EdgeProj]
+    pub enum EdgeFuture<F> {
+        Inner { #[pin] fut: F, method: Method },
+        Problem { fut: BoxFuture<'static, Response> },
+    }
+}
+
+impl<F> Future for EdgeFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match self.as_mut().project() {
+                EdgeProj::Inner { fut, method } => {
+                    let Ok(mut resp) = ready!(fut.poll(cx));
+                    if resp.status() == StatusCode::OK
+                        && resp
+                            .headers()
+                            .contains_key(header::ACCESS_CONTROL_ALLOW_METHODS)
+                    {
+                        *resp.status_mut() = StatusCode::NO_CONTENT;
+                    }
+                    if !needs_problem_body(&resp) {
+                        return Poll::Ready(Ok(resp));
+                    }
+                    let method = method.clone();
+                    let fut = Box::pin(with_problem_body(resp, method));
+                    self.set(EdgeFuture::Problem { fut });
+                }
+                EdgeProj::Problem { fut } => return fut.as_mut().poll(cx).map(Ok),
+            }
+        }
+    }
+}
