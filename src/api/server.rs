@@ -231,7 +231,9 @@ pub async fn serve(
             },
         ));
         let builder = builder.clone();
-        let shutdown = shutdown.clone();
+        // A child token per connection: polling the shared token itself
+        // would take one lock, shared by every connection, at each wake.
+        let shutdown = shutdown.child_token();
         let idle = settings.idle_timeout;
         connections.spawn(async move {
             let _slot = slot;
