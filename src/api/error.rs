@@ -170,7 +170,11 @@ impl Problem {
         let mut resp = (status, body).into_response();
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        // A caller that knows a longer wait (the rate limiter) sets its own.
+        if matches!(
+            status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
@@ -301,16 +305,11 @@ impl IntoResponse for ApiError {
             Self::UnknownSymbol(_) => Some("symbol".to_owned()),
             _ => None,
         };
-        let mut resp = Problem {
+        Problem {
             parameter,
             ..Problem::new(kind, status, detail)
         }
-        .respond();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+        .respond()
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -202,26 +203,37 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        if open.0.fetch_add(1, Ordering::Relaxed) >= settings.max_open {
-            let tcp = Counted {
-                tcp,
-                open: open.clone(),
-            };
-            metrics::counter!("ratesd_http_connections_refused_total", "reason" => "capacity")
-                .increment(1);
-            tracing::debug!(%peer, "refusing a connection: at the socket budget");
-            connections.spawn(refuse(tcp, 503, "the server is at its connection limit"));
-            continue;
-        }
+        let over_budget = open.0.fetch_add(1, Ordering::Relaxed) >= settings.max_open;
         let tcp = Counted {
             tcp,
             open: open.clone(),
         };
+        if over_budget {
+            metrics::counter!("ratesd_http_connections_refused_total", "reason" => "capacity")
+                .increment(1);
+            tracing::debug!(%peer, "refusing a connection: at the socket budget");
+            connections.spawn(refuse(
+                tcp,
+                Problem::new(
+                    Kind::Unavailable,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server is at its connection limit",
+                ),
+            ));
+            continue;
+        }
         let Some(slot) = per_ip.try_acquire(peer.ip()) else {
             metrics::counter!("ratesd_http_connections_refused_total", "reason" => "per_ip")
                 .increment(1);
             tracing::debug!(%peer, "refusing a connection: too many from this address");
-            connections.spawn(refuse(tcp, 429, "too many connections from this address"));
+            connections.spawn(refuse(
+                tcp,
+                Problem::new(
+                    Kind::TooManyConnections,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from this address",
+                ),
+            ));
             continue;
         };
         let service = TowerToHyperService::new(app.clone().map_request(
@@ -284,16 +296,15 @@ async fn accept_error(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Answers a connection that will not be served with a short problem body
-/// and closes it, without reading its request.
-async fn refuse(mut tcp: Counted, status: u16, detail: &str) {
-    let (reason, kind) = match status {
-        429 => ("Too Many Requests", Kind::TooManyConnections),
-        _ => ("Service Unavailable", Kind::Unavailable),
-    };
-    let code = axum::http::StatusCode::from_u16(status)
-        .unwrap_or(axum::http::StatusCode::SERVICE_UNAVAILABLE);
-    let body = serde_json::to_string(&Problem::new(kind, code, detail)).unwrap_or_default();
+/// Answers a connection that will not be served with `problem` and closes
+/// it, without reading its request.
+async fn refuse(mut tcp: Counted, problem: Problem) {
+    let status = problem.status;
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::to_string(&problem).unwrap_or_default();
     let answer = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n\
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",

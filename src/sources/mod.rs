@@ -177,26 +177,27 @@ impl Source for HttpSource {
 
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<SourceQuote>, SourceError>> {
         async move {
-            let failed = |e: reqwest::Error| SourceError::Http {
-                url: redact(&self.url),
-                cause: error_chain(&e.without_url()),
-            };
             let resp = self
                 .http
                 .get(self.url.clone())
                 .send()
                 .await
-                .map_err(failed)?;
-            let body = read_body(resp).await.map_err(|e| match e {
-                SourceError::Http { cause, .. } => SourceError::Http {
-                    url: redact(&self.url),
-                    cause,
-                },
-                other => other,
-            })?;
+                .map_err(|e| SourceError::http(&self.url, e))?;
+            let body = read_body(resp, &self.url).await?;
             Ok(self.symbols.select((self.parse)(&body)?))
         }
         .boxed()
+    }
+}
+
+impl SourceError {
+    /// A failed request to `url`: the address redacted, the whole chain of
+    /// causes (reqwest's own text names the URL unredacted, so it goes).
+    fn http(url: &reqwest::Url, e: reqwest::Error) -> Self {
+        Self::Http {
+            url: redact(url),
+            cause: error_chain(&e.without_url()),
+        }
     }
 }
 
@@ -232,13 +233,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads a response body, refusing error statuses and oversized bodies.
-pub(crate) async fn read_body(mut resp: reqwest::Response) -> Result<String, SourceError> {
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    url: &reqwest::Url,
+) -> Result<String, SourceError> {
     let status = resp.status();
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| SourceError::Http {
-        url: String::new(),
-        cause: error_chain(&e.without_url()),
-    })? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| SourceError::http(url, e))? {
         if body.len() + chunk.len() > MAX_PAYLOAD_BYTES {
             return Err(SourceError::TooLarge);
         }

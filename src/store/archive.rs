@@ -41,13 +41,15 @@ pub struct Archive {
     outcome: Arc<AtomicU8>,
 }
 
-/// What the archive's last statement found.
+/// What the archive's last statement found (held in an `AtomicU8` as its
+/// discriminant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Reachable {
     /// Nothing asked yet.
-    Unknown,
-    Yes,
-    No,
+    Unknown = 0,
+    Yes = 1,
+    No = 2,
 }
 
 impl Archive {
@@ -60,15 +62,15 @@ impl Archive {
         Ok(Self {
             pool,
             url: url.to_owned(),
-            outcome: Arc::new(AtomicU8::new(0)),
+            outcome: Arc::new(AtomicU8::new(Reachable::Unknown as u8)),
         })
     }
 
     /// What the last statement on any clone of this handle found.
     pub fn reachable(&self) -> Reachable {
         match self.outcome.load(Ordering::Relaxed) {
-            1 => Reachable::Yes,
-            2 => Reachable::No,
+            x if x == Reachable::Yes as u8 => Reachable::Yes,
+            x if x == Reachable::No as u8 => Reachable::No,
             _ => Reachable::Unknown,
         }
     }
@@ -82,9 +84,16 @@ impl Archive {
             | Err(ArchiveError::AssetIdRange(_)) => true,
             Err(_) => false,
         };
-        self.outcome
-            .store(if reached { 1 } else { 2 }, Ordering::Relaxed);
+        self.set_reachable(if reached {
+            Reachable::Yes
+        } else {
+            Reachable::No
+        });
         result
+    }
+
+    fn set_reachable(&self, now: Reachable) {
+        self.outcome.store(now as u8, Ordering::Relaxed);
     }
 
     /// Pings the archive every `every` while nothing else does (an API
@@ -96,7 +105,7 @@ impl Archive {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {
                     if tokio::time::timeout(every, self.ping()).await.is_err() {
-                        self.outcome.store(2, Ordering::Relaxed);
+                        self.set_reachable(Reachable::No);
                     }
                 }
             }

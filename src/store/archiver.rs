@@ -72,7 +72,6 @@ impl Archiver {
     }
 
     async fn archive(&self, shutdown: &CancellationToken) {
-        let shutdown = shutdown.clone();
         let mut backoff = Backoff::new(RETRIES);
         let mut warned = false;
         // The database may not exist or be reachable yet: keep trying.
@@ -86,7 +85,7 @@ impl Archiver {
                         tracing::warn!(error = %e, "archive not ready; points wait in the buffer");
                         warned = true;
                     }
-                    if !backoff.wait(&shutdown).await {
+                    if !backoff.wait(shutdown).await {
                         return;
                     }
                 }
@@ -104,7 +103,7 @@ impl Archiver {
                     Ok(()) => need_group = false,
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot create the archive group");
-                        if !backoff.wait(&shutdown).await {
+                        if !backoff.wait(shutdown).await {
                             break;
                         }
                         continue;
@@ -123,7 +122,7 @@ impl Archiver {
                         pending = true;
                     } else {
                         tracing::debug!(error = %e, "cannot read the archive buffer");
-                        if !backoff.wait(&shutdown).await {
+                        if !backoff.wait(shutdown).await {
                             break;
                         }
                     }
@@ -138,7 +137,7 @@ impl Archiver {
                 pending = false;
                 continue;
             }
-            if !self.commit(batch, &shutdown).await {
+            if !self.commit(batch, shutdown).await {
                 break;
             }
         }

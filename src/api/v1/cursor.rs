@@ -38,15 +38,26 @@ impl CursorKey {
         Self(rand::random::<[u8; 32]>().to_vec())
     }
 
-    fn mac(&self, text: &str) -> [u8; MAC_BYTES] {
+    fn hmac(&self, text: &str) -> Hmac<Sha256> {
         // HMAC takes a key of any length; `new_from_slice` cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         mac.update(text.as_bytes());
-        let full = mac.finalize().into_bytes();
+        mac
+    }
+
+    /// The tag a cursor carries: the MAC's first [`MAC_BYTES`] bytes.
+    fn mac(&self, text: &str) -> [u8; MAC_BYTES] {
+        let full = self.hmac(text).finalize().into_bytes();
         let mut out = [0; MAC_BYTES];
         out.copy_from_slice(&full[..MAC_BYTES]);
         out
+    }
+
+    /// Whether `tag` is `text`'s, compared in constant time by the `hmac`
+    /// crate, so that a tag cannot be guessed byte by byte.
+    fn signed(&self, text: &str, tag: &[u8; MAC_BYTES]) -> bool {
+        self.hmac(text).verify_truncated_left(tag).is_ok()
     }
 }
 
@@ -89,9 +100,7 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| BadCursor)?;
         let text = String::from_utf8(bytes).map_err(|_| BadCursor)?;
         let (body, mac) = text.rsplit_once(':').ok_or(BadCursor)?;
-        // Compared in constant time, so the MAC cannot be guessed byte by byte.
-        let expected = hex(&key.mac(body));
-        if mac.len() != expected.len() || !constant_time_eq(mac.as_bytes(), expected.as_bytes()) {
+        if !unhex(mac).is_some_and(|tag| key.signed(body, &tag)) {
             return Err(BadCursor);
         }
         let mut parts = body.split(':');
@@ -128,8 +137,21 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A tag written by [`hex`]: exactly [`MAC_BYTES`] bytes in lowercase hex.
+fn unhex(text: &str) -> Option<[u8; MAC_BYTES]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * MAC_BYTES
+        || !digits
+            .iter()
+            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return None;
+    }
+    let mut tag = [0; MAC_BYTES];
+    for (byte, pair) in tag.iter_mut().zip(digits.chunks(2)) {
+        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(tag)
 }
 
 #[cfg(test)]
