@@ -15,7 +15,7 @@ use rand::Rng;
 use ratesd::domain::ArchivedPoint;
 use ratesd::domain::Point;
 use ratesd::store::Archiver;
-use ratesd::store::{Archive, RedisStore};
+use ratesd::store::{Archive, Engine, RedisStore};
 use sqlx::migrate::MigrateDatabase;
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +72,9 @@ async fn main() {
     let url = format!("{pg}/ratesd_bench_{id}_b");
     let archive = Archive::new(&url).unwrap();
     archive.prepare(true).await.unwrap();
-    let redis = RedisStore::new(&redis_url, &format!("bench:{id}:")).unwrap();
+    let redis = Engine::Redis(std::sync::Arc::new(
+        RedisStore::new(&redis_url, &format!("bench:{id}:")).unwrap(),
+    ));
     let by_second: Vec<Vec<Point>> = (0..seconds)
         .map(|t| {
             (1..=ASSETS)
@@ -92,7 +94,7 @@ async fn main() {
     let backlog = redis.archive_backlog().await.unwrap();
     let shutdown = CancellationToken::new();
     let archiver = Archiver {
-        redis: redis.clone(),
+        engine: redis.clone(),
         archive: archive.clone(),
         migrate: false,
         buffer_ticks: 10_000_000,
@@ -112,7 +114,9 @@ async fn main() {
         total - total % ASSETS as usize,
         elapsed,
     );
-    redis.delete_all().await.unwrap();
+    if let Engine::Redis(r) = &redis {
+        r.delete_all().await.unwrap();
+    }
     archive.close().await;
     sqlx::Postgres::force_drop_database(&url).await.unwrap();
 }

@@ -15,7 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Role};
 use crate::domain::Catalog;
 use crate::sources::{self, SourceSpec};
-use crate::store::{Archive, ArchiveError, Archiver, RedisError, RedisStore};
+use crate::store::{Archive, ArchiveError, Archiver, Embedded, Engine, RedisError, RedisStore};
 use crate::stream::{LiveHub, Streams, WsSettings};
 use crate::worker::{Worker, WorkerSettings};
 
@@ -37,13 +37,19 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("RATES_DATABASE_URL is off: there is no archive to migrate")]
+    #[error("RATES_DATABASE_URL is not set: there is no archive to migrate")]
     NoArchive,
+    #[error(
+        "`ratesd {0}` alone needs a shared engine: set RATES_REDIS_URL \
+         (or run `ratesd` with no subcommand for one process with the embedded engine)"
+    )]
+    NeedsSharedEngine(&'static str),
 }
 
 /// A running service.
 pub struct App {
     addr: Option<SocketAddr>,
+    engine: Engine,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     /// Stopped before the archiver, so that its last tick is flushed too.
@@ -57,10 +63,32 @@ impl App {
     /// when they come.
     pub async fn start(config: &Config, role: Role) -> Result<Self, StartupError> {
         let catalog = Arc::new(config.catalog()?);
-        let redis = RedisStore::new(&config.redis_url, &config.redis_prefix)?;
+        let engine = match config.redis_url() {
+            Some(url) => {
+                tracing::info!(prefix = %config.redis_prefix, "redis engine");
+                Engine::Redis(Arc::new(RedisStore::new(url, &config.redis_prefix)?))
+            }
+            None => match role {
+                Role::All => {
+                    tracing::info!(
+                        "embedded engine: one process, nothing survives a restart; \
+                         set RATES_REDIS_URL for Redis"
+                    );
+                    Engine::Embedded(Arc::new(Embedded::new(catalog.clone())))
+                }
+                Role::Serve => return Err(StartupError::NeedsSharedEngine("serve")),
+                Role::Worker => return Err(StartupError::NeedsSharedEngine("worker")),
+            },
+        };
         let archive = config.archive_url().map(Archive::new).transpose()?;
+        if archive.is_none() {
+            tracing::info!(
+                "no archive: RATES_DATABASE_URL is not set; history reaches back over the live window only"
+            );
+        }
         let mut app = Self {
             addr: None,
+            engine: engine.clone(),
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
             worker: None,
@@ -68,7 +96,7 @@ impl App {
         };
         app.start_metrics(config);
         if role.runs_worker() {
-            app.start_worker(config, &catalog, &redis, archive.as_ref())?;
+            app.start_worker(config, &catalog, &engine, archive.as_ref())?;
         } else if let Some(archive) = archive.clone().filter(|_| config.auto_migrate) {
             // An API alone still wants the archive's schema for old ranges.
             app.tasks.spawn(async move {
@@ -85,7 +113,7 @@ impl App {
                 .spawn(archive.watch(Duration::from_secs(5), app.shutdown.clone()));
         }
         if role.runs_api() {
-            app.start_api(config, catalog, redis, archive).await?;
+            app.start_api(config, catalog, engine, archive).await?;
         }
         Ok(app)
     }
@@ -113,7 +141,7 @@ impl App {
         &mut self,
         config: &Config,
         catalog: &Arc<Catalog>,
-        redis: &RedisStore,
+        engine: &Engine,
         archive: Option<&Archive>,
     ) -> Result<(), StartupError> {
         if config.sources.contains(&SourceSpec::Simulated) {
@@ -132,7 +160,7 @@ impl App {
         let worker = Worker::new(
             sources,
             catalog.clone(),
-            redis.clone(),
+            engine.clone(),
             archive.cloned(),
             settings,
         );
@@ -141,7 +169,7 @@ impl App {
         ));
         if let Some(archive) = archive {
             let archiver = Archiver {
-                redis: redis.clone(),
+                engine: engine.clone(),
                 archive: archive.clone(),
                 migrate: config.auto_migrate,
                 buffer_ticks: config.archive_buffer_ticks,
@@ -158,7 +186,7 @@ impl App {
         &mut self,
         config: &Config,
         catalog: Arc<Catalog>,
-        redis: RedisStore,
+        engine: Engine,
         archive: Option<Archive>,
     ) -> Result<(), StartupError> {
         let bind = |source| StartupError::Bind {
@@ -170,16 +198,17 @@ impl App {
         self.addr = Some(local);
         let hub = LiveHub::new(&catalog);
         self.tasks
-            .spawn(hub.clone().run(redis.clone(), self.shutdown.clone()));
+            .spawn(hub.clone().run(engine.clone(), self.shutdown.clone()));
         let streams = Arc::new(Streams::new(
             catalog,
-            redis.clone(),
+            engine.clone(),
+            archive.clone(),
             hub,
             config.history_seconds,
             WsSettings::from_config(config),
             self.shutdown.clone(),
         ));
-        let api = Api::new(config, redis, archive, streams);
+        let api = Api::new(config, engine, archive, streams);
         if let Some(limiter) = api.limiter() {
             self.tasks
                 .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
@@ -194,6 +223,11 @@ impl App {
         });
         tracing::info!(%local, "api listening");
         Ok(())
+    }
+
+    /// The engine this process writes to and reads from.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Where the API listens (its real port when configured with port 0).

@@ -29,9 +29,11 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Run the API alone (several API processes can share one Redis).
+    /// Run the API alone (several API processes share one Redis: needs
+    /// RATES_REDIS_URL).
     Serve,
-    /// Run the worker alone: upstream polling, the Redis window, the archive.
+    /// Run the worker alone: upstream polling, the live window, the archive
+    /// (needs RATES_REDIS_URL).
     Worker,
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
@@ -125,14 +127,10 @@ pub struct Config {
     )]
     pub http_max_connections_per_ip: u32,
 
-    /// Redis URL.
-    #[arg(
-        long,
-        env = "RATES_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true
-    )]
-    pub redis_url: String,
+    /// Redis, shared by any number of API processes and workers; unset,
+    /// the embedded engine (one process, nothing survives a restart).
+    #[arg(long, env = "RATES_REDIS_URL", hide_env_values = true, global = true)]
+    pub redis_url: Option<String>,
 
     /// Prefix of every Redis key and channel, so that several deployments or
     /// tests share one Redis.
@@ -144,15 +142,16 @@ pub struct Config {
     )]
     pub redis_prefix: String,
 
-    /// The PostgreSQL archive, created if it does not exist yet; `off` runs
-    /// without one (history then reaches back the live window only).
+    /// The PostgreSQL archive, created if it does not exist yet; unset or
+    /// `off` runs without one (history then reaches back over the live
+    /// window only).
     #[arg(
         long,
         env = "RATES_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/rates",
+        hide_env_values = true,
         global = true
     )]
-    pub database_url: String,
+    pub database_url: Option<String>,
 
     /// Apply migrations at start.
     #[arg(long, env = "RATES_AUTO_MIGRATE", default_value_t = true, action = ArgAction::Set, global = true)]
@@ -206,7 +205,7 @@ pub struct Config {
     )]
     pub simulated_backfill_seconds: u32,
 
-    /// The live window kept in Redis, in seconds.
+    /// The live window kept in the engine, in seconds.
     #[arg(long, env = "RATES_HISTORY_SECONDS", default_value_t = 1800,
           value_parser = clap::value_parser!(u32).range(1..=86_400), global = true)]
     pub history_seconds: u32,
@@ -222,7 +221,7 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(50..=950), global = true)]
     pub upstream_timeout_ms: u64,
 
-    /// Ticks the archive buffer (a Redis stream) holds at most while
+    /// Ticks the archive buffer (in the engine) holds at most while
     /// PostgreSQL is away; older ones are dropped beyond it.
     #[arg(long, env = "RATES_ARCHIVE_BUFFER_TICKS", default_value_t = 604_800,
           value_parser = clap::value_parser!(u64).range(60..), global = true)]
@@ -396,10 +395,16 @@ impl Config {
         Ok(Catalog::with_extra(&self.extra_assets)?)
     }
 
-    /// The archive's URL, or `None` when it is `off`.
+    /// The archive's URL, or `None` when it is unset or `off`.
     pub fn archive_url(&self) -> Option<&str> {
-        let url = self.database_url.trim();
+        let url = self.database_url.as_deref()?.trim();
         (!url.is_empty() && !url.eq_ignore_ascii_case("off")).then_some(url)
+    }
+
+    /// Redis's URL, or `None` for the embedded engine.
+    pub fn redis_url(&self) -> Option<&str> {
+        let url = self.redis_url.as_deref()?.trim();
+        (!url.is_empty()).then_some(url)
     }
 
     pub fn upstream_settings(&self) -> UpstreamSettings {
@@ -427,6 +432,13 @@ mod tests {
         }
         if std::env::var_os("RATES_SOURCES").is_none() {
             assert_eq!(c.sources, [SourceSpec::Simulated]);
+        }
+        // A bare machine: the embedded engine and no archive.
+        if std::env::var_os("RATES_REDIS_URL").is_none() {
+            assert_eq!(c.redis_url(), None);
+        }
+        if std::env::var_os("RATES_DATABASE_URL").is_none() {
+            assert_eq!(c.archive_url(), None);
         }
     }
 

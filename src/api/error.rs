@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::store::history::HistoryError;
-use crate::store::{ArchiveError, RedisError};
+use crate::store::{ArchiveError, EngineError, RedisError};
 use crate::stream::UpgradeRejection;
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -242,7 +242,7 @@ pub enum ApiError {
 impl From<HistoryError> for ApiError {
     fn from(e: HistoryError) -> Self {
         match e {
-            HistoryError::Redis(e) => Self::Redis(e),
+            HistoryError::Engine(EngineError::Redis(e)) => Self::Redis(e),
             HistoryError::Archive(e) => Self::Archive(e),
         }
     }

@@ -14,14 +14,14 @@ use std::sync::Arc;
 use super::v1::RatesCache;
 use crate::domain::{Catalog, SourceStatus};
 use crate::store::archive::Reachable;
-use crate::store::{Archive, RedisStore};
+use crate::store::{Archive, Engine};
 use crate::stream::LiveHub;
 
 /// What the probes read: state the process already holds, so that a
 /// probe never waits on a database.
 pub struct HealthState {
     pub catalog: Arc<Catalog>,
-    pub redis: RedisStore,
+    pub engine: Engine,
     pub archive: Option<Archive>,
     /// The live feed: whether Redis is reachable.
     pub hub: LiveHub,
@@ -112,7 +112,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
     let Ok(rates) = &snapshot.rates else {
         return unavailable("redis unreachable");
     };
-    let sources = state.redis.source_statuses().await.unwrap_or_default();
+    let sources = state.engine.source_statuses().await.unwrap_or_default();
     let limit = state.stale_after_seconds;
     let stale: Vec<String> = state
         .catalog

@@ -27,7 +27,7 @@ use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
 use super::{error, metrics, page};
 use crate::config::Config;
-use crate::store::{Archive, RedisStore};
+use crate::store::{Archive, Engine};
 use crate::stream::Streams;
 use crate::stream::v1::docs;
 
@@ -47,7 +47,7 @@ pub struct Api {
 impl Api {
     pub fn new(
         config: &Config,
-        redis: RedisStore,
+        engine: Engine,
         archive: Option<Archive>,
         streams: Arc<Streams>,
     ) -> Self {
@@ -59,13 +59,13 @@ impl Api {
         .map(Arc::new);
         let v1 = Arc::new(V1State::new(
             config,
-            redis.clone(),
+            engine.clone(),
             archive.clone(),
             streams,
         ));
         let health = Arc::new(HealthState {
             catalog: v1.catalog.clone(),
-            redis,
+            engine,
             archive,
             hub: v1.streams.hub.clone(),
             rates: v1.rates.clone(),

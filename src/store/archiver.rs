@@ -1,4 +1,4 @@
-//! Moves points from the archive buffer (a Redis stream the worker appends
+//! Moves points from the engine's archive buffer (which every tick appends
 //! to) into PostgreSQL. An entry is acknowledged and deleted only after its
 //! points are committed, so a PostgreSQL outage delays the archive and loses
 //! nothing; inserts are idempotent, so a replay after a crash is harmless.
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::redis::ArchiveBatch;
-use super::{Archive, RedisStore};
+use super::records::ArchiveBatch;
+use super::{Archive, Engine};
 use crate::backoff::{Backoff, Doubling};
 use crate::clock::unix_now;
 
@@ -18,7 +18,7 @@ const BATCH_ENTRIES: usize = 200;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(5);
 
 pub struct Archiver {
-    pub redis: RedisStore,
+    pub engine: Engine,
     pub archive: Archive,
     pub migrate: bool,
     /// The buffer's bound in ticks (`RATES_ARCHIVE_BUFFER_TICKS`): beyond
@@ -54,7 +54,7 @@ impl Archiver {
                 () = shutdown.cancelled() => return,
                 _ = every.tick() => {}
             }
-            let Ok(backlog) = self.redis.archive_backlog().await else {
+            let Ok(backlog) = self.engine.archive_backlog().await else {
                 continue;
             };
             metrics::gauge!("ratesd_archive_backlog_ticks").set(backlog as f64);
@@ -99,7 +99,7 @@ impl Archiver {
         let mut pending = true;
         while !shutdown.is_cancelled() {
             if need_group {
-                match self.redis.ensure_archive_group().await {
+                match self.engine.ensure_archive_group().await {
                     Ok(()) => need_group = false,
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot create the archive group");
@@ -111,7 +111,11 @@ impl Archiver {
                 }
             }
             let block = (!pending).then_some(Duration::from_secs(1));
-            let batch = match self.redis.read_archive(BATCH_ENTRIES, block, pending).await {
+            let batch = match self
+                .engine
+                .read_archive(BATCH_ENTRIES, block, pending)
+                .await
+            {
                 Ok(batch) => batch,
                 Err(e) => {
                     metrics::counter!("ratesd_redis_errors_total", "op" => "archive_read")
@@ -177,7 +181,7 @@ impl Archiver {
             }
         }
         loop {
-            match self.redis.ack_archive(&batch.ids).await {
+            match self.engine.ack_archive(&batch.ids).await {
                 Ok(()) => return true,
                 Err(e) => {
                     // Unacknowledged entries are re-read and re-inserted: harmless.
@@ -194,18 +198,18 @@ impl Archiver {
     async fn flush(&self) {
         let drain = async {
             // A shutdown right after start may come before the group exists.
-            if self.redis.ensure_archive_group().await.is_err() {
+            if self.engine.ensure_archive_group().await.is_err() {
                 return;
             }
             for pending in [true, false] {
                 loop {
-                    let batch = match self.redis.read_archive(BATCH_ENTRIES, None, pending).await {
+                    let batch = match self.engine.read_archive(BATCH_ENTRIES, None, pending).await {
                         Ok(b) if !b.ids.is_empty() => b,
                         _ => break,
                     };
                     let ids = batch.ids.clone();
                     if self.archive.insert(&batch.points).await.is_err()
-                        || self.redis.ack_archive(&ids).await.is_err()
+                        || self.engine.ack_archive(&ids).await.is_err()
                     {
                         return;
                     }
@@ -213,7 +217,14 @@ impl Archiver {
             }
         };
         if tokio::time::timeout(SHUTDOWN_FLUSH, drain).await.is_err() {
-            tracing::warn!("archive buffer not fully flushed at shutdown; the rest waits in redis");
+            match self.engine {
+                Engine::Redis(_) => tracing::warn!(
+                    "archive buffer not fully flushed at shutdown; the rest waits in redis"
+                ),
+                Engine::Embedded(_) => tracing::warn!(
+                    "archive buffer not fully flushed at shutdown; the rest is lost with the embedded engine"
+                ),
+            }
         }
     }
 }

@@ -1,14 +1,15 @@
-//! Reading history: the Redis window for recent seconds, the PostgreSQL
+//! Reading history: the engine's window for recent seconds, the PostgreSQL
 //! archive for older ones, joined so that a range spanning both reads as
 //! one sequence.
 
-use super::{Archive, ArchiveError, RedisError, RedisStore};
+use super::archive::Reachable;
+use super::{Archive, ArchiveError, Engine, EngineError};
 use crate::domain::{Asset, Point, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error(transparent)]
-    Redis(#[from] RedisError),
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Archive(#[from] ArchiveError),
 }
@@ -22,15 +23,15 @@ pub enum HistoryError {
 /// window covers) are not asked of the archive: recent history never
 /// depends on PostgreSQL.
 pub async fn page(
-    redis: &RedisStore,
+    engine: &Engine,
     archive: Option<&Archive>,
     asset: &Asset,
     (from, to): (UnixSeconds, UnixSeconds),
     live_start: UnixSeconds,
     limit: usize,
 ) -> Result<Vec<Point>, HistoryError> {
-    let (members, oldest) = redis.window(asset.id, from, to, limit).await?;
-    let mut points = Vec::with_capacity(limit.min(members.len() + 64));
+    let (mut recent, oldest) = engine.window(asset.id, from, to, limit).await?;
+    let mut points = Vec::with_capacity(limit.min(recent.len() + 64));
     if let Some(archive) = archive {
         let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
         if from <= archive_to {
@@ -38,9 +39,33 @@ pub async fn page(
         }
     }
     if points.len() < limit {
-        let mut recent = redis.parse_points(asset.id, &members)?;
         recent.truncate(limit - points.len());
         points.extend(recent);
     }
     Ok(points)
+}
+
+/// Every point of `asset` after `after`, oldest first, as a subscriber's
+/// history: the window, and before its oldest second the archive, even
+/// when the window is empty or nearly so (right after a start or an engine
+/// that lost its data, before the worker rebuilt it). `limit` bounds the
+/// archive's part. When the archive cannot be read, the window alone.
+pub async fn recent(
+    engine: &Engine,
+    archive: Option<&Archive>,
+    asset: &Asset,
+    after: UnixSeconds,
+    limit: usize,
+) -> Result<Vec<Point>, HistoryError> {
+    let span = (after.saturating_add(1), UnixSeconds::MAX);
+    // Known away: not waited on (the archiver and the API's watch notice
+    // when it is back).
+    let archive = archive.filter(|a| a.reachable() != Reachable::No);
+    match page(engine, archive, asset, span, UnixSeconds::MAX, limit).await {
+        Err(HistoryError::Archive(e)) => {
+            tracing::warn!(error = %e, asset = %asset.name, "archive unreadable; history is the window alone");
+            page(engine, None, asset, span, UnixSeconds::MAX, limit).await
+        }
+        done => done,
+    }
 }

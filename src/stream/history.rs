@@ -8,21 +8,27 @@ use bytes::Bytes;
 
 use super::frame::history_frame;
 use crate::clock::unix_now;
-use crate::domain::{AssetId, Catalog, UnixSeconds};
-use crate::store::RedisStore;
+use crate::domain::{Asset, AssetId, Catalog, UnixSeconds};
+use crate::store::history::{HistoryError as ReadError, recent};
+use crate::store::{Archive, Engine};
 
-/// The WebSocket history of each asset, read from Redis at most once per
-/// tick however many clients subscribe at once: after a restart or a
+/// The WebSocket history of each asset, read from the engine at most once
+/// per tick however many clients subscribe at once: after a restart or a
 /// Redis outage every client reconnects in the same second, and 10,000
 /// reads of a 130 KB window exhaust the Redis pool (measured: a third of
 /// them got "history unavailable" before this cache).
+///
+/// It is read as REST reads history: the window, and the archive for the
+/// seconds before the window's oldest. So a subscriber gets the whole
+/// window's span even right after the engine lost its data, before the
+/// worker has rebuilt the window from the archive.
 ///
 /// Gapless handoff still holds. A subscriber attaches to the live feed,
 /// then asks for a history covering `newest`, the newest second the feed
 /// had announced by then; any later point is sent on the feed after it
 /// attached. A cached history that ends before `newest` is read again.
 pub struct HistoryCache {
-    slots: HashMap<AssetId, tokio::sync::Mutex<Slot>>,
+    slots: HashMap<AssetId, (Asset, tokio::sync::Mutex<Slot>)>,
 }
 
 #[derive(Default)]
@@ -56,7 +62,7 @@ impl HistoryCache {
         let slots = catalog
             .assets()
             .iter()
-            .map(|a| (a.id, tokio::sync::Mutex::default()))
+            .map(|a| (a.id, (a.clone(), tokio::sync::Mutex::default())))
             .collect();
         Self { slots }
     }
@@ -64,12 +70,13 @@ impl HistoryCache {
     /// The last `window_seconds` of `asset`, ending no earlier than `newest`.
     pub async fn get(
         &self,
-        redis: &RedisStore,
+        engine: &Engine,
+        archive: Option<&Archive>,
         asset: AssetId,
         window_seconds: u32,
         newest: UnixSeconds,
     ) -> Result<Arc<History>, HistoryError> {
-        let Some(slot) = self.slots.get(&asset) else {
+        let Some((asset, slot)) = self.slots.get(&asset) else {
             return Err(HistoryError::Unavailable);
         };
         // One reader per asset; the others wait here and take its result.
@@ -85,30 +92,24 @@ impl HistoryCache {
             return Err(HistoryError::Unavailable);
         }
         let since = now - i64::from(window_seconds);
-        let members = match redis.window_after(asset, since).await {
-            Ok(m) => m,
-            Err(e) => {
+        // The archive's part is at most the window's span; the window holds
+        // no more than its span either.
+        let limit = 2 * window_seconds as usize + 64;
+        let points = match recent(engine, archive, asset, since, limit).await {
+            Ok(points) => points,
+            Err(e @ ReadError::Engine(_)) => {
                 tracing::warn!(error = %e, "cannot read history for a subscribe");
                 slot.failed_in = Some(now);
                 return Err(HistoryError::Unavailable);
             }
+            Err(e) => {
+                tracing::error!(error = %e, "corrupt history");
+                return Err(HistoryError::Corrupt);
+            }
         };
-        let last = match members.last() {
-            None => None,
-            Some(m) => match redis.parse_points(asset, std::slice::from_ref(m)) {
-                Ok(p) => p.first().map(|p| p.time),
-                Err(e) => {
-                    tracing::error!(error = %e, "corrupt history");
-                    return Err(HistoryError::Corrupt);
-                }
-            },
-        };
-        let frame = history_frame(&members).map_err(|e| {
-            tracing::error!(error = %e, "corrupt history");
-            HistoryError::Corrupt
-        })?;
+        let last = points.last().map(|p| p.time);
         let history = Arc::new(History {
-            frame,
+            frame: history_frame(&points),
             last,
             read_in: now,
         });

@@ -31,7 +31,7 @@ use super::outbox::{Offer, Outbox, event};
 use crate::backoff::{Backoff, Doubling};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
-use crate::store::RedisStore;
+use crate::store::Engine;
 
 /// How many points a subscribing connection may fall behind (while it
 /// sends its history) before it is closed.
@@ -249,7 +249,7 @@ impl LiveHub {
     /// with a dropped subscription), so that subscribers see no hole.
     async fn publish_filled(
         &self,
-        redis: &RedisStore,
+        engine: &Engine,
         published: &mut HashMap<AssetId, UnixSeconds>,
         points: &[Point],
     ) {
@@ -259,10 +259,9 @@ impl LiveHub {
                 continue;
             };
             if p.time > prev + 1
-                && let Ok(members) = redis.window_after(p.asset_id, prev).await
-                && let Ok(found) = redis.parse_points(p.asset_id, &members)
+                && let Ok(members) = engine.window_after(p.asset_id, prev).await
             {
-                missed.extend(found.into_iter().filter(|m| m.time < p.time));
+                missed.extend(members.into_iter().filter(|m| m.time < p.time));
             }
         }
         missed.sort_by_key(|p| p.time);
@@ -297,18 +296,18 @@ impl LiveHub {
     ///
     /// Subscribers are told when the feed is lost (they reconnect) and,
     /// when this ends, that the process is shutting down.
-    pub async fn run(self, redis: RedisStore, shutdown: CancellationToken) {
-        self.relay(&redis, &shutdown).await;
+    pub async fn run(self, engine: Engine, shutdown: CancellationToken) {
+        self.relay(&engine, &shutdown).await;
         self.announce(&LiveEvent::ShuttingDown).await;
     }
 
-    async fn relay(&self, redis: &RedisStore, shutdown: &CancellationToken) {
+    async fn relay(&self, engine: &Engine, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(RESUBSCRIBE);
         let mut failing = false;
         // The newest second published for each asset.
         let mut published: HashMap<AssetId, UnixSeconds> = HashMap::new();
         while !shutdown.is_cancelled() {
-            let mut feed = match redis.subscribe_live().await {
+            let mut feed = match engine.subscribe_live().await {
                 Ok(feed) => {
                     self.connected.store(true, Ordering::Release);
                     if failing {
@@ -341,7 +340,7 @@ impl LiveHub {
                     }
                 };
                 match next {
-                    Some(Ok(points)) => self.publish_filled(redis, &mut published, &points).await,
+                    Some(Ok(points)) => self.publish_filled(engine, &mut published, &points).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "malformed live message skipped"),
                     None => {
                         // Stays set through failed retries: one warning per outage.

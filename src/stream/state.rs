@@ -9,7 +9,7 @@ use super::history::HistoryCache;
 use super::hub::LiveHub;
 use crate::config::Config;
 use crate::domain::Catalog;
-use crate::store::RedisStore;
+use crate::store::{Archive, Engine};
 
 #[derive(Debug, Clone)]
 pub struct WsSettings {
@@ -47,11 +47,13 @@ impl WsSettings {
     }
 }
 
-/// The catalog, the live hub, the history cache and the settings: all a
-/// session needs, and nothing of HTTP.
+/// The catalog, the engine and the archive, the live hub, the history
+/// cache and the settings: all a session needs, and nothing of HTTP.
 pub struct Streams {
     pub catalog: Arc<Catalog>,
-    pub redis: RedisStore,
+    pub engine: Engine,
+    /// Where a history reaches back to when the window misses seconds.
+    pub archive: Option<Archive>,
     pub hub: LiveHub,
     /// Each asset's history, read once per tick.
     pub history: HistoryCache,
@@ -65,7 +67,8 @@ pub struct Streams {
 impl Streams {
     pub fn new(
         catalog: Arc<Catalog>,
-        redis: RedisStore,
+        engine: Engine,
+        archive: Option<Archive>,
         hub: LiveHub,
         window_seconds: u32,
         settings: WsSettings,
@@ -74,7 +77,8 @@ impl Streams {
         Self {
             history: HistoryCache::new(&catalog),
             catalog,
-            redis,
+            engine,
+            archive,
             hub,
             window_seconds,
             settings,

@@ -1,5 +1,5 @@
 //! The worker: once a second, fetch every source, pick each asset's quote
-//! from the best source that has a fresh one, and write the tick to Redis.
+//! from the best source that has a fresh one, and write the tick to the engine.
 //!
 //! - [`schedule`]: one tick per wall-clock second, tested on a paused clock.
 //! - [`select`]: which source serves each asset.
@@ -24,8 +24,8 @@ use self::select::{Seen, Selected, select_quotes};
 use crate::clock::Clock;
 use crate::domain::{AssetId, Catalog, Point, SourceStatus, StoredQuote, UnixSeconds};
 use crate::sources::{Source, SourceQuote};
-use crate::store::redis::TickEntry;
-use crate::store::{Archive, RedisStore};
+use crate::store::records::TickEntry;
+use crate::store::{Archive, Engine};
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -40,7 +40,7 @@ pub struct WorkerSettings {
 pub struct Worker {
     sources: Vec<Arc<dyn Source>>,
     catalog: Arc<Catalog>,
-    store: RedisStore,
+    store: Engine,
     settings: WorkerSettings,
     /// Per source (in priority order): the last quote of each asset.
     books: Vec<HashMap<AssetId, Seen>>,
@@ -62,7 +62,7 @@ impl Worker {
     pub fn new(
         sources: Vec<Arc<dyn Source>>,
         catalog: Arc<Catalog>,
-        store: RedisStore,
+        store: Engine,
         archive: Option<Archive>,
         settings: WorkerSettings,
     ) -> Self {

@@ -96,12 +96,15 @@ async fn test_page_charts_history_and_moves_live_in_chromium() {
         );
         return;
     };
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let driver = Driver::start(&driver_bin).await;
     let profile =
         std::env::temp_dir().join(format!("ratesd-chromium-{}", crate::helpers::unique_id()));

@@ -3,12 +3,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::helpers::{Options, eventually, spawn_app};
+use crate::helpers::{Engine, Options, eventually, spawn_app};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-fn limited(per_second: u32, burst: u32, more: &[&str]) -> Options {
+fn limited(engine: Engine, per_second: u32, burst: u32, more: &[&str]) -> Options {
     let mut extra = vec![
         "--rate-limit-per-second".to_owned(),
         per_second.to_string(),
@@ -17,6 +17,7 @@ fn limited(per_second: u32, burst: u32, more: &[&str]) -> Options {
     ];
     extra.extend(more.iter().map(|s| (*s).to_owned()));
     Options {
+        engine,
         archive: false,
         extra,
         ..Options::default()
@@ -32,9 +33,10 @@ fn header(resp: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limit_trips_at_exactly_the_burst_and_recovers() {
-    let app = spawn_app(limited(1, 5, &[])).await;
+async fn the_limit_trips_at_exactly_the_burst_and_recovers(engine: Engine) {
+    let Some(app) = spawn_app(limited(engine, 1, 5, &[])).await else {
+        return;
+    };
     for expected_remaining in (0..5).rev() {
         let resp = app.get("/api/v1/assets").await;
         assert_eq!(resp.status(), 200);
@@ -76,9 +78,11 @@ async fn the_limit_trips_at_exactly_the_burst_and_recovers() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-    let app = spawn_app(limited(1, 2, &["--trusted-proxies", "127.0.0.1"])).await;
+async fn forwarded_for_counts_only_behind_a_trusted_proxy(engine: Engine) {
+    let Some(app) = spawn_app(limited(engine, 1, 2, &["--trusted-proxies", "127.0.0.1"])).await
+    else {
+        return;
+    };
     let get = |ip: &'static str| {
         let req = app
             .http
@@ -94,9 +98,10 @@ async fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_flooding_websocket_client_is_limited_and_others_are_not() {
-    let app = spawn_app(limited(0, 1, &["--ws-frames-per-second", "5"])).await;
+async fn a_flooding_websocket_client_is_limited_and_others_are_not(engine: Engine) {
+    let Some(app) = spawn_app(limited(engine, 0, 1, &["--ws-frames-per-second", "5"])).await else {
+        return;
+    };
     let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
     let (mut calm, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     let (mut flood, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
@@ -156,9 +161,11 @@ async fn a_flooding_websocket_client_is_limited_and_others_are_not() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_connections_per_ip_are_capped() {
-    let app = spawn_app(limited(0, 1, &["--ws-max-connections-per-ip", "3"])).await;
+async fn websocket_connections_per_ip_are_capped(engine: Engine) {
+    let Some(app) = spawn_app(limited(engine, 0, 1, &["--ws-max-connections-per-ip", "3"])).await
+    else {
+        return;
+    };
     let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
     let mut open = Vec::new();
     for _ in 0..3 {
@@ -185,14 +192,17 @@ async fn websocket_connections_per_ip_are_capped() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etags_give_304_and_cache_control() {
-    let app = spawn_app(Options {
+async fn etags_give_304_and_cache_control(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
         backfill_seconds: 120,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     eventually("a quote", Duration::from_secs(5), || async {
         (app.get("/api/v1/rates/EURUSD").await.status() == 200).then_some(())
     })
@@ -254,20 +264,23 @@ async fn etags_give_304_and_cache_control() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cached_answer_follows_the_data_second_by_second() {
-    let app = spawn_app(Options {
+async fn the_cached_answer_follows_the_data_second_by_second(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let seen = std::sync::Mutex::new(BTreeSet::new());
     let pair = eventually(
         "two consecutive seconds",
         Duration::from_secs(10),
         || async {
             // What Redis held before the request: the answer is at most one tick older.
-            let newest = app.redis.latest(1).await.unwrap().map(|q| q.time);
+            let newest = app.engine.latest(1).await.unwrap().map(|q| q.time);
             let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
             if let (200, Some(newest)) = (status, newest) {
                 let t = q["time"].as_i64().unwrap();
@@ -292,13 +305,16 @@ fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_expose_every_family_and_move_with_traffic() {
-    let app = spawn_app(Options {
+async fn metrics_expose_every_family_and_move_with_traffic(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 10,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let scrape = || async { app.get("/metrics").await.text().await.unwrap() };
     let text = scrape().await;
     for family in [
@@ -355,13 +371,16 @@ async fn metrics_expose_every_family_and_move_with_traffic() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_requests_are_bounded() {
-    let app = spawn_app(Options {
+async fn oversized_requests_are_bounded(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // A large body on any route: 413 before a handler sees it.
     let resp = app
         .http
@@ -391,13 +410,16 @@ async fn oversized_requests_are_bounded() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invented_methods_do_not_grow_the_metric_labels() {
-    let app = spawn_app(Options {
+async fn invented_methods_do_not_grow_the_metric_labels(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     for i in 0..1000 {
         let method = reqwest::Method::from_bytes(format!("XYZZY{i}").as_bytes()).unwrap();
         let path = if i % 2 == 0 {
@@ -433,13 +455,15 @@ async fn invented_methods_do_not_grow_the_metric_labels() {
 /// A client that floods subscribes (each answered with a whole history)
 /// and reads nothing until the end gets the 1008 close like any other
 /// flood, not a reset.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscribe_flood_is_closed_with_1008_not_reset() {
-    let app = spawn_app(Options {
+async fn a_subscribe_flood_is_closed_with_1008_not_reset(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 600,
-        ..limited(0, 1, &["--ws-frames-per-second", "5"])
+        ..limited(engine, 0, 1, &["--ws-frames-per-second", "5"])
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
     let (mut flood, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     for _ in 0..200 {
@@ -464,3 +488,16 @@ async fn a_subscribe_flood_is_closed_with_1008_not_reset() {
     assert_eq!(close.code, CloseCode::Policy, "{}", close.reason);
     app.cleanup().await;
 }
+
+crate::helpers::on_both_engines!(
+    the_limit_trips_at_exactly_the_burst_and_recovers,
+    forwarded_for_counts_only_behind_a_trusted_proxy,
+    a_flooding_websocket_client_is_limited_and_others_are_not,
+    websocket_connections_per_ip_are_capped,
+    etags_give_304_and_cache_control,
+    the_cached_answer_follows_the_data_second_by_second,
+    metrics_expose_every_family_and_move_with_traffic,
+    oversized_requests_are_bounded,
+    invented_methods_do_not_grow_the_metric_labels,
+    a_subscribe_flood_is_closed_with_1008_not_reset,
+);

@@ -1,14 +1,88 @@
-//! Test harness: the real service on port 0 against the real Redis and
-//! PostgreSQL, isolated by its own key prefix and its own database.
+//! Test harness: the real service on port 0, on the embedded engine or
+//! against the real Redis, with the real PostgreSQL; each test isolated by
+//! its own key prefix and its own database.
+//!
+//! A test that needs Redis or PostgreSQL and finds it unreachable says so
+//! in one line and passes as skipped, except under `CI=true`, where it
+//! fails: on a bare machine the embedded-engine tests still run.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use ratesd::app::App;
 use ratesd::config::{Config, Role};
-use ratesd::store::{Archive, RedisStore};
+use ratesd::store::Archive;
 use sqlx::migrate::MigrateDatabase;
+
+/// The shared Redis the tests use (each under its own prefix).
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Embedded,
+    Redis,
+}
+
+/// Runs each named test body, an `async fn(Engine)`, once per engine, as
+/// `embedded::NAME` and `redis::NAME` beside it: one body, so the two
+/// engines cannot drift apart.
+macro_rules! on_both_engines {
+    ($($name:ident),+ $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Engine::Embedded).await
+                }
+            )+
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Engine::Redis).await
+                }
+            )+
+        }
+    };
+}
+pub(crate) use on_both_engines;
+
+/// A service a test needs beside the one under test.
+#[derive(Debug, Clone, Copy)]
+pub enum Needs {
+    Redis,
+    Postgres,
+}
+
+/// Whether `service` answers on its loopback port. When it does not, says
+/// that the test is skipped and returns false; under `CI=true` it fails
+/// the test instead.
+pub fn reachable(service: Needs) -> bool {
+    static REDIS: OnceLock<bool> = OnceLock::new();
+    static POSTGRES: OnceLock<bool> = OnceLock::new();
+    let (cell, name, addr) = match service {
+        Needs::Redis => (&REDIS, "Redis", "127.0.0.1:6379"),
+        Needs::Postgres => (&POSTGRES, "PostgreSQL", "127.0.0.1:5432"),
+    };
+    let up = *cell.get_or_init(|| {
+        addr.parse()
+            .ok()
+            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
+            .is_some()
+    });
+    if !up {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name} is not reachable at {addr}, and CI=true needs it"
+        );
+        eprintln!("skipped: {name} is not reachable at {addr}");
+    }
+    up
+}
 
 /// A recorded upstream payload from `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
@@ -30,7 +104,8 @@ pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 pub struct TestApp {
     pub base: String,
     pub database_url: Option<String>,
-    pub redis: RedisStore,
+    /// The engine the service runs on (the same handle, for the embedded one).
+    pub engine: ratesd::store::Engine,
     pub archive: Option<Archive>,
     pub config: Config,
     pub http: reqwest::Client,
@@ -39,6 +114,7 @@ pub struct TestApp {
 
 /// What a test wants different from the defaults.
 pub struct Options {
+    pub engine: Engine,
     pub sources: String,
     pub history_seconds: u32,
     pub backfill_seconds: u32,
@@ -51,6 +127,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            engine: Engine::Embedded,
             sources: "simulated".into(),
             history_seconds: 1800,
             backfill_seconds: 0,
@@ -61,17 +138,47 @@ impl Default for Options {
     }
 }
 
+/// An engine of `kind` with nothing in it, outside any service (for tests
+/// of the engine's own rules); `None` when Redis is needed and unreachable.
+pub fn bare_engine(kind: Engine) -> Option<ratesd::store::Engine> {
+    use ratesd::store::{Embedded, Engine as Store, RedisStore};
+    Some(match kind {
+        Engine::Embedded => {
+            let catalog = ratesd::domain::Catalog::with_extra("").unwrap();
+            Store::Embedded(std::sync::Arc::new(Embedded::new(catalog.into())))
+        }
+        Engine::Redis => {
+            if !reachable(Needs::Redis) {
+                return None;
+            }
+            let prefix = format!("test:{}:", unique_id());
+            Store::Redis(std::sync::Arc::new(
+                RedisStore::new(REDIS_URL, &prefix).unwrap(),
+            ))
+        }
+    })
+}
+
 pub fn unique_id() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
 }
 
-pub async fn spawn_app(opts: Options) -> TestApp {
+/// Starts the service, or `None` (said in one line) when a service it
+/// needs is unreachable.
+pub async fn spawn_app(opts: Options) -> Option<TestApp> {
     spawn_with(opts, &unique_id(), Role::All).await
 }
 
 /// Starts the service with a given isolation id, so that a test can restart
-/// it on the same prefix and database.
-pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
+/// it on the same prefix and database (Redis keeps its data across; the
+/// embedded engine does not).
+pub async fn spawn_with(opts: Options, id: &str, role: Role) -> Option<TestApp> {
+    let own_redis = opts.extra.iter().any(|a| a == "--redis-url");
+    if (opts.engine == Engine::Redis && !own_redis && !reachable(Needs::Redis))
+        || (opts.archive && opts.database_url.is_none() && !reachable(Needs::Postgres))
+    {
+        return None;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
@@ -95,6 +202,9 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
         "--simulated-backfill-seconds".into(),
         opts.backfill_seconds.to_string(),
     ];
+    if opts.engine == Engine::Redis && !own_redis {
+        args.extend(["--redis-url".into(), REDIS_URL.into()]);
+    }
     // Tests hammer one loopback address: no HTTP rate limit unless a test asks.
     if !opts.extra.iter().any(|a| a == "--rate-limit-per-second") {
         args.extend(["--rate-limit-per-second".into(), "0".into()]);
@@ -106,17 +216,17 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> TestApp {
         .addr()
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
-    let redis = RedisStore::new(&config.redis_url, &prefix).unwrap();
+    let engine = app.engine().clone();
     let archive = database_url.as_deref().map(|u| Archive::new(u).unwrap());
-    TestApp {
+    Some(TestApp {
         base,
         database_url,
-        redis,
+        engine,
         archive,
         config,
         http: reqwest::Client::new(),
         app: Some(app),
-    }
+    })
 }
 
 impl TestApp {
@@ -144,7 +254,9 @@ impl TestApp {
     /// Stops the service and removes its keys and database.
     pub async fn cleanup(mut self) {
         self.stop_service().await;
-        let _ = self.redis.delete_all().await;
+        if let ratesd::store::Engine::Redis(redis) = &self.engine {
+            let _ = redis.delete_all().await;
+        }
         if let Some(archive) = &self.archive {
             archive.close().await;
         }

@@ -5,12 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use crate::helpers::{Options, TestApp, eventually, spawn_app};
+use crate::helpers::{Engine, Options, TestApp, eventually, spawn_app};
 
 const ORIGIN: &str = "https://trader.example";
 
-async fn app_with(extra: &[&str]) -> TestApp {
+async fn app_with(engine: Engine, extra: &[&str]) -> Option<TestApp> {
     spawn_app(Options {
+        engine,
         archive: false,
         backfill_seconds: 120,
         extra: extra.iter().map(|s| (*s).to_owned()).collect(),
@@ -36,9 +37,15 @@ async fn problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
     body
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cors_preflights_and_every_answer_carry_the_headers() {
-    let app = app_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "2"]).await;
+async fn cors_preflights_and_every_answer_carry_the_headers(engine: Engine) {
+    let Some(app) = app_with(
+        engine,
+        &["--rate-limit-per-second", "1", "--rate-limit-burst", "2"],
+    )
+    .await
+    else {
+        return;
+    };
     let preflight = app
         .http
         .request(reqwest::Method::OPTIONS, app.url("/api/v1/rates"))
@@ -88,13 +95,18 @@ async fn cors_preflights_and_every_answer_carry_the_headers() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cors_origins_can_be_listed() {
-    let app = app_with(&[
-        "--cors-origins",
-        "https://trader.example, https://other.example",
-    ])
-    .await;
+async fn cors_origins_can_be_listed(engine: Engine) {
+    let Some(app) = app_with(
+        engine,
+        &[
+            "--cors-origins",
+            "https://trader.example, https://other.example",
+        ],
+    )
+    .await
+    else {
+        return;
+    };
     let ask = |origin: &'static str| {
         app.http
             .get(app.url("/api/v1/assets"))
@@ -113,9 +125,10 @@ async fn cors_origins_can_be_listed() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_error_is_a_problem_whose_type_resolves() {
-    let app = app_with(&[]).await;
+async fn every_error_is_a_problem_whose_type_resolves(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
     let mut types = BTreeSet::new();
     // 405, with Allow.
     let r = app
@@ -179,9 +192,10 @@ async fn every_error_is_a_problem_whose_type_resolves() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_and_the_openapi_document_are_compressed_rates_are_not() {
-    let app = app_with(&[]).await;
+async fn history_and_the_openapi_document_are_compressed_rates_are_not(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
     let path = "/api/v1/rates/EURUSD/history?limit=100";
     eventually(
         "a backfilled window",
@@ -216,9 +230,10 @@ async fn history_and_the_openapi_document_are_compressed_rates_are_not() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn symbols_selects_the_rates_listed() {
-    let app = app_with(&[]).await;
+async fn symbols_selects_the_rates_listed(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
     let (status, all) = eventually("rates", std::time::Duration::from_secs(5), || async {
         let (s, b) = app.get_json("/api/v1/rates").await;
         (s == 200 && b["rates"].as_array()?.len() == 5).then_some((s, b))
@@ -248,9 +263,15 @@ async fn symbols_selects_the_rates_listed() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmatched_paths_are_rate_limited_too() {
-    let app = app_with(&["--rate-limit-per-second", "1", "--rate-limit-burst", "3"]).await;
+async fn unmatched_paths_are_rate_limited_too(engine: Engine) {
+    let Some(app) = app_with(
+        engine,
+        &["--rate-limit-per-second", "1", "--rate-limit-burst", "3"],
+    )
+    .await
+    else {
+        return;
+    };
     let mut statuses = Vec::new();
     for _ in 0..6 {
         statuses.push(app.get("/no/such/path").await.status().as_u16());
@@ -259,9 +280,10 @@ async fn unmatched_paths_are_rate_limited_too() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn websocket_handshakes_are_checked() {
-    let app = app_with(&[]).await;
+async fn websocket_handshakes_are_checked(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
     let upgrade = |key: &'static str, version: &'static str| {
         app.http
             .get(app.url("/api/v1/ws"))
@@ -300,9 +322,10 @@ async fn websocket_handshakes_are_checked() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_openapi_document_names_its_operations() {
-    let app = app_with(&[]).await;
+async fn the_openapi_document_names_its_operations(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
     let (status, doc) = app.get_json("/api-docs/openapi.json").await;
     assert_eq!(status, 200);
     let ops: BTreeSet<&str> = doc["paths"]
@@ -331,3 +354,14 @@ async fn the_openapi_document_names_its_operations() {
     assert!(!doc.to_string().contains("#/components/schemas/i64"));
     app.cleanup().await;
 }
+
+crate::helpers::on_both_engines!(
+    cors_preflights_and_every_answer_carry_the_headers,
+    cors_origins_can_be_listed,
+    every_error_is_a_problem_whose_type_resolves,
+    history_and_the_openapi_document_are_compressed_rates_are_not,
+    symbols_selects_the_rates_listed,
+    unmatched_paths_are_rate_limited_too,
+    websocket_handshakes_are_checked,
+    the_openapi_document_names_its_operations,
+);

@@ -13,10 +13,8 @@ async fn log_of(format: &str) -> String {
     let id = unique_id();
     let path = std::env::temp_dir().join(format!("ratesd-log-{id}.txt"));
     let file = std::fs::File::create(&path).unwrap();
-    let prefix = format!("test:{id}:");
     let mut server = Process::spawn(
         &[
-            ("RATES_REDIS_PREFIX", &prefix),
             ("RATES_DATABASE_URL", "off"),
             ("RATES_LOG", "info"),
             ("RATES_LOG_FORMAT", format),
@@ -28,8 +26,6 @@ async fn log_of(format: &str) -> String {
     assert_eq!(server.exit(Duration::from_secs(20)).await.code(), Some(0));
     let log = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
-    let redis = ratesd::store::RedisStore::new("redis://127.0.0.1:6379", &prefix).unwrap();
-    redis.delete_all().await.unwrap();
     log
 }
 

@@ -202,23 +202,26 @@ fn is_root() -> bool {
 }
 
 async fn window(app: &crate::helpers::TestApp, asset: u32) -> BTreeMap<i64, f64> {
-    let (members, _) = app.redis.window(asset, 0, i64::MAX, 100_000).await.unwrap();
-    app.redis
-        .parse_points(asset, &members)
-        .unwrap()
-        .into_iter()
-        .map(|p| (p.time, p.value))
-        .collect()
+    let (points, _) = app
+        .engine
+        .window(asset, 0, i64::MAX, 100_000)
+        .await
+        .unwrap();
+    points.into_iter().map(|p| (p.time, p.value)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
     let mut redis = PrivateRedis::start().await;
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
+        engine: crate::helpers::Engine::Redis,
         extra: vec!["--redis-url".into(), redis.url()],
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let archive = app.archive.clone().unwrap();
     eventually("five archived seconds", Duration::from_secs(15), || async {
         (archive.seconds(1, 0, i64::MAX).await.ok()?.len() >= 5).then_some(())
@@ -332,11 +335,14 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
 async fn a_postgres_outage_delays_the_archive_and_loses_nothing() {
     let pg = PrivatePg::start().await;
     let db = format!("ratesd_t_{}", unique_id());
-    let mut app = spawn_app(Options {
+    let Some(mut app) = spawn_app(Options {
         database_url: Some(pg.url(&db)),
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let archive = app.archive.clone().unwrap();
     eventually(
         "three archived seconds",
@@ -352,7 +358,7 @@ async fn a_postgres_outage_delays_the_archive_and_loses_nothing() {
         let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
         assert_eq!(status, 200, "REST is unaffected");
         assert_eq!(q["stale"], false);
-        let backlog = app.redis.archive_backlog().await.ok()?;
+        let backlog = app.engine.archive_backlog().await.ok()?;
         (backlog >= 4 && q["time"].as_i64()? >= stopped_at + 4).then_some(backlog)
     })
     .await;
@@ -362,7 +368,7 @@ async fn a_postgres_outage_delays_the_archive_and_loses_nothing() {
 
     pg.up();
     eventually("the buffer to drain", Duration::from_secs(40), || async {
-        (app.redis.archive_backlog().await.ok()? == 0).then_some(())
+        (app.engine.archive_backlog().await.ok()? == 0).then_some(())
     })
     .await;
     app.stop_service().await;
@@ -399,14 +405,9 @@ fn scraped(text: &str, family: &str, labels: &str) -> f64 {
 async fn readiness_and_archive_metrics_follow_a_postgres_outage() {
     let pg = PrivatePg::start().await;
     let id = unique_id();
-    let prefix = format!("test:{id}:");
     let url = pg.url(&format!("ratesd_t_{id}"));
     let server = crate::helpers::Process::spawn(
-        &[
-            ("RATES_REDIS_PREFIX", &prefix),
-            ("RATES_DATABASE_URL", &url),
-            ("RATES_LOG", "warn"),
-        ],
+        &[("RATES_DATABASE_URL", &url), ("RATES_LOG", "warn")],
         Stdio::null(),
     );
     server.ready(Duration::from_secs(20)).await;
@@ -469,6 +470,4 @@ async fn readiness_and_archive_metrics_follow_a_postgres_outage() {
     })
     .await;
     drop(server);
-    let redis = ratesd::store::RedisStore::new("redis://127.0.0.1:6379", &prefix).unwrap();
-    redis.delete_all().await.unwrap();
 }

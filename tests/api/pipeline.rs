@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::helpers::{
-    Options, assert_consecutive, eventually, spawn_app, spawn_with, times, unique_id,
+    Engine, Options, assert_consecutive, eventually, spawn_app, spawn_with, times, unique_id,
 };
 use ratesd::config::Role;
 use ratesd::domain::Point;
@@ -13,17 +13,23 @@ use ratesd::domain::Point;
 const ALL: (i64, i64) = (0, i64::MAX);
 
 async fn window(app: &crate::helpers::TestApp, asset: u32) -> Vec<Point> {
-    let (members, _) = app
-        .redis
+    let (points, _) = app
+        .engine
         .window(asset, ALL.0, ALL.1, 100_000)
         .await
         .unwrap();
-    app.redis.parse_points(asset, &members).unwrap()
+    points
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_point_per_asset_per_second_with_consecutive_times() {
-    let app = spawn_app(Options::default()).await;
+async fn one_point_per_asset_per_second_with_consecutive_times(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
     let eurusd = eventually("five live points", Duration::from_secs(10), || async {
         let w = window(&app, 1).await;
         (w.len() >= 5).then_some(w)
@@ -47,15 +53,18 @@ async fn one_point_per_asset_per_second_with_consecutive_times() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_window_is_trimmed_to_its_length() {
-    let app = spawn_app(Options {
+async fn the_window_is_trimmed_to_its_length(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         history_seconds: 5,
         backfill_seconds: 30,
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // Backfill leaves 4 seconds before the first tick; ticks then keep 5.
     let w = eventually(
         "three ticks past the backfill",
@@ -63,7 +72,7 @@ async fn the_window_is_trimmed_to_its_length() {
         || async {
             let w = window(&app, 2).await;
             let newest = w.last()?.time;
-            let live = app.redis.latest(2).await.ok()??;
+            let live = app.engine.latest(2).await.ok()??;
             (newest == live.time && w.len() == 5 && newest >= w[0].time + 4).then_some(w)
         },
     )
@@ -80,14 +89,17 @@ async fn the_window_is_trimmed_to_its_length() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_pages_walk_archive_and_window_without_gap_or_duplicate() {
-    let app = spawn_app(Options {
+async fn history_pages_walk_archive_and_window_without_gap_or_duplicate(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         history_seconds: 20,
         backfill_seconds: 90,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let archive = app.archive.clone().unwrap();
     // Wait until the archive holds every second before the window's oldest.
     let (first, oldest) = eventually(
@@ -95,7 +107,7 @@ async fn history_pages_walk_archive_and_window_without_gap_or_duplicate() {
         Duration::from_secs(15),
         || async {
             let archived = archive.seconds(1, ALL.0, ALL.1).await.ok()?;
-            let (_, oldest) = app.redis.window(1, 0, 0, 1).await.ok()?;
+            let (_, oldest) = app.engine.window(1, 0, 0, 1).await.ok()?;
             let oldest = oldest?;
             let first = *archived.first()?;
             let before: Vec<_> = archived.iter().copied().filter(|&s| s < oldest).collect();
@@ -139,20 +151,24 @@ async fn history_pages_walk_archive_and_window_without_gap_or_duplicate() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_point_is_archived_exactly_once_across_a_restart() {
+async fn every_point_is_archived_exactly_once_across_a_restart(engine: Engine) {
     let id = unique_id();
     let opts = || Options {
         backfill_seconds: 20,
+        engine,
         ..Options::default()
     };
-    let mut app = spawn_with(opts(), &id, Role::All).await;
+    let Some(mut app) = spawn_with(opts(), &id, Role::All).await else {
+        return;
+    };
     eventually("three live ticks", Duration::from_secs(10), || async {
         (window(&app, 3).await.len() >= 23).then_some(())
     })
     .await;
     app.stop_service().await;
-    let mut app2 = spawn_with(opts(), &id, Role::All).await;
+    let Some(mut app2) = spawn_with(opts(), &id, Role::All).await else {
+        return;
+    };
     let before_restart = window(&app2, 3).await.len();
     eventually("three more ticks", Duration::from_secs(10), || async {
         (window(&app2, 3).await.len() >= before_restart + 3).then_some(())
@@ -176,7 +192,7 @@ async fn every_point_is_archived_exactly_once_across_a_restart() {
         );
     }
     assert_eq!(
-        app2.redis.archive_backlog().await.unwrap(),
+        app2.engine.archive_backlog().await.unwrap(),
         0,
         "buffer drained"
     );
@@ -184,15 +200,18 @@ async fn every_point_is_archived_exactly_once_across_a_restart() {
     app2.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_an_archive_history_is_the_live_window() {
-    let app = spawn_app(Options {
+async fn without_an_archive_history_is_the_live_window(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
         history_seconds: 30,
         backfill_seconds: 60,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let page = eventually("a full window", Duration::from_secs(5), || async {
         let (status, page) = app
             .get_json("/api/v1/rates/GBPUSD/history?from=0&limit=1000")
@@ -208,13 +227,12 @@ async fn without_an_archive_history_is_the_live_window() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_is_written_once_and_time_never_goes_back() {
+async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     use ratesd::domain::{Point, StoredQuote};
-    use ratesd::store::RedisStore;
-    use ratesd::store::redis::TickEntry;
-    let redis =
-        RedisStore::new("redis://127.0.0.1:6379", &format!("test:{}:", unique_id())).unwrap();
+    use ratesd::store::records::TickEntry;
+    let Some(store) = crate::helpers::bare_engine(engine) else {
+        return;
+    };
     let entry = |time: i64, value: f64| TickEntry {
         point: Point {
             asset_name: "EURUSD".into(),
@@ -232,7 +250,7 @@ async fn a_second_is_written_once_and_time_never_goes_back() {
             source: "simulated".into(),
         },
     };
-    let first = redis
+    let first = store
         .write_tick(100, 1800, &[entry(100, 1.1)], None)
         .await
         .unwrap();
@@ -242,13 +260,13 @@ async fn a_second_is_written_once_and_time_never_goes_back() {
         "first tick sets the epoch"
     );
     // A second writer (or a retried tick) for the same second, or an older one: nothing.
-    let again = redis
+    let again = store
         .write_tick(100, 1800, &[entry(100, 1.2)], None)
         .await
         .unwrap();
     assert_eq!((again.written, again.data_lost), (0, false));
     assert_eq!(
-        redis
+        store
             .write_tick(99, 1800, &[entry(99, 1.3)], None)
             .await
             .unwrap()
@@ -256,17 +274,27 @@ async fn a_second_is_written_once_and_time_never_goes_back() {
         0
     );
     assert_eq!(
-        redis
+        store
             .write_tick(101, 1800, &[entry(101, 1.4)], None)
             .await
             .unwrap()
             .written,
         1
     );
-    let (members, _) = redis.window(1, 0, i64::MAX, 10).await.unwrap();
-    let points = redis.parse_points(1, &members).unwrap();
+    let (points, _) = store.window(1, 0, i64::MAX, 10).await.unwrap();
     let got: Vec<(i64, f64)> = points.iter().map(|p| (p.time, p.value)).collect();
     assert_eq!(got, [(100, 1.1), (101, 1.4)]);
-    assert_eq!(redis.latest(1).await.unwrap().unwrap().value, 1.4);
-    redis.delete_all().await.unwrap();
+    assert_eq!(store.latest(1).await.unwrap().unwrap().value, 1.4);
+    if let ratesd::store::Engine::Redis(redis) = &store {
+        redis.delete_all().await.unwrap();
+    }
 }
+
+crate::helpers::on_both_engines!(
+    one_point_per_asset_per_second_with_consecutive_times,
+    the_window_is_trimmed_to_its_length,
+    history_pages_walk_archive_and_window_without_gap_or_duplicate,
+    every_point_is_archived_exactly_once_across_a_restart,
+    without_an_archive_history_is_the_live_window,
+    a_second_is_written_once_and_time_never_goes_back,
+);

@@ -2,11 +2,17 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Options, assert_consecutive, eventually, spawn_app, times};
+use crate::helpers::{Engine, Options, assert_consecutive, eventually, spawn_app, times};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fresh_service_answers_a_simulated_quote_within_3_seconds() {
-    let app = spawn_app(Options::default()).await;
+async fn a_fresh_service_answers_a_simulated_quote_within_3_seconds(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
     let quote = eventually("a EURUSD quote", Duration::from_secs(3), || async {
         let (status, body) = app.get_json("/api/v1/rates/EURUSD").await;
         (status == 200).then_some(body)
@@ -26,13 +32,16 @@ async fn a_fresh_service_answers_a_simulated_quote_within_3_seconds() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_rates_and_symbol_spellings() {
-    let app = spawn_app(Options {
+async fn catalog_rates_and_symbol_spellings(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         extra: vec!["--extra-assets".into(), "6:BTCUSDT".into()],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let (status, assets) = app.get_json("/api/v1/assets").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -69,9 +78,15 @@ async fn catalog_rates_and_symbol_spellings() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_symbols_are_404_problems() {
-    let app = spawn_app(Options::default()).await;
+async fn unknown_symbols_are_404_problems(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
     for path in [
         "/api/v1/rates/XXXYYY",
         "/api/v1/rates/EURUSDX/history",
@@ -97,9 +112,15 @@ async fn unknown_symbols_are_404_problems() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_parameter_is_a_400_naming_it() {
-    let app = spawn_app(Options::default()).await;
+async fn every_bad_parameter_is_a_400_naming_it(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
     let forged = "djE6MTAwOjUwOjIwMDowMDAwMDAwMA"; // "v1:100:50:200:00000000"
     let cases = [
         ("from=abc", "from"),
@@ -131,13 +152,16 @@ async fn every_bad_parameter_is_a_400_naming_it() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cursor_from_another_range_is_refused() {
-    let app = spawn_app(Options {
+async fn cursor_from_another_range_is_refused(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 30,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let cursor = eventually(
         "a page with a next cursor",
         Duration::from_secs(5),
@@ -168,14 +192,17 @@ async fn cursor_from_another_range_is_refused() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_defaults_to_the_live_window_with_link_header() {
-    let app = spawn_app(Options {
+async fn history_defaults_to_the_live_window_with_link_header(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 300,
         history_seconds: 300,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let resp = eventually("a full first page", Duration::from_secs(5), || async {
         let resp = app.get("/api/v1/rates/USDJPY/history").await;
         (resp.status() == 200 && resp.headers().contains_key("link")).then_some(resp)
@@ -204,3 +231,12 @@ async fn history_defaults_to_the_live_window_with_link_header() {
     assert_eq!(page2["points"][0]["assetName"], "USDJPY");
     app.cleanup().await;
 }
+
+crate::helpers::on_both_engines!(
+    a_fresh_service_answers_a_simulated_quote_within_3_seconds,
+    catalog_rates_and_symbol_spellings,
+    unknown_symbols_are_404_problems,
+    every_bad_parameter_is_a_400_naming_it,
+    cursor_from_another_range_is_refused,
+    history_defaults_to_the_live_window_with_link_header,
+);

@@ -4,27 +4,30 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::{PG_BASE, Process, unique_id};
+use crate::helpers::{Engine, Needs, PG_BASE, Process, REDIS_URL, reachable, unique_id};
 use futures_util::{SinkExt, StreamExt};
 use ratesd::store::{Archive, RedisStore};
 use sqlx::migrate::MigrateDatabase;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_exits_zero() {
+async fn sigterm_drains_and_exits_zero(engine: Engine) {
+    if engine == Engine::Redis && !reachable(Needs::Redis) || !reachable(Needs::Postgres) {
+        return;
+    }
     let id = unique_id();
     let prefix = format!("test:{id}:");
     let db_url = format!("{PG_BASE}/ratesd_t_{id}");
-    let mut server = Process::spawn(
-        &[
-            ("RATES_REDIS_PREFIX", &prefix),
-            ("RATES_DATABASE_URL", &db_url),
-            ("RATES_SIMULATED_BACKFILL_SECONDS", "30"),
-            ("RATES_LOG", "warn"),
-        ],
-        Stdio::null(),
-    );
+    let mut envs = vec![
+        ("RATES_REDIS_PREFIX", prefix.as_str()),
+        ("RATES_DATABASE_URL", &db_url),
+        ("RATES_SIMULATED_BACKFILL_SECONDS", "30"),
+        ("RATES_LOG", "warn"),
+    ];
+    if engine == Engine::Redis {
+        envs.push(("RATES_REDIS_URL", REDIS_URL));
+    }
+    let mut server = Process::spawn(&envs, Stdio::null());
     let (base, port) = (server.base.clone(), server.port);
     let http = reqwest::Client::new();
     server.ready(Duration::from_secs(15)).await;
@@ -36,10 +39,29 @@ async fn sigterm_drains_and_exits_zero() {
     ))
     .await
     .unwrap();
-    let _history = ws.next().await.unwrap().unwrap();
+    let history = crate::helpers::until_action(&mut ws, "asset_history").await;
+    let mut seen = crate::helpers::times(&history["message"]["points"]);
 
     server.terminate();
-    let close = crate::helpers::close_frame(&mut ws, Duration::from_secs(10)).await;
+    // Every point up to the close, which says the server is going away.
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(Ok(msg)) = ws.next().await {
+            match msg {
+                Message::Text(t) => {
+                    let f: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if f["action"] == "point" {
+                        seen.push(f["message"]["time"].as_i64().unwrap());
+                    }
+                }
+                Message::Close(c) => return c,
+                _ => {}
+            }
+        }
+        None
+    })
+    .await
+    .expect("a close within 10 s")
+    .expect("a close frame");
     assert_eq!(close.code, CloseCode::Away);
     let status = server.exit(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "clean exit");
@@ -50,17 +72,25 @@ async fn sigterm_drains_and_exits_zero() {
             .await
             .is_err()
     );
-    // Everything the worker wrote reached the archive before the exit.
-    let redis = RedisStore::new("redis://127.0.0.1:6379", &prefix).unwrap();
-    assert_eq!(redis.archive_backlog().await.unwrap(), 0, "buffer flushed");
+    // Everything the worker wrote reached the archive before the exit:
+    // every second a client saw, the last one included.
     let archive = Archive::new(&db_url).unwrap();
-    let (members, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
-    let written = redis.parse_points(1, &members).unwrap().len();
-    assert_eq!(
-        archive.seconds(1, 0, i64::MAX).await.unwrap().len(),
-        written
-    );
+    let archived = archive.seconds(1, 0, i64::MAX).await.unwrap();
+    for t in &seen {
+        assert!(
+            archived.contains(t),
+            "second {t} seen live but not archived"
+        );
+    }
+    if engine == Engine::Redis {
+        let redis = RedisStore::new(REDIS_URL, &prefix).unwrap();
+        assert_eq!(redis.archive_backlog().await.unwrap(), 0, "buffer flushed");
+        let (points, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
+        assert_eq!(archived.len(), points.len());
+        redis.delete_all().await.unwrap();
+    }
     archive.close().await;
-    redis.delete_all().await.unwrap();
     let _ = sqlx::Postgres::force_drop_database(&db_url).await;
 }
+
+crate::helpers::on_both_engines!(sigterm_drains_and_exits_zero);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use crate::helpers::{Options, eventually, fixture, spawn_app};
+use crate::helpers::{Engine, Options, eventually, fixture, spawn_app};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -53,10 +53,9 @@ async fn rate(app: &crate::helpers::TestApp, symbol: &str) -> Option<serde_json:
     (status == 200).then_some(body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fxcm_and_binance_quotes_from_recorded_payloads() {
+async fn fxcm_and_binance_quotes_from_recorded_payloads(engine: Engine) {
     let base = fake_upstream(Arc::new(AtomicU8::new(HEALTHY))).await;
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         sources: "fxcm,binance".into(),
         archive: false,
         extra: vec![
@@ -67,9 +66,13 @@ async fn fxcm_and_binance_quotes_from_recorded_payloads() {
             "--extra-assets".into(),
             "6:LTCBTC:binance=LTCBTC".into(),
         ],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // Mid prices of tests/fixtures/README.md.
     for (symbol, mid) in [
         ("EURUSD", 1.129575),
@@ -92,11 +95,10 @@ async fn fxcm_and_binance_quotes_from_recorded_payloads() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_upstream_fails_over_and_back() {
+async fn a_failing_upstream_fails_over_and_back(engine: Engine) {
     let mode = Arc::new(AtomicU8::new(HEALTHY));
     let base = fake_upstream(mode.clone()).await;
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         sources: "fxcm,simulated".into(),
         archive: false,
         extra: vec![
@@ -105,9 +107,13 @@ async fn a_failing_upstream_fails_over_and_back() {
             "--stale-after-seconds".into(),
             "2".into(),
         ],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let source = |want: &'static str| {
         let app = &app;
         move || async move {
@@ -131,23 +137,16 @@ async fn a_failing_upstream_fails_over_and_back() {
         assert_eq!(q["value"].as_f64(), Some(1.129575));
     }
     // The window has kept one point a second through both switches.
-    let (members, _) = app.redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
-    let t: Vec<i64> = app
-        .redis
-        .parse_points(1, &members)
-        .unwrap()
-        .iter()
-        .map(|p| p.time)
-        .collect();
+    let (points, _) = app.engine.window(1, 0, i64::MAX, 100_000).await.unwrap();
+    let t: Vec<i64> = points.iter().map(|p| p.time).collect();
     assert!(t.windows(2).all(|w| w[1] > w[0]), "times only move forward");
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() {
+async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented(engine: Engine) {
     let mode = Arc::new(AtomicU8::new(HEALTHY));
     let base = fake_upstream(mode.clone()).await;
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         sources: "fxcm".into(),
         archive: false,
         extra: vec![
@@ -156,9 +155,13 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
             "--stale-after-seconds".into(),
             "1".into(),
         ],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     eventually("a quote", Duration::from_secs(5), || rate(&app, "EURUSD")).await;
     mode.store(FAILING, Ordering::SeqCst);
     let stale = eventually("stale", Duration::from_secs(8), || async {
@@ -182,10 +185,10 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
     );
     // No point is written while stale.
     let newest = |app: &crate::helpers::TestApp| {
-        let redis = app.redis.clone();
+        let engine = app.engine.clone();
         async move {
-            let (m, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
-            redis.parse_points(1, &m).unwrap().last().map(|p| p.time)
+            let (points, _) = engine.window(1, 0, i64::MAX, 100_000).await.unwrap();
+            points.last().map(|p| p.time)
         }
     };
     let before = newest(&app).await;
@@ -197,3 +200,9 @@ async fn with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented() 
     assert_eq!(newest(&app).await, before);
     app.cleanup().await;
 }
+
+crate::helpers::on_both_engines!(
+    fxcm_and_binance_quotes_from_recorded_payloads,
+    a_failing_upstream_fails_over_and_back,
+    with_no_fresh_source_the_asset_goes_stale_and_no_points_are_invented,
+);

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Options, TestApp, assert_consecutive, next_frame, spawn_app, until_action};
+use crate::helpers::{
+    Engine, Options, TestApp, assert_consecutive, next_frame, spawn_app, until_action,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -34,9 +36,15 @@ fn point_times(history: &Value) -> Vec<i64> {
     crate::helpers::times(&history["message"]["points"])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn assets_answer_lists_the_catalog_on_both_endpoints() {
-    let app = spawn_app(Options::default()).await;
+async fn assets_answer_lists_the_catalog_on_both_endpoints(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
     for path in ["/api/v1/ws", "/"] {
         let mut ws = connect(&app, path).await;
         send(&mut ws, json!({"action": "assets", "message": {}})).await;
@@ -55,14 +63,17 @@ async fn assets_answer_lists_the_catalog_on_both_endpoints() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_gives_backfilled_history_then_live_points_one_second_apart() {
-    let app = spawn_app(Options {
+async fn subscribe_gives_backfilled_history_then_live_points_one_second_apart(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut ws = connect(&app, "/api/v1/ws").await;
     // The backfill lands with the first tick; subscribe once it has.
     crate::helpers::eventually("a backfilled history", WAIT, || async {
@@ -93,17 +104,20 @@ async fn subscribe_gives_backfilled_history_then_live_points_one_second_apart() 
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handoff_is_exact_at_every_offset_inside_the_second() {
-    let app = spawn_app(Options {
+async fn handoff_is_exact_at_every_offset_inside_the_second(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 120,
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // Wait for the worker to be ticking.
     crate::helpers::eventually("ticks", WAIT, || async {
-        app.redis.latest(1).await.ok().flatten().map(|_| ())
+        app.engine.latest(1).await.ok().flatten().map(|_| ())
     })
     .await;
     let mut tasks = Vec::new();
@@ -144,14 +158,17 @@ async fn handoff_is_exact_at_every_offset_inside_the_second() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_subscribe_switches_the_asset() {
-    let app = spawn_app(Options {
+async fn a_second_subscribe_switches_the_asset(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 60,
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut ws = connect(&app, "/api/v1/ws").await;
     send(&mut ws, subscribe(1)).await;
     until_action(&mut ws, "asset_history").await;
@@ -176,13 +193,16 @@ async fn a_second_subscribe_switches_the_asset() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_bad_frame_gets_an_error_and_the_connection_survives() {
-    let app = spawn_app(Options {
+async fn every_bad_frame_gets_an_error_and_the_connection_survives(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut ws = connect(&app, "/api/v1/ws").await;
     let cases: Vec<(Message, &str, &str)> = vec![
         (
@@ -240,13 +260,16 @@ async fn every_bad_frame_gets_an_error_and_the_connection_survives() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_frame_is_refused_with_1009() {
-    let app = spawn_app(Options {
+async fn an_oversized_frame_is_refused_with_1009(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut ws = connect(&app, "/api/v1/ws").await;
     let huge = format!(r#"{{"action":"assets","pad":"{}"}}"#, "x".repeat(70 * 1024));
     ws.send(Message::text(huge)).await.unwrap();
@@ -270,13 +293,16 @@ async fn an_oversized_frame_is_refused_with_1009() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_clients_on_one_asset_get_the_same_points() {
-    let app = spawn_app(Options {
+async fn two_hundred_clients_on_one_asset_get_the_same_points(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let mut clients = Vec::new();
     for _ in 0..200 {
         let mut ws = connect(&app, "/api/v1/ws").await;
@@ -313,18 +339,21 @@ async fn two_hundred_clients_on_one_asset_get_the_same_points() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_never_reads_does_not_hold_up_the_others() {
-    let app = spawn_app(Options {
+async fn a_client_that_never_reads_does_not_hold_up_the_others(engine: Engine) {
+    let Some(app) = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
         // Its flood of subscribes must reach the server, not be rate limited.
         extra: vec!["--ws-frames-per-second".into(), "0".into()],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     crate::helpers::eventually("backfill", WAIT, || async {
-        (app.redis.window_after(1, 0).await.ok()?.len() >= 1800).then_some(())
+        (app.engine.window_after(1, 0).await.ok()?.len() >= 1800).then_some(())
     })
     .await;
     // The stuck client asks for ~130 KB of history 200 times and reads
@@ -347,13 +376,16 @@ async fn a_client_that_never_reads_does_not_hold_up_the_others() {
     app.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_closes_sockets_with_1001() {
-    let mut app = spawn_app(Options {
+async fn shutdown_closes_sockets_with_1001(engine: Engine) {
+    let Some(mut app) = spawn_app(Options {
         archive: false,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // A subscribed socket learns it from its live channel, an idle one
     // from the shutdown signal: both are closed.
     let mut ws = connect(&app, "/api/v1/ws").await;
@@ -396,15 +428,18 @@ fn parse_frames(mut b: &[u8]) -> Vec<(u8, Vec<u8>)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_answering_pings_is_closed() {
+async fn a_client_that_stops_answering_pings_is_closed(engine: Engine) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         archive: false,
         extra: vec!["--ws-ping-seconds".into(), "1".into()],
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     // A raw client: it upgrades, then never writes again, so it answers no
     // ping (a tungstenite client would answer them as soon as it reads).
     let addr = app.base.trim_start_matches("http://").to_owned();
@@ -436,28 +471,30 @@ async fn a_client_that_stops_answering_pings_is_closed() {
 /// Subscribes that arrive together (a reconnect storm) share one read of
 /// the window; a history that ends before the newest announced second is
 /// read again, so the handoff stays gapless.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_subscribe_storm_reads_the_history_once() {
+async fn a_subscribe_storm_reads_the_history_once(engine: Engine) {
     use ratesd::stream::history::HistoryCache;
     use std::sync::Arc;
 
-    let app = spawn_app(Options {
+    let Some(app) = spawn_app(Options {
         archive: false,
         backfill_seconds: 60,
+        engine,
         ..Options::default()
     })
-    .await;
+    .await
+    else {
+        return;
+    };
     let catalog = app.config.catalog().unwrap();
     let cache = Arc::new(HistoryCache::new(&catalog));
     let newest = crate::helpers::eventually("a window", WAIT, || async {
-        let members = app.redis.window_after(1, 0).await.ok()?;
-        let last = app.redis.parse_points(1, &members).ok()?.last()?.time;
+        let last = app.engine.window_after(1, 0).await.ok()?.last()?.time;
         Some(last)
     })
     .await;
     let gets = (0..200).map(|_| {
-        let (cache, redis) = (cache.clone(), app.redis.clone());
-        tokio::spawn(async move { cache.get(&redis, 1, 1800, newest).await.unwrap() })
+        let (cache, engine) = (cache.clone(), app.engine.clone());
+        tokio::spawn(async move { cache.get(&engine, None, 1, 1800, newest).await.unwrap() })
     });
     let histories = futures_util::future::join_all(gets).await;
     let first = histories[0].as_ref().unwrap().clone();
@@ -466,7 +503,7 @@ async fn a_subscribe_storm_reads_the_history_once() {
         assert!(Arc::ptr_eq(h.as_ref().unwrap(), &first), "one read for all");
     }
     let later = first.last.unwrap() + 1;
-    let again = cache.get(&app.redis, 1, 1800, later).await.unwrap();
+    let again = cache.get(&app.engine, None, 1, 1800, later).await.unwrap();
     assert!(
         !Arc::ptr_eq(&again, &first),
         "a history too old is read again"
@@ -474,3 +511,17 @@ async fn a_subscribe_storm_reads_the_history_once() {
     assert!(again.last >= first.last);
     app.cleanup().await;
 }
+
+crate::helpers::on_both_engines!(
+    assets_answer_lists_the_catalog_on_both_endpoints,
+    subscribe_gives_backfilled_history_then_live_points_one_second_apart,
+    handoff_is_exact_at_every_offset_inside_the_second,
+    a_second_subscribe_switches_the_asset,
+    every_bad_frame_gets_an_error_and_the_connection_survives,
+    an_oversized_frame_is_refused_with_1009,
+    two_hundred_clients_on_one_asset_get_the_same_points,
+    a_client_that_never_reads_does_not_hold_up_the_others,
+    shutdown_closes_sockets_with_1001,
+    a_client_that_stops_answering_pings_is_closed,
+    a_subscribe_storm_reads_the_history_once,
+);

@@ -162,7 +162,7 @@ async fn rate_history(
     let start = cursor.map_or(from, |c| c.after + 1);
     let live_start = unix_now() - i64::from(state.window_seconds) + 1;
     let mut points = history::page(
-        &state.redis,
+        &state.engine,
         state.archive.as_ref(),
         asset,
         (start, to),

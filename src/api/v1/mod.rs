@@ -20,13 +20,13 @@ use super::http_cache::Prepared;
 use super::limit::ConnectionLimiter;
 use crate::config::Config;
 use crate::domain::{AssetList, Catalog};
-use crate::store::{Archive, RedisStore};
+use crate::store::{Archive, Engine};
 use crate::stream::Streams;
 
 /// What the v1 routes share.
 pub struct V1State {
     pub catalog: Arc<Catalog>,
-    pub redis: RedisStore,
+    pub engine: Engine,
     pub archive: Option<Archive>,
     pub window_seconds: u32,
     /// The latest rates, prepared once per tick.
@@ -47,7 +47,7 @@ pub struct V1State {
 impl V1State {
     pub fn new(
         config: &Config,
-        redis: RedisStore,
+        engine: Engine,
         archive: Option<Archive>,
         streams: Arc<Streams>,
     ) -> Self {
@@ -55,13 +55,13 @@ impl V1State {
         Self {
             rates: Arc::new(RatesCache::new(
                 catalog.clone(),
-                redis.clone(),
+                engine.clone(),
                 config.stale_after_seconds,
                 streams.hub.clone(),
             )),
             catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
             catalog,
-            redis,
+            engine,
             archive,
             window_seconds: config.history_seconds,
             streams,

@@ -14,7 +14,7 @@ use super::dto::{Rate, RateList};
 use crate::api::http_cache::Prepared;
 use crate::clock::unix_now;
 use crate::domain::{AssetId, Catalog, UnixSeconds};
-use crate::store::{RedisError, RedisStore};
+use crate::store::{Engine, EngineError};
 use crate::stream::LiveHub;
 
 /// The latest rates of every asset, prepared.
@@ -37,7 +37,7 @@ pub struct Rates {
 
 pub struct RatesCache {
     catalog: Arc<Catalog>,
-    redis: RedisStore,
+    engine: Engine,
     stale_after: u32,
     hub: LiveHub,
     current: RwLock<Arc<Snapshot>>,
@@ -45,10 +45,10 @@ pub struct RatesCache {
 }
 
 impl RatesCache {
-    pub fn new(catalog: Arc<Catalog>, redis: RedisStore, stale_after: u32, hub: LiveHub) -> Self {
+    pub fn new(catalog: Arc<Catalog>, engine: Engine, stale_after: u32, hub: LiveHub) -> Self {
         Self {
             catalog,
-            redis,
+            engine,
             stale_after,
             hub,
             current: RwLock::new(Arc::new(Snapshot {
@@ -92,8 +92,8 @@ impl RatesCache {
         snap
     }
 
-    async fn build(&self, now: UnixSeconds) -> Result<Rates, RedisError> {
-        let quotes = self.redis.latest_all().await?;
+    async fn build(&self, now: UnixSeconds) -> Result<Rates, EngineError> {
+        let quotes = self.engine.latest_all().await?;
         let rates: Vec<Rate> = quotes
             .into_iter()
             .filter_map(|q| {

@@ -8,16 +8,10 @@ use deadpool_redis::redis::{self, AsyncCommands, Value};
 
 use super::{RedisError, RedisStore, Result};
 use crate::domain::ArchivedPoint;
+use crate::store::records::ArchiveBatch;
 
 const ARCHIVE_GROUP: &str = "archiver";
 const ARCHIVE_CONSUMER: &str = "archiver";
-
-/// A batch of the archive buffer: the stream entries and their points.
-#[derive(Debug, Default)]
-pub struct ArchiveBatch {
-    pub ids: Vec<String>,
-    pub points: Vec<ArchivedPoint>,
-}
 
 impl RedisStore {
     /// Creates the archive consumer group (and the stream) if missing.

@@ -17,10 +17,9 @@
 
 mod archive_buffer;
 
-pub use self::archive_buffer::ArchiveBatch;
-
 use std::time::Duration;
 
+use super::records::{TickEntry, TickOutcome};
 use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 use deadpool_redis::redis::{self, AsyncCommands, Script};
 use deadpool_redis::{Pool, PoolError, Runtime};
@@ -109,22 +108,6 @@ impl Keys {
     fn live(&self) -> String {
         format!("{}live", self.prefix)
     }
-}
-
-/// What a tick's write found.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TickOutcome {
-    /// Points new to their windows.
-    pub written: usize,
-    /// Redis had lost its data since the previous tick (or this is the first).
-    pub data_lost: bool,
-}
-
-/// One asset's share of a tick.
-#[derive(Debug, Clone)]
-pub struct TickEntry {
-    pub point: Point,
-    pub quote: StoredQuote,
 }
 
 /// The live channel: each message is one tick's new points.
@@ -349,7 +332,7 @@ impl RedisStore {
         from: UnixSeconds,
         to: UnixSeconds,
         limit: usize,
-    ) -> Result<(Vec<String>, Option<UnixSeconds>)> {
+    ) -> Result<(Vec<Point>, Option<UnixSeconds>)> {
         let key = self.keys.points(id);
         let mut conn = self.conn().await?;
         let (members, oldest): (Vec<String>, Vec<(String, f64)>) = redis::pipe()
@@ -365,23 +348,18 @@ impl RedisStore {
             .zrange_withscores(&key, 0, 0)
             .query_async(&mut conn)
             .await?;
-        Ok((members, oldest.first().map(|(_, s)| *s as UnixSeconds)))
+        let points = parse_points(&key, &members)?;
+        Ok((points, oldest.first().map(|(_, s)| *s as UnixSeconds)))
     }
 
-    /// Every point of the window newer than `after`, oldest first, as the
-    /// stored JSON.
-    pub async fn window_after(&self, id: AssetId, after: UnixSeconds) -> Result<Vec<String>> {
+    /// Every point of the window newer than `after`, oldest first.
+    pub async fn window_after(&self, id: AssetId, after: UnixSeconds) -> Result<Vec<Point>> {
+        let key = self.keys.points(id);
         let mut conn = self.conn().await?;
         let members: Vec<String> = conn
-            .zrangebyscore(self.keys.points(id), format!("({after}"), "+inf")
+            .zrangebyscore(&key, format!("({after}"), "+inf")
             .await?;
-        Ok(members)
-    }
-
-    /// Parses points as stored in a window.
-    pub fn parse_points(&self, id: AssetId, members: &[String]) -> Result<Vec<Point>> {
-        let key = self.keys.points(id);
-        members.iter().map(|m| from_json(&key, m)).collect()
+        parse_points(&key, &members)
     }
 
     /// Deletes every key under the prefix (for tests and `ratesd` tooling).
@@ -406,6 +384,11 @@ impl RedisStore {
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serialising our own plain structs cannot fail.
     serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Points as stored in a window.
+fn parse_points(key: &str, members: &[String]) -> Result<Vec<Point>> {
+    members.iter().map(|m| from_json(key, m)).collect()
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T> {

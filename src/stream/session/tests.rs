@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::domain::Catalog;
-use crate::store::RedisStore;
+use crate::store::{Embedded, Engine};
 use crate::stream::hub::LiveHub;
 use crate::stream::outbox::SharedIo;
 use crate::stream::state::WsSettings;
@@ -41,20 +41,20 @@ impl Protocol for Echo {
 
 type Client = WebSocketStream<DuplexStream>;
 
-/// A session on one end of a pipe; the other end, raw. Redis is never
-/// reached: the echo protocol does not ask for it, and the pool connects
-/// only when asked.
+/// A session on one end of a pipe; the other end, raw. The engine is an
+/// embedded one the echo protocol never asks.
 async fn connect_raw(
     settings: WsSettings,
 ) -> (DuplexStream, CancellationToken, tokio::task::JoinHandle<()>) {
     let catalog = Arc::new(Catalog::with_extra("").unwrap());
-    let redis = RedisStore::new("redis://127.0.0.1:1", "unused:").unwrap();
+    let engine = Engine::Embedded(Arc::new(Embedded::new(catalog.clone())));
     let hub = LiveHub::new(&catalog);
     let shutdown = CancellationToken::new();
     let max = settings.max_frame_bytes;
     let streams = Arc::new(Streams::new(
         catalog,
-        redis,
+        engine,
+        None,
         hub,
         1800,
         settings,

@@ -137,7 +137,13 @@ impl V1 {
         let newest = streams.hub.latest_tick();
         let history = streams
             .history
-            .get(&streams.redis, asset.id, streams.window_seconds, newest)
+            .get(
+                &streams.engine,
+                streams.archive.as_ref(),
+                asset.id,
+                streams.window_seconds,
+                newest,
+            )
             .await;
         let history = match history {
             Ok(h) => h,
