@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod bare_machine;
 mod browser;
 mod connections;
 mod front_door;

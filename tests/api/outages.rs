@@ -471,3 +471,79 @@ async fn readiness_and_archive_metrics_follow_a_postgres_outage() {
     .await;
     drop(server);
 }
+
+/// Right after Redis comes back empty, before the worker rebuilt the
+/// window from the archive, a subscriber still gets the whole history: it
+/// is read window-then-archive, as REST reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_right_after_redis_returns_gets_the_whole_history() {
+    let mut redis = PrivateRedis::start().await;
+    let Some(app) = spawn_app(Options {
+        engine: crate::helpers::Engine::Redis,
+        extra: vec!["--redis-url".into(), redis.url()],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let archive = app.archive.clone().unwrap();
+    eventually("ten archived seconds", Duration::from_secs(20), || async {
+        (archive.seconds(1, 0, i64::MAX).await.ok()?.len() >= 10).then_some(())
+    })
+    .await;
+    redis.kill().await;
+    let killed_at = ratesd::clock::unix_now();
+    eventually("not ready", Duration::from_secs(10), || async {
+        (app.get("/health/ready").await.status() == 503).then_some(())
+    })
+    .await;
+    let archived = archive.seconds(1, 0, i64::MAX).await.unwrap();
+    let first_archived = archived[0];
+
+    redis.restart().await;
+    // Subscribers arriving through the next seconds, from the first moment.
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let mut histories = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
+            continue;
+        };
+        ws.send(Message::text(
+            r#"{"action":"subscribe","message":{"assetId":1}}"#,
+        ))
+        .await
+        .unwrap();
+        let frame = crate::helpers::next_frame(&mut ws).await;
+        if frame["action"] == "asset_history" {
+            histories.push(crate::helpers::times(&frame["message"]["points"]));
+        } else {
+            // Redis not answering yet is said plainly; an empty history is not.
+            assert_eq!(frame["message"]["error_type"], "Internal", "{frame}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(histories.len() >= 10, "{} histories", histories.len());
+    for times in &histories {
+        assert_eq!(
+            times.first(),
+            Some(&first_archived),
+            "the history reaches back to the first archived second"
+        );
+        let before: Vec<i64> = times
+            .iter()
+            .copied()
+            .filter(|t| *t < killed_at - 1)
+            .collect();
+        crate::helpers::assert_consecutive(&before);
+        assert!(
+            archived
+                .iter()
+                .filter(|t| **t < killed_at - 1)
+                .all(|t| before.contains(t)),
+            "every second archived before the outage is in the history"
+        );
+    }
+    app.cleanup().await;
+}
