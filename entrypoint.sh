@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Waits (bounded) for Redis and PostgreSQL to accept connections, then execs
-# ratesd with the given arguments. ratesd itself survives either being down,
+# Waits (bounded) for Redis and PostgreSQL, where configured, to accept
+# connections, then execs ratesd with the given arguments. ratesd itself survives either being down,
 # so a timeout only warns: the service then starts and reports unreadiness
 # on /health/ready until they come.
 set -euo pipefail
@@ -30,10 +30,14 @@ wait_for() {
   echo "entrypoint: $name at $host:$port is up" >&2
 }
 
-read -r host port < <(host_port "${RATES_REDIS_URL:-redis://127.0.0.1:6379}" 6379)
-wait_for redis "$host" "$port"
+# Unset: the embedded engine, nothing to wait for.
+if [ -n "${RATES_REDIS_URL:-}" ]; then
+  read -r host port < <(host_port "$RATES_REDIS_URL" 6379)
+  wait_for redis "$host" "$port"
+fi
 
-db=${RATES_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/rates}
+# Unset or off: no archive.
+db=${RATES_DATABASE_URL:-off}
 if [ "${db,,}" != "off" ]; then
   read -r host port < <(host_port "$db" 5432)
   wait_for postgres "$host" "$port"
