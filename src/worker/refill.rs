@@ -86,40 +86,46 @@ impl Worker {
         };
         let n = self.settings.backfill_seconds as usize;
         let history = sim.backfill(n);
-        let seconds: Vec<Vec<Point>> = history
-            .iter()
-            .enumerate()
-            .map(|(i, quotes)| {
-                let time = first_tick - n as UnixSeconds + i as UnixSeconds;
-                quotes
-                    .iter()
-                    .filter(|q| empty.contains(&q.asset_id))
-                    .filter_map(|q| {
-                        let asset = self.catalog.by_id(q.asset_id)?;
-                        Some(Point::of(asset, time, q.quote.mid()))
-                    })
-                    .collect()
-            })
-            .collect();
-        match self
-            .store
-            .write_backfill(
-                &seconds,
-                first_tick,
-                self.settings.window_seconds,
-                self.settings.archive_buffer,
-            )
-            .await
-        {
-            Ok(()) => tracing::info!(
-                seconds = n,
-                assets = empty.len(),
-                "backfilled simulated history"
-            ),
-            Err(e) => {
+        let empty: std::collections::HashSet<AssetId> = empty.iter().copied().collect();
+        // Written a stretch at a time, oldest first: with thousands of
+        // assets the points of the whole span at once would take hundreds
+        // of megabytes for a moment, and the process keeps its peak.
+        const STRETCH: usize = 300;
+        for (k, stretch) in history.chunks(STRETCH).enumerate() {
+            let seconds: Vec<Vec<Point>> = stretch
+                .iter()
+                .enumerate()
+                .map(|(i, quotes)| {
+                    let time = first_tick - n as UnixSeconds + (k * STRETCH + i) as UnixSeconds;
+                    quotes
+                        .iter()
+                        .filter(|q| empty.contains(&q.asset_id))
+                        .filter_map(|q| {
+                            let asset = self.catalog.by_id(q.asset_id)?;
+                            Some(Point::of(asset, time, q.quote.mid()))
+                        })
+                        .collect()
+                })
+                .collect();
+            let written = self
+                .store
+                .write_backfill(
+                    &seconds,
+                    first_tick,
+                    self.settings.window_seconds,
+                    self.settings.archive_buffer,
+                )
+                .await;
+            if let Err(e) = written {
                 tracing::warn!(error = %e, "backfill failed; will retry");
                 self.windows_unchecked = true;
+                return;
             }
         }
+        tracing::info!(
+            seconds = n,
+            assets = empty.len(),
+            "backfilled simulated history"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{assert_consecutive, eventually, next_frame, times, until_action};
@@ -59,12 +59,21 @@ async fn inside_an_empty_network() {
         }
     }
     let started = Instant::now();
-    let mut child = command
+    let child = command
         .current_dir(std::env::temp_dir())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .expect("ratesd starts");
+    // Killed however the test ends: a failed assertion leaves no server behind.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(child);
     let base = "http://127.0.0.1:8080";
     let http = reqwest::Client::new();
     eventually("ready", Duration::from_secs(10), || async {
@@ -119,8 +128,7 @@ async fn inside_an_empty_network() {
     assert!(walked.len() >= 1700, "{} seconds in pages", walked.len());
     assert_consecutive(&walked);
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_file(&log);
     assert_eq!(
@@ -137,4 +145,40 @@ async fn inside_an_empty_network() {
         ready_in < Duration::from_secs(3),
         "ready in {ready_in:?}, not within 3 s"
     );
+}
+
+/// `ratesd serve` and `ratesd worker` alone need a shared engine: without
+/// `RATES_REDIS_URL` they exit at once and say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_worker_alone_refuse_without_redis() {
+    for role in ["serve", "worker"] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ratesd"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("RATES_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .arg(role)
+            .env("RATES_HTTP_ADDR", "127.0.0.1:0")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ratesd starts");
+        let child = std::sync::Mutex::new(Some(child));
+        let out = eventually("the refusal", Duration::from_secs(10), || async {
+            let mut guard = child.lock().unwrap();
+            guard.as_mut()?.try_wait().ok().flatten()?;
+            guard.take()?.wait_with_output().ok()
+        })
+        .await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{role}: {stderr}");
+        assert!(
+            stderr.contains(&format!("`ratesd {role}` alone needs a shared engine"))
+                && stderr.contains("RATES_REDIS_URL"),
+            "{role}: {stderr}"
+        );
+    }
 }
