@@ -26,11 +26,14 @@ impl Worker {
         let mut restored: Vec<Vec<Point>> = Vec::new();
         if let Some(archive) = &self.archive {
             for (&id, oldest) in ids.iter().zip(&oldest) {
-                let end = oldest.unwrap_or(first_tick) - 1;
+                // An empty window takes the archive up to this very second:
+                // a process restarted within the second its predecessor
+                // last wrote (and archived) must not write that second again.
+                let end = oldest.map_or(first_tick, |o| o - 1);
                 let Some(asset) = self.catalog.by_id(id).filter(|_| start <= end) else {
                     continue;
                 };
-                match archive.range(asset, start, end, window as usize).await {
+                match archive.range(asset, start, end, window as usize + 1).await {
                     Ok(points) if !points.is_empty() => restored.push(points),
                     Ok(_) => {}
                     Err(e) => {
