@@ -271,6 +271,7 @@ impl Embedded {
         let mut queue = lock(&self.archive);
         let delivered = queue.delivered;
         let mut batch = ArchiveBatch::default();
+        let mut last = None;
         for (id, points) in queue
             .entries
             .iter()
@@ -279,8 +280,9 @@ impl Embedded {
         {
             batch.ids.push(id.to_string());
             batch.points.extend_from_slice(points);
+            last = Some(*id);
         }
-        if !pending && let Some(last) = batch.ids.last().and_then(|id| id.parse::<u64>().ok()) {
+        if !pending && let Some(last) = last {
             queue.delivered = last + 1;
         }
         batch

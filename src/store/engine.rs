@@ -68,14 +68,6 @@ impl LiveFeed {
 }
 
 impl Engine {
-    /// `embedded` or `redis`, for logs and tests.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Embedded(_) => "embedded",
-            Self::Redis(_) => "redis",
-        }
-    }
-
     /// Writes one tick: each asset's point when its second is newer than
     /// the asset's newest, the latest quotes, the archive buffer (bounded
     /// by `archive` ticks, when set) and the live feed, atomically.

@@ -10,7 +10,7 @@ use super::frame::history_frame;
 use crate::clock::unix_now;
 use crate::domain::{Asset, AssetId, Catalog, UnixSeconds};
 use crate::store::history::{HistoryError as ReadError, recent};
-use crate::store::{Archive, Engine};
+use crate::store::{Archive, Engine, EngineError, RedisError};
 
 /// The WebSocket history of each asset, read from the engine at most once
 /// per tick however many clients subscribe at once: after a restart or a
@@ -97,14 +97,16 @@ impl HistoryCache {
         let limit = 2 * window_seconds as usize + 64;
         let points = match recent(engine, archive, asset, since, limit).await {
             Ok(points) => points,
-            Err(e @ ReadError::Engine(_)) => {
+            Err(e @ ReadError::Engine(EngineError::Redis(RedisError::Corrupt { .. }))) => {
+                tracing::error!(error = %e, "corrupt history");
+                return Err(HistoryError::Corrupt);
+            }
+            // `recent` reads the window alone when the archive fails: what
+            // is left is the engine being unreachable.
+            Err(e) => {
                 tracing::warn!(error = %e, "cannot read history for a subscribe");
                 slot.failed_in = Some(now);
                 return Err(HistoryError::Unavailable);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "corrupt history");
-                return Err(HistoryError::Corrupt);
             }
         };
         let last = points.last().map(|p| p.time);

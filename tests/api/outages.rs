@@ -210,23 +210,36 @@ async fn window(app: &crate::helpers::TestApp, asset: u32) -> BTreeMap<i64, f64>
     points.into_iter().map(|p| (p.time, p.value)).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
-    let mut redis = PrivateRedis::start().await;
-    let Some(app) = spawn_app(Options {
+/// The service on a private Redis, with an archive holding at least
+/// `archived` seconds of EURUSD.
+async fn on_private_redis(
+    archived: usize,
+    within: Duration,
+) -> Option<(
+    PrivateRedis,
+    crate::helpers::TestApp,
+    ratesd::store::Archive,
+)> {
+    let redis = PrivateRedis::start().await;
+    let app = spawn_app(Options {
         engine: crate::helpers::Engine::Redis,
         extra: vec!["--redis-url".into(), redis.url()],
         ..Options::default()
     })
-    .await
-    else {
-        return;
-    };
+    .await?;
     let archive = app.archive.clone().unwrap();
-    eventually("five archived seconds", Duration::from_secs(15), || async {
-        (archive.seconds(1, 0, i64::MAX).await.ok()?.len() >= 5).then_some(())
+    eventually("archived seconds", within, || async {
+        (archive.seconds(1, 0, i64::MAX).await.ok()?.len() >= archived).then_some(())
     })
     .await;
+    Some((redis, app, archive))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
+    let Some((mut redis, app, archive)) = on_private_redis(5, Duration::from_secs(15)).await else {
+        return;
+    };
     let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     ws.send(Message::text(
@@ -477,21 +490,10 @@ async fn readiness_and_archive_metrics_follow_a_postgres_outage() {
 /// is read window-then-archive, as REST reads it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_right_after_redis_returns_gets_the_whole_history() {
-    let mut redis = PrivateRedis::start().await;
-    let Some(app) = spawn_app(Options {
-        engine: crate::helpers::Engine::Redis,
-        extra: vec!["--redis-url".into(), redis.url()],
-        ..Options::default()
-    })
-    .await
+    let Some((mut redis, app, archive)) = on_private_redis(10, Duration::from_secs(20)).await
     else {
         return;
     };
-    let archive = app.archive.clone().unwrap();
-    eventually("ten archived seconds", Duration::from_secs(20), || async {
-        (archive.seconds(1, 0, i64::MAX).await.ok()?.len() >= 10).then_some(())
-    })
-    .await;
     redis.kill().await;
     let killed_at = ratesd::clock::unix_now();
     eventually("not ready", Duration::from_secs(10), || async {
