@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use ratesd::config::RedisMode;
 use ratesd::domain::ArchivedPoint;
 use ratesd::domain::Point;
 use ratesd::store::Archiver;
@@ -73,7 +74,7 @@ async fn main() {
     let archive = Archive::new(&url).unwrap();
     archive.prepare(true).await.unwrap();
     let redis = Engine::Redis(std::sync::Arc::new(
-        RedisStore::new(&redis_url, &format!("bench:{id}:")).unwrap(),
+        RedisStore::new(&redis_url, &format!("bench:{id}:"), RedisMode::Standalone).unwrap(),
     ));
     let by_second: Vec<Vec<Point>> = (0..seconds)
         .map(|t| {

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::health::WorkerRole;
 use crate::api::{self, Api, limit};
 use crate::clock::SystemClock;
 use crate::config::{Config, ConfigError, Role};
@@ -17,6 +18,7 @@ use crate::domain::Catalog;
 use crate::sources::{self, SourceSpec};
 use crate::store::{Archive, ArchiveError, Archiver, Embedded, Engine, RedisError, RedisStore};
 use crate::stream::{LiveHub, Streams, WsSettings};
+use crate::worker::election::{self, Election};
 use crate::worker::{Worker, WorkerSettings};
 
 /// How long a stop may take before the remaining tasks are abandoned.
@@ -55,6 +57,8 @@ pub struct App {
     /// Stopped before the archiver, so that its last tick is flushed too.
     worker: Option<tokio::task::JoinHandle<()>>,
     archiver: Option<(tokio::task::JoinHandle<()>, CancellationToken)>,
+    /// The worker's role, when this process runs one.
+    role: Option<WorkerRole>,
 }
 
 impl App {
@@ -65,8 +69,12 @@ impl App {
         let catalog = Arc::new(config.catalog()?);
         let engine = match config.redis_url() {
             Some(url) => {
-                tracing::info!(prefix = %config.redis_prefix, "redis engine");
-                Engine::Redis(Arc::new(RedisStore::new(url, &config.redis_prefix)?))
+                tracing::info!(prefix = %config.redis_prefix, mode = ?config.redis_mode, "redis engine");
+                Engine::Redis(Arc::new(RedisStore::new(
+                    url,
+                    &config.redis_prefix,
+                    config.redis_mode,
+                )?))
             }
             None => match role {
                 Role::All => {
@@ -93,6 +101,7 @@ impl App {
             tasks: JoinSet::new(),
             worker: None,
             archiver: None,
+            role: None,
         };
         app.start_metrics(config);
         if role.runs_worker() {
@@ -157,16 +166,27 @@ impl App {
             backfill_seconds: config.simulated_backfill_seconds,
             archive_buffer: archive.map(|_| config.archive_buffer_ticks),
         };
+        let election = Election {
+            engine: engine.clone(),
+            node: election::node_name(),
+            ttl: election::LEASE_TTL,
+        };
+        let (role_tx, role_rx) = tokio::sync::watch::channel(election::Role::Standby);
         let worker = Worker::new(
             sources,
             catalog.clone(),
             engine.clone(),
             archive.cloned(),
             settings,
+            election,
+            role_rx.clone(),
         );
-        self.worker = Some(tokio::spawn(
-            worker.run(Arc::new(SystemClock), self.shutdown.clone()),
-        ));
+        self.worker = Some(tokio::spawn(worker.run(
+            Arc::new(SystemClock),
+            self.shutdown.clone(),
+            role_tx,
+        )));
+        self.role = Some(role_rx);
         if let Some(archive) = archive {
             let archiver = Archiver {
                 engine: engine.clone(),
@@ -208,7 +228,7 @@ impl App {
             WsSettings::from_config(config),
             self.shutdown.clone(),
         ));
-        let api = Api::new(config, engine, archive, streams);
+        let api = Api::new(config, engine, archive, streams, self.role.clone());
         if let Some(limiter) = api.limiter() {
             self.tasks
                 .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));

@@ -9,6 +9,7 @@ use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::domain::{Catalog, CatalogError};
 use crate::sources::{SourceSpec, UpstreamSettings};
+pub use crate::store::redis::RedisMode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,9 +129,22 @@ pub struct Config {
     pub http_max_connections_per_ip: u32,
 
     /// Redis, shared by any number of API processes and workers; unset,
-    /// the embedded engine (one process, nothing survives a restart).
+    /// the embedded engine (one process, nothing survives a restart). With
+    /// `RATES_REDIS_MODE=cluster`, a comma-separated list of seed nodes.
     #[arg(long, env = "RATES_REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
+
+    /// `standalone` (one Redis, or one behind Sentinel or a managed
+    /// failover address) or `cluster` (a Redis Cluster: keys spread over its
+    /// masters by hash tag, the live feed on sharded pub/sub).
+    #[arg(
+        long,
+        env = "RATES_REDIS_MODE",
+        value_enum,
+        default_value_t = RedisMode::Standalone,
+        global = true
+    )]
+    pub redis_mode: RedisMode,
 
     /// Prefix of every Redis key and channel, so that several deployments or
     /// tests share one Redis.

@@ -28,7 +28,12 @@ pub struct HealthState {
     /// The latest rates, rebuilt at most once a tick.
     pub rates: Arc<RatesCache>,
     pub stale_after_seconds: u32,
+    /// The role of this process's worker, when it runs one.
+    pub role: Option<WorkerRole>,
 }
+
+/// Where a worker's role is read.
+pub type WorkerRole = tokio::sync::watch::Receiver<crate::worker::election::Role>;
 
 pub fn router() -> OpenApiRouter<Arc<HealthState>> {
     OpenApiRouter::new()
@@ -51,6 +56,11 @@ pub struct Health {
     /// `ok`, `unreachable`, `starting` (not reached yet) or `off`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<&'static str>,
+    /// `leader` or `standby`, for a process that runs a worker: of all the
+    /// workers sharing an engine, exactly one leads (polls the upstreams
+    /// and writes); the others stand by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<&'static str>,
     /// Each upstream by `priority:name`, as the worker last saw it: why an
     /// asset is stale.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -66,6 +76,7 @@ async fn live() -> Json<Health> {
         reason: None,
         stale_assets: Vec::new(),
         archive: None,
+        worker: None,
         sources: BTreeMap::new(),
     })
 }
@@ -91,6 +102,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
         Some(Reachable::No) => "unreachable",
         Some(Reachable::Unknown) => "starting",
     };
+    let worker = state.role.as_ref().map(|role| role.borrow().name());
     let unavailable = |reason: &str| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -99,6 +111,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
                 reason: Some(reason.to_owned()),
                 stale_assets: Vec::new(),
                 archive: Some(archive),
+                worker,
                 sources: BTreeMap::new(),
             }),
         )
@@ -133,6 +146,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
             reason: none_fresh.then(|| format!("no asset has a quote newer than {limit} s")),
             stale_assets: stale,
             archive: Some(archive),
+            worker,
             sources,
         }),
     )

@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::edge::EdgeLayer;
-use super::health::{self, HealthState};
+use super::health::{self, HealthState, WorkerRole};
 use super::limit::{HttpLimiter, client_ip};
 use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
@@ -50,6 +50,7 @@ impl Api {
         engine: Engine,
         archive: Option<Archive>,
         streams: Arc<Streams>,
+        role: Option<WorkerRole>,
     ) -> Self {
         let limiter = HttpLimiter::new(
             config.rate_limit_per_second,
@@ -70,6 +71,7 @@ impl Api {
             hub: v1.streams.hub.clone(),
             rates: v1.rates.clone(),
             stale_after_seconds: config.stale_after_seconds,
+            role,
         });
         Self {
             v1,

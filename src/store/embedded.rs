@@ -7,7 +7,7 @@
 //! across an await.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -36,6 +36,8 @@ pub struct Embedded {
     archived: Notify,
     /// Set by the first tick: until then the windows are "lost" (empty).
     ticked: AtomicBool,
+    /// The newest writer generation that wrote a tick.
+    fence: AtomicU64,
 }
 
 /// The archive buffer: entries in order, each a tick (or a stretch of
@@ -90,6 +92,7 @@ impl Embedded {
             archive: Mutex::default(),
             archived: Notify::new(),
             ticked: AtomicBool::new(false),
+            fence: AtomicU64::new(0),
         }
     }
 
@@ -99,7 +102,16 @@ impl Embedded {
         window_seconds: u32,
         entries: &[TickEntry],
         archive: Option<u64>,
+        generation: u64,
     ) -> TickOutcome {
+        // The fence, as in Redis: a writer older than the newest that wrote
+        // is refused.
+        if self.fence.fetch_max(generation, Ordering::AcqRel) > generation {
+            return TickOutcome {
+                fenced: true,
+                ..TickOutcome::default()
+            };
+        }
         let cutoff = time - i64::from(window_seconds);
         let mut written = Vec::with_capacity(entries.len());
         for e in entries {
@@ -132,6 +144,7 @@ impl Embedded {
         TickOutcome {
             written: written.len(),
             data_lost: !self.ticked.swap(true, Ordering::AcqRel),
+            fenced: false,
         }
     }
 
@@ -342,16 +355,17 @@ mod tests {
     fn ticks_only_move_forward_and_the_window_is_trimmed() {
         let e = engine();
         let eur = e.catalog.by_id(1).unwrap().clone();
-        let first = e.write_tick(100, 3, &[entry(&eur, 100, 1.0)], None);
+        let first = e.write_tick(100, 3, &[entry(&eur, 100, 1.0)], None, 1);
         assert_eq!((first.written, first.data_lost), (1, true));
-        let again = e.write_tick(100, 3, &[entry(&eur, 100, 2.0)], None);
+        let again = e.write_tick(100, 3, &[entry(&eur, 100, 2.0)], None, 1);
         assert_eq!((again.written, again.data_lost), (0, false));
         assert_eq!(
-            e.write_tick(99, 3, &[entry(&eur, 99, 2.0)], None).written,
+            e.write_tick(99, 3, &[entry(&eur, 99, 2.0)], None, 1)
+                .written,
             0
         );
         for t in 101..=105 {
-            e.write_tick(t, 3, &[entry(&eur, t, t as f64)], None);
+            e.write_tick(t, 3, &[entry(&eur, t, t as f64)], None, 1);
         }
         let (points, oldest) = e.window(1, 0, UnixSeconds::MAX, 100);
         assert_eq!(times(&points), [103, 104, 105], "the last 3 seconds");
@@ -372,7 +386,7 @@ mod tests {
     fn backfill_fills_what_the_window_lacks_and_keeps_what_it_has() {
         let e = engine();
         let eur = e.catalog.by_id(1).unwrap().clone();
-        e.write_tick(110, 10, &[entry(&eur, 110, 9.0)], None);
+        e.write_tick(110, 10, &[entry(&eur, 110, 9.0)], None, 1);
         let past: Vec<Vec<Point>> = (95..=110).map(|t| vec![Point::of(&eur, t, 1.0)]).collect();
         e.write_backfill(&past, 110, 10, Some(100));
         let (points, _) = e.window(1, 0, UnixSeconds::MAX, 100);
@@ -392,7 +406,7 @@ mod tests {
         let e = engine();
         let eur = e.catalog.by_id(1).unwrap().clone();
         for t in 1..=5 {
-            e.write_tick(t, 1800, &[entry(&eur, t, 1.0)], Some(4));
+            e.write_tick(t, 1800, &[entry(&eur, t, 1.0)], Some(4), 1);
         }
         assert_eq!(
             e.archive_backlog(),
@@ -431,7 +445,7 @@ mod tests {
             })
         };
         tokio::task::yield_now().await;
-        e.write_tick(7, 1800, &[entry(&eur, 7, 1.0)], Some(100));
+        e.write_tick(7, 1800, &[entry(&eur, 7, 1.0)], Some(100), 1);
         let batch = tokio::time::timeout(Duration::from_secs(10), reader)
             .await
             .expect("woken long before its 30 s")
@@ -446,7 +460,7 @@ mod tests {
         let mut feed = super::super::engine::LiveFeed::Embedded(e.subscribe_live());
         let ticks = LIVE_CAPACITY as UnixSeconds + 10;
         for t in 1..=ticks {
-            e.write_tick(t, 1800, &[entry(&eur, t, 1.0)], None);
+            e.write_tick(t, 1800, &[entry(&eur, t, 1.0)], None, 1);
         }
         let next = feed.next().await.unwrap().unwrap();
         assert_eq!(next[0].time, 11, "the oldest tick still held");

@@ -5,7 +5,8 @@
 //!
 //! - [`Embedded`]: in the process (no `RATES_REDIS_URL`): one process,
 //!   nothing survives a restart.
-//! - [`RedisStore`]: Redis, shared by any number of API nodes and workers.
+//! - [`RedisStore`]: Redis (standalone or a cluster), shared by any number
+//!   of API nodes and workers.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,17 +71,59 @@ impl LiveFeed {
 impl Engine {
     /// Writes one tick: each asset's point when its second is newer than
     /// the asset's newest, the latest quotes, the archive buffer (bounded
-    /// by `archive` ticks, when set) and the live feed, atomically.
+    /// by `archive` ticks, when set) and the live feed, atomically (on a
+    /// cluster: per key group). Refused when a writer of a newer
+    /// `generation` has written (the outcome says `fenced`).
     pub async fn write_tick(
         &self,
         time: UnixSeconds,
         window_seconds: u32,
         entries: &[TickEntry],
         archive: Option<u64>,
+        generation: u64,
     ) -> Result<TickOutcome> {
         match self {
-            Self::Embedded(e) => Ok(e.write_tick(time, window_seconds, entries, archive)),
-            Self::Redis(r) => Ok(r.write_tick(time, window_seconds, entries, archive).await?),
+            Self::Embedded(e) => {
+                Ok(e.write_tick(time, window_seconds, entries, archive, generation))
+            }
+            Self::Redis(r) => Ok(r
+                .write_tick(time, window_seconds, entries, archive, generation)
+                .await?),
+        }
+    }
+
+    /// Takes the writer's lease for `ttl` when nobody holds it: its
+    /// generation, or `None`. The embedded engine has one process: it
+    /// always leads.
+    pub async fn campaign(&self, node: &str, ttl: Duration) -> Result<Option<u64>> {
+        match self {
+            Self::Embedded(_) => Ok(Some(1)),
+            Self::Redis(r) => Ok(r.campaign(node, ttl).await?),
+        }
+    }
+
+    /// Extends the lease by `ttl` if `node` still holds it.
+    pub async fn renew(&self, node: &str, generation: u64, ttl: Duration) -> Result<bool> {
+        match self {
+            Self::Embedded(_) => Ok(true),
+            Self::Redis(r) => Ok(r.renew(node, generation, ttl).await?),
+        }
+    }
+
+    /// Gives the lease up if `node` holds it.
+    pub async fn resign(&self, node: &str, generation: u64) -> Result<()> {
+        match self {
+            Self::Embedded(_) => Ok(()),
+            Self::Redis(r) => Ok(r.resign(node, generation).await?),
+        }
+    }
+
+    /// Before the first tick of a new leader: carries a standalone Redis's
+    /// keys from before key groups over to their new names.
+    pub async fn upgrade_keys(&self) -> Result<u64> {
+        match self {
+            Self::Embedded(_) => Ok(0),
+            Self::Redis(r) => Ok(r.rename_legacy_keys().await?),
         }
     }
 

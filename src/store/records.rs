@@ -11,6 +11,9 @@ pub struct TickOutcome {
     /// The engine had lost its data since the previous tick (or this is
     /// the first): the windows want rebuilding.
     pub data_lost: bool,
+    /// The engine refused (part of) the tick: a writer of a newer
+    /// generation has written since; this one no longer leads.
+    pub fenced: bool,
 }
 
 /// One asset's share of a tick.
@@ -20,8 +23,8 @@ pub struct TickEntry {
     pub quote: StoredQuote,
 }
 
-/// A batch of the archive buffer: its entries' ids (to acknowledge) and
-/// their points.
+/// A batch of the archive buffer: its entries' ids (opaque, as the engine
+/// gave them, to acknowledge) and their points.
 #[derive(Debug, Default)]
 pub struct ArchiveBatch {
     pub ids: Vec<String>,

@@ -1,12 +1,14 @@
 //! The worker: once a second, fetch every source, pick each asset's quote
 //! from the best source that has a fresh one, and write the tick to the engine.
 //!
+//! - [`election`]: one writer among many workers, elected in the engine.
 //! - [`schedule`]: one tick per wall-clock second, tested on a paused clock.
 //! - [`select`]: which source serves each asset.
 //! - [`breaker`]: a circuit breaker per upstream.
 //! - `refill`: the windows rebuilt from the archive, or backfilled.
 
 mod breaker;
+pub mod election;
 mod refill;
 pub mod schedule;
 pub mod select;
@@ -16,9 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::breaker::Breaker;
+use self::election::{Election, Role};
 use self::schedule::{Tick, run_schedule};
 use self::select::{Seen, Selected, select_quotes};
 use crate::clock::Clock;
@@ -56,6 +60,11 @@ pub struct Worker {
     /// A tick has set Redis's epoch marker: its absence later means loss.
     epoch_seen: bool,
     archive: Option<Archive>,
+    /// This worker's role, as the election says it.
+    role: watch::Receiver<Role>,
+    election: Option<Election>,
+    /// The generation this worker last led with (0: not yet).
+    led: u64,
 }
 
 impl Worker {
@@ -65,6 +74,8 @@ impl Worker {
         store: Engine,
         archive: Option<Archive>,
         settings: WorkerSettings,
+        election: Election,
+        role: watch::Receiver<Role>,
     ) -> Self {
         let n = sources.len();
         Self {
@@ -81,22 +92,63 @@ impl Worker {
             started: false,
             epoch_seen: false,
             archive,
+            role,
+            election: Some(election),
+            led: 0,
         }
     }
 
-    pub async fn run(mut self, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+    /// Campaigns for the writer's role and, while it leads, ticks, until
+    /// `shutdown`; then finishes the tick in progress and gives the role up,
+    /// so a standby takes over at once.
+    pub async fn run(
+        mut self,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+        role: watch::Sender<Role>,
+    ) {
         tracing::info!(
             sources = ?self.sources.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "worker started"
         );
+        let stop_election = CancellationToken::new();
+        let election = self
+            .election
+            .take()
+            .map(|e| tokio::spawn(e.run(role, stop_election.clone())));
         run_schedule(clock.as_ref(), &shutdown, &mut self).await;
+        stop_election.cancel();
+        if let Some(election) = election {
+            let _ = election.await;
+        }
         tracing::info!("worker stopped");
+    }
+
+    /// The generation to write this tick with, or `None` on a standby. A
+    /// worker that has just come to lead starts afresh: it checks the
+    /// windows, says the upstreams' states, and trusts no quote it saw
+    /// while it stood by.
+    fn leading(&mut self) -> Option<u64> {
+        let generation = self.role.borrow().writes_as()?;
+        if generation != self.led {
+            self.led = generation;
+            self.windows_unchecked = true;
+            self.statuses_changed = true;
+            self.epoch_seen = false;
+            self.books.iter_mut().for_each(HashMap::clear);
+            self.serving.clear();
+        }
+        Some(generation)
     }
 }
 
 impl Tick for Worker {
     /// One tick: fetch, select, write.
     async fn tick(&mut self, second: UnixSeconds) {
+        // A standby polls nothing and writes nothing.
+        if self.leading().is_none() {
+            return;
+        }
         if self.windows_unchecked {
             self.fill_windows(second).await;
             self.started |= !self.windows_unchecked;
@@ -116,6 +168,11 @@ impl Tick for Worker {
             .iter()
             .filter_map(|s| self.entry(second, s))
             .collect();
+        // Fetching took time: the lease must still surely hold now.
+        let Some(generation) = self.role.borrow().writes_as() else {
+            tracing::warn!(second, "lease ran out during the tick; not writing it");
+            return;
+        };
         let result = self
             .store
             .write_tick(
@@ -123,9 +180,18 @@ impl Tick for Worker {
                 self.settings.window_seconds,
                 &entries,
                 self.settings.archive_buffer,
+                generation,
             )
             .await;
         match result {
+            Ok(outcome) if outcome.fenced => {
+                metrics::counter!("ratesd_worker_ticks_fenced_total").increment(1);
+                tracing::warn!(
+                    second,
+                    generation,
+                    "tick refused: a newer leader has written; standing by"
+                );
+            }
             Ok(outcome) => {
                 let written = outcome.written;
                 metrics::counter!("ratesd_points_written_total").increment(written as u64);

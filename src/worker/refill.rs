@@ -12,6 +12,14 @@ impl Worker {
     /// has those seconds, then, at a first start with the simulated source
     /// leading, with its made-up past for windows still empty.
     pub(super) async fn fill_windows(&mut self, first_tick: UnixSeconds) {
+        if !self.started {
+            // An upgrade from before key groups keeps its windows and buffer.
+            match self.store.upgrade_keys().await {
+                Ok(0) => {}
+                Ok(renamed) => tracing::info!(renamed, "redis keys renamed to their grouped names"),
+                Err(e) => tracing::warn!(error = %e, "cannot rename pre-group redis keys"),
+            }
+        }
         let ids: Vec<AssetId> = self.catalog.assets().iter().map(|a| a.id).collect();
         let oldest = match self.store.oldest_points(&ids).await {
             Ok(oldest) => oldest,

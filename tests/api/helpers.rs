@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use ratesd::app::App;
-use ratesd::config::{Config, Role};
+use ratesd::config::{Config, RedisMode, Role};
 use ratesd::store::Archive;
 use sqlx::migrate::MigrateDatabase;
 
@@ -86,8 +86,13 @@ pub fn reachable(service: Needs) -> bool {
 
 /// A recorded upstream payload from `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = fixture_path(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Where a recorded payload is (for a `file:` source).
+pub fn fixture_path(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The archived `(second, value)` pairs of a seed asset with
@@ -153,7 +158,7 @@ pub fn bare_engine(kind: Engine) -> Option<ratesd::store::Engine> {
             }
             let prefix = format!("test:{}:", unique_id());
             Store::Redis(std::sync::Arc::new(
-                RedisStore::new(REDIS_URL, &prefix).unwrap(),
+                RedisStore::new(REDIS_URL, &prefix, RedisMode::Standalone).unwrap(),
             ))
         }
     })
@@ -285,6 +290,13 @@ impl Process {
         )
     }
 
+    /// As [`Process::spawn`], with command-line arguments (a subcommand).
+    pub fn spawn_args(args: &[&str], envs: &[(&str, &str)], stdout: std::process::Stdio) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"));
+        command.args(args);
+        Self::start(command, envs, stdout)
+    }
+
     /// As [`Process::spawn`], under `ulimit -n files` (soft and hard).
     pub fn spawn_with_file_limit(
         files: u32,
@@ -336,11 +348,16 @@ impl Process {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
+    pub fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
-        assert!(killed.success());
+        assert!(sent.success(), "kill -{name}");
     }
 
     /// Waits for the process to exit.

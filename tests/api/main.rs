@@ -15,6 +15,7 @@ mod logs;
 mod outages;
 mod pipeline;
 mod rest_api;
+mod scale_out;
 mod shutdown;
 mod upstreams;
 mod websocket;

@@ -251,7 +251,7 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
         },
     };
     let first = store
-        .write_tick(100, 1800, &[entry(100, 1.1)], None)
+        .write_tick(100, 1800, &[entry(100, 1.1)], None, 1)
         .await
         .unwrap();
     assert_eq!(
@@ -261,13 +261,13 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     );
     // A second writer (or a retried tick) for the same second, or an older one: nothing.
     let again = store
-        .write_tick(100, 1800, &[entry(100, 1.2)], None)
+        .write_tick(100, 1800, &[entry(100, 1.2)], None, 1)
         .await
         .unwrap();
     assert_eq!((again.written, again.data_lost), (0, false));
     assert_eq!(
         store
-            .write_tick(99, 1800, &[entry(99, 1.3)], None)
+            .write_tick(99, 1800, &[entry(99, 1.3)], None, 1)
             .await
             .unwrap()
             .written,
@@ -275,7 +275,7 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     );
     assert_eq!(
         store
-            .write_tick(101, 1800, &[entry(101, 1.4)], None)
+            .write_tick(101, 1800, &[entry(101, 1.4)], None, 1)
             .await
             .unwrap()
             .written,
@@ -290,7 +290,64 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     }
 }
 
+/// The fence: once a writer of a newer lease generation has written, a
+/// tick of an older one is refused whole, whatever its second; the newer
+/// one goes on writing.
+async fn a_tick_of_an_older_writer_generation_is_refused(engine: Engine) {
+    use ratesd::domain::{Point, StoredQuote};
+    use ratesd::store::records::TickEntry;
+    let Some(store) = crate::helpers::bare_engine(engine) else {
+        return;
+    };
+    let entry = |time: i64, value: f64| TickEntry {
+        point: Point {
+            asset_name: "EURUSD".into(),
+            time,
+            asset_id: 1,
+            value,
+        },
+        quote: StoredQuote {
+            asset_id: 1,
+            bid: value,
+            ask: value,
+            value,
+            time,
+            quoted_at: time,
+            source: "file".into(),
+        },
+    };
+    let old = store
+        .write_tick(100, 1800, &[entry(100, 1.0)], None, 7)
+        .await
+        .unwrap();
+    assert_eq!((old.written, old.fenced), (1, false));
+    let new = store
+        .write_tick(101, 1800, &[entry(101, 2.0)], None, 8)
+        .await
+        .unwrap();
+    assert_eq!((new.written, new.fenced), (1, false));
+    // The old leader wakes up and writes the next second: refused.
+    let stale = store
+        .write_tick(102, 1800, &[entry(102, 1.0)], None, 7)
+        .await
+        .unwrap();
+    assert_eq!((stale.written, stale.fenced), (0, true));
+    let next = store
+        .write_tick(102, 1800, &[entry(102, 2.0)], None, 8)
+        .await
+        .unwrap();
+    assert_eq!((next.written, next.fenced), (1, false));
+    let (points, _) = store.window(1, 0, i64::MAX, 10).await.unwrap();
+    let got: Vec<(i64, f64)> = points.iter().map(|p| (p.time, p.value)).collect();
+    assert_eq!(got, [(100, 1.0), (101, 2.0), (102, 2.0)]);
+    assert_eq!(store.latest(1).await.unwrap().unwrap().value, 2.0);
+    if let ratesd::store::Engine::Redis(redis) = &store {
+        redis.delete_all().await.unwrap();
+    }
+}
+
 crate::helpers::on_both_engines!(
+    a_tick_of_an_older_writer_generation_is_refused,
     one_point_per_asset_per_second_with_consecutive_times,
     the_window_is_trimmed_to_its_length,
     history_pages_walk_archive_and_window_without_gap_or_duplicate,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::helpers::{Engine, Needs, PG_BASE, Process, REDIS_URL, reachable, unique_id};
 use futures_util::{SinkExt, StreamExt};
+use ratesd::config::RedisMode;
 use ratesd::store::{Archive, RedisStore};
 use sqlx::migrate::MigrateDatabase;
 use tokio_tungstenite::tungstenite::Message;
@@ -83,7 +84,7 @@ async fn sigterm_drains_and_exits_zero(engine: Engine) {
         );
     }
     if engine == Engine::Redis {
-        let redis = RedisStore::new(REDIS_URL, &prefix).unwrap();
+        let redis = RedisStore::new(REDIS_URL, &prefix, RedisMode::Standalone).unwrap();
         assert_eq!(redis.archive_backlog().await.unwrap(), 0, "buffer flushed");
         let (points, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
         assert_eq!(archived.len(), points.len());

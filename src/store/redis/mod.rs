@@ -1,28 +1,34 @@
-//! The only place that knows Redis key names.
+//! The Redis engine: a standalone Redis or a Redis Cluster, shared by any
+//! number of API nodes and workers.
 //!
-//! Under the deployment's prefix `P`:
-//! - `P latest` (hash): asset id -> the latest quote (JSON [`StoredQuote`]).
-//! - `P points:{id}` (sorted set): score = Unix second, member = the point's
-//!   JSON as clients get it; trimmed to the live window.
-//! - `P archive` (stream): one entry per tick, `points` = JSON array of the
-//!   tick's points, read by the archiver and deleted once committed to
-//!   PostgreSQL: the durable buffer between the live path and the archive.
-//! - `P live` (pub/sub channel): the same JSON array, for live subscribers.
-//! - `P sources` (hash): "priority:name" -> the upstream's breaker status
-//!   (JSON), written by the worker when it changes, read by `/health/ready`.
-//! - `P epoch` (string): set by every tick; its absence tells the worker
-//!   that Redis lost its data and the windows need rebuilding.
-//!
-//! The archive buffer's commands are in [`archive_buffer`].
+//! - [`keys`]: every key name, grouped by hash tag.
+//! - [`conn`]: connections of either kind and the live feed's subscription.
+//! - [`archive_buffer`]: the archive buffer's commands.
+//! - [`lease`]: the writer's election.
 
 mod archive_buffer;
+mod conn;
+mod keys;
+mod lease;
 
-use std::time::Duration;
+use futures_util::future::try_join_all;
 
+use self::conn::{Backend, Conn};
+pub use self::keys::CLUSTER_GROUPS;
+use self::keys::Keys;
 use super::records::{TickEntry, TickOutcome};
 use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
+use deadpool_redis::PoolError;
 use deadpool_redis::redis::{self, AsyncCommands, Script};
-use deadpool_redis::{Pool, PoolError, Runtime};
+
+/// A standalone Redis or a Redis Cluster (`RATES_REDIS_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisMode {
+    /// One Redis (or one address that fails over: Sentinel, a managed Redis).
+    Standalone,
+    /// A Redis Cluster: `RATES_REDIS_URL` lists seed nodes.
+    Cluster,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -45,27 +51,39 @@ impl RedisError {
 
 pub type Result<T, E = RedisError> = std::result::Result<T, E>;
 
-/// Writes one tick atomically in one round trip. A point is written only
-/// when its second is newer than the asset's newest point, so a second is
-/// never written twice and time never goes backwards, even with two workers.
+/// Writes one group's share of a tick atomically in one round trip. A point
+/// is written only when its second is newer than the asset's newest point,
+/// so a second is never written twice and time never goes backwards.
 ///
+/// It refuses a tick whose writer generation is older than the newest that
+/// wrote (the fence): a paused old leader cannot write after its successor.
 /// It also notices a Redis that lost its data (a restart without
 /// persistence, a flush): the epoch marker, set by every tick, is gone.
 ///
-/// KEYS: latest hash, archive stream, live channel, epoch marker, then one
-/// points key per asset.
+/// KEYS: latest hash, archive stream, live channel, epoch marker, fence,
+/// then one points key per asset (all of one group: one hash tag).
 /// ARGV: time, trim cutoff (scores <= it are dropped), archive flag, stream
-/// max length, then per asset: id, point JSON, quote JSON.
-/// Returns {points written, 1 when the marker was missing}.
+/// max length, generation, publish command, then per asset: id, point JSON,
+/// quote JSON.
+/// Returns {points written, 1 when the marker was missing}, or {-1, 0} when
+/// fenced off.
 const TICK_SCRIPT: &str = r#"
+local fence = tonumber(redis.call('GET', KEYS[5]) or '0')
+local generation = tonumber(ARGV[5])
+if generation < fence then
+  return {-1, 0}
+end
+if generation > fence then
+  redis.call('SET', KEYS[5], ARGV[5])
+end
 local t = tonumber(ARGV[1])
 local lost = 0
 if redis.call('SET', KEYS[4], '1', 'NX') then
   lost = 1
 end
 local written = {}
-for k = 5, #KEYS do
-  local a = 5 + (k - 5) * 3
+for k = 6, #KEYS do
+  local a = 7 + (k - 6) * 3
   local newest = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
   if #newest == 0 or tonumber(newest[2]) < t then
     redis.call('ZADD', KEYS[k], t, ARGV[a + 1])
@@ -79,136 +97,128 @@ if #written > 0 then
   if ARGV[3] == '1' then
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'points', payload)
   end
-  redis.call('PUBLISH', KEYS[3], payload)
+  redis.call(ARGV[6], KEYS[3], payload)
 end
 return {#written, lost}
 "#;
 
-#[derive(Clone)]
-pub(crate) struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    fn latest(&self) -> String {
-        format!("{}latest", self.prefix)
-    }
-    fn points(&self, id: AssetId) -> String {
-        format!("{}points:{id}", self.prefix)
-    }
-    fn sources(&self) -> String {
-        format!("{}sources", self.prefix)
-    }
-    fn epoch(&self) -> String {
-        format!("{}epoch", self.prefix)
-    }
-    pub(crate) fn archive(&self) -> String {
-        format!("{}archive", self.prefix)
-    }
-    fn live(&self) -> String {
-        format!("{}live", self.prefix)
-    }
-}
-
-/// The live channel: each message is one tick's new points.
+/// The live channels: each message is one tick's new points of one group.
 pub struct LiveFeed {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+    subscription: conn::Subscription,
 }
 
 impl LiveFeed {
-    /// The next tick's points; `None` when the subscription is lost.
+    /// The next message's points; `None` when the subscription is lost.
     pub async fn next(&mut self) -> Option<Result<Vec<Point>>> {
-        let msg = futures_util::StreamExt::next(&mut self.stream).await?;
-        Some(match msg.get_payload::<String>() {
-            Ok(payload) => from_json(msg.get_channel_name(), &payload),
-            Err(e) => Err(e.into()),
-        })
+        let (channel, payload) = self.subscription.next().await?;
+        Some(payload.and_then(|p| from_json(&channel, &p)))
     }
 }
 
-#[derive(Clone)]
 pub struct RedisStore {
-    pool: Pool,
-    client: redis::Client,
+    backend: Backend,
     pub(crate) keys: Keys,
     tick_script: Script,
 }
 
 impl RedisStore {
-    /// Builds a lazy pool: nothing connects until the first command, so the
-    /// service starts while Redis is down and `/health/ready` tells.
-    pub fn new(url: &str, prefix: &str) -> Result<Self> {
-        let client = redis::Client::open(url)?;
-        // Blocking archive reads wait up to a second; the client's default
-        // response timeout (500 ms) would cut them off.
-        let conn_cfg = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(3)))
-            .set_connection_timeout(Some(Duration::from_secs(1)));
-        let manager = deadpool_redis::Manager::new_with_config(url, conn_cfg)?;
-        let pool = Pool::builder(manager)
-            .max_size(32)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .create_timeout(Some(Duration::from_secs(2)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| RedisError::Config(e.to_string()))?;
+    /// Builds lazy connections: nothing connects until the first command,
+    /// so the service starts while Redis is down and `/health/ready` tells.
+    /// `url` is one URL, or with [`RedisMode::Cluster`] a comma-separated
+    /// list of seed nodes.
+    pub fn new(url: &str, prefix: &str, mode: RedisMode) -> Result<Self> {
+        if prefix.contains(['{', '}']) {
+            return Err(RedisError::Config(format!(
+                "the key prefix {prefix:?} may not hold braces: they would change the keys' hash tags"
+            )));
+        }
+        let (backend, groups) = match mode {
+            RedisMode::Standalone => (Backend::standalone(url)?, 1),
+            RedisMode::Cluster => (Backend::cluster(url)?, CLUSTER_GROUPS),
+        };
         Ok(Self {
-            pool,
-            client,
-            keys: Keys {
-                prefix: prefix.to_owned(),
-            },
+            backend,
+            keys: Keys::new(prefix, groups),
             tick_script: Script::new(TICK_SCRIPT),
         })
     }
 
-    /// Subscribes to the live channel on a connection of its own: the
-    /// stream of every tick's new points, until the connection drops.
+    /// Subscribes to every group's live channel on a connection of its own:
+    /// the stream of every tick's new points, until the connection drops.
     pub async fn subscribe_live(&self) -> Result<LiveFeed> {
-        let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(self.keys.live()).await?;
+        let channels = (0..self.keys.groups()).map(|g| self.keys.live(g)).collect();
         Ok(LiveFeed {
-            stream: Box::pin(pubsub.into_on_message()),
+            subscription: self.backend.subscribe(channels).await?,
         })
     }
 
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    pub(crate) async fn conn(&self) -> Result<Conn> {
+        self.backend.conn().await
     }
 
-    /// Writes one tick (see [`TICK_SCRIPT`]).
+    /// The asset ids grouped by key group, in group order.
+    fn by_group<T>(&self, items: impl IntoIterator<Item = (AssetId, T)>) -> Vec<(u16, Vec<T>)> {
+        let mut groups: std::collections::BTreeMap<u16, Vec<T>> = Default::default();
+        for (id, item) in items {
+            groups.entry(self.keys.group_of(id)).or_default().push(item);
+        }
+        groups.into_iter().collect()
+    }
+
+    /// Writes one tick (see [`TICK_SCRIPT`]), one script per group, the
+    /// groups concurrently. `generation` is the writer's lease generation.
     pub async fn write_tick(
         &self,
         time: UnixSeconds,
         window_seconds: u32,
         entries: &[TickEntry],
         archive: Option<u64>,
+        generation: u64,
     ) -> Result<TickOutcome> {
         if entries.is_empty() {
             return Ok(TickOutcome::default());
         }
-        let mut inv = self.tick_script.prepare_invoke();
-        inv.key(self.keys.latest())
-            .key(self.keys.archive())
-            .key(self.keys.live())
-            .key(self.keys.epoch())
-            .arg(time)
-            .arg(time - i64::from(window_seconds))
-            .arg(if archive.is_some() { "1" } else { "0" })
-            .arg(archive.unwrap_or(0));
-        for e in entries {
-            inv.key(self.keys.points(e.point.asset_id))
-                .arg(e.point.asset_id)
-                .arg(to_json(&e.point))
-                .arg(to_json(&e.quote));
+        let publish = if self.backend.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let groups = self.by_group(entries.iter().map(|e| (e.point.asset_id, e)));
+        let writes = groups.iter().map(|(group, entries)| {
+            let mut inv = self.tick_script.prepare_invoke();
+            inv.key(self.keys.latest(*group))
+                .key(self.keys.archive(*group))
+                .key(self.keys.live(*group))
+                .key(self.keys.epoch(*group))
+                .key(self.keys.fence(*group))
+                .arg(time)
+                .arg(time - i64::from(window_seconds))
+                .arg(if archive.is_some() { "1" } else { "0" })
+                .arg(archive.unwrap_or(0))
+                .arg(generation)
+                .arg(publish);
+            for e in entries {
+                inv.key(self.keys.points(e.point.asset_id))
+                    .arg(e.point.asset_id)
+                    .arg(to_json(&e.point))
+                    .arg(to_json(&e.quote));
+            }
+            async move {
+                let mut conn = self.conn().await?;
+                let reply: (i64, u8) = inv.invoke_async(&mut conn).await?;
+                Ok::<_, RedisError>(reply)
+            }
+        });
+        let mut outcome = TickOutcome::default();
+        for (written, lost) in try_join_all(writes).await? {
+            if written < 0 {
+                outcome.fenced = true;
+            } else {
+                outcome.written += written as usize;
+                outcome.data_lost |= lost == 1;
+            }
         }
-        let mut conn = self.conn().await?;
-        let (written, lost): (usize, u8) = inv.invoke_async(&mut conn).await?;
-        Ok(TickOutcome {
-            written,
-            data_lost: lost == 1,
-        })
+        Ok(outcome)
     }
 
     /// Replaces the upstreams' status, by `"priority:name"`.
@@ -244,16 +254,27 @@ impl RedisStore {
 
     /// The oldest second of each asset's window (`None` for an empty one).
     pub async fn oldest_points(&self, ids: &[AssetId]) -> Result<Vec<Option<UnixSeconds>>> {
-        let mut pipe = redis::pipe();
-        for &id in ids {
-            pipe.zrange_withscores(self.keys.points(id), 0, 0);
+        let groups = self.by_group(ids.iter().enumerate().map(|(i, &id)| (id, (i, id))));
+        let reads = groups.iter().map(|(_, members)| async move {
+            let mut pipe = redis::pipe();
+            for &(_, id) in members {
+                pipe.zrange_withscores(self.keys.points(id), 0, 0);
+            }
+            let mut conn = self.conn().await?;
+            let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
+            Ok::<_, RedisError>(
+                members
+                    .iter()
+                    .map(|&(i, _)| i)
+                    .zip(firsts)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut oldest = vec![None; ids.len()];
+        for (i, first) in try_join_all(reads).await?.into_iter().flatten() {
+            oldest[i] = first.first().map(|(_, s)| *s as UnixSeconds);
         }
-        let mut conn = self.conn().await?;
-        let firsts: Vec<Vec<(String, f64)>> = pipe.query_async(&mut conn).await?;
-        Ok(firsts
-            .into_iter()
-            .map(|f| f.first().map(|(_, s)| *s as UnixSeconds))
-            .collect())
+        Ok(oldest)
     }
 
     /// Writes past points (oldest first, grouped by second) into the windows
@@ -267,60 +288,67 @@ impl RedisStore {
         archive: Option<u64>,
     ) -> Result<()> {
         const CHUNK_SECONDS: usize = 300;
-        let mut conn = self.conn().await?;
-        for chunk in seconds.chunks(CHUNK_SECONDS) {
-            let mut pipe = redis::pipe();
-            let mut all = Vec::new();
-            for point in chunk.iter().flatten() {
-                let json = to_json(point);
-                pipe.zadd(self.keys.points(point.asset_id), &json, point.time)
-                    .ignore();
-                all.push(json);
-            }
-            if let Some(maxlen) = archive {
-                pipe.cmd("XADD")
-                    .arg(self.keys.archive())
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(maxlen)
-                    .arg("*")
-                    .arg("points")
-                    .arg(format!("[{}]", all.join(",")))
-                    .ignore();
-            }
-            let _: () = pipe.query_async(&mut conn).await?;
-        }
         let cutoff = now - i64::from(window_seconds);
-        let mut pipe = redis::pipe();
-        let mut ids: Vec<AssetId> = seconds.iter().flatten().map(|p| p.asset_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            pipe.zrembyscore(self.keys.points(id), "-inf", cutoff)
-                .ignore();
+        for chunk in seconds.chunks(CHUNK_SECONDS) {
+            let groups = self.by_group(chunk.iter().flatten().map(|p| (p.asset_id, p)));
+            let writes = groups.iter().map(|(group, points)| async move {
+                let mut pipe = redis::pipe();
+                let mut all = Vec::with_capacity(points.len());
+                for point in points {
+                    let json = to_json(point);
+                    pipe.zadd(self.keys.points(point.asset_id), &json, point.time)
+                        .ignore();
+                    all.push(json);
+                }
+                if let Some(maxlen) = archive {
+                    pipe.cmd("XADD")
+                        .arg(self.keys.archive(*group))
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(maxlen)
+                        .arg("*")
+                        .arg("points")
+                        .arg(format!("[{}]", all.join(",")))
+                        .ignore();
+                }
+                let mut ids: Vec<AssetId> = points.iter().map(|p| p.asset_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                for id in ids {
+                    pipe.zrembyscore(self.keys.points(id), "-inf", cutoff)
+                        .ignore();
+                }
+                let mut conn = self.conn().await?;
+                let _: () = pipe.query_async(&mut conn).await?;
+                Ok::<_, RedisError>(())
+            });
+            try_join_all(writes).await?;
         }
-        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
     /// The latest quote of every asset that has one.
     pub async fn latest_all(&self) -> Result<Vec<StoredQuote>> {
-        let mut conn = self.conn().await?;
-        let values: Vec<String> = conn.hvals(self.keys.latest()).await?;
-        let mut quotes = values
-            .iter()
-            .map(|v| from_json(&self.keys.latest(), v))
-            .collect::<Result<Vec<StoredQuote>>>()?;
+        let reads = (0..self.keys.groups()).map(|group| async move {
+            let key = self.keys.latest(group);
+            let mut conn = self.conn().await?;
+            let values: Vec<String> = conn.hvals(&key).await?;
+            values
+                .iter()
+                .map(|v| from_json(&key, v))
+                .collect::<Result<Vec<StoredQuote>>>()
+        });
+        let mut quotes: Vec<StoredQuote> =
+            try_join_all(reads).await?.into_iter().flatten().collect();
         quotes.sort_by_key(|q| q.asset_id);
         Ok(quotes)
     }
 
     pub async fn latest(&self, id: AssetId) -> Result<Option<StoredQuote>> {
+        let key = self.keys.latest(self.keys.group_of(id));
         let mut conn = self.conn().await?;
-        let value: Option<String> = conn.hget(self.keys.latest(), id).await?;
-        value
-            .map(|v| from_json(&self.keys.latest(), &v))
-            .transpose()
+        let value: Option<String> = conn.hget(&key, id).await?;
+        value.map(|v| from_json(&key, &v)).transpose()
     }
 
     /// Up to `limit` points of the window with `from <= time <= to`, oldest
@@ -362,23 +390,68 @@ impl RedisStore {
         parse_points(&key, &members)
     }
 
-    /// Deletes every key under the prefix (for tests and `ratesd` tooling).
-    pub async fn delete_all(&self) -> Result<u64> {
+    /// Renames a standalone deployment's keys from before key groups (no
+    /// hash tag) to their group-0 names, so an upgrade keeps its windows,
+    /// latest quotes and unarchived buffer (with its consumer group). A key
+    /// whose new name already exists is left as it is, and said. Safe to
+    /// run by several processes at once: a key renamed by one is gone for
+    /// the others. Returns how many keys were renamed.
+    pub async fn rename_legacy_keys(&self) -> Result<u64> {
+        if self.backend.is_cluster() {
+            return Ok(0);
+        }
+        let (fixed, points_pattern) = self.keys.legacy_renames();
         let mut conn = self.conn().await?;
-        let keys: Vec<String> = {
-            let mut iter: redis::AsyncIter<String> =
-                conn.scan_match(format!("{}*", self.keys.prefix)).await?;
-            let mut keys = Vec::new();
-            while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
-                keys.push(k?);
+        let mut pairs = fixed;
+        let points: Vec<String> = scan(&mut conn, &points_pattern).await?;
+        pairs.extend(
+            points
+                .into_iter()
+                .filter_map(|old| Some((self.keys.legacy_points_rename(&old)?, old)))
+                .map(|(new, old)| (old, new)),
+        );
+        let mut renamed = 0;
+        for (old, new) in pairs {
+            let done: redis::RedisResult<bool> = conn.rename_nx(&old, &new).await;
+            match done {
+                Ok(true) => renamed += 1,
+                Ok(false) => tracing::warn!(
+                    key = %old,
+                    new = %new,
+                    "pre-group redis key left in place: its new name exists already"
+                ),
+                // ERR no such key: nothing to move.
+                Err(_) => {}
             }
-            keys
-        };
+        }
+        Ok(renamed)
+    }
+
+    /// Deletes every key under the prefix (for tests and tooling; on a
+    /// standalone Redis only: a cluster's SCAN sees one node).
+    pub async fn delete_all(&self) -> Result<u64> {
+        if self.backend.is_cluster() {
+            return Err(RedisError::Config(
+                "deleting every key is for a standalone redis".into(),
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let keys = scan(&mut conn, &self.keys.all()).await?;
         if keys.is_empty() {
             return Ok(0);
         }
         Ok(conn.del(keys).await?)
     }
+}
+
+/// Every key matching `pattern` (of a standalone Redis).
+async fn scan(conn: &mut Conn, pattern: &str) -> Result<Vec<String>> {
+    let mut iter: redis::AsyncIter<String> = conn.scan_match(pattern).await?;
+    let mut keys = Vec::new();
+    while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
+        keys.push(k?);
+    }
+    Ok(keys)
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {

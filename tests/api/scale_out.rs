@@ -1,0 +1,266 @@
+//! Many processes on one Redis, as deployed: two `ratesd worker`s, each
+//! replaying a different recorded feed, and two `ratesd serve` nodes. One
+//! worker is elected to write; the other stands by, and takes over when the
+//! leader dies, stops or is paused past its lease.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Needs, Process, REDIS_URL, eventually, fixture_path, reachable, unique_id};
+
+/// EURUSD's mid price in each recorded feed: which worker wrote a point.
+const FEED_A: (&str, f64) = ("fxcm-datadisplayer-2021-strings.txt", 1.129575);
+const FEED_B: (&str, f64) = ("fxcm-datadisplayer-2022-numeric.txt", 0.9924);
+
+struct Deployment {
+    prefix: String,
+    http: reqwest::Client,
+}
+
+impl Deployment {
+    fn new() -> Option<Self> {
+        reachable(Needs::Redis).then(|| Self {
+            prefix: format!("test:{}:", unique_id()),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    fn envs<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut envs = vec![
+            ("RATES_REDIS_URL", REDIS_URL),
+            ("RATES_REDIS_PREFIX", self.prefix.as_str()),
+            ("RATES_DATABASE_URL", "off"),
+            ("RATES_STALE_AFTER_SECONDS", "30"),
+        ];
+        envs.extend_from_slice(extra);
+        envs
+    }
+
+    /// `ratesd worker` replaying `feed`.
+    fn worker(&self, feed: (&str, f64)) -> Process {
+        let source = format!("file:{}", fixture_path(feed.0));
+        Process::spawn_args(
+            &["worker"],
+            &self.envs(&[("RATES_SOURCES", &source)]),
+            std::process::Stdio::null(),
+        )
+    }
+
+    fn serve(&self) -> Process {
+        Process::spawn_args(&["serve"], &self.envs(&[]), std::process::Stdio::null())
+    }
+
+    /// EURUSD's latest value as `node` serves it.
+    async fn latest(&self, node: &Process) -> Option<f64> {
+        let url = format!("{}/api/v1/rates/EURUSD", node.base);
+        let body: serde_json::Value = self.http.get(&url).send().await.ok()?.json().await.ok()?;
+        body["value"].as_f64()
+    }
+
+    /// Waits until `node` serves the value of `feed`.
+    async fn until_serving(&self, node: &Process, feed: (&str, f64)) -> Instant {
+        eventually(
+            &format!("EURUSD from {}", feed.0),
+            Duration::from_secs(20),
+            || async { (self.latest(node).await == Some(feed.1)).then(Instant::now) },
+        )
+        .await
+    }
+
+    /// EURUSD's whole window as `node` serves it: `(second, value)`.
+    async fn series(&self, node: &Process) -> Vec<(i64, f64)> {
+        let url = format!(
+            "{}/api/v1/rates/EURUSD/history?from=0&limit=1000",
+            node.base
+        );
+        let page: serde_json::Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .expect("history answers")
+            .json()
+            .await
+            .expect("history is JSON");
+        page["points"]
+            .as_array()
+            .expect("points")
+            .iter()
+            .map(|p| (p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect()
+    }
+}
+
+/// Checks a series written by A then B: every second once and in order;
+/// A's points, then B's, never mixed; at most `max_missing` seconds missing
+/// at the handover and none elsewhere. Returns the seconds missing.
+fn assert_handover(series: &[(i64, f64)], max_missing: i64) -> i64 {
+    let times: Vec<i64> = series.iter().map(|p| p.0).collect();
+    assert!(
+        times.windows(2).all(|w| w[1] > w[0]),
+        "every second once, in order: {times:?}"
+    );
+    let writers: Vec<char> = series
+        .iter()
+        .map(|&(_, v)| match v {
+            v if v == FEED_A.1 => 'A',
+            v if v == FEED_B.1 => 'B',
+            other => panic!("a value of neither feed: {other}"),
+        })
+        .collect();
+    let first_b = writers
+        .iter()
+        .position(|&w| w == 'B')
+        .unwrap_or_else(|| panic!("B never wrote: {writers:?}"));
+    assert!(first_b > 0, "A wrote first: {writers:?}");
+    assert!(
+        writers[first_b..].iter().all(|&w| w == 'B'),
+        "one writer at a time, A then B: {}",
+        writers.iter().collect::<String>()
+    );
+    let mut missing = 0;
+    for (i, w) in times.windows(2).enumerate() {
+        let gap = w[1] - w[0] - 1;
+        if i + 1 == first_b {
+            missing = gap;
+        } else {
+            assert_eq!(gap, 0, "seconds missing away from the handover: {times:?}");
+        }
+    }
+    assert!(
+        missing <= max_missing,
+        "{missing} seconds missing at the handover (at most {max_missing})"
+    );
+    missing
+}
+
+#[tokio::test]
+async fn one_worker_writes_and_a_standby_takes_over_after_kill_9() {
+    let Some(d) = Deployment::new() else { return };
+    let mut a = d.worker(FEED_A);
+    let s1 = d.serve();
+    let s2 = d.serve();
+    d.until_serving(&s1, FEED_A).await;
+    let b = d.worker(FEED_B);
+    // B runs beside A for a while: it must write nothing.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = d.series(&s1).await;
+    assert!(before.len() >= 4, "{before:?}");
+    assert!(
+        before.iter().all(|&(_, v)| v == FEED_A.1),
+        "only the leader writes while both run: {before:?}"
+    );
+
+    a.signal("KILL");
+    let killed = Instant::now();
+    a.exit(Duration::from_secs(5)).await;
+    let took_over = d.until_serving(&s1, FEED_B).await;
+    eprintln!("B serves {:?} after kill -9 of A", took_over - killed);
+    // A few seconds of B, then both API nodes must say the same.
+    let last = d.series(&s1).await.last().unwrap().0;
+    eventually("3 more seconds", Duration::from_secs(10), || async {
+        (d.series(&s1).await.last()?.0 >= last + 3).then_some(())
+    })
+    .await;
+    let (one, two) = (d.series(&s1).await, d.series(&s2).await);
+    let common = one.last().unwrap().0.min(two.last().unwrap().0);
+    let upto = |s: &[(i64, f64)]| -> Vec<(i64, f64)> {
+        s.iter().copied().filter(|p| p.0 <= common).collect()
+    };
+    assert_eq!(
+        upto(&one),
+        upto(&two),
+        "both API nodes deliver the same points"
+    );
+    assert_handover(&one, 2);
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_paused_leader_writes_nothing_after_its_successor() {
+    let Some(d) = Deployment::new() else { return };
+    let a = d.worker(FEED_A);
+    let s1 = d.serve();
+    d.until_serving(&s1, FEED_A).await;
+    let b = d.worker(FEED_B);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Paused past its lease: B takes over; then A wakes up mid-tick, with
+    // quotes fetched and a write it thinks it may still make.
+    a.signal("STOP");
+    d.until_serving(&s1, FEED_B).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    a.signal("CONT");
+    let last = d.series(&s1).await.last().unwrap().0;
+    eventually("4 more seconds", Duration::from_secs(12), || async {
+        (d.series(&s1).await.last()?.0 >= last + 4).then_some(())
+    })
+    .await;
+    // Once B wrote, no A point: A stood down (its lease ran out on its
+    // monotonic clock) and the fence refuses its generation anyway.
+    assert_handover(&d.series(&s1).await, 3);
+    drop((a, b));
+}
+
+#[tokio::test]
+async fn a_stopping_leader_hands_over_at_once_and_roles_show() {
+    let Some(d) = Deployment::new() else { return };
+    // All-in-one processes: each runs a worker and says its role.
+    let one_envs = [("RATES_SOURCES", format!("file:{}", fixture_path(FEED_A.0)))];
+    let two_envs = [("RATES_SOURCES", format!("file:{}", fixture_path(FEED_B.0)))];
+    let env_of = |extra: &[(&'static str, String)]| -> Vec<(String, String)> {
+        d.envs(&[])
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .chain(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())))
+            .collect()
+    };
+    let spawn = |envs: &[(String, String)]| {
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Process::spawn(&envs, std::process::Stdio::null())
+    };
+    let mut one = spawn(&env_of(&one_envs));
+    d.until_serving(&one, FEED_A).await;
+    let two = spawn(&env_of(&two_envs));
+    let role = |p: &Process| {
+        let url = format!("{}/health/ready", p.base);
+        let http = d.http.clone();
+        async move {
+            let body: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            body["worker"].as_str().map(str::to_owned)
+        }
+    };
+    let leader_metric = |p: &Process| {
+        let url = format!("{}/metrics", p.base);
+        let http = d.http.clone();
+        async move {
+            let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+            text.lines()
+                .find_map(|l| l.strip_prefix("ratesd_worker_leader "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        }
+    };
+    eventually("roles", Duration::from_secs(20), || async {
+        (role(&one).await.as_deref() == Some("leader")
+            && role(&two).await.as_deref() == Some("standby"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(leader_metric(&one).await, Some(1.0));
+    assert_eq!(leader_metric(&two).await, Some(0.0));
+
+    one.terminate();
+    one.exit(Duration::from_secs(10)).await;
+    eventually("the standby leads", Duration::from_secs(5), || async {
+        (role(&two).await.as_deref() == Some("leader")).then_some(())
+    })
+    .await;
+    assert_eq!(leader_metric(&two).await, Some(1.0));
+    d.until_serving(&two, FEED_B).await;
+    let last = d.series(&two).await.last().unwrap().0;
+    eventually("2 more seconds", Duration::from_secs(10), || async {
+        (d.series(&two).await.last()?.0 >= last + 2).then_some(())
+    })
+    .await;
+    // The lease was given up at the stop: the standby wrote the next
+    // second or the one after, not a lease's length later.
+    assert_handover(&d.series(&two).await, 1);
+}
