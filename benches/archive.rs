@@ -99,6 +99,7 @@ async fn main() {
         archive: archive.clone(),
         migrate: false,
         buffer_ticks: 10_000_000,
+        retention_days: 0,
     };
     let started = Instant::now();
     let task = tokio::spawn(archiver.run(shutdown.clone()));

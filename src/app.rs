@@ -193,6 +193,7 @@ impl App {
                 archive: archive.clone(),
                 migrate: config.auto_migrate,
                 buffer_ticks: config.archive_buffer_ticks,
+                retention_days: config.archive_retention_days,
             };
             let token = CancellationToken::new();
             self.archiver = Some((tokio::spawn(archiver.run(token.clone())), token));

@@ -241,6 +241,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(60..), global = true)]
     pub archive_buffer_ticks: u64,
 
+    /// Days of archive kept: the archive is partitioned by UTC day, and a
+    /// day's partition is dropped once the whole day is more than this many
+    /// days before today (checked hourly). 0: keep everything.
+    #[arg(
+        long,
+        env = "RATES_ARCHIVE_RETENTION_DAYS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub archive_retention_days: u32,
+
     /// Largest WebSocket frame a client may send, in bytes; larger ones are
     /// refused with close code 1009.
     #[arg(long, env = "RATES_WS_MAX_FRAME_BYTES", default_value_t = 65_536,
@@ -447,6 +458,9 @@ mod tests {
         if std::env::var_os("RATES_SOURCES").is_none() {
             assert_eq!(c.sources, [SourceSpec::Simulated]);
         }
+        if std::env::var_os("RATES_ARCHIVE_RETENTION_DAYS").is_none() {
+            assert_eq!(c.archive_retention_days, 0, "keep everything");
+        }
         // A bare machine: the embedded engine and no archive.
         if std::env::var_os("RATES_REDIS_URL").is_none() {
             assert_eq!(c.redis_url(), None);
@@ -512,6 +526,7 @@ mod tests {
             "RATES_HTTP_ADDR",
             "RATES_SOURCES",
             "RATES_DATABASE_URL",
+            "RATES_ARCHIVE_RETENTION_DAYS",
             "RATES_LOG",
         ] {
             assert!(help.contains(var), "--help lacks {var}");

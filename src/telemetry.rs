@@ -123,6 +123,10 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_archive_points_total",
         "Points newly inserted into PostgreSQL"
     );
+    describe_counter!(
+        "ratesd_archive_partitions_dropped_total",
+        "Day partitions of the archive dropped by the retention"
+    );
     describe_gauge!(
         "ratesd_archive_backlog_ticks",
         "Ticks waiting in the archive buffer"
@@ -153,6 +157,7 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_worker_ticks_skipped_total",
         "ratesd_points_written_total",
         "ratesd_archive_points_total",
+        "ratesd_archive_partitions_dropped_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -168,7 +173,7 @@ pub fn register_metrics(sources: &[&'static str]) {
     for op in ["write_tick", "archive_read", "api"] {
         metrics::counter!("ratesd_redis_errors_total", "op" => op).increment(0);
     }
-    for op in ["insert", "api"] {
+    for op in ["insert", "maintain", "api"] {
         metrics::counter!("ratesd_postgres_errors_total", "op" => op).increment(0);
     }
 }

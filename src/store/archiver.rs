@@ -24,6 +24,8 @@ pub struct Archiver {
     /// The buffer's bound in ticks (`RATES_ARCHIVE_BUFFER_TICKS`): beyond
     /// it the oldest ticks are dropped, so filling it is worth a warning.
     pub buffer_ticks: u64,
+    /// Days of archive kept (`RATES_ARCHIVE_RETENTION_DAYS`; 0: all).
+    pub retention_days: u32,
 }
 
 /// Retries of PostgreSQL and of the buffer's reads.
@@ -35,11 +37,19 @@ const RETRIES: Doubling = Doubling {
 /// How often the buffer's length is read for its gauge and warning.
 const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
+/// How often the archive's day partitions are created ahead and the
+/// retention applied (also once as soon as the archive is prepared).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(3600);
+
 impl Archiver {
     /// Archives until `shutdown`, then flushes. The buffer's gauge is kept
     /// by a watch of its own, so it moves while PostgreSQL is away too.
     pub async fn run(self, shutdown: CancellationToken) {
-        tokio::join!(self.archive(&shutdown), self.watch_backlog(&shutdown));
+        tokio::join!(
+            self.archive(&shutdown),
+            self.watch_backlog(&shutdown),
+            self.keep_partitions(&shutdown)
+        );
         self.flush().await;
         tracing::info!("archiver stopped");
     }
@@ -71,6 +81,29 @@ impl Archiver {
         }
     }
 
+    /// Every [`MAINTAIN_EVERY`] after the first round (which `archive` runs
+    /// once the archive is prepared): partitions ahead, and the retention.
+    async fn keep_partitions(&self, shutdown: &CancellationToken) {
+        let start = tokio::time::Instant::now() + MAINTAIN_EVERY;
+        let mut every = tokio::time::interval_at(start, MAINTAIN_EVERY);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => self.maintain().await,
+            }
+        }
+    }
+
+    /// One round of partition maintenance; a failure is logged, and the
+    /// next round tries again (meanwhile an insert creates a missing day's
+    /// partition itself).
+    async fn maintain(&self) {
+        if let Err(e) = self.archive.maintain(unix_now(), self.retention_days).await {
+            metrics::counter!("ratesd_postgres_errors_total", "op" => "maintain").increment(1);
+            tracing::warn!(error = %e, "archive partition maintenance failed; retried within the hour");
+        }
+    }
+
     async fn archive(&self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(RETRIES);
         let mut warned = false;
@@ -91,7 +124,8 @@ impl Archiver {
                 }
             }
         }
-        tracing::info!("archiver started");
+        tracing::info!(retention_days = self.retention_days, "archiver started");
+        self.maintain().await;
         backoff.reset();
         let mut need_group = true;
         // After a start or a lost group, first re-read what was delivered

@@ -13,6 +13,7 @@ mod fuzz;
 mod http_edges;
 mod logs;
 mod outages;
+mod partitions;
 mod pipeline;
 mod rest_api;
 mod scale_out;
