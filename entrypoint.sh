@@ -32,7 +32,8 @@ wait_for() {
 
 # Unset: the embedded engine, nothing to wait for.
 if [ -n "${RATES_REDIS_URL:-}" ]; then
-  read -r host port < <(host_port "$RATES_REDIS_URL" 6379)
+  # A cluster's seed list: the first seed is enough to wait for.
+  read -r host port < <(host_port "${RATES_REDIS_URL%%,*}" 6379)
   wait_for redis "$host" "$port"
 fi
 

@@ -132,7 +132,10 @@ impl Backend {
                     .push_sender(tx)
                     .build()?;
                 let mut conn = client.get_async_connection().await?;
-                conn.ssubscribe(&channels).await?;
+                // One command per channel: each may live on another node.
+                for channel in &channels {
+                    conn.ssubscribe(channel).await?;
+                }
                 let stream =
                     futures_util::stream::unfold((rx, conn), |(mut rx, conn)| async move {
                         loop {
