@@ -1,10 +1,9 @@
-//! A real three-master Redis Cluster, started by the test on loopback, under
-//! two all-in-one `ratesd` processes in cluster mode: REST, WebSocket
+//! Two all-in-one `ratesd` processes in cluster mode on the test binary's
+//! real three-master Redis Cluster (`redis_cluster`): REST, WebSocket
 //! history then live, the archive, the election, and keys spread over the
 //! masters.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -14,136 +13,6 @@ use crate::helpers::{
     Needs, PG_BASE, Process, assert_consecutive, eventually, next_frame, reachable, times,
     unique_id, until_action,
 };
-
-/// Three masters, no replicas, keeping nothing on disk but their cluster
-/// state files, in a directory of their own.
-struct RedisCluster {
-    ports: Vec<u16>,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-/// A port free for a node and for its cluster bus (port + 10000).
-fn free_node_port() -> u16 {
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl RedisCluster {
-    /// `None` (the test is skipped) where redis-server is missing, except
-    /// under CI, where it must be there.
-    async fn start() -> Option<Self> {
-        if !have("redis-server") || !have("redis-cli") {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "redis-server and redis-cli are needed under CI"
-            );
-            eprintln!("skipped: no redis-server");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("ratesd-cluster-{}", unique_id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Self {
-            ports: Vec::new(),
-            children: Vec::new(),
-            dir,
-        };
-        for _ in 0..3 {
-            let port = free_node_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--dir", cluster.dir.to_str().unwrap()])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("redis-server starts");
-            cluster.ports.push(port);
-            cluster.children.push(child);
-        }
-        for &port in &cluster.ports {
-            eventually("a cluster node", Duration::from_secs(20), || async move {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .is_ok()
-                    .then_some(())
-            })
-            .await;
-        }
-        let nodes: Vec<String> = cluster
-            .ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("redis-cli runs");
-        assert!(created.success(), "redis-cli --cluster create");
-        for &port in &cluster.ports {
-            eventually("cluster_state:ok", Duration::from_secs(30), || async move {
-                cluster_cli(port, &["cluster", "info"])
-                    .contains("cluster_state:ok")
-                    .then_some(())
-            })
-            .await;
-        }
-        Some(cluster)
-    }
-
-    fn seeds(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// Keys on each master.
-    fn keys_per_master(&self) -> Vec<u64> {
-        self.ports
-            .iter()
-            .map(|&p| cluster_cli(p, &["dbsize"]).trim().parse().unwrap_or(0))
-            .collect()
-    }
-}
-
-fn cluster_cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-impl Drop for RedisCluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// What `/health/ready` says of the process's worker.
 async fn role(http: &reqwest::Client, p: &Process) -> Option<String> {
@@ -163,16 +32,16 @@ async fn ratesd_on_a_three_master_cluster() {
     if !reachable(Needs::Postgres) {
         return;
     }
-    let Some(cluster) = RedisCluster::start().await else {
+    let Some(seeds) = crate::redis_cluster::seeds() else {
         return;
     };
     let id = unique_id();
     let db_url = format!("{PG_BASE}/ratesd_t_{id}");
-    let seeds = cluster.seeds();
+    let prefix = format!("test:{id}:");
     let envs = [
         ("RATES_REDIS_MODE", "cluster"),
         ("RATES_REDIS_URL", seeds.as_str()),
-        ("RATES_REDIS_PREFIX", "rates:"),
+        ("RATES_REDIS_PREFIX", prefix.as_str()),
         ("RATES_DATABASE_URL", db_url.as_str()),
         ("RATES_LOG", "warn"),
     ];
@@ -234,7 +103,7 @@ async fn ratesd_on_a_three_master_cluster() {
     }
 
     // The keys of different assets spread over the masters.
-    let per_master = cluster.keys_per_master();
+    let per_master = crate::redis_cluster::keys_per_master(&prefix);
     assert!(
         per_master.iter().filter(|&&n| n > 0).count() >= 2,
         "keys per master: {per_master:?}"

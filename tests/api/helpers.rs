@@ -24,11 +24,41 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub enum Engine {
     Embedded,
     Redis,
+    /// The Redis engine on the test binary's Redis Cluster (`redis_cluster`).
+    Cluster,
+}
+
+impl Engine {
+    /// Redis, standalone or a cluster.
+    pub fn is_redis(self) -> bool {
+        matches!(self, Self::Redis | Self::Cluster)
+    }
+
+    /// `--redis-url` and `--redis-mode` for this engine, or `None` when it
+    /// is the embedded one or its Redis is unreachable (said in one line).
+    pub fn redis_args(self) -> Option<Vec<String>> {
+        let (url, mode) = match self {
+            Self::Embedded => return None,
+            Self::Redis => {
+                if !reachable(Needs::Redis) {
+                    return None;
+                }
+                (REDIS_URL.to_owned(), "standalone")
+            }
+            Self::Cluster => (crate::redis_cluster::seeds()?, "cluster"),
+        };
+        Some(vec![
+            "--redis-url".into(),
+            url,
+            "--redis-mode".into(),
+            mode.into(),
+        ])
+    }
 }
 
 /// Runs each named test body, an `async fn(Engine)`, once per engine, as
-/// `embedded::NAME` and `redis::NAME` beside it: one body, so the two
-/// engines cannot drift apart.
+/// `embedded::NAME`, `redis::NAME` and `redis_cluster::NAME` beside it: one
+/// body, so the engines cannot drift apart.
 macro_rules! on_both_engines {
     ($($name:ident),+ $(,)?) => {
         mod embedded {
@@ -44,6 +74,14 @@ macro_rules! on_both_engines {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(crate::helpers::Engine::Redis).await
+                }
+            )+
+        }
+        mod redis_cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Engine::Cluster).await
                 }
             )+
         }
@@ -152,13 +190,18 @@ pub fn bare_engine(kind: Engine) -> Option<ratesd::store::Engine> {
             let catalog = ratesd::domain::Catalog::with_extra("").unwrap();
             Store::Embedded(std::sync::Arc::new(Embedded::new(catalog.into())))
         }
-        Engine::Redis => {
-            if !reachable(Needs::Redis) {
-                return None;
-            }
+        Engine::Redis | Engine::Cluster => {
+            let (url, mode) = if kind == Engine::Redis {
+                if !reachable(Needs::Redis) {
+                    return None;
+                }
+                (REDIS_URL.to_owned(), RedisMode::Standalone)
+            } else {
+                (crate::redis_cluster::seeds()?, RedisMode::Cluster)
+            };
             let prefix = format!("test:{}:", unique_id());
             Store::Redis(std::sync::Arc::new(
-                RedisStore::new(REDIS_URL, &prefix, RedisMode::Standalone).unwrap(),
+                RedisStore::new(&url, &prefix, mode).unwrap(),
             ))
         }
     })
@@ -179,9 +222,12 @@ pub async fn spawn_app(opts: Options) -> Option<TestApp> {
 /// embedded engine does not).
 pub async fn spawn_with(opts: Options, id: &str, role: Role) -> Option<TestApp> {
     let own_redis = opts.extra.iter().any(|a| a == "--redis-url");
-    if (opts.engine == Engine::Redis && !own_redis && !reachable(Needs::Redis))
-        || (opts.archive && opts.database_url.is_none() && !reachable(Needs::Postgres))
-    {
+    let redis_args = if opts.engine.is_redis() && !own_redis {
+        Some(opts.engine.redis_args()?)
+    } else {
+        None
+    };
+    if opts.archive && opts.database_url.is_none() && !reachable(Needs::Postgres) {
         return None;
     }
     let _ = tracing_subscriber::fmt()
@@ -207,9 +253,7 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> Option<TestApp> 
         "--simulated-backfill-seconds".into(),
         opts.backfill_seconds.to_string(),
     ];
-    if opts.engine == Engine::Redis && !own_redis {
-        args.extend(["--redis-url".into(), REDIS_URL.into()]);
-    }
+    args.extend(redis_args.into_iter().flatten());
     // Tests hammer one loopback address: no HTTP rate limit unless a test asks.
     if !opts.extra.iter().any(|a| a == "--rate-limit-per-second") {
         args.extend(["--rate-limit-per-second".into(), "0".into()]);

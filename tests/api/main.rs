@@ -16,6 +16,7 @@ mod logs;
 mod outages;
 mod partitions;
 mod pipeline;
+mod redis_cluster;
 mod rest_api;
 mod scale_out;
 mod shutdown;

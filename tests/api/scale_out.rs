@@ -264,3 +264,104 @@ async fn a_stopping_leader_hands_over_at_once_and_roles_show() {
     // second or the one after, not a lease's length later.
     assert_handover(&d.series(&two).await, 1);
 }
+
+/// A standalone deployment from before key groups (keys without a hash
+/// tag) upgrades with no manual step: the first leader renames its keys,
+/// so its window, latest quotes and unarchived buffer carry over.
+#[tokio::test]
+async fn an_old_deployments_keys_carry_over() {
+    use crate::helpers::{Engine, Options, spawn_with};
+    use deadpool_redis::redis::{self, AsyncCommands};
+    if !reachable(Needs::Redis) || !reachable(Needs::Postgres) {
+        return;
+    }
+    let id = unique_id();
+    let p = format!("test:{id}:");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let point = |t: i64| format!(r#"{{"assetName":"EURUSD","time":{t},"assetId":1,"value":1.5}}"#);
+    for t in now - 60..now - 1 {
+        let _: () = conn
+            .zadd(format!("{p}points:1"), point(t), t)
+            .await
+            .unwrap();
+    }
+    let quote = format!(
+        r#"{{"assetId":1,"bid":1.5,"ask":1.5,"value":1.5,"time":{t},"quotedAt":{t},"source":"file"}}"#,
+        t = now - 2
+    );
+    let _: () = conn.hset(format!("{p}latest"), 1, quote).await.unwrap();
+    let _: () = conn.set(format!("{p}epoch"), "1").await.unwrap();
+    // The old archive buffer, with its consumer group and an entry the old
+    // archiver never got to.
+    let _: () = redis::cmd("XGROUP")
+        .arg(
+            &[
+                "CREATE",
+                &format!("{p}archive"),
+                "archiver",
+                "0",
+                "MKSTREAM",
+            ][..],
+        )
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let unarchived = now - 500;
+    let _: String = conn
+        .xadd(
+            format!("{p}archive"),
+            "*",
+            &[("points", format!("[{}]", point(unarchived)))],
+        )
+        .await
+        .unwrap();
+
+    let Some(app) = spawn_with(
+        Options {
+            engine: Engine::Redis,
+            ..Options::default()
+        },
+        &id,
+        ratesd::config::Role::All,
+    )
+    .await
+    else {
+        return;
+    };
+    // The old window is served as history, before the new points.
+    eventually(
+        "the old window and new points",
+        Duration::from_secs(15),
+        || async {
+            let (_, page) = app
+                .get_json(&format!(
+                    "/api/v1/rates/EURUSD/history?from={}&limit=1000",
+                    now - 60
+                ))
+                .await;
+            let points = page["points"].as_array()?.clone();
+            let old = points.iter().filter(|p| p["value"] == 1.5).count();
+            (old == 59 && points.len() > 59).then_some(())
+        },
+    )
+    .await;
+    // The entry left in the old buffer reaches PostgreSQL.
+    let archive = app.archive.clone().unwrap();
+    eventually(
+        "the old buffer archived",
+        Duration::from_secs(15),
+        || async {
+            let got = crate::helpers::archived(&archive, 1, unarchived, unarchived).await;
+            (got == [(unarchived, 1.5)]).then_some(())
+        },
+    )
+    .await;
+    let old_left: bool = conn.exists(format!("{p}latest")).await.unwrap();
+    assert!(!old_left, "the old keys are renamed, not copied");
+    app.cleanup().await;
+}

@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::helpers::{Engine, Needs, PG_BASE, Process, REDIS_URL, reachable, unique_id};
+use crate::helpers::{Engine, Needs, PG_BASE, Process, reachable, unique_id};
 use futures_util::{SinkExt, StreamExt};
 use ratesd::config::RedisMode;
 use ratesd::store::{Archive, RedisStore};
@@ -13,7 +13,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 async fn sigterm_drains_and_exits_zero(engine: Engine) {
-    if engine == Engine::Redis && !reachable(Needs::Redis) || !reachable(Needs::Postgres) {
+    let redis = match engine.redis_args() {
+        Some(args) => Some((args[1].clone(), args[3].clone())),
+        None if engine.is_redis() => return,
+        None => None,
+    };
+    if !reachable(Needs::Postgres) {
         return;
     }
     let id = unique_id();
@@ -25,8 +30,9 @@ async fn sigterm_drains_and_exits_zero(engine: Engine) {
         ("RATES_SIMULATED_BACKFILL_SECONDS", "30"),
         ("RATES_LOG", "warn"),
     ];
-    if engine == Engine::Redis {
-        envs.push(("RATES_REDIS_URL", REDIS_URL));
+    if let Some((url, mode)) = &redis {
+        envs.push(("RATES_REDIS_URL", url));
+        envs.push(("RATES_REDIS_MODE", mode));
     }
     let mut server = Process::spawn(&envs, Stdio::null());
     let (base, port) = (server.base.clone(), server.port);
@@ -83,8 +89,13 @@ async fn sigterm_drains_and_exits_zero(engine: Engine) {
             "second {t} seen live but not archived"
         );
     }
-    if engine == Engine::Redis {
-        let redis = RedisStore::new(REDIS_URL, &prefix, RedisMode::Standalone).unwrap();
+    if let Some((url, mode)) = &redis {
+        let mode = if mode == "cluster" {
+            RedisMode::Cluster
+        } else {
+            RedisMode::Standalone
+        };
+        let redis = RedisStore::new(url, &prefix, mode).unwrap();
         assert_eq!(redis.archive_backlog().await.unwrap(), 0, "buffer flushed");
         let (points, _) = redis.window(1, 0, i64::MAX, 100_000).await.unwrap();
         assert_eq!(archived.len(), points.len());

@@ -427,15 +427,24 @@ impl RedisStore {
         Ok(renamed)
     }
 
-    /// Deletes every key under the prefix (for tests and tooling; on a
-    /// standalone Redis only: a cluster's SCAN sees one node).
+    /// Deletes every key under the prefix (for tests and tooling: on a
+    /// cluster it lists keys with `KEYS` on every master, which blocks each
+    /// for as long as the listing takes).
     pub async fn delete_all(&self) -> Result<u64> {
-        if self.backend.is_cluster() {
-            return Err(RedisError::Config(
-                "deleting every key is for a standalone redis".into(),
-            ));
-        }
         let mut conn = self.conn().await?;
+        if self.backend.is_cluster() {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(self.keys.all())
+                .query_async(&mut conn)
+                .await?;
+            let mut deleted = 0;
+            // One key at a time: a cluster refuses a DEL across slots.
+            for key in keys {
+                let n: u64 = conn.del(&key).await?;
+                deleted += n;
+            }
+            return Ok(deleted);
+        }
         let keys = scan(&mut conn, &self.keys.all()).await?;
         if keys.is_empty() {
             return Ok(0);
