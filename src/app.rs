@@ -122,7 +122,11 @@ impl App {
                 .spawn(archive.watch(Duration::from_secs(5), app.shutdown.clone()));
         }
         if role.runs_api() {
-            app.start_api(config, catalog, engine, archive).await?;
+            app.start_api(config, catalog, engine, archive, false)
+                .await?;
+        } else if let Err(e) = app.start_api(config, catalog, engine, archive, true).await {
+            // A worker alone serves its probes where it can; it works without.
+            tracing::warn!(error = %e, "worker health and metrics not served");
         }
         Ok(app)
     }
@@ -202,13 +206,15 @@ impl App {
     }
 
     /// The HTTP API and the WebSocket side: the listener, the live hub, the
-    /// API's state, the server.
+    /// API's state, the server. With `probes_only`, `/health/*` and
+    /// `/metrics` alone (`ratesd worker`).
     async fn start_api(
         &mut self,
         config: &Config,
         catalog: Arc<Catalog>,
         engine: Engine,
         archive: Option<Archive>,
+        probes_only: bool,
     ) -> Result<(), StartupError> {
         let bind = |source| StartupError::Bind {
             addr: config.http_addr,
@@ -229,7 +235,10 @@ impl App {
             WsSettings::from_config(config),
             self.shutdown.clone(),
         ));
-        let api = Api::new(config, engine, archive, streams, self.role.clone());
+        let mut api = Api::new(config, engine, archive, streams, self.role.clone());
+        if probes_only {
+            api = api.probes_only();
+        }
         if let Some(limiter) = api.limiter() {
             self.tasks
                 .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
@@ -242,7 +251,11 @@ impl App {
             // The server only ends on its own when it failed: stop the rest.
             token.cancel();
         });
-        tracing::info!(%local, "api listening");
+        if probes_only {
+            tracing::info!(%local, "worker health and metrics listening");
+        } else {
+            tracing::info!(%local, "api listening");
+        }
         Ok(())
     }
 

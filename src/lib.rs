@@ -8,10 +8,12 @@
 //! - [`domain`] — assets and the catalog, symbols, quotes, points.
 //! - [`sources`] — upstreams (FXCM, Binance, a recorded file, a simulation)
 //!   behind one trait, with their payload parsers.
-//! - [`worker`] — the once-a-second tick from sources to Redis: schedule,
-//!   source selection, circuit breakers, window refill.
-//! - [`store`] — Redis and PostgreSQL, each the only owner of its key names
-//!   or SQL; the archiver between them; history read across both.
+//! - [`worker`] — the once-a-second tick from sources to the engine: the
+//!   election of one writer, schedule, source selection, circuit breakers,
+//!   window refill.
+//! - [`store`] — the engine (embedded, Redis or a Redis Cluster) and
+//!   PostgreSQL, each the only owner of its key names or SQL; the archiver
+//!   between them; history read across both.
 //! - [`stream`] — the WebSocket side: upgrade, session, the v1 protocol,
 //!   the live hub, the outbox, the history cache.
 //! - [`api`] — the HTTP side: router and front door, REST v1, health,

@@ -42,6 +42,8 @@ pub struct Api {
     connections: ConnectionSettings,
     /// `RATES_CORS_ORIGINS`.
     cors_origins: String,
+    /// Only the probes and metrics (`ratesd worker`).
+    probes_only: bool,
 }
 
 impl Api {
@@ -82,7 +84,14 @@ impl Api {
                 config.http_max_connections_per_ip,
             ),
             cors_origins: config.cors_origins.clone(),
+            probes_only: false,
         }
+    }
+
+    /// Serves only `/health/*` and `/metrics`: what a worker alone offers.
+    pub fn probes_only(mut self) -> Self {
+        self.probes_only = true;
+        self
     }
 
     /// The per-IP limiter, whose memory of idle clients wants pruning now
@@ -118,8 +127,18 @@ impl Api {
 )]
 struct ApiDoc;
 
-/// The whole application, ready to serve.
+/// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> Router {
+    if api.probes_only {
+        let (routes, _) = OpenApiRouter::new()
+            .merge(health::router().with_state(api.health.clone()))
+            .merge(metrics::router())
+            .split_for_parts();
+        return routes
+            .fallback(error::not_found)
+            .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
+            .layer(EdgeLayer);
+    }
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1::router().with_state(api.v1.clone()))
         .merge(health::router().with_state(api.health.clone()))

@@ -102,6 +102,26 @@ end
 return {#written, lost}
 "#;
 
+/// Moves a pre-group key to its new name. The archiver may have created the
+/// new (empty) archive stream already: an empty stream gives way; any other
+/// existing key is kept, and the old one left where it is.
+/// KEYS: old name, new name. Returns 1 when moved, 0 when there was nothing
+/// to move, -1 when the new name holds data.
+const RENAME_LEGACY_SCRIPT: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  if redis.call('TYPE', KEYS[2])['ok'] == 'stream' and redis.call('XLEN', KEYS[2]) == 0 then
+    redis.call('DEL', KEYS[2])
+  else
+    return -1
+  end
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+return 1
+"#;
+
 /// The live channels: each message is one tick's new points of one group.
 pub struct LiveFeed {
     subscription: conn::Subscription,
@@ -410,18 +430,18 @@ impl RedisStore {
                 .filter_map(|old| Some((self.keys.legacy_points_rename(&old)?, old)))
                 .map(|(new, old)| (old, new)),
         );
+        let script = Script::new(RENAME_LEGACY_SCRIPT);
         let mut renamed = 0;
         for (old, new) in pairs {
-            let done: redis::RedisResult<bool> = conn.rename_nx(&old, &new).await;
+            let done: i64 = script.key(&old).key(&new).invoke_async(&mut conn).await?;
             match done {
-                Ok(true) => renamed += 1,
-                Ok(false) => tracing::warn!(
+                1 => renamed += 1,
+                -1 => tracing::warn!(
                     key = %old,
                     new = %new,
-                    "pre-group redis key left in place: its new name exists already"
+                    "pre-group redis key left in place: its new name holds data already"
                 ),
-                // ERR no such key: nothing to move.
-                Err(_) => {}
+                _ => {}
             }
         }
         Ok(renamed)
