@@ -117,7 +117,19 @@ pub fn register_metrics(sources: &[&'static str]) {
     );
     describe_counter!(
         "ratesd_points_written_total",
-        "Points written to the Redis window"
+        "Points written to the engine's windows"
+    );
+    describe_gauge!(
+        "ratesd_worker_leader",
+        "1 while this process's worker holds the writer's lease, else 0"
+    );
+    describe_counter!(
+        "ratesd_worker_elections_won_total",
+        "Times this process's worker took the writer's lease"
+    );
+    describe_counter!(
+        "ratesd_worker_ticks_fenced_total",
+        "Ticks the engine refused because a newer leader had written"
     );
     describe_counter!(
         "ratesd_archive_points_total",
@@ -158,6 +170,8 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_points_written_total",
         "ratesd_archive_points_total",
         "ratesd_archive_partitions_dropped_total",
+        "ratesd_worker_elections_won_total",
+        "ratesd_worker_ticks_fenced_total",
     ] {
         metrics::counter!(name).increment(0);
     }
@@ -170,7 +184,7 @@ pub fn register_metrics(sources: &[&'static str]) {
     for &source in sources {
         metrics::counter!("ratesd_upstream_fetch_errors_total", "source" => source).increment(0);
     }
-    for op in ["write_tick", "archive_read", "api"] {
+    for op in ["write_tick", "archive_read", "lease", "api"] {
         metrics::counter!("ratesd_redis_errors_total", "op" => op).increment(0);
     }
     for op in ["insert", "maintain", "api"] {
