@@ -20,6 +20,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum Kind {
     InvalidParameter,
     UnknownSymbol,
+    UnknownCurrency,
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -32,9 +33,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::InvalidParameter,
         Kind::UnknownSymbol,
+        Kind::UnknownCurrency,
         Kind::NotFound,
         Kind::MethodNotAllowed,
         Kind::PayloadTooLarge,
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::InvalidParameter => "invalid-parameter",
             Kind::UnknownSymbol => "unknown-symbol",
+            Kind::UnknownCurrency => "unknown-currency",
             Kind::NotFound => "not-found",
             Kind::MethodNotAllowed => "method-not-allowed",
             Kind::PayloadTooLarge => "payload-too-large",
@@ -66,6 +69,7 @@ impl Kind {
         match self {
             Kind::InvalidParameter => "Invalid parameter",
             Kind::UnknownSymbol => "Unknown symbol",
+            Kind::UnknownCurrency => "No conversion",
             Kind::NotFound => "Not found",
             Kind::MethodNotAllowed => "Method not allowed",
             Kind::PayloadTooLarge => "Payload too large",
@@ -87,6 +91,11 @@ impl Kind {
             }
             Kind::UnknownSymbol => {
                 "The symbol names no asset of this deployment. `GET /api/v1/assets` lists them."
+            }
+            Kind::UnknownCurrency => {
+                "No asset of this deployment names the currency (`parameter` says which), or no \
+                 chain of at most two assets joins the two currencies. `GET /api/v1/assets` \
+                 lists the assets; a six-letter name is base then quote."
             }
             Kind::NotFound => "There is nothing at this path. The API lives under `/api/v1`.",
             Kind::MethodNotAllowed => {
@@ -205,6 +214,15 @@ pub enum UnknownSymbol {
     NotFound(Problem),
 }
 
+/// The answer of the conversion route when no rate can be had.
+#[derive(utoipa::IntoResponses)]
+pub enum NoConversion {
+    /// No asset names a currency (`parameter` says which), or no chain of
+    /// at most two assets joins the two.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
 /// The answer of a route that cannot be served right now.
 #[derive(utoipa::IntoResponses)]
 pub enum Unavailable {
@@ -224,6 +242,13 @@ pub enum ApiError {
     },
     #[error("unknown symbol '{0}'")]
     UnknownSymbol(String),
+    /// A currency no asset names (`parameter`), or two with no chain
+    /// between them (no parameter).
+    #[error("{detail}")]
+    NoConversion {
+        parameter: Option<&'static str>,
+        detail: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -260,6 +285,7 @@ impl ApiError {
         match self {
             Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, Kind::InvalidParameter),
             Self::UnknownSymbol(_) => (StatusCode::NOT_FOUND, Kind::UnknownSymbol),
+            Self::NoConversion { .. } => (StatusCode::NOT_FOUND, Kind::UnknownCurrency),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, Kind::NotFound),
             Self::TooManyConnections(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, Kind::TooManyConnections)
@@ -303,6 +329,7 @@ impl IntoResponse for ApiError {
         let parameter = match &self {
             Self::InvalidParameter { parameter, .. } => Some((*parameter).to_owned()),
             Self::UnknownSymbol(_) => Some("symbol".to_owned()),
+            Self::NoConversion { parameter, .. } => parameter.map(str::to_owned),
             _ => None,
         };
         Problem {

@@ -18,6 +18,11 @@ pub struct Asset {
     pub source_symbols: HashMap<String, String>,
     /// Where the simulated random walk starts.
     pub simulated_price: f64,
+    /// The currencies it prices, base then quote (`EURUSD`: EUR in USD):
+    /// a six-letter name's halves, or `base=`/`quote=` in the catalog
+    /// entry; `None` when neither says (the asset takes no part in
+    /// conversion).
+    pub pair: Option<(String, String)>,
 }
 
 impl Asset {
@@ -83,6 +88,7 @@ impl Catalog {
                 name: name.to_owned(),
                 source_symbols: HashMap::new(),
                 simulated_price: price,
+                pair: halves(name),
             })
             .collect();
         for entry in extra.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -152,6 +158,7 @@ fn parse_asset_entry(entry: &str) -> Result<Asset, CatalogError> {
         .to_owned();
     let mut source_symbols = HashMap::new();
     let mut simulated_price = default_simulated_price(&name);
+    let (mut base, mut quote) = (None, None);
     for mapping in parts.next().unwrap_or("").split(';').map(str::trim) {
         if mapping.is_empty() {
             continue;
@@ -160,7 +167,15 @@ fn parse_asset_entry(entry: &str) -> Result<Asset, CatalogError> {
             .split_once('=')
             .ok_or_else(|| invalid(format!("'{mapping}' is not source=symbol")))?;
         let (source, value) = (source.trim(), value.trim());
-        if source == "simulated" {
+        if source == "base" || source == "quote" {
+            let currency = currency_code(value)
+                .ok_or_else(|| invalid(format!("{source} '{value}' is not a currency code")))?;
+            *(if source == "base" {
+                &mut base
+            } else {
+                &mut quote
+            }) = Some(currency);
+        } else if source == "simulated" {
             simulated_price = value
                 .parse::<f64>()
                 .ok()
@@ -172,12 +187,41 @@ fn parse_asset_entry(entry: &str) -> Result<Asset, CatalogError> {
             source_symbols.insert(source.to_owned(), value.to_owned());
         }
     }
+    let pair = match (base, quote) {
+        (Some(b), Some(q)) if b == q => {
+            return Err(invalid(format!("base and quote are both {b}")));
+        }
+        (Some(b), Some(q)) => Some((b, q)),
+        (None, None) => halves(&name),
+        _ => return Err(invalid("give both base= and quote=, or neither".to_owned())),
+    };
     Ok(Asset {
         id,
         name,
         source_symbols,
         simulated_price,
+        pair,
     })
+}
+
+/// A six-letter name's halves, as for currency pairs (`EURUSD`).
+fn halves(name: &str) -> Option<(String, String)> {
+    (name.len() == 6 && name.bytes().all(|b| b.is_ascii_alphabetic()))
+        .then(|| {
+            (
+                name[..3].to_ascii_uppercase(),
+                name[3..].to_ascii_uppercase(),
+            )
+        })
+        .filter(|(b, q)| b != q)
+}
+
+/// A currency code as the catalog and conversion take it: 2 to 10 ASCII
+/// letters or digits, upper-cased.
+pub fn currency_code(raw: &str) -> Option<String> {
+    let code = raw.trim();
+    ((2..=10).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| code.to_ascii_uppercase())
 }
 
 /// An asset of the catalog, as clients see it.
@@ -213,6 +257,27 @@ impl AssetList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assets_name_the_currencies_they_price() {
+        let c = Catalog::with_extra(
+            "6:BTCUSDT:binance=BTCUSDT;base=btc;quote=USDT, 7:XAUUSD, 8:SPX500",
+        )
+        .unwrap();
+        let pair = |id| c.by_id(id).unwrap().pair.clone();
+        assert_eq!(pair(1), Some(("EUR".into(), "USD".into())));
+        assert_eq!(pair(6), Some(("BTC".into(), "USDT".into())));
+        assert_eq!(pair(7), Some(("XAU".into(), "USD".into())));
+        assert_eq!(pair(8), None, "not six letters, no base= and quote=");
+        for bad in [
+            "9:ABC:base=BTC",
+            "9:ABC:base=BTC;quote=BTC",
+            "9:ABC:base=B;quote=USD",
+            "9:ABC:base=BT C;quote=USD",
+        ] {
+            assert!(Catalog::with_extra(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn catalog_has_seeds_and_extras() {

@@ -1,12 +1,15 @@
 //! The service's vocabulary: assets and their catalog, symbols as clients
 //! write them, upstream quotes, and the per-second points we store and serve.
 
+pub mod candle;
 mod catalog;
+pub mod convert;
 mod quote;
 mod source;
 mod symbol;
 
-pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError};
+pub use candle::{Candle, Interval};
+pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError, currency_code};
 pub use quote::{ArchivedPoint, BidAsk, Point, StoredQuote, is_fresh, round6};
 pub use source::SourceStatus;
 pub use symbol::{Symbol, SymbolError};

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool, Postgres};
 
 use crate::clock::unix_now;
-use crate::domain::{ArchivedPoint, Asset, AssetId, Point, UnixSeconds};
+use crate::domain::{ArchivedPoint, Asset, AssetId, Candle, Interval, Point, UnixSeconds};
 
 /// Seconds in a UTC day: the span of one partition.
 pub const DAY_SECONDS: i64 = 86_400;
@@ -363,6 +363,54 @@ impl Archive {
         Ok(rows
             .into_iter()
             .map(|(time, value)| Point::of(asset, time, value))
+            .collect())
+    }
+
+    /// The candles of `asset`'s archived points with `from <= ts <= to`,
+    /// oldest first, at most `limit`, aggregated in PostgreSQL: a bucket's
+    /// first and last seconds, high, low and count per group, then its open
+    /// and close read by primary key, so a month of `1d` candles never
+    /// brings its points into the process. All are `closed`.
+    pub async fn candles(
+        &self,
+        asset: &Asset,
+        interval: Interval,
+        from: UnixSeconds,
+        to: UnixSeconds,
+        limit: usize,
+    ) -> Result<Vec<Candle>> {
+        let rows: Vec<(i64, f64, f64, f64, f64, i64)> = sqlx::query_as(
+            "WITH b AS ( \
+               SELECT ts - ((ts % $2) + $2) % $2 AS open_time, \
+                      min(ts) AS first_ts, max(ts) AS last_ts, \
+                      max(value) AS high, min(value) AS low, count(*) AS n \
+               FROM points WHERE asset_id = $1 AND ts BETWEEN $3 AND $4 \
+               GROUP BY 1 ORDER BY 1 LIMIT $5) \
+             SELECT b.open_time, o.value, b.high, b.low, c.value, b.n \
+             FROM b \
+             JOIN points o ON o.asset_id = $1 AND o.ts = b.first_ts \
+             JOIN points c ON c.asset_id = $1 AND c.ts = b.last_ts \
+             ORDER BY b.open_time",
+        )
+        .bind(sql_id(asset.id)?)
+        .bind(interval.seconds())
+        .bind(from)
+        .bind(to)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(open_time, open, high, low, close, n)| Candle {
+                open_time,
+                close_time: open_time + interval.seconds() - 1,
+                open,
+                high,
+                low,
+                close,
+                count: u32::try_from(n).unwrap_or(u32::MAX),
+                closed: true,
+            })
             .collect())
     }
 

@@ -4,6 +4,7 @@
 
 use super::archive::Reachable;
 use super::{Archive, ArchiveError, Engine, EngineError};
+use crate::domain::candle::{self, Candle, Interval};
 use crate::domain::{Asset, Point, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,4 +69,38 @@ pub async fn recent(
         }
         done => done,
     }
+}
+
+/// Up to `limit` candles of `asset`'s points with `from <= time <= to`,
+/// oldest first, read as [`page`] reads points: buckets before the window's
+/// oldest second from the archive (aggregated there), the rest built from
+/// the window, and a bucket that spans the window's oldest second made once
+/// from both parts. `window` is where the live window starts (as for
+/// [`page`]) and how many points it holds at most. All are `closed`: the
+/// caller marks the forming one.
+pub async fn candles(
+    engine: &Engine,
+    archive: Option<&Archive>,
+    asset: &Asset,
+    interval: Interval,
+    (from, to): (UnixSeconds, UnixSeconds),
+    (live_start, window_points): (UnixSeconds, usize),
+    limit: usize,
+) -> Result<Vec<Candle>, HistoryError> {
+    let (recent, oldest) = engine.window(asset.id, from, to, window_points).await?;
+    let mut older = Vec::new();
+    if let Some(archive) = archive {
+        let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
+        if from <= archive_to {
+            older = archive
+                .candles(asset, interval, from, archive_to, limit)
+                .await?;
+        }
+    }
+    let mut all = candle::join(
+        older,
+        candle::build(recent.iter().map(|p| (p.time, p.value)), interval),
+    );
+    all.truncate(limit);
+    Ok(all)
 }

@@ -7,6 +7,7 @@ mod helpers;
 
 mod bare_machine;
 mod browser;
+mod candles;
 mod cluster;
 mod connections;
 mod front_door;

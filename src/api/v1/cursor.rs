@@ -38,6 +38,18 @@ impl CursorKey {
         Self(rand::random::<[u8; 32]>().to_vec())
     }
 
+    /// A key of its own for another kind of page (`"candles:1h"`), derived
+    /// from this one: a cursor issued for one kind is refused by every
+    /// other.
+    pub fn scoped(&self, scope: &str) -> Self {
+        Self(
+            self.hmac(&format!("scope:{scope}"))
+                .finalize()
+                .into_bytes()
+                .to_vec(),
+        )
+    }
+
     fn hmac(&self, text: &str) -> Hmac<Sha256> {
         // HMAC takes a key of any length; `new_from_slice` cannot fail.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
@@ -160,6 +172,26 @@ mod tests {
 
     fn key() -> CursorKey {
         CursorKey::new(b"test key")
+    }
+
+    #[test]
+    fn a_scoped_cursor_is_good_in_its_scope_only() {
+        let c = Cursor {
+            asset: 1,
+            after: 120,
+            from: 60,
+            to: 600,
+        };
+        let (m1, h1) = (key().scoped("candles:1m"), key().scoped("candles:1h"));
+        let raw = c.encode(&m1);
+        assert_eq!(Cursor::decode(&raw, &m1, 1), Ok(c));
+        assert_eq!(Cursor::decode(&raw, &h1, 1), Err(BadCursor));
+        assert_eq!(
+            Cursor::decode(&raw, &key(), 1),
+            Err(BadCursor),
+            "not a history cursor"
+        );
+        assert_eq!(Cursor::decode(&c.encode(&key()), &m1, 1), Err(BadCursor));
     }
 
     /// A cursor body signed with `key`, whatever it says.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::{Asset, AssetId, Point, StoredQuote, UnixSeconds, is_fresh};
+use crate::domain::{Asset, AssetId, Candle, Point, StoredQuote, UnixSeconds, is_fresh};
 
 /// The latest quote of an asset.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -53,4 +53,40 @@ pub struct HistoryPage {
     pub points: Vec<Point>,
     /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// A page of candles.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CandlePage {
+    /// The asset's name.
+    #[schema(example = "EURUSD")]
+    pub symbol: String,
+    /// The candles' interval.
+    #[schema(example = "1m")]
+    pub interval: &'static str,
+    /// Candles oldest first, at most `limit`.
+    pub candles: Vec<Candle>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// An amount converted at the latest rates.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"from": "EUR", "to": "JPY", "amount": 100.0, "rate": 162.1533,
+    "result": 16215.33, "time": 1455883484, "path": ["EURUSD", "USDJPY"], "stale": false}))]
+pub struct Conversion {
+    pub from: String,
+    pub to: String,
+    pub amount: f64,
+    /// How many `to` one `from` is worth.
+    pub rate: f64,
+    /// `amount * rate`.
+    pub result: f64,
+    /// The oldest `time` of the rates used (Unix seconds).
+    pub time: UnixSeconds,
+    /// The assets used, in order: one for a pair or its inverse, two
+    /// through a common currency, none when `from` is `to`.
+    pub path: Vec<String>,
+    /// True when any rate used is stale.
+    pub stale: bool,
 }

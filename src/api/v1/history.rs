@@ -44,7 +44,9 @@ const HISTORY_DEADLINE: Duration = Duration::from_secs(10);
 /// A history page whose range ended more than [`SETTLED_AFTER`] seconds ago
 /// no longer changes.
 pub const MAX_AGE_SETTLED_HISTORY: u32 = 60;
-const SETTLED_AFTER: UnixSeconds = 2;
+pub(super) const SETTLED_AFTER: UnixSeconds = 2;
+/// How long history and candles may take.
+pub(super) const DEADLINE: Duration = HISTORY_DEADLINE;
 
 /// History query. Every field is read as text so that a bad value gets a
 /// problem body naming it.
@@ -109,24 +111,7 @@ async fn rate_history(
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let query = HistoryQuery::from(params?);
-    let limit = match query.limit.as_deref() {
-        None => 100,
-        Some(raw) => match raw.trim().parse::<i64>() {
-            Ok(n) if (1..=1000).contains(&n) => n as usize,
-            Ok(n) => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("limit must be between 1 and 1000, got {n}"),
-                ));
-            }
-            Err(_) => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("limit must be an integer between 1 and 1000, got '{raw}'"),
-                ));
-            }
-        },
-    };
+    let limit = limit_param(query.limit.as_deref())?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;
     let cursor = query
@@ -203,7 +188,23 @@ async fn rate_history(
     Ok(resp)
 }
 
-fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {
+/// `limit`: 1 to 1000, default 100.
+pub(super) fn limit_param(raw: Option<&str>) -> Result<usize> {
+    let Some(raw) = raw else { return Ok(100) };
+    match raw.trim().parse::<i64>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n as usize),
+        Ok(n) => Err(ApiError::invalid(
+            "limit",
+            format!("limit must be between 1 and 1000, got {n}"),
+        )),
+        Err(_) => Err(ApiError::invalid(
+            "limit",
+            format!("limit must be an integer between 1 and 1000, got '{raw}'"),
+        )),
+    }
+}
+
+pub(super) fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {
     let Some(raw) = raw else { return Ok(None) };
     match raw.trim().parse::<i64>() {
         Ok(n) if n >= 0 => Ok(Some(n)),

@@ -1,6 +1,8 @@
 //! REST v1, under `/api/v1`: the catalog, the latest rates, paginated
-//! history; and the route of the v1 WebSocket.
+//! history, candles, conversion; and the route of the v1 WebSocket.
 
+mod candles;
+mod convert;
 mod cursor;
 mod dto;
 mod history;
@@ -14,11 +16,12 @@ use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use self::cursor::{BadCursor, Cursor, CursorKey};
-pub use self::dto::{HistoryPage, Rate, RateList};
+pub use self::dto::{CandlePage, Conversion, HistoryPage, Rate, RateList};
 pub use self::snapshot::RatesCache;
 use super::http_cache::Prepared;
 use super::limit::ConnectionLimiter;
 use crate::config::Config;
+use crate::domain::convert::Converter;
 use crate::domain::{AssetList, Catalog};
 use crate::store::{Archive, Engine};
 use crate::stream::Streams;
@@ -42,6 +45,8 @@ pub struct V1State {
     pub enable_ui: bool,
     /// Signs and checks history cursors.
     pub cursor_key: CursorKey,
+    /// The currencies of the catalog and the assets between them.
+    pub converter: Converter,
 }
 
 impl V1State {
@@ -60,6 +65,7 @@ impl V1State {
                 streams.hub.clone(),
             )),
             catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
+            converter: Converter::new(&catalog),
             catalog,
             engine,
             archive,
@@ -82,5 +88,7 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()
         .merge(rates::router())
         .merge(history::router())
+        .merge(candles::router())
+        .merge(convert::router())
         .merge(ws::router())
 }

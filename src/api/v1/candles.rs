@@ -1,0 +1,215 @@
+//! OHLC candles: `/api/v1/rates/{symbol}/candles`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::V1State;
+use super::cursor::Cursor;
+use super::dto::CandlePage;
+use super::history::{DEADLINE, SETTLED_AFTER, limit_param, seconds_param};
+use super::rates::{MAX_AGE_RATES, resolve};
+use crate::api::error::{
+    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
+};
+use crate::api::http_cache::Prepared;
+use crate::api::query::Params;
+use crate::clock::unix_now;
+use crate::domain::{Interval, UnixSeconds};
+use crate::store::history;
+
+pub fn router() -> OpenApiRouter<Arc<V1State>> {
+    OpenApiRouter::new()
+        .routes(routes!(rate_candles))
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            DEADLINE,
+        ))
+}
+
+/// A page whose last candle closed over [`SETTLED_AFTER`] seconds ago does
+/// not change any more (unless the archive catches up after an outage).
+pub const MAX_AGE_SETTLED_CANDLES: u32 = 600;
+
+/// Candles query. Every field is read as text so that a bad value gets a
+/// problem body naming it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CandlesQuery {
+    /// Candle length: `1m`, `5m`, `15m`, `30m`, `1h`, `4h` or `1d`. Default `1m`.
+    #[param(value_type = Option<String>, pattern = "^(1m|5m|15m|30m|1h|4h|1d)$", example = "1m")]
+    interval: Option<String>,
+    /// Earliest `openTime` (Unix seconds, inclusive). Default: `limit`
+    /// intervals before `to`.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455883440)]
+    from: Option<String>,
+    /// Latest `openTime` (Unix seconds, inclusive). Default: now.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455887040)]
+    to: Option<String>,
+    /// Candles per page, 1 to 1000. Default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000, example = 100)]
+    limit: Option<String>,
+    /// Opaque: the `next_cursor` of the previous page.
+    #[param(min_length = 1)]
+    cursor: Option<String>,
+}
+
+impl From<Params> for CandlesQuery {
+    fn from(mut p: Params) -> Self {
+        Self {
+            interval: p.take("interval"),
+            from: p.take("from"),
+            to: p.take("to"),
+            limit: p.take("limit"),
+            cursor: p.take("cursor"),
+        }
+    }
+}
+
+/// OHLC candles of an asset's points, oldest first.
+///
+/// Buckets are aligned to the interval in UTC from the Unix epoch. A candle
+/// is a bucket's first (`open`) and last (`close`) point, the largest and
+/// smallest, and how many points it has; a bucket with no point gives no
+/// candle. `closed` is false only for the bucket holding the current
+/// second. Points come from the live window and, before it, from the
+/// archive (aggregated there). Paged like history: `next_cursor` and a
+/// `Link: <...>; rel="next"` header.
+#[utoipa::path(get, path = "/api/v1/rates/{symbol}/candles", tag = "rates", operation_id = "get_rate_candles",
+    params(
+        ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
+            pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32, example = "EURUSD"),
+        CandlesQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of candles", body = CandlePage,
+            headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"),
+                ("ETag" = String),
+                ("Cache-Control" = String, description = "public, max-age=600 when every candle of the page is closed, else max-age=1"))),
+        (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
+        InvalidParameter,
+        UnknownSymbol,
+        Unavailable,
+        RateLimited,
+    ))]
+#[tracing::instrument(level = "debug", skip(state, request))]
+async fn rate_candles(
+    State(state): State<Arc<V1State>>,
+    Path(symbol): Path<String>,
+    params: std::result::Result<Params, ApiError>,
+    request: HeaderMap,
+) -> Result<Response> {
+    let asset = resolve(&state, &symbol)?;
+    let query = CandlesQuery::from(params?);
+    let interval: Interval = match query.interval.as_deref() {
+        None => Interval::M1,
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|e: crate::domain::candle::UnknownInterval| {
+                ApiError::invalid("interval", e.to_string())
+            })?,
+    };
+    let secs = interval.seconds();
+    let limit = limit_param(query.limit.as_deref())?;
+    let from = seconds_param("from", query.from.as_deref())?;
+    let to = seconds_param("to", query.to.as_deref())?;
+    let key = state.cursor_key.scoped(&format!("candles:{interval}"));
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|raw| {
+            Cursor::decode(raw, &key, asset.id)
+                .map_err(|e| ApiError::invalid("cursor", e.to_string()))
+        })
+        .transpose()?;
+    let now = unix_now();
+    let (from, to) = match cursor {
+        Some(c) => {
+            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "cursor belongs to another range; repeat its from and to, or leave them out",
+                ));
+            }
+            (c.from, c.to)
+        }
+        None => {
+            let to = to.unwrap_or(now);
+            let back = secs * (limit as i64 - 1);
+            let from = from.unwrap_or_else(|| (interval.open_of(to) - back).max(0));
+            (from, to)
+        }
+    };
+    if from > to {
+        return Err(ApiError::invalid(
+            "from",
+            format!("from ({from}) must not be after to ({to})"),
+        ));
+    }
+    // Candles open at whole intervals: the first one at or after the start.
+    let start = cursor.map_or(from, |c| c.after + 1);
+    let first_open = interval.open_of(start + secs - 1);
+    let last_open = interval.open_of(to);
+    let mut candles = if first_open > last_open {
+        Vec::new()
+    } else {
+        history::candles(
+            &state.engine,
+            state.archive.as_ref(),
+            asset,
+            interval,
+            (first_open, last_open + secs - 1),
+            (
+                now - i64::from(state.window_seconds) + 1,
+                state.window_seconds as usize + 1,
+            ),
+            limit + 1,
+        )
+        .await?
+    };
+    let next_cursor = (candles.len() > limit).then(|| {
+        candles.truncate(limit);
+        Cursor {
+            asset: asset.id,
+            after: candles.last().map_or(start, |c| c.open_time),
+            from,
+            to,
+        }
+        .encode(&key)
+    });
+    for c in &mut candles {
+        c.mark_forming(now);
+    }
+    let link = next_cursor.as_ref().and_then(|c| {
+        HeaderValue::from_str(&format!(
+            "</api/v1/rates/{}/candles?interval={interval}&from={from}&to={to}&limit={limit}&cursor={c}>; rel=\"next\"",
+            asset.name
+        ))
+        .ok()
+    });
+    let settled: UnixSeconds = last_open.min(interval.open_of(now)) + secs - 1;
+    let max_age = if next_cursor.is_some() || settled < now - SETTLED_AFTER {
+        MAX_AGE_SETTLED_CANDLES
+    } else {
+        MAX_AGE_RATES
+    };
+    let page = Prepared::json(&CandlePage {
+        symbol: asset.name.clone(),
+        interval: interval.name(),
+        candles,
+        next_cursor,
+    });
+    let mut resp = page.respond(&request, max_age);
+    if let Some(link) = link {
+        resp.headers_mut().insert(header::LINK, link);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,387 @@
+//! Candles and conversion, on every engine: candles equal what the points
+//! they sum up give, from the window and from the archive; conversion
+//! chains pairs the way the contract says.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Engine, Options, TestApp, eventually, fixture_path, spawn_app};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Every point of EURUSD with `from <= time <= to`, following cursors.
+async fn points(app: &TestApp, from: i64, to: i64) -> Vec<(i64, f64)> {
+    let mut out = Vec::new();
+    let mut url = format!("/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000");
+    loop {
+        let (status, page) = app.get_json(&url).await;
+        assert_eq!(status, 200, "{page}");
+        for p in page["points"].as_array().unwrap() {
+            out.push((p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap()));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => {
+                url = format!(
+                    "/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000&cursor={c}"
+                )
+            }
+            None => return out,
+        }
+    }
+}
+
+/// `(openTime, open, high, low, close, count)` of each candle of a page.
+fn ohlc(page: &Value) -> Vec<(i64, f64, f64, f64, f64, u64)> {
+    page["candles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("candles: {page}"))
+        .iter()
+        .map(|c| {
+            (
+                c["openTime"].as_i64().unwrap(),
+                c["open"].as_f64().unwrap(),
+                c["high"].as_f64().unwrap(),
+                c["low"].as_f64().unwrap(),
+                c["close"].as_f64().unwrap(),
+                c["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// What the points give per bucket of `secs`, computed here by hand.
+fn expected(points: &[(i64, f64)], secs: i64) -> Vec<(i64, f64, f64, f64, f64, u64)> {
+    let mut out: Vec<(i64, f64, f64, f64, f64, u64)> = Vec::new();
+    for &(t, v) in points {
+        let open = t - t.rem_euclid(secs);
+        match out.last_mut() {
+            Some(c) if c.0 == open => {
+                c.2 = c.2.max(v);
+                c.3 = c.3.min(v);
+                c.4 = v;
+                c.5 += 1;
+            }
+            _ => out.push((open, v, v, v, v, 1)),
+        }
+    }
+    out
+}
+
+async fn every_minute_candle_equals_its_points(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        backfill_seconds: 1800,
+        archive: false,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // The backfill lands with the first tick.
+    eventually("a backfilled window", Duration::from_secs(15), || async {
+        let (_, page) = app
+            .get_json("/api/v1/rates/EURUSD/history?limit=1000")
+            .await;
+        (page["points"].as_array()?.len() >= 1000).then_some(())
+    })
+    .await;
+    // The last 20 whole minutes before the current one: closed, settled.
+    let last = (now() / 60) * 60 - 60;
+    let first = last - 19 * 60;
+    let (status, page) = app
+        .get_json(&format!(
+            "/api/v1/rates/EURUSD/candles?interval=1m&from={first}&to={last}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["symbol"], "EURUSD");
+    assert_eq!(page["interval"], "1m");
+    let got = ohlc(&page);
+    let want = expected(&points(&app, first, last + 59).await, 60);
+    assert_eq!(got.len(), 20, "{got:?}");
+    assert_eq!(got, want);
+    assert!(
+        page["candles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["closed"] == true
+                && c["closeTime"].as_i64() == c["openTime"].as_i64().map(|o| o + 59))
+    );
+
+    // Without a range: the last `limit` minutes, the forming one last.
+    let before = now();
+    let (_, page) = app.get_json("/api/v1/rates/EURUSD/candles?limit=3").await;
+    let after = now();
+    let candles = page["candles"].as_array().unwrap();
+    assert_eq!(candles.len(), 3, "{page}");
+    let forming = &candles[2];
+    assert_eq!(forming["closed"], false, "{page}");
+    let open = forming["openTime"].as_i64().unwrap();
+    assert!(
+        open == before - before % 60 || open == after - after % 60,
+        "the forming candle holds the current second: {open} vs {before}..{after}"
+    );
+    assert!(candles[..2].iter().all(|c| c["closed"] == true));
+    app.cleanup().await;
+}
+
+async fn buckets_are_aligned_in_utc(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        backfill_seconds: 1800,
+        archive: false,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    eventually("a backfilled window", Duration::from_secs(15), || async {
+        let (_, page) = app
+            .get_json("/api/v1/rates/EURUSD/history?limit=1000")
+            .await;
+        (page["points"].as_array()?.len() >= 1000).then_some(())
+    })
+    .await;
+    for (interval, secs) in [("5m", 300), ("1d", 86_400)] {
+        let to = now() - 3;
+        let (status, page) = app
+            .get_json(&format!(
+                "/api/v1/rates/EURUSD/candles?interval={interval}&to={to}&limit=10"
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let got = ohlc(&page);
+        assert!(!got.is_empty(), "{page}");
+        for c in page["candles"].as_array().unwrap() {
+            let open = c["openTime"].as_i64().unwrap();
+            assert_eq!(
+                open % secs,
+                0,
+                "{interval} aligned to the epoch in UTC: {c}"
+            );
+            assert_eq!(c["closeTime"].as_i64().unwrap(), open + secs - 1);
+        }
+        // The closed buckets are what their points give (the forming one
+        // grows while we read).
+        let first = got[0].0;
+        let closed: Vec<_> = got.iter().filter(|c| c.0 + secs <= to).copied().collect();
+        if let Some(last) = closed.last() {
+            let want = expected(&points(&app, first, last.0 + secs - 1).await, secs);
+            assert_eq!(closed, want[..closed.len()], "{interval}");
+        }
+    }
+    app.cleanup().await;
+}
+
+async fn hour_candles_older_than_the_window_come_from_the_archive(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let archive = app.archive.clone().unwrap();
+    archive.prepare(true).await.unwrap();
+    // Three hours, two days ago, every 7th second missing.
+    let start = (now() / 3_600) * 3_600 - 48 * 3_600;
+    let old: Vec<(i64, f64)> = (start..start + 3 * 3_600)
+        .filter(|t| t % 7 != 0)
+        .map(|t| (t, 1.0 + ((t * 37) % 1_000) as f64 / 10_000.0))
+        .collect();
+    let rows: Vec<ratesd::domain::ArchivedPoint> = old
+        .iter()
+        .map(|&(time, value)| ratesd::domain::ArchivedPoint {
+            asset_id: 1,
+            time,
+            value,
+        })
+        .collect();
+    archive.insert(&rows).await.unwrap();
+    let (status, page) = app
+        .get_json(&format!(
+            "/api/v1/rates/EURUSD/candles?interval=1h&from={start}&to={}",
+            start + 2 * 3_600
+        ))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ohlc(&page), expected(&old, 3_600));
+    assert_eq!(ohlc(&page).len(), 3);
+    let cache = app
+        .get(&format!(
+            "/api/v1/rates/EURUSD/candles?interval=1h&from={start}&to={}",
+            start + 2 * 3_600
+        ))
+        .await
+        .headers()
+        .get("cache-control")
+        .cloned();
+    assert_eq!(
+        cache.as_ref().and_then(|v| v.to_str().ok()),
+        Some("public, max-age=600"),
+        "closed candles keep"
+    );
+    // Paged: one candle a page, cursor and Link as for history.
+    let (_, first) = app
+        .get_json(&format!(
+            "/api/v1/rates/EURUSD/candles?interval=1h&from={start}&to={}&limit=2",
+            start + 2 * 3_600
+        ))
+        .await;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, second) = app
+        .get_json(&format!(
+            "/api/v1/rates/EURUSD/candles?interval=1h&from={start}&to={}&limit=2&cursor={cursor}",
+            start + 2 * 3_600
+        ))
+        .await;
+    let mut both = ohlc(&first);
+    both.extend(ohlc(&second));
+    assert_eq!(both, expected(&old, 3_600));
+    assert_eq!(second["next_cursor"], Value::Null);
+    app.cleanup().await;
+}
+
+async fn bad_candle_parameters_are_named(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        archive: false,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    for (query, parameter) in [
+        ("interval=2m", "interval"),
+        ("interval=1M", "interval"),
+        ("interval=", "interval"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("from=abc", "from"),
+        ("from=-5", "from"),
+        ("to=1.5", "to"),
+        ("from=200&to=100", "from"),
+        ("cursor=abc", "cursor"),
+        ("interval=1m&interval=5m", "interval"),
+    ] {
+        let (status, body) = app
+            .get_json(&format!("/api/v1/rates/EURUSD/candles?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["parameter"], parameter, "{query}: {body}");
+    }
+    let (status, body) = app.get_json("/api/v1/rates/XXXYYY/candles").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["type"], "/problems/unknown-symbol");
+    app.cleanup().await;
+}
+
+async fn conversion_chains_pairs(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        archive: false,
+        sources: format!(
+            "file:{}",
+            fixture_path("fxcm-datadisplayer-2021-strings.txt")
+        ),
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    // The recording's mid prices (tests/fixtures/README.md).
+    let (eurusd, usdjpy, gbpusd, usdcad) = (1.129575, 114.51, 1.355665, 1.26814);
+    eventually("every rate", Duration::from_secs(15), || async {
+        let (_, r) = app.get_json("/api/v1/rates").await;
+        (r["rates"].as_array()?.len() == 5).then_some(())
+    })
+    .await;
+    let convert = |query: &'static str| {
+        let app = &app;
+        async move { app.get_json(&format!("/api/v1/convert?{query}")).await }
+    };
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1.0);
+
+    let (status, c) = convert("from=EUR&to=USD").await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(
+        (c["rate"].as_f64(), c["amount"].as_f64()),
+        (Some(eurusd), Some(1.0))
+    );
+    assert_eq!(c["path"], serde_json::json!(["EURUSD"]));
+    assert_eq!(c["stale"], false);
+    assert!(c["time"].as_i64().unwrap() > now() - 30);
+
+    let (_, c) = convert("from=jpy&to=usd&amount=1000").await;
+    assert_eq!(c["rate"].as_f64(), Some(1.0 / usdjpy));
+    assert!(close(c["result"].as_f64().unwrap(), 1000.0 / usdjpy), "{c}");
+    assert_eq!(c["path"], serde_json::json!(["USDJPY"]));
+    assert_eq!(
+        (c["from"].as_str(), c["to"].as_str()),
+        (Some("JPY"), Some("USD"))
+    );
+
+    let (_, c) = convert("from=EUR&to=JPY&amount=100").await;
+    assert!(close(c["rate"].as_f64().unwrap(), eurusd * usdjpy), "{c}");
+    assert!(
+        close(c["result"].as_f64().unwrap(), 100.0 * eurusd * usdjpy),
+        "{c}"
+    );
+    assert_eq!(c["path"], serde_json::json!(["EURUSD", "USDJPY"]));
+
+    let (_, c) = convert("from=GBP&to=CAD").await;
+    assert!(close(c["rate"].as_f64().unwrap(), gbpusd * usdcad), "{c}");
+    assert_eq!(c["path"], serde_json::json!(["GBPUSD", "USDCAD"]));
+
+    let (status, c) = convert("from=EUR&to=EUR&amount=5").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (c["rate"].as_f64(), c["result"].as_f64()),
+        (Some(1.0), Some(5.0))
+    );
+    assert_eq!(c["path"], serde_json::json!([]));
+
+    let (status, c) = convert("from=XAU&to=USD").await;
+    assert_eq!(status, 404, "{c}");
+    assert_eq!(c["type"], "/problems/unknown-currency");
+    assert_eq!(c["parameter"], "from");
+    let (status, c) = convert("from=EUR&to=CHF").await;
+    assert_eq!((status, c["parameter"].as_str()), (404, Some("to")), "{c}");
+
+    for amount in ["0", "-1", "abc", "nan", "inf", "-inf", "1e400", ""] {
+        let (status, c) = app
+            .get_json(&format!("/api/v1/convert?from=EUR&to=USD&amount={amount}"))
+            .await;
+        assert_eq!(status, 400, "amount={amount}: {c}");
+        assert_eq!(c["parameter"], "amount", "amount={amount}");
+    }
+    for query in ["to=USD", "from=EUR", "from=E&to=USD", "from=EUR&to=US%20D"] {
+        let (status, c) = app.get_json(&format!("/api/v1/convert?{query}")).await;
+        assert_eq!(status, 400, "{query}: {c}");
+    }
+    app.cleanup().await;
+}
+
+crate::helpers::on_both_engines!(
+    every_minute_candle_equals_its_points,
+    buckets_are_aligned_in_utc,
+    hour_candles_older_than_the_window_come_from_the_archive,
+    bad_candle_parameters_are_named,
+    conversion_chains_pairs,
+);
