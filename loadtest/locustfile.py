@@ -54,6 +54,22 @@ class RestUser(HttpUser):
                 name=name + "?cursor",
             )
 
+    @task(2)
+    def candles(self):
+        symbol = random.choice(SYMBOLS)
+        interval = random.choice(["1m", "5m", "1h", "1d"])
+        self.client.get(
+            f"/api/v1/rates/{symbol}/candles?interval={interval}&limit=60",
+            name="/api/v1/rates/{symbol}/candles",
+        )
+
+    @task(2)
+    def convert(self):
+        source, target = random.choice([("EUR", "JPY"), ("JPY", "USD"), ("GBP", "CAD"), ("USD", "EUR")])
+        self.client.get(
+            f"/api/v1/convert?from={source}&to={target}&amount=100", name="/api/v1/convert"
+        )
+
     @task(1)
     def conditional_rates(self):
         """A client that revalidates with If-None-Match (304 when unchanged)."""

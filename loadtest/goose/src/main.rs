@@ -1,5 +1,6 @@
-//! goose load test of the ratesd REST API: all rates, one rate, and history
-//! pages (a first page, then the page its cursor points to).
+//! goose load test of the ratesd REST API: all rates, one rate, history
+//! pages (a first page, then the page its cursor points to), candles and
+//! conversion.
 //!
 //!   cargo run --release -p rates-goose -- --host http://127.0.0.1:8080 \
 //!       --users 50 --increase-rate 25 --run-time 30s --report-file target/goose.html
@@ -54,6 +55,37 @@ async fn history_pages(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+const INTERVALS: [&str; 4] = ["1m", "5m", "1h", "1d"];
+const CONVERSIONS: [(&str, &str); 4] = [
+    ("EUR", "JPY"),
+    ("JPY", "USD"),
+    ("GBP", "CAD"),
+    ("USD", "EUR"),
+];
+
+async fn candles(user: &mut GooseUser) -> TransactionResult {
+    let symbol = SYMBOLS[user.weighted_users_index % SYMBOLS.len()];
+    let interval = INTERVALS[user.weighted_users_index % INTERVALS.len()];
+    let _ = user
+        .get_named(
+            &format!("/api/v1/rates/{symbol}/candles?interval={interval}&limit=60"),
+            "/api/v1/rates/{symbol}/candles",
+        )
+        .await?;
+    Ok(())
+}
+
+async fn convert(user: &mut GooseUser) -> TransactionResult {
+    let (from, to) = CONVERSIONS[user.weighted_users_index % CONVERSIONS.len()];
+    let _ = user
+        .get_named(
+            &format!("/api/v1/convert?from={from}&to={to}&amount=100"),
+            "/api/v1/convert",
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), GooseError> {
     GooseAttack::initialize()?
@@ -61,7 +93,9 @@ async fn main() -> Result<(), GooseError> {
             scenario!("RatesUser")
                 .register_transaction(transaction!(all_rates).set_weight(3)?)
                 .register_transaction(transaction!(one_rate).set_weight(5)?)
-                .register_transaction(transaction!(history_pages).set_weight(2)?),
+                .register_transaction(transaction!(history_pages).set_weight(2)?)
+                .register_transaction(transaction!(candles).set_weight(2)?)
+                .register_transaction(transaction!(convert).set_weight(2)?),
         )
         .set_default(GooseDefault::Host, "http://127.0.0.1:8080")?
         .set_default(GooseDefault::Users, 20)?
