@@ -183,7 +183,9 @@ impl Archive {
         if retention_days > 0 {
             for partition in self.partitions().await? {
                 if partition.expired(now, retention_days)
-                    && self.drop_partition(&partition.name).await?
+                    && self
+                        .drop_partition(&partition.name, partition.from.zip(partition.to))
+                        .await?
                 {
                     tracing::info!(
                         partition = %partition.name,
@@ -259,8 +261,13 @@ impl Archive {
     }
 
     /// Detaches and drops one partition of `points` under the partition
-    /// lock; false when it is no longer there (another process dropped it).
-    async fn drop_partition(&self, name: &str) -> Result<bool> {
+    /// lock, and the `minutes` of its span; false when it is no longer
+    /// there (another process dropped it).
+    async fn drop_partition(
+        &self,
+        name: &str,
+        span: Option<(UnixSeconds, UnixSeconds)>,
+    ) -> Result<bool> {
         let quoted = quote_ident(name);
         let mut tx = self.pool.begin().await?;
         sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
@@ -286,6 +293,13 @@ impl Archive {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {quoted}")))
             .execute(&mut *tx)
             .await?;
+        if let Some((from, to)) = span {
+            sqlx::query("DELETE FROM minutes WHERE open_time >= $1 AND open_time < $2")
+                .bind(from)
+                .bind(to)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -326,18 +340,39 @@ impl Archive {
         }
     }
 
+    /// One statement: the points, and the minutes they fall in (only the
+    /// points that were new count, so a replay changes nothing).
     async fn insert_rows(&self, ids: &[i32], times: &[i64], values: &[f64]) -> sqlx::Result<u64> {
-        let done = sqlx::query(
-            "INSERT INTO points (asset_id, ts, value) \
-             SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::float8[]) \
-             ON CONFLICT (asset_id, ts) DO NOTHING",
+        let inserted: i64 = sqlx::query_scalar(
+            "WITH ins AS ( \
+               INSERT INTO points (asset_id, ts, value) \
+               SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::float8[]) \
+               ON CONFLICT (asset_id, ts) DO NOTHING \
+               RETURNING asset_id, ts, value), \
+             up AS ( \
+               INSERT INTO minutes AS m \
+                 (asset_id, open_time, first_ts, last_ts, open, high, low, close, count) \
+               SELECT asset_id, ts - ts % 60, min(ts), max(ts), \
+                      (array_agg(value ORDER BY ts))[1], max(value), min(value), \
+                      (array_agg(value ORDER BY ts DESC))[1], count(*) \
+               FROM ins GROUP BY asset_id, ts - ts % 60 \
+               ON CONFLICT (asset_id, open_time) DO UPDATE SET \
+                 open = CASE WHEN excluded.first_ts < m.first_ts THEN excluded.open ELSE m.open END, \
+                 first_ts = LEAST(m.first_ts, excluded.first_ts), \
+                 close = CASE WHEN excluded.last_ts > m.last_ts THEN excluded.close ELSE m.close END, \
+                 last_ts = GREATEST(m.last_ts, excluded.last_ts), \
+                 high = GREATEST(m.high, excluded.high), \
+                 low = LEAST(m.low, excluded.low), \
+                 count = m.count + excluded.count \
+               RETURNING 1) \
+             SELECT count(*) FROM ins",
         )
         .bind(ids)
         .bind(times)
         .bind(values)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(inserted).unwrap_or(0))
     }
 
     /// Up to `limit` archived points of an asset with `from <= time <= to`,
@@ -367,10 +402,11 @@ impl Archive {
     }
 
     /// The candles of `asset`'s archived points with `from <= ts <= to`,
-    /// oldest first, at most `limit`, aggregated in PostgreSQL: a bucket's
-    /// first and last seconds, high, low and count per group, then its open
-    /// and close read by primary key, so a month of `1d` candles never
-    /// brings its points into the process. All are `closed`.
+    /// oldest first, at most `limit`, aggregated in PostgreSQL from the
+    /// `minutes` rollup (every interval is whole minutes): a month of `1d`
+    /// candles reads 43,200 rows, not 2.6 million points, and none of them
+    /// comes into the process. `from` and `to + 1` must be whole minutes
+    /// (bucket bounds are). All are `closed`.
     pub async fn candles(
         &self,
         asset: &Asset,
@@ -380,17 +416,11 @@ impl Archive {
         limit: usize,
     ) -> Result<Vec<Candle>> {
         let rows: Vec<(i64, f64, f64, f64, f64, i64)> = sqlx::query_as(
-            "WITH b AS ( \
-               SELECT ts - ((ts % $2) + $2) % $2 AS open_time, \
-                      min(ts) AS first_ts, max(ts) AS last_ts, \
-                      max(value) AS high, min(value) AS low, count(*) AS n \
-               FROM points WHERE asset_id = $1 AND ts BETWEEN $3 AND $4 \
-               GROUP BY 1 ORDER BY 1 LIMIT $5) \
-             SELECT b.open_time, o.value, b.high, b.low, c.value, b.n \
-             FROM b \
-             JOIN points o ON o.asset_id = $1 AND o.ts = b.first_ts \
-             JOIN points c ON c.asset_id = $1 AND c.ts = b.last_ts \
-             ORDER BY b.open_time",
+            "SELECT open_time - open_time % $2 AS bucket, \
+                    (array_agg(open ORDER BY open_time))[1], max(high), min(low), \
+                    (array_agg(close ORDER BY open_time DESC))[1], sum(count)::int8 \
+             FROM minutes WHERE asset_id = $1 AND open_time BETWEEN $3 AND $4 \
+             GROUP BY bucket ORDER BY bucket LIMIT $5",
         )
         .bind(sql_id(asset.id)?)
         .bind(interval.seconds())

@@ -90,11 +90,25 @@ pub async fn candles(
     let (recent, oldest) = engine.window(asset.id, from, to, window_points).await?;
     let mut older = Vec::new();
     if let Some(archive) = archive {
-        let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
-        if from <= archive_to {
-            older = archive
-                .candles(asset, interval, from, archive_to, limit)
-                .await?;
+        // The archive's part ends before the window's oldest second. Its
+        // whole minutes come from the archive's minute rollup; the seconds
+        // of a minute the window starts in, from its points.
+        let split = to.min(oldest.unwrap_or(live_start) - 1);
+        if from <= split {
+            let whole_end = split + 1 - (split + 1).rem_euclid(60) - 1;
+            if from <= whole_end {
+                older = archive
+                    .candles(asset, interval, from, whole_end, limit)
+                    .await?;
+            }
+            let rest = from.max(whole_end + 1);
+            if rest <= split {
+                let points = archive.range(asset, rest, split, 60).await?;
+                older = candle::join(
+                    older,
+                    candle::build(points.iter().map(|p| (p.time, p.value)), interval),
+                );
+            }
         }
     }
     let mut all = candle::join(
