@@ -332,6 +332,17 @@ async fn bad_candle_parameters_are_named(engine: Engine) {
         assert_eq!(status, 400, "{query}: {body}");
         assert_eq!(body["parameter"], parameter, "{query}: {body}");
     }
+    // The far future: no candle, no overflow.
+    for query in [
+        "from=9223372036854775806&to=9223372036854775807",
+        "to=9223372036854775807&interval=1d&limit=1000",
+        "from=0&to=9223372036854775807&interval=4h&limit=2",
+    ] {
+        let (status, body) = app
+            .get_json(&format!("/api/v1/rates/EURUSD/candles?{query}"))
+            .await;
+        assert_eq!(status, 200, "{query}: {body}");
+    }
     let (status, body) = app.get_json("/api/v1/rates/XXXYYY/candles").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["type"], "/problems/unknown-symbol");
@@ -418,6 +429,12 @@ async fn conversion_chains_pairs(engine: Engine) {
         assert_eq!(status, 400, "amount={amount}: {c}");
         assert_eq!(c["parameter"], "amount", "amount={amount}");
     }
+    let (status, c) = convert("from=EUR&to=JPY&amount=1e308").await;
+    assert_eq!(
+        (status, c["parameter"].as_str()),
+        (400, Some("amount")),
+        "the result would be infinite: {c}"
+    );
     for query in ["to=USD", "from=EUR", "from=E&to=USD", "from=EUR&to=US%20D"] {
         let (status, c) = app.get_json(&format!("/api/v1/convert?{query}")).await;
         assert_eq!(status, 400, "{query}: {c}");

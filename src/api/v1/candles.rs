@@ -154,10 +154,13 @@ async fn rate_candles(
             format!("from ({from}) must not be after to ({to})"),
         ));
     }
-    // Candles open at whole intervals: the first one at or after the start.
-    let start = cursor.map_or(from, |c| c.after + 1);
-    let first_open = interval.open_of(start + secs - 1);
-    let last_open = interval.open_of(to);
+    // Candles open at whole intervals: the first one at or after the start,
+    // the last one holding `to` or now, whichever is earlier (no candle
+    // opens in the future; this also keeps the arithmetic far from i64's
+    // end whatever `to` a client sends).
+    let start = cursor.map_or(from, |c| c.after.saturating_add(1));
+    let first_open = interval.open_of(start.saturating_add(secs - 1));
+    let last_open = interval.open_of(to.min(now));
     let mut candles = if first_open > last_open {
         Vec::new()
     } else {

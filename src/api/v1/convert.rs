@@ -150,12 +150,19 @@ async fn convert(
     };
     let rate = rate(&legs, value_of)
         .ok_or_else(|| ApiError::NoData(format!("no usable rate between {from} and {to}")))?;
+    let result = amount * rate;
+    if !result.is_finite() {
+        return Err(ApiError::invalid(
+            "amount",
+            format!("amount {amount} is too large to convert at rate {rate}"),
+        ));
+    }
     let answer = Prepared::json(&Conversion {
         from,
         to,
         amount,
         rate,
-        result: amount * rate,
+        result,
         time,
         path,
         stale,
