@@ -152,6 +152,19 @@ async fn every_minute_candle_equals_its_points(engine: Engine) {
         "the forming candle holds the current second: {open} vs {before}..{after}"
     );
     assert!(candles[..2].iter().all(|c| c["closed"] == true));
+    // Pages are reused within a tick only: the forming candle moves on.
+    let forming = || async {
+        let (_, page) = app.get_json("/api/v1/rates/EURUSD/candles?limit=1").await;
+        let c = page["candles"].get(0)?.clone();
+        Some((c["openTime"].as_i64()?, c["count"].as_u64()?))
+    };
+    let first = forming().await.expect("a forming candle");
+    eventually(
+        "the forming candle to grow",
+        Duration::from_secs(10),
+        || async { forming().await.filter(|&now| now != first).map(drop) },
+    )
+    .await;
     app.cleanup().await;
 }
 

@@ -34,6 +34,64 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
         ))
 }
 
+/// Candle pages answered within the current tick, by query: the pages of
+/// the window change once a tick, and clients of a chart ask the same few
+/// (the default page of each interval) again and again. Emptied when the
+/// second turns or a tick arrives; bounded, beyond which it stops adding.
+#[derive(Default)]
+pub struct CandlePages {
+    inner: std::sync::Mutex<PagesOf>,
+}
+
+#[derive(Default)]
+struct PagesOf {
+    /// The `(second, latest tick)` the pages were made in.
+    at: (UnixSeconds, UnixSeconds),
+    pages: std::collections::HashMap<PageKey, (Prepared, Option<HeaderValue>, u32)>,
+}
+
+/// What a page depends on besides the tick.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PageKey {
+    asset: crate::domain::AssetId,
+    interval: Interval,
+    from: Option<UnixSeconds>,
+    to: Option<UnixSeconds>,
+    limit: usize,
+    cursor: Option<String>,
+}
+
+const MAX_CACHED_PAGES: usize = 1_024;
+
+impl CandlePages {
+    fn get(
+        &self,
+        at: (UnixSeconds, UnixSeconds),
+        key: &PageKey,
+    ) -> Option<(Prepared, Option<HeaderValue>, u32)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        (inner.at == at)
+            .then(|| inner.pages.get(key).cloned())
+            .flatten()
+    }
+
+    fn put(
+        &self,
+        at: (UnixSeconds, UnixSeconds),
+        key: PageKey,
+        page: (Prepared, Option<HeaderValue>, u32),
+    ) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.at != at {
+            inner.at = at;
+            inner.pages.clear();
+        }
+        if inner.pages.len() < MAX_CACHED_PAGES {
+            inner.pages.insert(key, page);
+        }
+    }
+}
+
 /// A page whose last candle closed over [`SETTLED_AFTER`] seconds ago does
 /// not change any more (unless the archive catches up after an outage).
 pub const MAX_AGE_SETTLED_CANDLES: u32 = 600;
@@ -121,6 +179,21 @@ async fn rate_candles(
     let limit = limit_param(query.limit.as_deref())?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;
+    // Read the tick before the data: a tick landing meanwhile makes the
+    // page count for the old tick, which the next request does not use.
+    let now = unix_now();
+    let at = (now, state.streams.hub.latest_tick());
+    let page_key = PageKey {
+        asset: asset.id,
+        interval,
+        from,
+        to,
+        limit,
+        cursor: query.cursor.clone(),
+    };
+    if let Some((page, link, max_age)) = state.candle_pages.get(at, &page_key) {
+        return Ok(respond(&page, link, &request, max_age));
+    }
     let key = state.cursor_key.scoped(&format!("candles:{interval}"));
     let cursor = query
         .cursor
@@ -130,7 +203,6 @@ async fn rate_candles(
                 .map_err(|e| ApiError::invalid("cursor", e.to_string()))
         })
         .transpose()?;
-    let now = unix_now();
     let (from, to) = match cursor {
         Some(c) => {
             if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
@@ -210,9 +282,20 @@ async fn rate_candles(
         candles,
         next_cursor,
     });
-    let mut resp = page.respond(&request, max_age);
+    let resp = respond(&page, link.clone(), &request, max_age);
+    state.candle_pages.put(at, page_key, (page, link, max_age));
+    Ok(resp)
+}
+
+fn respond(
+    page: &Prepared,
+    link: Option<HeaderValue>,
+    request: &HeaderMap,
+    max_age: u32,
+) -> Response {
+    let mut resp = page.respond(request, max_age);
     if let Some(link) = link {
         resp.headers_mut().insert(header::LINK, link);
     }
-    Ok(resp)
+    resp
 }

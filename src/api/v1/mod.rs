@@ -47,6 +47,8 @@ pub struct V1State {
     pub cursor_key: CursorKey,
     /// The currencies of the catalog and the assets between them.
     pub converter: Converter,
+    /// Candle pages made within the current tick.
+    pub candle_pages: candles::CandlePages,
 }
 
 impl V1State {
@@ -66,6 +68,7 @@ impl V1State {
             )),
             catalog_json: Prepared::json(&AssetList::from_catalog(&catalog)),
             converter: Converter::new(&catalog),
+            candle_pages: candles::CandlePages::default(),
             catalog,
             engine,
             archive,
