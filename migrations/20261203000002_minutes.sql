@@ -18,9 +18,9 @@ CREATE TABLE IF NOT EXISTS minutes (
 
 -- An archive from before: its minutes, from its points.
 INSERT INTO minutes (asset_id, open_time, first_ts, last_ts, open, high, low, close, count)
-SELECT asset_id, ts - ts % 60, min(ts), max(ts),
+SELECT asset_id, ts - ((ts % 60) + 60) % 60, min(ts), max(ts),
        (array_agg(value ORDER BY ts))[1], max(value), min(value),
        (array_agg(value ORDER BY ts DESC))[1], count(*)
 FROM points
-GROUP BY asset_id, ts - ts % 60
+GROUP BY asset_id, ts - ((ts % 60) + 60) % 60
 ON CONFLICT (asset_id, open_time) DO NOTHING;

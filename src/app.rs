@@ -174,6 +174,7 @@ impl App {
             engine: engine.clone(),
             node: election::node_name(),
             ttl: election::LEASE_TTL,
+            fenced: Default::default(),
         };
         let (role_tx, role_rx) = tokio::sync::watch::channel(election::Role::Standby);
         let worker = Worker::new(

@@ -293,14 +293,15 @@ impl Archive {
         sqlx::query(AssertSqlSafe(format!("DROP TABLE {quoted}")))
             .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
+        // Apart from the detach, which holds `points` while it runs.
         if let Some((from, to)) = span {
             sqlx::query("DELETE FROM minutes WHERE open_time >= $1 AND open_time < $2")
                 .bind(from)
                 .bind(to)
-                .execute(&mut *tx)
+                .execute(&self.pool)
                 .await?;
         }
-        tx.commit().await?;
         Ok(true)
     }
 
@@ -352,10 +353,10 @@ impl Archive {
              up AS ( \
                INSERT INTO minutes AS m \
                  (asset_id, open_time, first_ts, last_ts, open, high, low, close, count) \
-               SELECT asset_id, ts - ts % 60, min(ts), max(ts), \
+               SELECT asset_id, ts - ((ts % 60) + 60) % 60, min(ts), max(ts), \
                       (array_agg(value ORDER BY ts))[1], max(value), min(value), \
                       (array_agg(value ORDER BY ts DESC))[1], count(*) \
-               FROM ins GROUP BY asset_id, ts - ts % 60 \
+               FROM ins GROUP BY asset_id, ts - ((ts % 60) + 60) % 60 \
                ON CONFLICT (asset_id, open_time) DO UPDATE SET \
                  open = CASE WHEN excluded.first_ts < m.first_ts THEN excluded.open ELSE m.open END, \
                  first_ts = LEAST(m.first_ts, excluded.first_ts), \
@@ -416,7 +417,7 @@ impl Archive {
         limit: usize,
     ) -> Result<Vec<Candle>> {
         let rows: Vec<(i64, f64, f64, f64, f64, i64)> = sqlx::query_as(
-            "SELECT open_time - open_time % $2 AS bucket, \
+            "SELECT open_time - ((open_time % $2) + $2) % $2 AS bucket, \
                     (array_agg(open ORDER BY open_time))[1], max(high), min(low), \
                     (array_agg(close ORDER BY open_time DESC))[1], sum(count)::int8 \
              FROM minutes WHERE asset_id = $1 AND open_time BETWEEN $3 AND $4 \

@@ -106,9 +106,10 @@ impl Embedded {
     ) -> TickOutcome {
         // The fence, as in Redis: a writer older than the newest that wrote
         // is refused.
-        if self.fence.fetch_max(generation, Ordering::AcqRel) > generation {
+        let fence = self.fence.fetch_max(generation, Ordering::AcqRel);
+        if fence > generation {
             return TickOutcome {
-                fenced: true,
+                fenced_by: Some(fence),
                 ..TickOutcome::default()
             };
         }
@@ -144,7 +145,7 @@ impl Embedded {
         TickOutcome {
             written: written.len(),
             data_lost: !self.ticked.swap(true, Ordering::AcqRel),
-            fenced: false,
+            fenced_by: None,
         }
     }
 

@@ -73,7 +73,7 @@ impl Engine {
     /// the asset's newest, the latest quotes, the archive buffer (bounded
     /// by `archive` ticks, when set) and the live feed, atomically (on a
     /// cluster: per key group). Refused when a writer of a newer
-    /// `generation` has written (the outcome says `fenced`).
+    /// `generation` has written (the outcome says which: `fenced_by`).
     pub async fn write_tick(
         &self,
         time: UnixSeconds,
@@ -95,10 +95,11 @@ impl Engine {
     /// Takes the writer's lease for `ttl` when nobody holds it: its
     /// generation, or `None`. The embedded engine has one process: it
     /// always leads.
-    pub async fn campaign(&self, node: &str, ttl: Duration) -> Result<Option<u64>> {
+    /// The generation is above `at_least` (a fence a tick ran into).
+    pub async fn campaign(&self, node: &str, ttl: Duration, at_least: u64) -> Result<Option<u64>> {
         match self {
-            Self::Embedded(_) => Ok(Some(1)),
-            Self::Redis(r) => Ok(r.campaign(node, ttl).await?),
+            Self::Embedded(_) => Ok(Some(at_least + 1)),
+            Self::Redis(r) => Ok(r.campaign(node, ttl, at_least).await?),
         }
     }
 

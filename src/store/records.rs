@@ -11,9 +11,9 @@ pub struct TickOutcome {
     /// The engine had lost its data since the previous tick (or this is
     /// the first): the windows want rebuilding.
     pub data_lost: bool,
-    /// The engine refused (part of) the tick: a writer of a newer
+    /// The engine refused (part of) the tick: a writer of this newer
     /// generation has written since; this one no longer leads.
-    pub fenced: bool,
+    pub fenced_by: Option<u64>,
 }
 
 /// One asset's share of a tick.

@@ -6,6 +6,8 @@
 //! The lease's generation fences every tick, so a paused old leader that
 //! wakes up is refused by the engine even before it notices.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -16,8 +18,9 @@ use crate::store::Engine;
 /// How long a lease lasts unless renewed: a dead leader's successor takes
 /// over within about this long (plus [`CAMPAIGN_EVERY`]).
 pub const LEASE_TTL: Duration = Duration::from_millis(1_500);
-/// The leader renews three times per TTL: two renewals may fail before it
-/// has to stand down.
+/// The leader renews three times per TTL, counted from when each renewal
+/// was sent, each given at most a quarter of the TTL: two renewals may fail
+/// before it has to stand down.
 const RENEW_EVERY: Duration = Duration::from_millis(500);
 /// How often a standby tries to take a free lease.
 const CAMPAIGN_EVERY: Duration = Duration::from_millis(200);
@@ -43,11 +46,29 @@ impl Role {
         }
     }
 
+    /// `leader` while the lease surely holds, else `standby`.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Standby => "standby",
-            Self::Leader { .. } => "leader",
+        if self.writes_as().is_some() {
+            "leader"
+        } else {
+            "standby"
         }
+    }
+}
+
+/// How the worker tells the election that the engine refused its tick: the
+/// generation of the newer writer (0: none). The election then gives the
+/// lease up, and campaigns again above that generation.
+#[derive(Debug, Clone, Default)]
+pub struct Fenced(Arc<AtomicU64>);
+
+impl Fenced {
+    pub fn by(&self, generation: u64) {
+        self.0.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::AcqRel)
     }
 }
 
@@ -68,6 +89,7 @@ pub struct Election {
     pub engine: Engine,
     pub node: String,
     pub ttl: Duration,
+    pub fenced: Fenced,
 }
 
 impl Election {
@@ -77,10 +99,25 @@ impl Election {
     pub async fn run(self, role: watch::Sender<Role>, stop: CancellationToken) {
         metrics::gauge!("ratesd_worker_leader").set(0.0);
         let mut failing = false;
+        // A generation the next lease must exceed (a fence a tick ran into).
+        let mut at_least = 0;
         while !stop.is_cancelled() {
             let current = *role.borrow();
+            let sent = Instant::now();
+            let fence = self.fenced.take();
             let next = match current {
-                Role::Standby => self.campaign(&mut failing).await,
+                Role::Leader { generation, .. } if fence > generation => {
+                    // A newer writer's tick is in the engine while we hold
+                    // the lease (a counter that went back): give it up and
+                    // campaign above it.
+                    at_least = at_least.max(fence);
+                    tracing::warn!(generation, fence, "fenced off; giving the lease up");
+                    if let Err(e) = self.engine.resign(&self.node, generation).await {
+                        tracing::debug!(error = %e, "cannot give the lease up; it lapses");
+                    }
+                    Role::Standby
+                }
+                Role::Standby => self.campaign(at_least, &mut failing).await,
                 Role::Leader { generation, until } => {
                     self.renew(generation, until, &mut failing).await
                 }
@@ -99,9 +136,11 @@ impl Election {
                 }
             }
             role.send_replace(next);
+            // Renewals keep their pace from when each was sent, however
+            // long the last one took.
             let wait = match next {
                 Role::Standby => CAMPAIGN_EVERY,
-                Role::Leader { .. } => RENEW_EVERY.min(self.ttl / 3),
+                Role::Leader { .. } => RENEW_EVERY.min(self.ttl / 3).saturating_sub(sent.elapsed()),
             };
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -119,9 +158,10 @@ impl Election {
         }
     }
 
-    async fn campaign(&self, failing: &mut bool) -> Role {
+    async fn campaign(&self, at_least: u64, failing: &mut bool) -> Role {
         let sent = Instant::now();
-        match tokio::time::timeout(self.ttl / 3, self.engine.campaign(&self.node, self.ttl)).await {
+        let campaign = self.engine.campaign(&self.node, self.ttl, at_least);
+        match tokio::time::timeout(self.ttl / 4, campaign).await {
             Ok(Ok(Some(generation))) => {
                 *failing = false;
                 Role::Leader {
@@ -147,7 +187,7 @@ impl Election {
     async fn renew(&self, generation: u64, until: Instant, failing: &mut bool) -> Role {
         let sent = Instant::now();
         let renewed = tokio::time::timeout(
-            self.ttl / 3,
+            self.ttl / 4,
             self.engine.renew(&self.node, generation, self.ttl),
         )
         .await;
@@ -184,5 +224,52 @@ impl Election {
             tracing::warn!(%error, "cannot reach the engine for the writer's lease");
             *failing = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Catalog;
+    use crate::store::Embedded;
+
+    /// A worker that ran into a fence gives the lease up and leads again
+    /// only above the fence's generation.
+    #[tokio::test(start_paused = true)]
+    async fn a_fenced_leader_campaigns_above_the_fence() {
+        let catalog = Arc::new(Catalog::with_extra("").unwrap());
+        let fenced = Fenced::default();
+        let election = Election {
+            engine: Engine::Embedded(Arc::new(Embedded::new(catalog))),
+            node: "test".into(),
+            ttl: LEASE_TTL,
+            fenced: fenced.clone(),
+        };
+        let (tx, mut rx) = watch::channel(Role::Standby);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(election.run(tx, stop.clone()));
+        let generation = |r: &Role| match r {
+            Role::Leader { generation, .. } => Some(*generation),
+            Role::Standby => None,
+        };
+        rx.wait_for(|r| generation(r) == Some(1)).await.unwrap();
+        fenced.by(41);
+        rx.wait_for(|r| *r == Role::Standby).await.unwrap();
+        let role = *rx.wait_for(|r| generation(r).is_some()).await.unwrap();
+        assert_eq!(generation(&role), Some(42), "above the fence");
+        assert_eq!(role.name(), "leader");
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(*rx.borrow(), Role::Standby, "given up at the stop");
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_is_not_leading() {
+        let past = Role::Leader {
+            generation: 3,
+            until: Instant::now() - Duration::from_millis(1),
+        };
+        assert_eq!(past.writes_as(), None);
+        assert_eq!(past.name(), "standby");
     }
 }

@@ -22,13 +22,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::breaker::Breaker;
-use self::election::{Election, Role};
+use self::election::{Election, Fenced, Role};
 use self::schedule::{Tick, run_schedule};
 use self::select::{Seen, Selected, select_quotes};
 use crate::clock::Clock;
 use crate::domain::{AssetId, Catalog, Point, SourceStatus, StoredQuote, UnixSeconds};
 use crate::sources::{Source, SourceQuote};
-use crate::store::records::TickEntry;
+use crate::store::records::{TickEntry, TickOutcome};
 use crate::store::{Archive, Engine};
 
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub struct Worker {
     election: Option<Election>,
     /// The generation this worker last led with (0: not yet).
     led: u64,
+    /// Tells the election when a tick was fenced off.
+    fenced: Fenced,
 }
 
 impl Worker {
@@ -93,6 +95,7 @@ impl Worker {
             epoch_seen: false,
             archive,
             role,
+            fenced: election.fenced.clone(),
             election: Some(election),
             led: 0,
         }
@@ -116,8 +119,12 @@ impl Worker {
             .election
             .take()
             .map(|e| tokio::spawn(e.run(role, stop_election.clone())));
-        run_schedule(clock.as_ref(), &shutdown, &mut self).await;
-        stop_election.cancel();
+        {
+            // Should the schedule end in a panic, the election still stops
+            // (and gives the lease up) rather than renew it for nobody.
+            let _stop = stop_election.clone().drop_guard();
+            run_schedule(clock.as_ref(), &shutdown, &mut self).await;
+        }
         if let Some(election) = election {
             let _ = election.await;
         }
@@ -184,13 +191,20 @@ impl Tick for Worker {
             )
             .await;
         match result {
-            Ok(outcome) if outcome.fenced => {
+            Ok(TickOutcome {
+                fenced_by: Some(fence),
+                written,
+                ..
+            }) => {
                 metrics::counter!("ratesd_worker_ticks_fenced_total").increment(1);
+                metrics::counter!("ratesd_points_written_total").increment(written as u64);
                 tracing::warn!(
                     second,
                     generation,
+                    fence,
                     "tick refused: a newer leader has written; standing by"
                 );
+                self.fenced.by(fence);
             }
             Ok(outcome) => {
                 let written = outcome.written;

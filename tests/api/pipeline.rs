@@ -320,23 +320,23 @@ async fn a_tick_of_an_older_writer_generation_is_refused(engine: Engine) {
         .write_tick(100, 1800, &[entry(100, 1.0)], None, 7)
         .await
         .unwrap();
-    assert_eq!((old.written, old.fenced), (1, false));
+    assert_eq!((old.written, old.fenced_by), (1, None));
     let new = store
         .write_tick(101, 1800, &[entry(101, 2.0)], None, 8)
         .await
         .unwrap();
-    assert_eq!((new.written, new.fenced), (1, false));
+    assert_eq!((new.written, new.fenced_by), (1, None));
     // The old leader wakes up and writes the next second: refused.
     let stale = store
         .write_tick(102, 1800, &[entry(102, 1.0)], None, 7)
         .await
         .unwrap();
-    assert_eq!((stale.written, stale.fenced), (0, true));
+    assert_eq!((stale.written, stale.fenced_by), (0, Some(8)));
     let next = store
         .write_tick(102, 1800, &[entry(102, 2.0)], None, 8)
         .await
         .unwrap();
-    assert_eq!((next.written, next.fenced), (1, false));
+    assert_eq!((next.written, next.fenced_by), (1, None));
     let (points, _) = store.window(1, 0, i64::MAX, 10).await.unwrap();
     let got: Vec<(i64, f64)> = points.iter().map(|p| (p.time, p.value)).collect();
     assert_eq!(got, [(100, 1.0), (101, 2.0), (102, 2.0)]);

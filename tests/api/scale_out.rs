@@ -387,3 +387,61 @@ async fn an_old_deployments_keys_carry_over() {
     assert!(!old_left, "the old keys are renamed, not copied");
     app.cleanup().await;
 }
+
+/// The lease itself, on a standalone Redis and on the cluster: one holder
+/// at a time, renewed and given up only by it, and a campaign after a
+/// fence leads above it.
+#[tokio::test]
+async fn the_lease_has_one_holder_and_grows_past_fences() {
+    use crate::helpers::{Engine, bare_engine};
+    for kind in [Engine::Redis, Engine::Cluster] {
+        let Some(store) = bare_engine(kind) else {
+            continue;
+        };
+        let ttl = Duration::from_secs(5);
+        let a = store
+            .campaign("a", ttl, 0)
+            .await
+            .unwrap()
+            .expect("a free lease");
+        let server_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            a + 60_000 > server_ms,
+            "a generation is at least the server's clock in ms"
+        );
+        assert_eq!(
+            store.campaign("b", ttl, 0).await.unwrap(),
+            None,
+            "{kind:?}: held"
+        );
+        assert!(store.renew("a", a, ttl).await.unwrap());
+        assert!(
+            !store.renew("b", a, ttl).await.unwrap(),
+            "only its holder renews it"
+        );
+        store.resign("b", a).await.unwrap();
+        assert_eq!(
+            store.campaign("b", ttl, 0).await.unwrap(),
+            None,
+            "nor gives it up"
+        );
+        store.resign("a", a).await.unwrap();
+        let fence = a + 10_000_000;
+        let b = store
+            .campaign("b", ttl, fence)
+            .await
+            .unwrap()
+            .expect("given up");
+        assert!(b > fence, "{kind:?}: {b} above the fence {fence}");
+        assert!(!store.renew("a", a, ttl).await.unwrap());
+        store.resign("b", b).await.unwrap();
+        let c = store.campaign("c", ttl, 0).await.unwrap().unwrap();
+        assert!(c > b, "{kind:?}: generations only grow ({c} after {b})");
+        if let ratesd::store::Engine::Redis(redis) = &store {
+            redis.delete_all().await.unwrap();
+        }
+    }
+}

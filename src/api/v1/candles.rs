@@ -216,7 +216,7 @@ async fn rate_candles(
         None => {
             let to = to.unwrap_or(now);
             let back = secs * (limit as i64 - 1);
-            let from = from.unwrap_or_else(|| (interval.open_of(to) - back).max(0));
+            let from = from.unwrap_or_else(|| (interval.open_of(to.min(now)) - back).max(0));
             (from, to)
         }
     };
@@ -270,8 +270,12 @@ async fn rate_candles(
         ))
         .ok()
     });
-    let settled: UnixSeconds = last_open.min(interval.open_of(now)) + secs - 1;
-    let max_age = if next_cursor.is_some() || settled < now - SETTLED_AFTER {
+    // Long-lived only when the client fixed the range (a `to`, or a
+    // cursor that carries one) and every candle of the page has closed: a
+    // page whose range ends "now" moves on with every tick.
+    let page_end = candles.last().map_or(last_open, |c| c.open_time) + secs - 1;
+    let fixed = query.to.is_some() || query.cursor.is_some();
+    let max_age = if fixed && page_end < now - SETTLED_AFTER {
         MAX_AGE_SETTLED_CANDLES
     } else {
         MAX_AGE_RATES

@@ -82,7 +82,7 @@ impl Backend {
 
     /// A connection for a few commands. On a cluster it is a clone of one
     /// shared multiplexed connection, made on first use (so the service
-    /// starts while the cluster is down) and again after it failed.
+    /// starts while the cluster is down); it reconnects to nodes by itself.
     pub(crate) async fn conn(&self) -> Result<Conn> {
         match self {
             Self::Standalone { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
@@ -146,10 +146,15 @@ impl Backend {
                                         return Some((item, (rx, conn)));
                                     }
                                 }
-                                // A node went away: what it published
-                                // meanwhile is lost, so end the feed and let
-                                // the hub fill the gap from the windows.
-                                redis::PushKind::Disconnection => return None,
+                                // A node went away, or a slot moved (Redis
+                                // unsubscribes its shard channel's clients
+                                // then, and the client does not subscribe
+                                // again): end the feed, so that the hub
+                                // subscribes afresh and fills the gap from
+                                // the windows.
+                                redis::PushKind::Disconnection
+                                | redis::PushKind::SUnsubscribe
+                                | redis::PushKind::Unsubscribe => return None,
                                 _ => {}
                             }
                         }

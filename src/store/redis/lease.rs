@@ -11,11 +11,13 @@ use deadpool_redis::redis::Script;
 use super::{RedisStore, Result};
 
 /// Takes the lease when nobody holds it. The generation is one more than
-/// the last, and never less than the Redis server's clock in milliseconds,
-/// so it still grows when the counter was lost (a restarted node) while
-/// fences elsewhere survived.
+/// the last, never less than the Redis server's clock in milliseconds (so
+/// it still grows when the counter was lost, a restarted node, while fences
+/// elsewhere survived), and above a fence the caller ran into (so a counter
+/// behind the fences, a clock set back, is caught up at once).
 ///
-/// KEYS: lease, generation counter. ARGV: node, TTL in ms.
+/// KEYS: lease, generation counter. ARGV: node, TTL in ms, a generation the
+/// new one must exceed.
 /// Returns the generation, or 0 when the lease is held.
 const CAMPAIGN_SCRIPT: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -26,6 +28,10 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local g = tonumber(redis.call('GET', KEYS[2]) or '0') + 1
 if now > g then
   g = now
+end
+local floor = tonumber(ARGV[3]) + 1
+if floor > g then
+  g = floor
 end
 local gs = string.format('%.0f', g)
 redis.call('SET', KEYS[2], gs)
@@ -66,13 +72,14 @@ fn millis(ttl: Duration) -> u64 {
 impl RedisStore {
     /// Takes the lease for `ttl` when it is free: its generation, or `None`
     /// when another node holds it.
-    pub async fn campaign(&self, node: &str, ttl: Duration) -> Result<Option<u64>> {
+    pub async fn campaign(&self, node: &str, ttl: Duration, at_least: u64) -> Result<Option<u64>> {
         let mut conn = self.conn().await?;
         let generation: u64 = CAMPAIGN
             .key(self.keys.leader())
             .key(self.keys.generation())
             .arg(node)
             .arg(millis(ttl))
+            .arg(at_least)
             .invoke_async(&mut conn)
             .await?;
         Ok((generation > 0).then_some(generation))

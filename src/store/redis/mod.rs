@@ -65,13 +65,13 @@ pub type Result<T, E = RedisError> = std::result::Result<T, E>;
 /// ARGV: time, trim cutoff (scores <= it are dropped), archive flag, stream
 /// max length, generation, publish command, then per asset: id, point JSON,
 /// quote JSON.
-/// Returns {points written, 1 when the marker was missing}, or {-1, 0} when
-/// fenced off.
+/// Returns {points written, 1 when the marker was missing}, or {-1, fence}
+/// when fenced off.
 const TICK_SCRIPT: &str = r#"
 local fence = tonumber(redis.call('GET', KEYS[5]) or '0')
 local generation = tonumber(ARGV[5])
 if generation < fence then
-  return {-1, 0}
+  return {-1, fence}
 end
 if generation > fence then
   redis.call('SET', KEYS[5], ARGV[5])
@@ -225,17 +225,18 @@ impl RedisStore {
             }
             async move {
                 let mut conn = self.conn().await?;
-                let reply: (i64, u8) = inv.invoke_async(&mut conn).await?;
+                let reply: (i64, u64) = inv.invoke_async(&mut conn).await?;
                 Ok::<_, RedisError>(reply)
             }
         });
         let mut outcome = TickOutcome::default();
-        for (written, lost) in try_join_all(writes).await? {
+        for (written, other) in try_join_all(writes).await? {
             if written < 0 {
-                outcome.fenced = true;
+                // A group refused (others may have taken theirs).
+                outcome.fenced_by = outcome.fenced_by.max(Some(other));
             } else {
                 outcome.written += written as usize;
-                outcome.data_lost |= lost == 1;
+                outcome.data_lost |= other == 1;
             }
         }
         Ok(outcome)
