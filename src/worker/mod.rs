@@ -150,11 +150,11 @@ impl Worker {
 }
 
 impl Tick for Worker {
-    /// One tick: fetch, select, write.
-    async fn tick(&mut self, second: UnixSeconds) {
-        // A standby polls nothing and writes nothing.
+    /// One tick: fetch, select, write. False on a standby, which polls
+    /// nothing and writes nothing.
+    async fn tick(&mut self, second: UnixSeconds) -> bool {
         if self.leading().is_none() {
-            return;
+            return false;
         }
         if self.windows_unchecked {
             self.fill_windows(second).await;
@@ -178,7 +178,7 @@ impl Tick for Worker {
         // Fetching took time: the lease must still surely hold now.
         let Some(generation) = self.role.borrow().writes_as() else {
             tracing::warn!(second, "lease ran out during the tick; not writing it");
-            return;
+            return true;
         };
         let result = self
             .store
@@ -233,6 +233,21 @@ impl Tick for Worker {
             Err(e) => {
                 metrics::counter!("ratesd_redis_errors_total", "op" => "write_tick").increment(1);
                 tracing::debug!(error = %e, second, "redis still unavailable");
+            }
+        }
+        true
+    }
+
+    /// A standby's skipped second may be written after all when this
+    /// worker comes to lead within it.
+    async fn ready(&mut self) {
+        loop {
+            if self.role.changed().await.is_err() {
+                // The election has stopped: nothing will change any more.
+                return std::future::pending().await;
+            }
+            if self.role.borrow_and_update().writes_as().is_some() {
+                return;
             }
         }
     }

@@ -2,7 +2,9 @@
 //! on a controllable clock: one tick per wall-clock second, as early in the
 //! second as it can, never two for one second, never one for a second that
 //! has not begun; a tick that overruns skips the seconds it missed instead
-//! of bursting to catch up.
+//! of bursting to catch up. A tick that could not act (a standby's) may run
+//! again within its second when the ticker says it is ready (it came to
+//! lead), so that a takeover writes the second it happens in.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +16,14 @@ use crate::domain::UnixSeconds;
 
 /// Work done once a second.
 pub trait Tick {
-    fn tick(&mut self, second: UnixSeconds) -> impl Future<Output = ()>;
+    /// Does the second's work; false when it could not (and may try again
+    /// within the second once [`Tick::ready`] says so).
+    fn tick(&mut self, second: UnixSeconds) -> impl Future<Output = bool>;
+
+    /// Completes when a tick that could not act might now: by default never.
+    fn ready(&mut self) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
 }
 
 /// Calls `tick(second)` once for each wall-clock second until `shutdown`,
@@ -26,6 +35,8 @@ where
     T: Tick,
 {
     let mut last: Option<UnixSeconds> = None;
+    // A second whose tick could not act, to try again when ready.
+    let mut retry: Option<UnixSeconds> = None;
     while !shutdown.is_cancelled() {
         let now = clock.now();
         let second = now.as_secs() as UnixSeconds;
@@ -42,10 +53,11 @@ where
                 tracing::debug!(second, ?lateness, "tick started late");
             }
             let started = std::time::Instant::now();
-            ticker.tick(second).await;
+            let done = ticker.tick(second).await;
             metrics::histogram!("ratesd_worker_tick_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             last = Some(second);
+            retry = (!done).then_some(second);
             continue;
         }
         // Sleep to just past the next second boundary.
@@ -54,6 +66,11 @@ where
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(wait) => {}
+            () = ticker.ready(), if retry == Some(second) => {
+                if ticker.tick(second).await {
+                    retry = None;
+                }
+            }
         }
     }
 }
@@ -95,9 +112,10 @@ mod tests {
             seen: Vec<(UnixSeconds, Duration)>,
         }
         impl<F: Fn(UnixSeconds) -> Duration> Tick for Recorder<'_, F> {
-            async fn tick(&mut self, second: UnixSeconds) {
+            async fn tick(&mut self, second: UnixSeconds) -> bool {
                 self.seen.push((second, self.clock.now()));
                 tokio::time::sleep((self.cost)(second)).await;
+                true
             }
         }
         let shutdown = CancellationToken::new();
@@ -154,6 +172,65 @@ mod tests {
                 "no tick ahead of its second"
             );
         }
+    }
+
+    /// A ticker that cannot act until told (a standby until it leads).
+    struct Standby<'a> {
+        clock: &'a TokioClock,
+        leads: std::sync::Arc<tokio::sync::Notify>,
+        leading: bool,
+        tries: Vec<(UnixSeconds, Duration)>,
+        done: Vec<(UnixSeconds, Duration)>,
+    }
+
+    impl Tick for Standby<'_> {
+        async fn tick(&mut self, second: UnixSeconds) -> bool {
+            self.tries.push((second, self.clock.now()));
+            if self.leading {
+                self.done.push((second, self.clock.now()));
+            }
+            self.leading
+        }
+
+        async fn ready(&mut self) {
+            self.leads.notified().await;
+            self.leading = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_skipped_second_is_ticked_again_when_the_ticker_is_ready() {
+        let clock = clock_at(1_000, 0);
+        let leads = std::sync::Arc::new(tokio::sync::Notify::new());
+        let shutdown = CancellationToken::new();
+        let (stop, notify) = (shutdown.clone(), leads.clone());
+        tokio::spawn(async move {
+            // It comes to lead 2.4 s in: second 1002 is still written.
+            tokio::time::sleep(Duration::from_millis(2_400)).await;
+            notify.notify_one();
+            tokio::time::sleep(Duration::from_millis(2_000)).await;
+            stop.cancel();
+        });
+        let mut ticker = Standby {
+            clock: &clock,
+            leads,
+            leading: false,
+            tries: Vec::new(),
+            done: Vec::new(),
+        };
+        run_schedule(&clock, &shutdown, &mut ticker).await;
+        let seconds = |v: &[(UnixSeconds, Duration)]| v.iter().map(|t| t.0).collect::<Vec<_>>();
+        assert_eq!(seconds(&ticker.done), [1_002, 1_003, 1_004], "each once");
+        assert_eq!(
+            ticker.done[0].1,
+            Duration::from_millis(1_002_400),
+            "at once"
+        );
+        assert_eq!(
+            seconds(&ticker.tries),
+            [1_000, 1_001, 1_002, 1_002, 1_003, 1_004],
+            "a standby tries each second once, and again only when ready"
+        );
     }
 
     #[tokio::test(start_paused = true)]
