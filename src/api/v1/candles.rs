@@ -13,7 +13,9 @@ use utoipa_axum::routes;
 use super::V1State;
 use super::cursor::Cursor;
 use super::dto::CandlePage;
-use super::history::{DEADLINE, SETTLED_AFTER, limit_param, seconds_param};
+use super::history::{
+    DEADLINE, PagedRange, SETTLED_AFTER, limit_param, paged_range, seconds_param,
+};
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
@@ -195,42 +197,19 @@ async fn rate_candles(
         return Ok(respond(&page, link, &request, max_age));
     }
     let key = state.cursor_key.scoped(&format!("candles:{interval}"));
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(|raw| {
-            Cursor::decode(raw, &key, asset.id)
-                .map_err(|e| ApiError::invalid("cursor", e.to_string()))
-        })
-        .transpose()?;
-    let (from, to) = match cursor {
-        Some(c) => {
-            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
-                return Err(ApiError::invalid(
-                    "cursor",
-                    "cursor belongs to another range; repeat its from and to, or leave them out",
-                ));
-            }
-            (c.from, c.to)
-        }
-        None => {
-            let to = to.unwrap_or(now);
-            let back = secs * (limit as i64 - 1);
-            let from = from.unwrap_or_else(|| (interval.open_of(to.min(now)) - back).max(0));
-            (from, to)
-        }
-    };
-    if from > to {
-        return Err(ApiError::invalid(
-            "from",
-            format!("from ({from}) must not be after to ({to})"),
-        ));
-    }
+    let back = secs * (limit as i64 - 1);
+    let PagedRange { from, to, start } = paged_range(
+        &key,
+        asset.id,
+        (from, to),
+        query.cursor.as_deref(),
+        now,
+        |to| (interval.open_of(to.min(now)) - back).max(0),
+    )?;
     // Candles open at whole intervals: the first one at or after the start,
     // the last one holding `to` or now, whichever is earlier (no candle
     // opens in the future; this also keeps the arithmetic far from i64's
     // end whatever `to` a client sends).
-    let start = cursor.map_or(from, |c| c.after.saturating_add(1));
     let first_open = interval.open_of(start.saturating_add(secs - 1));
     let last_open = interval.open_of(to.min(now));
     let mut candles = if first_open > last_open {

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::V1State;
-use super::cursor::Cursor;
+use super::cursor::{Cursor, CursorKey};
 use super::dto::HistoryPage;
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{
@@ -22,7 +22,7 @@ use crate::api::error::{
 use crate::api::http_cache::Prepared;
 use crate::api::query::Params;
 use crate::clock::unix_now;
-use crate::domain::UnixSeconds;
+use crate::domain::{AssetId, UnixSeconds};
 use crate::store::history;
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
@@ -114,37 +114,15 @@ async fn rate_history(
     let limit = limit_param(query.limit.as_deref())?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(|raw| {
-            Cursor::decode(raw, &state.cursor_key, asset.id)
-                .map_err(|e| ApiError::invalid("cursor", e.to_string()))
-        })
-        .transpose()?;
-    let (from, to) = match cursor {
-        Some(c) => {
-            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
-                return Err(ApiError::invalid(
-                    "cursor",
-                    "cursor belongs to another range; repeat its from and to, or leave them out",
-                ));
-            }
-            (c.from, c.to)
-        }
-        None => {
-            let to = to.unwrap_or_else(unix_now);
-            let from = from.unwrap_or(to - i64::from(state.window_seconds) + 1);
-            (from, to)
-        }
-    };
-    if from > to {
-        return Err(ApiError::invalid(
-            "from",
-            format!("from ({from}) must not be after to ({to})"),
-        ));
-    }
-    let start = cursor.map_or(from, |c| c.after + 1);
+    let window = i64::from(state.window_seconds);
+    let PagedRange { from, to, start } = paged_range(
+        &state.cursor_key,
+        asset.id,
+        (from, to),
+        query.cursor.as_deref(),
+        unix_now(),
+        |to| to - window + 1,
+    )?;
     let live_start = unix_now() - i64::from(state.window_seconds) + 1;
     let mut points = history::page(
         &state.engine,
@@ -186,6 +164,58 @@ async fn rate_history(
         resp.headers_mut().insert(header::LINK, link);
     }
     Ok(resp)
+}
+
+/// The range a paged query (history, candles) asks for, and where its page
+/// starts.
+pub(super) struct PagedRange {
+    pub from: UnixSeconds,
+    pub to: UnixSeconds,
+    /// After the cursor's last item, else `from`.
+    pub start: UnixSeconds,
+}
+
+/// A paged query's range: a cursor's own (signed with `key` for `asset`;
+/// the query may repeat its `from` and `to`, not change them), or the
+/// query's `to` (default `now`) and `from` (default `default_from(to)`).
+/// `from` after `to` is refused.
+pub(super) fn paged_range(
+    key: &CursorKey,
+    asset: AssetId,
+    (from, to): (Option<UnixSeconds>, Option<UnixSeconds>),
+    cursor: Option<&str>,
+    now: UnixSeconds,
+    default_from: impl FnOnce(UnixSeconds) -> UnixSeconds,
+) -> Result<PagedRange> {
+    let cursor = cursor
+        .map(|raw| {
+            Cursor::decode(raw, key, asset).map_err(|e| ApiError::invalid("cursor", e.to_string()))
+        })
+        .transpose()?;
+    let (from, to) = match cursor {
+        Some(c) => {
+            if from.is_some_and(|f| f != c.from) || to.is_some_and(|t| t != c.to) {
+                return Err(ApiError::invalid(
+                    "cursor",
+                    "cursor belongs to another range; repeat its from and to, or leave them out",
+                ));
+            }
+            (c.from, c.to)
+        }
+        None => {
+            let to = to.unwrap_or(now);
+            (from.unwrap_or_else(|| default_from(to)), to)
+        }
+    };
+    if from > to {
+        return Err(ApiError::invalid(
+            "from",
+            format!("from ({from}) must not be after to ({to})"),
+        ));
+    }
+    // `after < to` (checked when decoding): no overflow.
+    let start = cursor.map_or(from, |c| c.after + 1);
+    Ok(PagedRange { from, to, start })
 }
 
 /// `limit`: 1 to 1000, default 100.
