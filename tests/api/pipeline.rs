@@ -227,20 +227,16 @@ async fn without_an_archive_history_is_the_live_window(engine: Engine) {
     app.cleanup().await;
 }
 
-async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
-    use ratesd::domain::{Point, StoredQuote};
-    use ratesd::store::records::TickEntry;
-    let Some(store) = crate::helpers::bare_engine(engine) else {
-        return;
-    };
-    let entry = |time: i64, value: f64| TickEntry {
-        point: Point {
+/// EURUSD's share of a tick at `time`, worth `value`.
+fn eurusd_entry(time: i64, value: f64) -> ratesd::store::records::TickEntry {
+    ratesd::store::records::TickEntry {
+        point: ratesd::domain::Point {
             asset_name: "EURUSD".into(),
             time,
             asset_id: 1,
             value,
         },
-        quote: StoredQuote {
+        quote: ratesd::domain::StoredQuote {
             asset_id: 1,
             bid: value,
             ask: value,
@@ -249,9 +245,15 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
             quoted_at: time,
             source: "simulated".into(),
         },
+    }
+}
+
+async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
+    let Some(store) = crate::helpers::bare_engine(engine) else {
+        return;
     };
     let first = store
-        .write_tick(100, 1800, &[entry(100, 1.1)], None, 1)
+        .write_tick(100, 1800, &[eurusd_entry(100, 1.1)], None, 1)
         .await
         .unwrap();
     assert_eq!(
@@ -261,13 +263,13 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     );
     // A second writer (or a retried tick) for the same second, or an older one: nothing.
     let again = store
-        .write_tick(100, 1800, &[entry(100, 1.2)], None, 1)
+        .write_tick(100, 1800, &[eurusd_entry(100, 1.2)], None, 1)
         .await
         .unwrap();
     assert_eq!((again.written, again.data_lost), (0, false));
     assert_eq!(
         store
-            .write_tick(99, 1800, &[entry(99, 1.3)], None, 1)
+            .write_tick(99, 1800, &[eurusd_entry(99, 1.3)], None, 1)
             .await
             .unwrap()
             .written,
@@ -275,7 +277,7 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
     );
     assert_eq!(
         store
-            .write_tick(101, 1800, &[entry(101, 1.4)], None, 1)
+            .write_tick(101, 1800, &[eurusd_entry(101, 1.4)], None, 1)
             .await
             .unwrap()
             .written,
@@ -294,46 +296,27 @@ async fn a_second_is_written_once_and_time_never_goes_back(engine: Engine) {
 /// tick of an older one is refused whole, whatever its second; the newer
 /// one goes on writing.
 async fn a_tick_of_an_older_writer_generation_is_refused(engine: Engine) {
-    use ratesd::domain::{Point, StoredQuote};
-    use ratesd::store::records::TickEntry;
     let Some(store) = crate::helpers::bare_engine(engine) else {
         return;
     };
-    let entry = |time: i64, value: f64| TickEntry {
-        point: Point {
-            asset_name: "EURUSD".into(),
-            time,
-            asset_id: 1,
-            value,
-        },
-        quote: StoredQuote {
-            asset_id: 1,
-            bid: value,
-            ask: value,
-            value,
-            time,
-            quoted_at: time,
-            source: "file".into(),
-        },
-    };
     let old = store
-        .write_tick(100, 1800, &[entry(100, 1.0)], None, 7)
+        .write_tick(100, 1800, &[eurusd_entry(100, 1.0)], None, 7)
         .await
         .unwrap();
     assert_eq!((old.written, old.fenced_by), (1, None));
     let new = store
-        .write_tick(101, 1800, &[entry(101, 2.0)], None, 8)
+        .write_tick(101, 1800, &[eurusd_entry(101, 2.0)], None, 8)
         .await
         .unwrap();
     assert_eq!((new.written, new.fenced_by), (1, None));
     // The old leader wakes up and writes the next second: refused.
     let stale = store
-        .write_tick(102, 1800, &[entry(102, 1.0)], None, 7)
+        .write_tick(102, 1800, &[eurusd_entry(102, 1.0)], None, 7)
         .await
         .unwrap();
     assert_eq!((stale.written, stale.fenced_by), (0, Some(8)));
     let next = store
-        .write_tick(102, 1800, &[entry(102, 2.0)], None, 8)
+        .write_tick(102, 1800, &[eurusd_entry(102, 2.0)], None, 8)
         .await
         .unwrap();
     assert_eq!((next.written, next.fenced_by), (1, None));
