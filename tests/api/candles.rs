@@ -90,18 +90,16 @@ fn expected(points: &[(i64, f64)], secs: i64) -> Vec<(i64, f64, f64, f64, f64, u
     out
 }
 
-async fn every_minute_candle_equals_its_points(engine: Engine) {
-    let Some(app) = spawn_app(Options {
+/// A service with the simulated 30-minute backfill in its window (no
+/// archive), once the backfill has begun to land (with the first tick).
+async fn backfilled(engine: Engine) -> Option<TestApp> {
+    let app = spawn_app(Options {
         engine,
         backfill_seconds: 1800,
         archive: false,
         ..Options::default()
     })
-    .await
-    else {
-        return;
-    };
-    // The backfill lands with the first tick.
+    .await?;
     eventually("a backfilled window", Duration::from_secs(15), || async {
         let (_, page) = app
             .get_json("/api/v1/rates/EURUSD/history?limit=1000")
@@ -109,6 +107,13 @@ async fn every_minute_candle_equals_its_points(engine: Engine) {
         (page["points"].as_array()?.len() >= 1000).then_some(())
     })
     .await;
+    Some(app)
+}
+
+async fn every_minute_candle_equals_its_points(engine: Engine) {
+    let Some(app) = backfilled(engine).await else {
+        return;
+    };
     // The last 20 whole minutes before the current one: closed, settled,
     // and backfilled in full (the backfill lands in chunks).
     let last = (now() / 60) * 60 - 60;
@@ -169,23 +174,9 @@ async fn every_minute_candle_equals_its_points(engine: Engine) {
 }
 
 async fn buckets_are_aligned_in_utc(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        backfill_seconds: 1800,
-        archive: false,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = backfilled(engine).await else {
         return;
     };
-    eventually("a backfilled window", Duration::from_secs(15), || async {
-        let (_, page) = app
-            .get_json("/api/v1/rates/EURUSD/history?limit=1000")
-            .await;
-        (page["points"].as_array()?.len() >= 1000).then_some(())
-    })
-    .await;
     let t = now();
     eventually("the whole backfill", Duration::from_secs(15), || async {
         (points(&app, t - 1_700, t - 100).await.len() == 1_601).then_some(())
