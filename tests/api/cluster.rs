@@ -14,19 +14,6 @@ use crate::helpers::{
     unique_id, until_action,
 };
 
-/// What `/health/ready` says of the process's worker.
-async fn role(http: &reqwest::Client, p: &Process) -> Option<String> {
-    let body: serde_json::Value = http
-        .get(format!("{}/health/ready", p.base))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    body["worker"].as_str().map(str::to_owned)
-}
-
 #[tokio::test]
 async fn ratesd_on_a_three_master_cluster() {
     if !reachable(Needs::Postgres) {
@@ -56,8 +43,8 @@ async fn ratesd_on_a_three_master_cluster() {
         "one leader, one standby",
         Duration::from_secs(10),
         || async {
-            (role(&http, &first).await.as_deref() == Some("leader")
-                && role(&http, &second).await.as_deref() == Some("standby"))
+            (first.worker_role().await.as_deref() == Some("leader")
+                && second.worker_role().await.as_deref() == Some("standby"))
             .then_some(())
         },
     )
@@ -121,7 +108,7 @@ async fn ratesd_on_a_three_master_cluster() {
     first.signal("KILL");
     first.exit(Duration::from_secs(5)).await;
     eventually("the standby leads", Duration::from_secs(5), || async {
-        (role(&http, &second).await.as_deref() == Some("leader")).then_some(())
+        (second.worker_role().await.as_deref() == Some("leader")).then_some(())
     })
     .await;
     let newest = || async {

@@ -390,6 +390,14 @@ impl Process {
         .await;
     }
 
+    /// What its `/health/ready` says of its worker (`leader`, `standby`),
+    /// `None` when it runs none or does not answer.
+    pub async fn worker_role(&self) -> Option<String> {
+        let url = format!("{}/health/ready", self.base);
+        let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+        body["worker"].as_str().map(str::to_owned)
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         self.signal("TERM");

@@ -56,13 +56,6 @@ impl Deployment {
         body["value"].as_f64()
     }
 
-    /// What `/health/ready` of a process says of its worker.
-    async fn role(&self, p: &Process) -> Option<String> {
-        let url = format!("{}/health/ready", p.base);
-        let body: serde_json::Value = self.http.get(&url).send().await.ok()?.json().await.ok()?;
-        body["worker"].as_str().map(str::to_owned)
-    }
-
     /// Waits until `node` serves the value of `feed`.
     async fn until_serving(&self, node: &Process, feed: (&str, f64)) -> Instant {
         eventually(
@@ -150,12 +143,12 @@ async fn one_worker_writes_and_a_standby_takes_over_after_kill_9() {
     let b = d.worker(FEED_B);
     // A worker alone serves its probes: its role shows there.
     eventually("A leads, B stands by", Duration::from_secs(10), || async {
-        (d.role(&a).await.as_deref() == Some("leader")
-            && d.role(&b).await.as_deref() == Some("standby"))
+        (a.worker_role().await.as_deref() == Some("leader")
+            && b.worker_role().await.as_deref() == Some("standby"))
         .then_some(())
     })
     .await;
-    assert_eq!(d.role(&s1).await, None, "an API node runs no worker");
+    assert_eq!(s1.worker_role().await, None, "an API node runs no worker");
     // B runs beside A for a while: it must write nothing.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before = d.series(&s1).await;
@@ -170,7 +163,7 @@ async fn one_worker_writes_and_a_standby_takes_over_after_kill_9() {
     a.exit(Duration::from_secs(5)).await;
     let took_over = d.until_serving(&s1, FEED_B).await;
     eprintln!("B serves {:?} after kill -9 of A", took_over - killed);
-    assert_eq!(d.role(&b).await.as_deref(), Some("leader"));
+    assert_eq!(b.worker_role().await.as_deref(), Some("leader"));
     // A few seconds of B, then both API nodes must say the same.
     let last = d.series(&s1).await.last().unwrap().0;
     eventually("3 more seconds", Duration::from_secs(10), || async {
@@ -236,14 +229,6 @@ async fn a_stopping_leader_hands_over_at_once_and_roles_show() {
     let mut one = spawn(&env_of(&one_envs));
     d.until_serving(&one, FEED_A).await;
     let two = spawn(&env_of(&two_envs));
-    let role = |p: &Process| {
-        let url = format!("{}/health/ready", p.base);
-        let http = d.http.clone();
-        async move {
-            let body: serde_json::Value = http.get(&url).send().await.ok()?.json().await.ok()?;
-            body["worker"].as_str().map(str::to_owned)
-        }
-    };
     let leader_metric = |p: &Process| {
         let url = format!("{}/metrics", p.base);
         let http = d.http.clone();
@@ -255,8 +240,8 @@ async fn a_stopping_leader_hands_over_at_once_and_roles_show() {
         }
     };
     eventually("roles", Duration::from_secs(20), || async {
-        (role(&one).await.as_deref() == Some("leader")
-            && role(&two).await.as_deref() == Some("standby"))
+        (one.worker_role().await.as_deref() == Some("leader")
+            && two.worker_role().await.as_deref() == Some("standby"))
         .then_some(())
     })
     .await;
@@ -266,7 +251,7 @@ async fn a_stopping_leader_hands_over_at_once_and_roles_show() {
     one.terminate();
     one.exit(Duration::from_secs(10)).await;
     eventually("the standby leads", Duration::from_secs(5), || async {
-        (role(&two).await.as_deref() == Some("leader")).then_some(())
+        (two.worker_role().await.as_deref() == Some("leader")).then_some(())
     })
     .await;
     assert_eq!(leader_metric(&two).await, Some(1.0));
