@@ -14,7 +14,9 @@
 //! `spread` is the time from a point's first arrival to its last: the
 //! fan-out alone.
 //!
-//! Run (raise the descriptor limit for both processes first):
+//! Run (raise the descriptor limit for both processes first; the tool
+//! raises its own soft limit to the hard one, and refuses a run that needs
+//! more descriptors than that):
 //!   ulimit -n 65536
 //!   cargo run --release -p ws-load -- --clients 10000 --seconds 30 --server-pid $(pgrep -n ratesd)
 
@@ -63,6 +65,34 @@ struct Args {
     /// than two, which the server then has.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+}
+
+/// Descriptors the tool needs besides its connections (stdio, the
+/// runtime's epoll and wakers, /proc reads).
+const SPARE_FILES: u64 = 32;
+
+/// Raises the soft limit of open files to the hard one: the soft limit
+/// then in force, and the hard one.
+fn raise_open_files() -> Option<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid resource and a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above; on failure the old limit stays.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit = raised;
+        }
+    }
+    Some((limit.rlim_cur, limit.rlim_max))
 }
 
 fn unix_nanos() -> u128 {
@@ -213,6 +243,18 @@ fn point_time(text: &str) -> i64 {
 
 fn main() {
     let args = Args::parse();
+    // One descriptor a connection: the run must fit under the limit.
+    if let Some((soft, hard)) = raise_open_files() {
+        let needed = args.clients as u64 + SPARE_FILES;
+        if needed > soft {
+            eprintln!(
+                "ws-load: {} clients need about {needed} open files, over the limit of {soft} \
+                 (hard limit {hard}); open fewer clients or raise the hard limit",
+                args.clients
+            );
+            std::process::exit(2);
+        }
+    }
     let runtime = match args.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
