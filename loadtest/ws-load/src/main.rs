@@ -14,6 +14,9 @@
 //! `spread` is the time from a point's first arrival to its last: the
 //! fan-out alone.
 //!
+//! `--v2` speaks the v2 protocol (`/api/v2/ws`, many streams a
+//! connection) instead: see [`v2`].
+//!
 //! Run (raise the descriptor limit for both processes first; the tool
 //! raises its own soft limit to the hard one, and refuses a run that needs
 //! more descriptors than that):
@@ -31,7 +34,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod proto;
 mod stamped;
+mod track;
+mod v2;
 use stamped::StampedTcp;
 
 #[derive(Parser, Debug)]
@@ -65,10 +71,37 @@ struct Args {
     /// than two, which the server then has.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Speak the v2 protocol on `/api/v2/ws` (a `--url` path of
+    /// `/api/v1/ws`, the default's, becomes `/api/v2/ws`); `--asset` is
+    /// not used, the streams come from the server's catalog.
+    #[arg(long)]
+    v2: bool,
+    /// v2: point streams a client subscribes to, `<symbol>@point` of the
+    /// first N assets of the server's catalog (method `assets`).
+    #[arg(long, default_value_t = 1, requires = "v2")]
+    streams: usize,
+    /// v2: kline streams a client subscribes to as well,
+    /// `<symbol>@kline_1m` of the first M assets.
+    #[arg(long, default_value_t = 0, requires = "v2")]
+    klines: usize,
+    /// v2: seconds of history in each stream's first snapshot (`history`).
+    #[arg(long, default_value_t = 0, requires = "v2")]
+    history: u64,
+    /// v2: after the measurement, every client closes at once, waits
+    /// `--storm-gap` seconds, and all reconnect at once with `since` (the
+    /// last second each saw) and the epoch they got.
+    #[arg(long, requires = "v2")]
+    reconnect_storm: bool,
+    /// Seconds between the storm's close and its reconnect.
+    #[arg(long, default_value_t = 4, requires = "reconnect_storm")]
+    storm_gap: u64,
+    /// Seconds the storm's clients have to catch up (connect retries included).
+    #[arg(long, default_value_t = 60, requires = "reconnect_storm")]
+    storm_timeout: u64,
 }
 
 /// Descriptors the tool needs besides its connections (stdio, the
-/// runtime's epoll and wakers, /proc reads).
+/// runtime's epoll and wakers, the catalog's connection, /proc reads).
 const SPARE_FILES: u64 = 32;
 
 /// Raises the soft limit of open files to the hard one: the soft limit
@@ -243,7 +276,8 @@ fn point_time(text: &str) -> i64 {
 
 fn main() {
     let args = Args::parse();
-    // One descriptor a connection: the run must fit under the limit.
+    // One descriptor a connection: the run must fit under the limit (the
+    // storm closes every connection before it reconnects, so it needs no more).
     if let Some((soft, hard)) = raise_open_files() {
         let needed = args.clients as u64 + SPARE_FILES;
         if needed > soft {
@@ -264,7 +298,12 @@ fn main() {
             .enable_all()
             .build(),
     };
-    runtime.expect("tokio runtime").block_on(run(args));
+    let runtime = runtime.expect("tokio runtime");
+    if args.v2 {
+        runtime.block_on(v2::run(args));
+    } else {
+        runtime.block_on(run(args));
+    }
 }
 
 async fn run(args: Args) {
