@@ -139,6 +139,11 @@ impl Problems {
 }
 
 /// A frame cut short for a report.
+/// A second that may not be there, for a report.
+fn second(t: Option<i64>) -> String {
+    t.map_or("none".to_owned(), |t| t.to_string())
+}
+
 fn clip(text: &str) -> String {
     match text.char_indices().nth(300) {
         Some((i, _)) => format!("{}...", &text[..i]),
@@ -598,10 +603,13 @@ impl Client {
         let last = p.seconds.last;
         match p.seconds.observe(time) {
             Step::Gap(n) => self.problems.add("point_gap", || {
-                format!("{name}: live second {time} after {last:?} ({n} missing)")
+                format!(
+                    "{name}: live second {time} after {} ({n} missing)",
+                    second(last)
+                )
             }),
             Step::Duplicate => self.problems.add("point_duplicate", || {
-                format!("{name}: live second {time} after {last:?}")
+                format!("{name}: live second {time} after {}", second(last))
             }),
             Step::First | Step::Next => {}
         }
@@ -690,10 +698,13 @@ impl Client {
                     let time = point.time;
                     match p.seconds.observe(time) {
                         Step::Gap(n) => self.problems.add("point_gap", || {
-                            format!("{name}: snapshot second {time} after {last:?} ({n} missing)")
+                            format!(
+                                "{name}: snapshot second {time} after {} ({n} missing)",
+                                second(last)
+                            )
                         }),
                         Step::Duplicate => self.problems.add("point_duplicate", || {
-                            format!("{name}: snapshot second {time} after {last:?}")
+                            format!("{name}: snapshot second {time} after {}", second(last))
                         }),
                         Step::First | Step::Next => {}
                     }
@@ -846,6 +857,13 @@ async fn catalog(url: &str) -> Result<Vec<(u64, String)>, String> {
     .unwrap_or_else(|_| Err("no answer in 10 s".to_owned()));
     let _ = ws.close(None).await;
     answer
+}
+
+/// The seconds whose start is in `[start_ns, stop_ns)`: the window's.
+fn window_seconds(start_ns: u64, stop_ns: u64) -> std::ops::Range<i64> {
+    let first = start_ns.div_ceil(1_000_000_000) as i64;
+    let end = stop_ns.div_ceil(1_000_000_000) as i64;
+    first..end
 }
 
 fn ms(ns: u128) -> f64 {
@@ -1025,6 +1043,11 @@ pub async fn run(args: Args) {
     println!(
         "\npoint time   deliveries   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms"
     );
+    // Every second of the window, also one that no client got.
+    let stop = started + args.seconds * 1_000_000_000;
+    for time in window_seconds(started, stop) {
+        by_point.entry(time).or_default();
+    }
     for (time, deliveries) in &by_point {
         let base = i128::from(*time) * 1_000_000_000;
         let ms = |at: u128| (at as i128 - base) as f64 / 1e6;
@@ -1374,6 +1397,14 @@ mod tests {
             "ws://127.0.0.1:8080/api/v2/ws"
         );
         assert_eq!(v2_url("ws://127.0.0.1:8080/"), "ws://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn window_is_whole_seconds() {
+        let s = 1_000_000_000u64;
+        assert_eq!(window_seconds(100 * s + 1, 103 * s + 1), 101..104);
+        assert_eq!(window_seconds(100 * s, 103 * s), 100..103);
+        assert_eq!(window_seconds(100 * s + 1, 100 * s + 2), 101..101);
     }
 
     #[test]
