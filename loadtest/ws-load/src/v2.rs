@@ -350,6 +350,10 @@ impl Client {
     fn set_ready(&mut self, result: Result<usize, String>) {
         if self.ready.is_none() {
             self.ready = Some(result.is_ok());
+            if result.is_err() {
+                // It has no deliveries to wait for.
+                self.send_window();
+            }
             let _ = self.events.send(Event::Ready(result));
         }
     }
@@ -468,6 +472,8 @@ impl Client {
 
     fn lost(&mut self, storm: bool, why: String) -> End {
         self.problems.add("disconnected", || why.clone());
+        // What it got of the window is all it will get.
+        self.send_window();
         self.fail(storm, why);
         End::Lost
     }
