@@ -309,10 +309,13 @@ impl Client {
                 .points
                 .into_iter()
                 .map(|p| PointOutcome {
-                    storm_delta: (
-                        p.seconds.missing - p.before_storm.0,
-                        p.seconds.duplicate - p.before_storm.1,
-                    ),
+                    storm_delta: match p.resume {
+                        Some(_) => (
+                            p.seconds.missing - p.before_storm.0,
+                            p.seconds.duplicate - p.before_storm.1,
+                        ),
+                        None => (0, 0),
+                    },
                     seconds: p.seconds,
                     window_deliveries: p.window_deliveries,
                     resume: p.resume,
@@ -1150,22 +1153,40 @@ pub async fn run(args: Args) {
 
     // Per stream, over the whole run and all clients.
     let mut problems = Problems::default();
+    // Gaps and duplicates of the first connections (the SUMMARY's), and
+    // from the storm's reconnect on (the STORM's).
     let (mut gaps, mut duplicates) = (0u64, 0u64);
-    println!("\nstream             window deliveries   seconds seen   missing   duplicate");
+    let storm = args.reconnect_storm;
+    println!(
+        "\nstream             window deliveries   seconds seen   missing   duplicate{}",
+        if storm {
+            "   after reconnect: missing   duplicate"
+        } else {
+            ""
+        }
+    );
     for (i, spec) in plan.points.iter().enumerate() {
-        let (mut delivered, mut seen, mut miss, mut dup) = (0, 0, 0, 0);
+        let (mut delivered, mut seen, mut miss, mut dup, mut s_miss, mut s_dup) =
+            (0, 0, 0, 0, 0, 0);
         for o in &outcomes {
             let p = &o.points[i];
             delivered += p.window_deliveries;
             seen += p.seconds.seen;
-            miss += p.seconds.missing;
-            dup += p.seconds.duplicate;
+            miss += p.seconds.missing - p.storm_delta.0;
+            dup += p.seconds.duplicate - p.storm_delta.1;
+            s_miss += p.storm_delta.0;
+            s_dup += p.storm_delta.1;
         }
         gaps += miss;
         duplicates += dup;
         println!(
-            "{:<18} {delivered:>18}   {seen:>12}   {miss:>7}   {dup:>9}",
-            spec.name
+            "{:<18} {delivered:>18}   {seen:>12}   {miss:>7}   {dup:>9}{}",
+            spec.name,
+            if storm {
+                format!("   {s_miss:>24}   {s_dup:>9}")
+            } else {
+                String::new()
+            }
         );
     }
     let (mut kline_frames, mut kline_window) = (0u64, 0u64);
