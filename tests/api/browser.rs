@@ -1,6 +1,6 @@
 //! The test page in a real browser: headless Chromium driven over WebDriver
-//! (chromedriver), against the real service. Saves a screenshot to
-//! `target/browser-test.png`.
+//! (chromedriver), against the real service. Saves screenshots to
+//! `target/browser-test.png` (v1) and `target/browser-test-v2.png` (v2).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them.
 //! Without them the test fails under CI (`CI` set) and is skipped elsewhere.
@@ -237,6 +237,105 @@ async fn test_page_charts_history_and_moves_live_in_chromium() {
     )
     .await;
     browser.screenshot("browser-test.png").await;
+    browser.close().await;
+    app.cleanup().await;
+}
+
+/// Every v2 panel's `data-*` state (a `stream` each), by stream name.
+const V2_PANELS: &str = "const by = {};
+    for (const e of document.querySelectorAll('[data-stream]')) by[e.dataset.stream] = Object.assign({}, e.dataset);
+    return by;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium() {
+    let Some(binaries) = Browser::binaries() else {
+        return;
+    };
+    let Some(app) = spawn_app(Options {
+        backfill_seconds: 1800,
+        archive: false,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let browser = Browser::start(&binaries).await;
+    browser
+        .goto(&format!(
+            "{}/?mode=v2&assets=EURUSD,USDJPY&kline=USDJPY",
+            app.base
+        ))
+        .await;
+    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "USDJPY@kline_1m");
+    // Two point charts hold their history, a live value moves, and the
+    // candle chart holds the candles of the history.
+    let panels = eventually(
+        "two charts of 60+ points, a moving value, and candles",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            let charted = [eur, jpy].iter().all(|s| num(&p[s], "points") >= 60.0);
+            let moved = num(&p[eur], "changes") + num(&p[jpy], "changes") >= 1.0;
+            (charted && moved && num(&p[kline], "candles") >= 1.0).then_some(p)
+        },
+    )
+    .await;
+    for s in [eur, jpy] {
+        assert!(
+            num(&panels[s], "points") >= 1700.0,
+            "{s}: the 30-minute history is charted: {panels}"
+        );
+    }
+    // Each chart holds its own asset's values.
+    assert!(
+        (num(&panels[eur], "lastValue") - 1.08).abs() < 0.2,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[jpy], "lastValue") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[kline], "lastClose") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
+    // 30 minutes of 1-minute candles.
+    assert!(num(&panels[kline], "candles") >= 30.0, "{panels}");
+    // A reconnect resumes each point stream after the last second it saw:
+    // no second is drawn twice, none is lost, nothing is loaded again.
+    let live = |p: &Value, s: &str| num(&p[s], "live");
+    browser.script("ws.close(); return 1;").await;
+    let resumed = eventually(
+        "both point streams resumed and live again",
+        Duration::from_secs(20),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "resumed") >= 1.0 && live(&p, s) > live(&panels, s))
+                .then_some(p)
+        },
+    )
+    .await;
+    for s in [eur, jpy] {
+        let p = &resumed[s];
+        assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
+        assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
+        assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+        assert!(
+            num(p, "points") >= num(&panels[s], "points"),
+            "{s}: the chart kept its history: {p}"
+        );
+    }
+    assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
+    assert!(num(&resumed[kline], "candles") >= 30.0, "{resumed}");
+    assert_eq!(
+        num(&browser.dataset().await, "errors"),
+        0.0,
+        "no error frame"
+    );
+    browser.screenshot("browser-test-v2.png").await;
     browser.close().await;
     app.cleanup().await;
 }
