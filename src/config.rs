@@ -333,6 +333,12 @@ pub struct Config {
     )]
     pub ws_max_connections_per_ip: u32,
 
+    /// Streams one v2 WebSocket connection (`/api/v2/ws`) may hold; a
+    /// subscribe past it is refused.
+    #[arg(long, env = "RATES_WS_MAX_STREAMS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=4096), global = true)]
+    pub ws_max_streams: u32,
+
     /// Frames a WebSocket client may send a second (bursts of twice that);
     /// more get RateLimited error frames, and a close if it goes on. 0: no limit.
     #[arg(

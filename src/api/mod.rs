@@ -5,6 +5,7 @@
 //! - [`router`]: the whole application, built from the configuration and
 //!   the stores ([`Api::new`]), and [`serve`].
 //! - [`v1`]: the versioned REST routes and the v1 WebSocket route.
+//! - [`v2`]: the v2 (many-stream) WebSocket route.
 //! - [`error`]: one error type, answered as RFC 9457 problem details.
 //! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
@@ -24,5 +25,6 @@ pub mod query;
 pub mod router;
 pub mod server;
 pub mod v1;
+pub mod v2;
 
 pub use self::router::{Api, app, serve};

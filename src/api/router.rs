@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::store::{Archive, Engine};
 use crate::stream::Streams;
 use crate::stream::v1::docs;
+use crate::stream::v2::docs as docs_v2;
 
 /// The API's state, built from the configuration and the stores.
 #[derive(Clone)]
@@ -114,7 +115,7 @@ impl Api {
     ),
     tags(
         (name = "rates", description = "Versioned REST API under /api/v1"),
-        (name = "websocket", description = "Live points over a WebSocket: GET /api/v1/ws"),
+        (name = "websocket", description = "Live points over a WebSocket: GET /api/v1/ws (one asset a connection), GET /api/v2/ws (many streams a connection, resume)"),
         (name = "health", description = "Liveness and readiness probes"),
     ),
     components(schemas(
@@ -123,6 +124,14 @@ impl Api {
         docs::WsHistoryFrame,
         docs::WsPointFrame,
         docs::WsErrorFrame,
+        docs_v2::WsV2Request,
+        docs_v2::WsV2StreamsAnswer,
+        docs_v2::WsV2AssetsAnswer,
+        docs_v2::WsV2ErrorAnswer,
+        docs_v2::WsV2PointSnapshot,
+        docs_v2::WsV2KlineSnapshot,
+        docs_v2::WsV2PointData,
+        docs_v2::WsV2KlineData,
     ))
 )]
 struct ApiDoc;
@@ -141,6 +150,7 @@ pub fn app(api: &Api) -> Router {
     }
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1::router().with_state(api.v1.clone()))
+        .merge(super::v2::router().with_state(api.v1.clone()))
         .merge(health::router().with_state(api.health.clone()))
         .merge(metrics::router())
         .routes(utoipa_axum::routes!(error::problem_page))

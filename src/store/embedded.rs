@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
 
 use super::records::{ArchiveBatch, TickEntry, TickOutcome};
+use crate::clock::{Clock, SystemClock};
 use crate::domain::{
     ArchivedPoint, AssetId, Catalog, Point, SourceStatus, StoredQuote, UnixSeconds,
 };
@@ -38,6 +39,8 @@ pub struct Embedded {
     ticked: AtomicBool,
     /// The newest writer generation that wrote a tick.
     fence: AtomicU64,
+    /// The data epoch: this process's data, gone when it stops.
+    epoch: String,
 }
 
 /// The archive buffer: entries in order, each a tick (or a stretch of
@@ -93,7 +96,13 @@ impl Embedded {
             archived: Notify::new(),
             ticked: AtomicBool::new(false),
             fence: AtomicU64::new(0),
+            epoch: format!("{:x}", SystemClock.now().as_micros()),
         }
+    }
+
+    /// The data epoch: when this process started, in microseconds.
+    pub fn epoch(&self) -> String {
+        self.epoch.clone()
     }
 
     pub fn write_tick(

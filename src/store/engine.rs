@@ -184,6 +184,17 @@ impl Engine {
         }
     }
 
+    /// The data epoch: it changes when the engine's data was lost (Redis
+    /// restarted empty, the embedded engine's process restarted), so that
+    /// a client resuming a series knows whether it may have a hole.
+    /// `None` before the first tick.
+    pub async fn epoch(&self) -> Result<Option<String>> {
+        match self {
+            Self::Embedded(e) => Ok(Some(e.epoch())),
+            Self::Redis(r) => Ok(r.epoch().await?),
+        }
+    }
+
     /// The latest quote of every asset that has one, by asset id.
     pub async fn latest_all(&self) -> Result<Vec<StoredQuote>> {
         match self {

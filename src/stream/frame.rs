@@ -1,7 +1,8 @@
-//! What goes over the wire of the v1 protocol: the `{"action", "message"}`
-//! envelope of every frame, the error frame and its kinds, the close
-//! codes, and the frames the hub and the history cache prepare once for
-//! every subscriber (a live point; an asset's history).
+//! What goes over the wire: the v1 protocol's `{"action", "message"}`
+//! envelope of every frame, the error kinds both protocols share, the close
+//! codes, the frames the hub and the history cache prepare once for every
+//! subscriber (a live point; an asset's history), and the v2 stream frames
+//! the hub prepares (`{"stream": ..., "data": ...}`).
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -10,7 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use utoipa::ToSchema;
 
-use crate::domain::Point;
+use crate::domain::{Interval, Point};
 
 /// Close codes (RFC 6455 section 7.4.1).
 pub mod close {
@@ -71,11 +72,39 @@ pub fn point_wire(point: &Point) -> Bytes {
         message: point,
     }
     .to_text();
-    let frame = WireFrame::message(Bytes::from(text), OpCode::Data(Data::Text), true);
+    text_wire(Bytes::from(text))
+}
+
+/// The whole WebSocket frame (header and payload) of one final text frame.
+fn text_wire(payload: Bytes) -> Bytes {
+    let frame = WireFrame::message(payload, OpCode::Data(Data::Text), true);
     let mut wire = Vec::with_capacity(frame.len());
     // Writing into a Vec cannot fail.
     let _ = frame.format(&mut wire);
     wire.into()
+}
+
+/// A v2 stream's name: `EURUSD@point`, or `EURUSD@kline_1m` for `kline`.
+pub fn stream_name(asset_name: &str, kline: Option<Interval>) -> String {
+    match kline {
+        None => format!("{asset_name}@point"),
+        Some(interval) => format!("{asset_name}@kline_{interval}"),
+    }
+}
+
+/// `{"stream": ..., "data": ...}`, a v2 stream's live frame.
+#[derive(Serialize)]
+pub struct StreamData<'a, T: Serialize> {
+    pub stream: &'a str,
+    pub data: T,
+}
+
+/// The whole WebSocket frame of a v2 stream's live `data`, encoded once
+/// for every subscriber.
+pub fn stream_wire<T: Serialize>(stream: &str, data: T) -> Bytes {
+    // Serialising our own plain structs into a Vec cannot fail.
+    let text = serde_json::to_vec(&StreamData { stream, data }).unwrap_or_default();
+    text_wire(Bytes::from(text))
 }
 
 /// `{"action":"asset_history","message":{"points":[...]}}`.
@@ -127,6 +156,23 @@ mod tests {
         );
         let empty: Value = serde_json::from_slice(&history_frame(&[])).unwrap();
         assert_eq!(empty["message"]["points"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn a_stream_frame_is_one_final_text_frame() {
+        let point = Point {
+            asset_name: "EURUSD".into(),
+            time: 5,
+            asset_id: 1,
+            value: 1.5,
+        };
+        let wire = stream_wire(&stream_name("EURUSD", None), &point);
+        assert_eq!(wire[0], 0x81, "FIN and the text opcode");
+        assert_eq!(
+            std::str::from_utf8(&wire[2..]).unwrap(),
+            r#"{"stream":"EURUSD@point","data":{"assetName":"EURUSD","time":5,"assetId":1,"value":1.5}}"#
+        );
+        assert_eq!(stream_name("USDJPY", Some(Interval::H4)), "USDJPY@kline_4h");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::frame::history_frame;
 use crate::clock::unix_now;
-use crate::domain::{Asset, AssetId, Catalog, UnixSeconds};
+use crate::domain::{Asset, AssetId, Catalog, Point, UnixSeconds};
 use crate::store::history::{HistoryError as ReadError, recent};
 use crate::store::{Archive, Engine, EngineError, RedisError};
 
@@ -43,6 +43,10 @@ struct Slot {
 pub struct History {
     /// `{"action":"asset_history","message":{"points":[...]}}`
     pub frame: Bytes,
+    /// The points, oldest first (v2 snapshots take a part of them).
+    pub points: Vec<Point>,
+    /// The first second it covers (every point from it on is in it).
+    pub from: UnixSeconds,
     /// The newest second in it.
     pub last: Option<UnixSeconds>,
     /// The second it was read in.
@@ -112,6 +116,8 @@ impl HistoryCache {
         let last = points.last().map(|p| p.time);
         let history = Arc::new(History {
             frame: history_frame(&points),
+            points,
+            from: since + 1,
             last,
             read_in: now,
         });

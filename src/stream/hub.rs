@@ -26,8 +26,9 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::frame::point_wire;
-use super::outbox::{Offer, Outbox, event};
+use super::frame::{point_wire, stream_name, stream_wire};
+use super::klines::Klines;
+use super::outbox::{Feed, Offer, Outbox, event};
 use crate::backoff::{Backoff, Doubling};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
@@ -61,26 +62,35 @@ pub enum LiveEvent {
 #[derive(Debug, Clone)]
 pub struct LivePoint {
     pub time: UnixSeconds,
+    pub value: f64,
     /// The WebSocket text frame (header and payload) of
-    /// `{"action":"point","message":{...}}`.
+    /// `{"action":"point","message":{...}}` (v1).
     pub wire: Bytes,
+    /// The WebSocket text frame of `{"stream":"<symbol>@point","data":{...}}` (v2).
+    pub stream: Bytes,
 }
 
 impl LivePoint {
     pub fn new(point: &Point) -> Self {
         Self {
             time: point.time,
+            value: point.value,
             wire: point_wire(point),
+            stream: stream_wire(&stream_name(&point.asset_name, None), point),
         }
     }
 }
 
-/// A connection in the fan-out, for the subscribe `generation` of its session.
+/// A connection in the fan-out of one feed, for the subscribe `generation`
+/// of its session.
 struct Entry {
-    asset: AssetId,
+    feed: Feed,
     outbox: Arc<Outbox>,
     generation: u64,
 }
+
+/// One feed's frames of one second, in order.
+type Frames = (Feed, UnixSeconds, Vec<Bytes>);
 
 /// A share of the fan-out's connections, written by one task per tick.
 #[derive(Default)]
@@ -88,45 +98,42 @@ struct Shard {
     /// Connections that joined since the last tick; taken in before it is
     /// written, so joining never waits for a tick's writes.
     joining: std::sync::Mutex<Vec<Entry>>,
-    members: tokio::sync::Mutex<HashMap<AssetId, Vec<Entry>>>,
+    members: tokio::sync::Mutex<HashMap<Feed, Vec<Entry>>>,
 }
 
 impl Shard {
     /// The shard's connections, those that joined since last time included.
-    async fn members(&self) -> tokio::sync::MutexGuard<'_, HashMap<AssetId, Vec<Entry>>> {
+    async fn members(&self) -> tokio::sync::MutexGuard<'_, HashMap<Feed, Vec<Entry>>> {
         let mut members = self.members.lock().await;
         let joining = std::mem::take(&mut *self.joining.lock().unwrap_or_else(|e| e.into_inner()));
         for e in joining {
-            members.entry(e.asset).or_default().push(e);
+            members.entry(e.feed).or_default().push(e);
         }
         members
     }
 
-    /// Writes `points` (in order) to this shard's connections.
-    async fn write(&self, points: &[(AssetId, LivePoint)]) {
+    /// Writes a tick's frames (in order) to this shard's connections.
+    async fn write(&self, batch: &[Frames]) {
         let mut members = self.members().await;
         let sent = metrics::counter!("ratesd_ws_messages_sent_total");
         let delay = metrics::histogram!("ratesd_ws_point_delay_seconds");
         let mut written = 0u64;
-        for (asset, point) in points {
-            let Some(list) = members.get_mut(asset) else {
+        for (feed, time, frames) in batch {
+            let Some(list) = members.get_mut(feed) else {
                 continue;
             };
-            let start = Duration::from_secs(u64::try_from(point.time).unwrap_or(0));
-            list.retain(|e| {
-                match e
-                    .outbox
-                    .offer(*asset, e.generation, point.time, &point.wire)
-                {
+            let start = Duration::from_secs(u64::try_from(*time).unwrap_or(0));
+            list.retain(
+                |e| match e.outbox.offer(*feed, e.generation, *time, frames) {
                     Offer::Written => {
-                        written += 1;
+                        written += frames.len() as u64;
                         delay.record(SystemClock.now().saturating_sub(start).as_secs_f64());
                         true
                     }
                     Offer::Skipped => true,
                     Offer::Gone => false,
-                }
-            });
+                },
+            );
         }
         sent.increment(written);
     }
@@ -136,7 +143,7 @@ impl Shard {
     async fn prune(&self) {
         let mut members = self.members().await;
         for list in members.values_mut() {
-            list.retain(|e| e.outbox.serves(e.asset, e.generation));
+            list.retain(|e| e.outbox.serves(e.feed, e.generation));
         }
     }
 
@@ -158,6 +165,8 @@ pub struct LiveHub {
     latest_tick: Arc<AtomicI64>,
     /// True while the Redis subscription is up.
     connected: Arc<AtomicBool>,
+    /// The kline streams' candles, one builder per asset and interval.
+    klines: Arc<Klines>,
 }
 
 impl LiveHub {
@@ -175,7 +184,13 @@ impl LiveHub {
             next_shard: Arc::new(AtomicUsize::new(0)),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
             connected: Arc::new(AtomicBool::new(false)),
+            klines: Arc::default(),
         }
+    }
+
+    /// The kline streams' builders.
+    pub fn klines(&self) -> &Klines {
+        &self.klines
     }
 
     /// True while the live feed's subscription to Redis is up: the state
@@ -194,39 +209,52 @@ impl LiveHub {
         self.channels.get(&asset).map(broadcast::Sender::subscribe)
     }
 
-    /// Puts a connection that has its history into the fan-out of `asset`.
+    /// Puts a connection that has its snapshot into the fan-out of `feed`.
     /// Call it inside [`Outbox::go_live`], before draining the connection's
     /// broadcast receiver: a point published after the drain then finds it
     /// here, and one offered before `go_live` ends waits for its lock.
-    pub fn join(&self, asset: AssetId, outbox: Arc<Outbox>, generation: u64) {
+    pub fn join(&self, feed: Feed, outbox: Arc<Outbox>, generation: u64) {
         let n = self.next_shard.fetch_add(1, Ordering::Relaxed) % self.shards.len();
         self.shards[n]
             .joining
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Entry {
-                asset,
+                feed,
                 outbox,
                 generation,
             });
     }
 
-    /// Publishes a tick's points: to the broadcast channels, then to the
-    /// fan-out, each shard on its own task.
+    /// Publishes a tick's points: to the broadcast channels, into the
+    /// kline builders, then to the fan-out, each shard on its own task.
     async fn publish(&self, points: &[Point]) {
         if let Some(newest) = points.iter().map(|p| p.time).max() {
             self.latest_tick.fetch_max(newest, Ordering::AcqRel);
         }
-        let mut batch = Vec::with_capacity(points.len());
+        let mut batch: Vec<Frames> = Vec::with_capacity(2 * points.len());
         for point in points {
             if let Some(tx) = self.channels.get(&point.asset_id) {
+                let (asset, time) = (point.asset_id, point.time);
                 let live = LivePoint::new(point);
                 // No receivers is fine: nobody is subscribing to this asset now.
                 let _ = tx.send(LiveEvent::Point(live.clone()));
-                batch.push((point.asset_id, live));
+                batch.push((Feed::V1(asset), time, vec![live.wire]));
+                batch.push((Feed::Point(asset), time, vec![live.stream]));
+                self.klines
+                    .push(asset, time, point.value, |interval, update| {
+                        let name = stream_name(&point.asset_name, Some(interval));
+                        let frames = update
+                            .closed
+                            .iter()
+                            .chain([&update.forming])
+                            .map(|candle| stream_wire(&name, candle))
+                            .collect();
+                        batch.push((Feed::Kline(asset, interval), time, frames));
+                    });
             }
         }
-        let batch: Arc<[(AssetId, LivePoint)]> = batch.into();
+        let batch: Arc<[Frames]> = batch.into();
         let mut writers = tokio::task::JoinSet::new();
         for shard in self.shards.iter() {
             let (shard, batch) = (shard.clone(), batch.clone());

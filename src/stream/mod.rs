@@ -5,10 +5,13 @@
 //!   pings, closes, the outbox's reports; [`session::Protocol`] is what a
 //!   protocol adds.
 //! - [`v1`]: the seed protocol (`assets`, `subscribe`, history, points).
+//! - [`v2`]: many streams a connection (points and klines), request ids,
+//!   resume with `since` and `epoch`.
+//! - [`klines`]: the kline streams' candles, built once per process.
 //! - [`frame`]: what goes over the wire: the envelope, errors, close codes,
 //!   the frames prepared once for every subscriber.
-//! - [`hub`]: one Redis subscription per process, fanned out to every
-//!   subscriber's socket.
+//! - [`hub`]: one engine subscription per process, fanned out to every
+//!   subscriber's socket, each feed's frames encoded once per tick.
 //! - [`outbox`]: a connection's write side, shared by its session and the hub.
 //! - [`history`]: each asset's history, read once per tick.
 //! - [`state`]: what every connection shares.
@@ -21,11 +24,13 @@
 pub mod frame;
 pub mod history;
 pub mod hub;
+pub mod klines;
 pub mod outbox;
 pub mod session;
 pub mod state;
 pub mod upgrade;
 pub mod v1;
+pub mod v2;
 
 pub use self::hub::LiveHub;
 pub use self::state::{Streams, WsSettings};

@@ -24,7 +24,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::frame::{ErrorType, close};
-use super::hub::LiveEvent;
+use super::hub::{LiveEvent, LivePoint};
 use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
 use super::state::Streams;
 use crate::domain::UnixSeconds;
@@ -142,21 +142,22 @@ impl<S: Socket> Link<'_, S> {
         in_time(timeout, self.sink.flush()).await
     }
 
-    /// Hands the connection to the live fan-out of `live.asset`, gaplessly:
-    /// under the outbox's lock it joins the fan-out first, then writes what
-    /// `receiver` (attached before the history was read) holds newer than
-    /// `live.last`. A point the fan-out offers meanwhile waits for the lock
-    /// and is then skipped if the receiver had it; a point published after
-    /// the drain finds the connection in the fan-out.
+    /// Hands the connection to the live fan-out of `live.feed`, gaplessly:
+    /// under the outbox's lock it joins the fan-out first, then `catch_up`
+    /// writes what the receiver (attached before the snapshot was read)
+    /// holds newer than `live.last` (see [`catch_up`]). A point the fan-out
+    /// offers meanwhile waits for the lock and is then skipped if the
+    /// receiver had it; a point published after the drain finds the
+    /// connection in the fan-out.
     pub fn go_live(
         &mut self,
         live: Live,
-        receiver: &mut broadcast::Receiver<LiveEvent>,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Bytes])) -> Result<(), End>,
     ) -> Result<(), End> {
         let (hub, outbox) = (&self.streams.hub, self.outbox);
         let caught_up = outbox.go_live(live, |write| {
-            hub.join(live.asset, outbox.clone(), live.generation);
-            catch_up(receiver, write)
+            hub.join(live.feed, outbox.clone(), live.generation);
+            catch_up(write)
         })?;
         self.sent.increment(caught_up);
         Ok(())
@@ -186,16 +187,16 @@ async fn in_time<E>(
     done.map_err(|_| End::Gone)
 }
 
-/// Writes, oldest first, the points a subscribing connection's channel
-/// took while it read and sent the history; ends the session on what else
-/// the channel says.
-fn catch_up(
+/// Hands, oldest first, the points a subscribing connection's channel
+/// took while it read and sent the snapshot to `each`; ends the session on
+/// what else the channel says.
+pub fn catch_up(
     live: &mut broadcast::Receiver<LiveEvent>,
-    write: &mut dyn FnMut(UnixSeconds, &Bytes),
+    mut each: impl FnMut(&LivePoint),
 ) -> Result<(), End> {
     loop {
         match live.try_recv() {
-            Ok(LiveEvent::Point(p)) => write(p.time, &p.wire),
+            Ok(LiveEvent::Point(p)) => each(&p),
             Ok(LiveEvent::Interrupted) => return Err(End::interrupted()),
             Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
             Err(TryRecvError::Empty) => return Ok(()),

@@ -7,9 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::history::HistoryCache;
 use super::hub::LiveHub;
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::domain::Catalog;
-use crate::store::{Archive, Engine};
+use crate::domain::{Catalog, UnixSeconds};
+use crate::store::{Archive, Engine, EngineError};
 
 #[derive(Debug, Clone)]
 pub struct WsSettings {
@@ -21,6 +22,8 @@ pub struct WsSettings {
     pub send_timeout: Duration,
     /// Data frames a client may send a second (bursts of twice that); 0: no limit.
     pub frames_per_second: u32,
+    /// Streams one v2 connection may hold.
+    pub max_streams: usize,
 }
 
 impl Default for WsSettings {
@@ -31,6 +34,7 @@ impl Default for WsSettings {
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(10),
             frames_per_second: 10,
+            max_streams: 64,
         }
     }
 }
@@ -42,6 +46,7 @@ impl WsSettings {
             ping_every: Duration::from_secs(config.ws_ping_seconds),
             idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
             frames_per_second: config.ws_frames_per_second,
+            max_streams: usize::try_from(config.ws_max_streams).unwrap_or(usize::MAX),
             ..Self::default()
         }
     }
@@ -62,6 +67,8 @@ pub struct Streams {
     pub settings: WsSettings,
     /// Cancelled at shutdown: sessions close with 1001.
     pub shutdown: CancellationToken,
+    /// The engine's data epoch and the second it was read in.
+    epoch: tokio::sync::Mutex<Option<(UnixSeconds, String)>>,
 }
 
 impl Streams {
@@ -83,6 +90,23 @@ impl Streams {
             window_seconds,
             settings,
             shutdown,
+            epoch: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// The engine's data epoch, read at most once a second however many
+    /// clients subscribe (a reconnect storm is thousands in a second);
+    /// `"0"` before the first tick.
+    pub async fn epoch(&self) -> Result<String, EngineError> {
+        let mut cached = self.epoch.lock().await;
+        let now = unix_now();
+        if let Some((read_in, epoch)) = cached.as_ref()
+            && *read_in == now
+        {
+            return Ok(epoch.clone());
+        }
+        let epoch = self.engine.epoch().await?.unwrap_or_else(|| "0".into());
+        *cached = Some((now, epoch.clone()));
+        Ok(epoch)
     }
 }

@@ -23,3 +23,4 @@ mod scale_out;
 mod shutdown;
 mod upstreams;
 mod websocket;
+mod websocket_v2;

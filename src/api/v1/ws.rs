@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::V1State;
 use crate::api::error::{ApiError, Problem};
 use crate::api::limit::client_ip;
+use crate::stream::session::Protocol;
 use crate::stream::v1::V1;
 use crate::stream::{self, WsUpgrade};
 
@@ -77,10 +78,22 @@ pub fn accept(
     peer: SocketAddr,
     headers: &HeaderMap,
 ) -> Response {
+    accept_protocol(ws, state, peer, headers, V1::default())
+}
+
+/// Starts a session of `protocol` on an accepted upgrade, within the
+/// per-IP cap (one cap for v1 and v2 connections together).
+pub fn accept_protocol<P: Protocol + 'static>(
+    ws: WsUpgrade,
+    state: &Arc<V1State>,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    protocol: P,
+) -> Response {
     let ip = client_ip(&state.trusted_proxies, peer.ip(), headers);
     let Some(slot) = state.ws_connections.try_acquire(ip) else {
         metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
         return ApiError::TooManyConnections(state.ws_connections.max()).into_response();
     };
-    stream::accept(ws, state.streams.clone(), V1::default(), peer, slot)
+    stream::accept(ws, state.streams.clone(), protocol, peer, slot)
 }

@@ -78,7 +78,9 @@ if generation > fence then
 end
 local t = tonumber(ARGV[1])
 local lost = 0
-if redis.call('SET', KEYS[4], '1', 'NX') then
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[4], now[1] .. string.format('%06d', tonumber(now[2])))
   lost = 1
 end
 local written = {}
@@ -274,6 +276,25 @@ impl RedisStore {
     }
 
     /// The oldest second of each asset's window (`None` for an empty one).
+    /// The data epoch: the epoch markers of every group (each set, to the
+    /// server's clock in microseconds, by the first tick after the group's
+    /// data was lost), as one value; `None` before any tick.
+    pub async fn epoch(&self) -> Result<Option<String>> {
+        let reads = (0..self.keys.groups()).map(|group| async move {
+            let mut conn = self.conn().await?;
+            let marker: Option<String> = redis::cmd("GET")
+                .arg(self.keys.epoch(group))
+                .query_async(&mut conn)
+                .await?;
+            Ok::<_, RedisError>(marker)
+        });
+        let markers: Option<Vec<String>> = try_join_all(reads).await?.into_iter().collect();
+        Ok(markers.map(|m| match m.as_slice() {
+            [one] => one.clone(),
+            many => format!("{:016x}", crate::hash::fnv1a64(many.join(",").as_bytes())),
+        }))
+    }
+
     pub async fn oldest_points(&self, ids: &[AssetId]) -> Result<Vec<Option<UnixSeconds>>> {
         let groups = self.by_group(ids.iter().enumerate().map(|(i, &id)| (id, (i, id))));
         let reads = groups.iter().map(|(_, members)| async move {

@@ -24,15 +24,16 @@ use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::domain::{AssetId, UnixSeconds};
+use crate::domain::{AssetId, Interval, UnixSeconds};
 
 /// The connection's byte stream (an upgraded HTTP connection, or any
 /// stream in tests).
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
-/// Frames the fan-out may queue for a connection whose socket is full
-/// before the connection is closed as too slow.
+/// Frames per feed the fan-out may queue for a connection whose socket is
+/// full before the connection is closed as too slow (a v1 connection has
+/// one feed; a v2 connection one per stream).
 pub const QUEUE_FRAMES: usize = 64;
 
 /// Bytes the session's own writes may add to a queue that is waiting on a
@@ -52,12 +53,33 @@ pub mod event {
     pub const BROKEN: u8 = 8;
 }
 
-/// Which live points the fan-out writes to a connection.
+/// What the fan-out writes, one frame set per tick and asset, encoded once
+/// for every connection that takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feed {
+    /// v1: `{"action":"point","message":{...}}`.
+    V1(AssetId),
+    /// v2: `{"stream":"<symbol>@point","data":{...}}`.
+    Point(AssetId),
+    /// v2: `{"stream":"<symbol>@kline_<interval>","data":{...}}`, the
+    /// forming candle (after the closed one when a bucket ended).
+    Kline(AssetId, Interval),
+}
+
+impl Feed {
+    pub fn asset(self) -> AssetId {
+        match self {
+            Self::V1(a) | Self::Point(a) | Self::Kline(a, _) => a,
+        }
+    }
+}
+
+/// A feed the fan-out writes to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Live {
-    pub asset: AssetId,
+    pub feed: Feed,
     /// Which subscribe of the session this is: a fan-out entry left from
-    /// an earlier subscribe to the same asset writes nothing.
+    /// an earlier subscribe to the same feed writes nothing.
     pub generation: u64,
     /// The newest second written to the client.
     pub last: UnixSeconds,
@@ -84,20 +106,26 @@ struct Inner {
     /// while the fan-out still holds the outbox.
     io: Option<Pin<Box<dyn Io>>>,
     queue: Queue,
-    live: Option<Live>,
+    /// The feeds the fan-out writes here (a few; a linear scan is fastest).
+    live: Vec<Live>,
     broken: bool,
 }
 
 impl Inner {
-    /// The live mode of fan-out entry (`asset`, `generation`), if the
+    /// The live mode of fan-out entry (`feed`, `generation`), if the
     /// connection is still open and live under it.
-    fn live_for(&mut self, asset: AssetId, generation: u64) -> Option<&mut Live> {
+    fn live_for(&mut self, feed: Feed, generation: u64) -> Option<&mut Live> {
         if self.io.is_none() || self.broken {
             return None;
         }
         self.live
-            .as_mut()
-            .filter(|l| l.asset == asset && l.generation == generation)
+            .iter_mut()
+            .find(|l| l.feed == feed && l.generation == generation)
+    }
+
+    /// Frames queued behind a full socket past which the client is too slow.
+    fn lag_limit(&self) -> usize {
+        QUEUE_FRAMES * self.live.len().max(1)
     }
 }
 
@@ -160,7 +188,7 @@ impl Outbox {
             inner: Mutex::new(Inner {
                 io: Some(Box::pin(io)),
                 queue: Queue::default(),
-                live: None,
+                live: Vec::new(),
                 broken: false,
             }),
             events: AtomicU8::new(0),
@@ -189,67 +217,78 @@ impl Outbox {
         }
     }
 
-    /// The fan-out: writes `frame` (the point of second `time`) if this
-    /// connection is live on `asset` under `generation` and the point is
-    /// newer than what it has.
+    /// The fan-out: writes `frames` (those of second `time`, in order) if
+    /// this connection is live on `feed` under `generation` and the second
+    /// is newer than what it has.
     pub fn offer(
         self: &Arc<Self>,
-        asset: AssetId,
+        feed: Feed,
         generation: u64,
         time: UnixSeconds,
-        frame: &Bytes,
+        frames: &[Bytes],
     ) -> Offer {
         let mut inner = self.lock();
-        let Some(live) = inner.live_for(asset, generation) else {
+        let Some(live) = inner.live_for(feed, generation) else {
             return Offer::Gone;
         };
         if time <= live.last {
             return Offer::Skipped;
         }
         live.last = time;
-        self.push(&mut inner, frame.clone());
+        for frame in frames {
+            self.push(&mut inner, frame.clone());
+        }
         Offer::Written
     }
 
-    /// Stops the fan-out writing to this connection (a new subscribe, or the end).
+    /// Stops the fan-out writing to this connection (a new v1 subscribe,
+    /// or the end).
     pub fn leave(&self) {
-        self.lock().live = None;
+        self.lock().live.clear();
+    }
+
+    /// Stops the fan-out writing `feed` here (a v2 unsubscribe).
+    pub fn leave_feed(&self, feed: Feed) {
+        self.lock().live.retain(|l| l.feed != feed);
     }
 
     /// Closes the socket (the session ended).
     pub fn close(&self) {
         let mut inner = self.lock();
-        inner.live = None;
+        inner.live.clear();
         inner.queue.clear();
         inner.io = None;
     }
 
-    /// Whether the fan-out entry (`asset`, `generation`) still writes here.
-    pub fn serves(&self, asset: AssetId, generation: u64) -> bool {
-        self.lock().live_for(asset, generation).is_some()
+    /// Whether the fan-out entry (`feed`, `generation`) still writes here.
+    pub fn serves(&self, feed: Feed, generation: u64) -> bool {
+        self.lock().live_for(feed, generation).is_some()
     }
 
-    /// Puts the connection in live mode: `catch_up` writes the points the
-    /// session holds, oldest first (those not newer than `live.last` are
-    /// dropped), under the same lock as the fan-out's writes, so that none
-    /// of the fan-out's can come between or before them. Returns how many
-    /// it wrote.
+    /// Puts `live.feed` in live mode: `catch_up` writes the frames the
+    /// session holds, oldest second first (seconds not newer than
+    /// `live.last` are dropped), under the same lock as the fan-out's
+    /// writes, so that none of the fan-out's can come between or before
+    /// them. Returns how many frames it wrote.
     pub fn go_live<E>(
         self: &Arc<Self>,
         mut live: Live,
-        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &Bytes)) -> Result<(), E>,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Bytes])) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut inner = self.lock();
         let mut written = 0;
-        let mut write = |time: UnixSeconds, frame: &Bytes| {
+        let mut write = |time: UnixSeconds, frames: &[Bytes]| {
             if time > live.last {
                 live.last = time;
-                written += 1;
-                self.push(&mut inner, frame.clone());
+                for frame in frames {
+                    written += 1;
+                    self.push(&mut inner, frame.clone());
+                }
             }
         };
         catch_up(&mut write)?;
-        inner.live = Some(live);
+        inner.live.retain(|l| l.feed != live.feed);
+        inner.live.push(live);
         Ok(written)
     }
 
@@ -257,7 +296,7 @@ impl Outbox {
     fn push(self: &Arc<Self>, inner: &mut Inner, frame: Bytes) {
         if !inner.queue.is_empty() {
             inner.queue.push(frame);
-            if inner.queue.frames.len() > QUEUE_FRAMES {
+            if inner.queue.frames.len() > inner.lag_limit() {
                 self.raise(event::LAGGED);
             }
             return;

@@ -17,10 +17,21 @@ fn events(outbox: &Outbox) -> u8 {
 
 fn live(asset: AssetId, generation: u64, last: UnixSeconds) -> Live {
     Live {
-        asset,
+        feed: Feed::V1(asset),
         generation,
         last,
     }
+}
+
+/// Offers one frame on the v1 feed of `asset`.
+fn offer(
+    outbox: &Arc<Outbox>,
+    asset: AssetId,
+    generation: u64,
+    t: UnixSeconds,
+    f: &Bytes,
+) -> Offer {
+    outbox.offer(Feed::V1(asset), generation, t, std::slice::from_ref(f))
 }
 
 fn go_live(outbox: &Arc<Outbox>, mode: Live) {
@@ -39,12 +50,12 @@ async fn a_full_socket_queues_whole_frames_in_order_behind_it() {
 
     for t in 1..=4 {
         let n = u8::try_from(t).unwrap();
-        assert_eq!(outbox.offer(1, 1, t, &frame(n, 40)), Offer::Written);
+        assert_eq!(offer(&outbox, 1, 1, t, &frame(n, 40)), Offer::Written);
     }
     assert_eq!(events(&outbox), event::DRAIN, "the third frame did not fit");
-    assert_eq!(outbox.offer(1, 1, 3, &frame(9, 40)), Offer::Skipped);
-    assert_eq!(outbox.offer(2, 1, 5, &frame(9, 40)), Offer::Gone);
-    assert_eq!(outbox.offer(1, 2, 5, &frame(9, 40)), Offer::Gone);
+    assert_eq!(offer(&outbox, 1, 1, 3, &frame(9, 40)), Offer::Skipped);
+    assert_eq!(offer(&outbox, 2, 1, 5, &frame(9, 40)), Offer::Gone);
+    assert_eq!(offer(&outbox, 1, 2, 5, &frame(9, 40)), Offer::Gone);
     // The session's own frame is taken whole and goes behind the queue.
     session.write_all(&frame(7, 40)).await.unwrap();
 
@@ -69,11 +80,11 @@ async fn a_client_too_far_behind_is_reported() {
     let _session = SharedIo(outbox.clone());
     go_live(&outbox, live(1, 1, 0));
     for t in 1..=UnixSeconds::try_from(QUEUE_FRAMES).unwrap() {
-        outbox.offer(1, 1, t, &frame(1, 20));
+        offer(&outbox, 1, 1, t, &frame(1, 20));
     }
     assert_eq!(events(&outbox) & event::LAGGED, 0, "not yet");
-    outbox.offer(1, 1, 1000, &frame(1, 20));
-    outbox.offer(1, 1, 1001, &frame(1, 20));
+    offer(&outbox, 1, 1, 1000, &frame(1, 20));
+    offer(&outbox, 1, 1, 1001, &frame(1, 20));
     assert_ne!(events(&outbox) & event::LAGGED, 0);
 }
 
@@ -110,14 +121,14 @@ async fn catching_up_skips_what_the_history_had_and_keeps_order() {
     let written = outbox
         .go_live(live(1, 1, 10), |write| {
             for t in 9..=12 {
-                write(t, &frame(u8::try_from(t).unwrap(), 3));
+                write(t, &[frame(u8::try_from(t).unwrap(), 3)]);
             }
             Ok::<(), ()>(())
         })
         .unwrap();
     assert_eq!(written, 2, "11 and 12; 9 and 10 were in the history");
-    assert_eq!(outbox.offer(1, 1, 12, &frame(0, 3)), Offer::Skipped);
-    assert_eq!(outbox.offer(1, 1, 13, &frame(13, 3)), Offer::Written);
+    assert_eq!(offer(&outbox, 1, 1, 12, &frame(0, 3)), Offer::Skipped);
+    assert_eq!(offer(&outbox, 1, 1, 13, &frame(13, 3)), Offer::Written);
     let mut got = vec![0; 9];
     client.read_exact(&mut got).await.unwrap();
     assert_eq!(got, [11, 11, 11, 12, 12, 12, 13, 13, 13]);
@@ -129,11 +140,14 @@ async fn the_socket_closes_with_the_session_and_the_fan_out_lets_go() {
     let outbox = Outbox::new(server);
     let session = SharedIo(outbox.clone());
     go_live(&outbox, live(1, 1, 0));
-    assert!(outbox.serves(1, 1));
-    assert!(!outbox.serves(1, 2), "an earlier subscribe's entry");
+    assert!(outbox.serves(Feed::V1(1), 1));
+    assert!(
+        !outbox.serves(Feed::V1(1), 2),
+        "an earlier subscribe's entry"
+    );
     drop(session);
-    assert!(!outbox.serves(1, 1));
-    assert_eq!(outbox.offer(1, 1, 1, &frame(1, 3)), Offer::Gone);
+    assert!(!outbox.serves(Feed::V1(1), 1));
+    assert_eq!(offer(&outbox, 1, 1, 1, &frame(1, 3)), Offer::Gone);
     let mut rest = Vec::new();
     client.read_to_end(&mut rest).await.unwrap();
     assert!(rest.is_empty(), "end of stream: the socket is closed");

@@ -8,8 +8,8 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::frame::{ErrorType, Frame, error_frame};
-use super::outbox::Live;
-use super::session::{End, Link, Protocol, Socket};
+use super::outbox::{Feed, Live};
+use super::session::{End, Link, Protocol, Socket, catch_up};
 use crate::domain::{Asset, AssetId, AssetList, UnixSeconds};
 
 /// What a client asked for, or why it cannot be done.
@@ -155,11 +155,13 @@ impl V1 {
         link.send_fragmented(history.frame.clone()).await?;
         self.generation += 1;
         let mode = Live {
-            asset: asset.id,
+            feed: Feed::V1(asset.id),
             generation: self.generation,
             last: history.last.unwrap_or(UnixSeconds::MIN),
         };
-        link.go_live(mode, &mut live)?;
+        link.go_live(mode, |write| {
+            catch_up(&mut live, |p| write(p.time, std::slice::from_ref(&p.wire)))
+        })?;
         self.subscribed = true;
         Ok(())
     }

@@ -1,0 +1,470 @@
+//! The many-stream protocol (docs/API.md, "WebSocket protocol v2") on
+//! `/api/v2/ws`: requests with ids (`subscribe`, `unsubscribe`, `list`,
+//! `assets`), point and kline streams, each opened by a snapshot, resumed
+//! after a reconnect with `since` and `epoch`.
+//!
+//! Every stream of a connection is a feed of the same outbox: the hub
+//! writes each one's frames, encoded once per tick, straight into the
+//! socket, as for v1. A subscribe opens its streams one after the other,
+//! each with v1's handoff (attach to the asset's channel, read the
+//! snapshot, send it, go live under the outbox's lock); streams already
+//! open go on meanwhile, written by the hub.
+
+pub mod docs;
+pub mod request;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use self::request::{Method, Refusal, Request, Subscribe, parse_request, truncate};
+use super::frame::{ErrorType, stream_name, stream_wire};
+use super::hub::LiveEvent;
+use super::klines::KlineState;
+use super::outbox::{Feed, Live};
+use super::session::{End, Link, Protocol, Socket, catch_up};
+use super::state::Streams;
+use crate::clock::unix_now;
+use crate::domain::{Asset, AssetList, Candle, Interval, Point, Symbol, UnixSeconds};
+use crate::store::history::candles;
+
+/// A `since` this far past the server's clock is refused: the client's
+/// clock, not its data, is wrong.
+const MAX_SINCE_AHEAD: i64 = 60;
+
+/// A stream a client named, resolved against the catalog.
+#[derive(Debug, Clone)]
+struct Stream {
+    /// The canonical name: `EURUSD@point`, `EURUSD@kline_1m`.
+    name: String,
+    asset: Asset,
+    kline: Option<Interval>,
+}
+
+impl Stream {
+    fn feed(&self) -> Feed {
+        match self.kline {
+            None => Feed::Point(self.asset.id),
+            Some(i) => Feed::Kline(self.asset.id, i),
+        }
+    }
+}
+
+/// Resolves `<symbol>@point` or `<symbol>@kline_<interval>`.
+fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> {
+    let shape = || {
+        (
+            ErrorType::ValidationError,
+            format!(
+                "stream '{}' must be <symbol>@point or <symbol>@kline_<interval>",
+                truncate(raw, 40)
+            ),
+        )
+    };
+    let (symbol, kind) = raw.rsplit_once('@').ok_or_else(shape)?;
+    let kline = match kind {
+        "point" => None,
+        k => match k.strip_prefix("kline_") {
+            Some(interval) => Some(interval.parse::<Interval>().map_err(|e| {
+                (
+                    ErrorType::ValidationError,
+                    format!("{e} in stream '{}'", truncate(raw, 40)),
+                )
+            })?),
+            None => return Err(shape()),
+        },
+    };
+    let catalog = &streams.catalog;
+    let asset = catalog
+        .by_name(symbol)
+        .or_else(|| {
+            Symbol::parse(symbol)
+                .ok()
+                .and_then(|s| catalog.by_symbol(&s))
+        })
+        .ok_or_else(|| {
+            (
+                ErrorType::NotFound,
+                format!(
+                    "unknown symbol '{}' in stream '{}'",
+                    truncate(symbol, 32),
+                    truncate(raw, 40)
+                ),
+            )
+        })?;
+    Ok(Stream {
+        name: stream_name(&asset.name, kline),
+        asset: asset.clone(),
+        kline,
+    })
+}
+
+/// `{"id": ..., "result": ...}`
+fn result_frame(id: &Value, result: impl Serialize) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Answer<'a, T> {
+        id: &'a Value,
+        result: T,
+    }
+    serde_json::to_string(&Answer { id, result })
+        .unwrap_or_default()
+        .into()
+}
+
+/// `{"id": ..., "error": {"code": ..., "message": ...}}`
+pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Error<'a> {
+        code: ErrorType,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Answer<'a> {
+        id: &'a Value,
+        error: Error<'a>,
+    }
+    serde_json::to_string(&Answer {
+        id,
+        error: Error { code, message },
+    })
+    .unwrap_or_default()
+    .into()
+}
+
+/// `{"stream": ..., "snapshot": ...}`
+fn snapshot_frame(stream: &str, snapshot: &Snapshot) -> Utf8Bytes {
+    #[derive(Serialize)]
+    struct Frame<'a> {
+        stream: &'a str,
+        snapshot: &'a Snapshot,
+    }
+    serde_json::to_string(&Frame { stream, snapshot })
+        .unwrap_or_default()
+        .into()
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Snapshot {
+    Points { points: Vec<Point>, recovered: bool },
+    Candles { candles: Vec<Candle> },
+}
+
+/// A new stream, read and ready to go live.
+struct Opening {
+    stream: Stream,
+    receiver: broadcast::Receiver<LiveEvent>,
+    snapshot: Snapshot,
+    /// The newest second the snapshot holds (or stands for).
+    last: UnixSeconds,
+    /// A kline stream's candle so far, to seed the process's builder.
+    kline: Option<KlineState>,
+}
+
+/// A v2 connection's state: its streams, in the order they were added.
+#[derive(Debug, Default)]
+pub struct V2 {
+    streams: Vec<(String, Feed)>,
+    /// Counts subscribes, so that the fan-out can tell a stream from an
+    /// earlier subscription to it.
+    generation: u64,
+}
+
+impl Protocol for V2 {
+    async fn on_text<S: Socket>(&mut self, text: &str, link: &mut Link<'_, S>) -> Result<(), End> {
+        let Request { id, method } = match parse_request(text) {
+            Ok(request) => request,
+            Err(Refusal { id, kind, text }) => {
+                return link.send_text(error_frame(&id, kind, &text)).await;
+            }
+        };
+        match method {
+            Method::Assets => {
+                let assets = AssetList::from_catalog(&link.streams.catalog);
+                link.send_text(result_frame(&id, assets)).await
+            }
+            Method::List => link.send_text(result_frame(&id, self.listing())).await,
+            Method::Unsubscribe(names) => self.unsubscribe(&id, &names, link).await,
+            Method::Subscribe(request) => self.subscribe(&id, request, link).await,
+        }
+    }
+
+    fn error_frame(&self, kind: ErrorType, text: &str) -> Utf8Bytes {
+        error_frame(&Value::Null, kind, text)
+    }
+
+    fn is_live(&self) -> bool {
+        !self.streams.is_empty()
+    }
+}
+
+#[derive(Serialize)]
+struct Listing<'a> {
+    streams: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
+}
+
+impl V2 {
+    fn listing(&self) -> Listing<'_> {
+        Listing {
+            streams: self.streams.iter().map(|(n, _)| n.as_str()).collect(),
+            epoch: None,
+        }
+    }
+
+    fn has(&self, feed: Feed) -> bool {
+        self.streams.iter().any(|(_, f)| *f == feed)
+    }
+
+    /// Resolves every name, or refuses the lot.
+    fn resolve_all(
+        streams: &Streams,
+        names: &[String],
+    ) -> Result<Vec<Stream>, (ErrorType, String)> {
+        names.iter().map(|n| resolve(streams, n)).collect()
+    }
+
+    async fn unsubscribe<S: Socket>(
+        &mut self,
+        id: &Value,
+        names: &[String],
+        link: &mut Link<'_, S>,
+    ) -> Result<(), End> {
+        let gone = match Self::resolve_all(link.streams, names) {
+            Ok(gone) => gone,
+            Err((kind, text)) => return link.send_text(error_frame(id, kind, &text)).await,
+        };
+        for stream in gone {
+            let feed = stream.feed();
+            link.outbox.leave_feed(feed);
+            self.streams.retain(|(_, f)| *f != feed);
+        }
+        link.send_text(result_frame(id, self.listing())).await
+    }
+
+    /// Opens the new streams of a subscribe, all or none: every name is
+    /// resolved and every snapshot read before the answer; then each
+    /// stream's snapshot is sent and the stream goes live.
+    async fn subscribe<S: Socket>(
+        &mut self,
+        id: &Value,
+        request: Subscribe,
+        link: &mut Link<'_, S>,
+    ) -> Result<(), End> {
+        let streams = link.streams;
+        let mut new = match Self::resolve_all(streams, &request.streams) {
+            Ok(new) => new,
+            Err((kind, text)) => return link.send_text(error_frame(id, kind, &text)).await,
+        };
+        // Streams the connection has, or that a request names twice, are
+        // opened once.
+        let mut seen = Vec::new();
+        new.retain(|s| {
+            let feed = s.feed();
+            let fresh = !self.has(feed) && !seen.contains(&feed);
+            seen.push(feed);
+            fresh
+        });
+        let max = streams.settings.max_streams;
+        if self.streams.len() + new.len() > max {
+            let text = format!(
+                "too many streams: at most {max} a connection; it has {} and this subscribe adds {}",
+                self.streams.len(),
+                new.len()
+            );
+            return link
+                .send_text(error_frame(id, ErrorType::ValidationError, &text))
+                .await;
+        }
+        if let Some(since) = request.since
+            && since > unix_now() + MAX_SINCE_AHEAD
+        {
+            let text =
+                format!("params.since {since} is in the future; pass the last second you saw");
+            return link
+                .send_text(error_frame(id, ErrorType::ValidationError, &text))
+                .await;
+        }
+        let epoch = match streams.epoch().await {
+            Ok(epoch) => epoch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the data epoch for a subscribe");
+                let text = "the rates store is unavailable right now; subscribe again shortly";
+                return link
+                    .send_text(error_frame(id, ErrorType::Internal, text))
+                    .await;
+            }
+        };
+        let same_epoch = request.epoch.as_deref().is_none_or(|e| e == epoch);
+        let mut opening = Vec::with_capacity(new.len());
+        for stream in new {
+            match open(streams, stream, &request, same_epoch).await {
+                Ok(o) => opening.push(o),
+                Err(text) => {
+                    return link
+                        .send_text(error_frame(id, ErrorType::Internal, &text))
+                        .await;
+                }
+            }
+        }
+        for o in &opening {
+            self.streams.push((o.stream.name.clone(), o.stream.feed()));
+        }
+        let mut answer = self.listing();
+        answer.epoch = Some(&epoch);
+        link.send_text(result_frame(id, answer)).await?;
+        self.generation += 1;
+        for o in opening {
+            self.go_live(o, link).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a stream's snapshot, then hands it to the live fan-out.
+    async fn go_live<S: Socket>(&mut self, o: Opening, link: &mut Link<'_, S>) -> Result<(), End> {
+        let Opening {
+            stream,
+            mut receiver,
+            snapshot,
+            last,
+            kline,
+        } = o;
+        // One frame, never fragmented: the hub's frames of the connection's
+        // other streams may come between any two frames.
+        link.send_text(snapshot_frame(&stream.name, &snapshot))
+            .await?;
+        drop(snapshot);
+        let live = Live {
+            feed: stream.feed(),
+            generation: self.generation,
+            last,
+        };
+        match kline {
+            None => link.go_live(live, |write| {
+                catch_up(&mut receiver, |p| {
+                    write(p.time, std::slice::from_ref(&p.stream));
+                })
+            }),
+            Some(mut state) => {
+                let klines = link.streams.hub.klines();
+                link.go_live(live, |write| {
+                    klines.seed(stream.asset.id, &mut state, |state| {
+                        catch_up(&mut receiver, |p| {
+                            if let Some(update) = state.push(p.time, p.value) {
+                                let frames: Vec<_> = update
+                                    .closed
+                                    .iter()
+                                    .chain([&update.forming])
+                                    .map(|c| stream_wire(&stream.name, c))
+                                    .collect();
+                                write(p.time, &frames);
+                            }
+                        })
+                    })
+                })
+            }
+        }
+    }
+}
+
+/// Attaches to a stream's asset and reads its snapshot; the error is what
+/// the client is told.
+async fn open(
+    streams: &Streams,
+    stream: Stream,
+    request: &Subscribe,
+    same_epoch: bool,
+) -> Result<Opening, String> {
+    let unavailable = || "history is unavailable right now; subscribe again shortly".to_owned();
+    let Some(receiver) = streams.hub.subscribe(stream.asset.id) else {
+        return Err(format!("asset {} has no live feed", stream.asset.name));
+    };
+    // Read after attaching: every point after this second is on `receiver`.
+    let newest = streams.hub.latest_tick();
+    match stream.kline {
+        None => {
+            let history = streams
+                .history
+                .get(
+                    &streams.engine,
+                    streams.archive.as_ref(),
+                    stream.asset.id,
+                    streams.window_seconds,
+                    newest,
+                )
+                .await
+                .map_err(|_| unavailable())?;
+            let (points, recovered, last) = match request.since {
+                Some(since) => {
+                    let points = newer_than(&history.points, since);
+                    let recovered = same_epoch && since >= history.from - 1;
+                    let last = points.last().map_or(since, |p| p.time);
+                    (points, recovered, last)
+                }
+                None => {
+                    let last = history.last.unwrap_or(newest);
+                    let from = last.saturating_sub(i64::from(request.history));
+                    (newer_than(&history.points, from), true, last)
+                }
+            };
+            Ok(Opening {
+                stream,
+                receiver,
+                snapshot: Snapshot::Points { points, recovered },
+                last,
+                kline: None,
+            })
+        }
+        Some(interval) => {
+            // Before the hub has seen a tick: what the store has by now.
+            let to = if newest == UnixSeconds::MIN {
+                unix_now() - 1
+            } else {
+                newest
+            };
+            let from = if request.history == 0 {
+                interval.open_of(to)
+            } else {
+                interval.open_of(to - i64::from(request.history) + 1)
+            };
+            let span = usize::try_from((to - from) / interval.seconds() + 2).unwrap_or(1);
+            let window = streams.window_seconds;
+            let mut read = candles(
+                &streams.engine,
+                streams.archive.as_ref(),
+                &stream.asset,
+                interval,
+                (from, to),
+                (unix_now() - i64::from(window) + 1, window as usize + 1),
+                span,
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, stream = %stream.name, "cannot read candles for a subscribe");
+                unavailable()
+            })?;
+            let forming = read
+                .last_mut()
+                .filter(|c| c.open_time == interval.open_of(to))
+                .map(|c| {
+                    c.closed = false;
+                    *c
+                });
+            Ok(Opening {
+                stream,
+                receiver,
+                snapshot: Snapshot::Candles { candles: read },
+                last: to,
+                kline: Some(KlineState::new(interval, forming, to)),
+            })
+        }
+    }
+}
+
+/// The points after second `after`, oldest first.
+fn newer_than(points: &[Point], after: UnixSeconds) -> Vec<Point> {
+    let start = points.partition_point(|p| p.time <= after);
+    points[start..].to_vec()
+}
