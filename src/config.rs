@@ -39,7 +39,8 @@ pub enum Command {
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
     /// Demo client: subscribe to an asset over the WebSocket and print the
-    /// history size, then each point, one line each.
+    /// history size, then each point, one line each; with `--v2`, several
+    /// streams (points, candles) on one v2 connection, one line a frame.
     Client(ClientArgs),
 }
 
@@ -80,7 +81,8 @@ pub struct ClientArgs {
 #[command(
     name = "ratesd client",
     about = "Demo client: subscribe to an asset over the WebSocket and print the \
-        history size, then each point, one line each"
+        history size, then each point, one line each; with --v2, several streams \
+        (--stream EURUSD@point --stream USDJPY@kline_1m) on one v2 connection, one line a frame"
 )]
 pub struct ClientCli {
     #[command(flatten)]
