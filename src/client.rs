@@ -1,15 +1,31 @@
-//! `ratesd client`: a demo WebSocket client. It asks for the catalog,
-//! subscribes to one asset, prints the history's size and span, then one
-//! line per live point: `TIME NAME VALUE`.
+//! `ratesd client`: a demo WebSocket client.
+//!
+//! In v1 (the default) it asks for the catalog, subscribes to one asset,
+//! prints the history's size and span, then one line per live point:
+//! `TIME NAME VALUE`.
+//!
+//! With `--v2` it subscribes to all its `--stream`s in one request on
+//! `/api/v2/ws` and prints one line per frame: the answer, each stream's
+//! snapshot as a summary, then each live datum prefixed by its stream
+//! (`EURUSD@point TIME VALUE`, `EURUSD@kline_1m OPEN_TIME o= h= l= c= n=
+//! forming|closed`). An error answer ends it with an error.
 
 use std::io::Write;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::http::Uri;
 
 use crate::config::ClientArgs;
 use crate::domain::Symbol;
+
+/// Where the v1 protocol lives; `/` speaks it too.
+const V1_PATH: &str = "/api/v1/ws";
+/// Where the v2 protocol lives.
+const V2_PATH: &str = "/api/v2/ws";
+/// The id of the client's one v2 request.
+const SUBSCRIBE_ID: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,6 +44,14 @@ pub enum ClientError {
 /// Runs until the server closes, `args.points` live points were printed,
 /// or the caller drops the future.
 pub async fn run(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientError> {
+    if args.v2 {
+        run_v2(args, out).await
+    } else {
+        run_v1(args, out).await
+    }
+}
+
+async fn run_v1(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientError> {
     let (mut ws, _) = tokio_tungstenite::connect_async(args.url.as_str()).await?;
     ws.send(Message::text(
         json!({"action": "assets", "message": {}}).to_string(),
@@ -35,17 +59,7 @@ pub async fn run(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientEr
     .await?;
     let mut printed = 0u64;
     while let Some(msg) = ws.next().await {
-        let text = match msg? {
-            Message::Text(t) => t,
-            Message::Close(frame) => {
-                let why = frame
-                    .map(|f| format!(" ({} {})", f.code, f.reason))
-                    .unwrap_or_default();
-                return Err(ClientError::Closed(why));
-            }
-            _ => continue,
-        };
-        let Ok(frame) = serde_json::from_str::<Value>(text.as_str()) else {
+        let Some(frame) = json_frame(msg?)? else {
             continue;
         };
         let message = &frame["message"];
@@ -93,6 +107,145 @@ pub async fn run(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientEr
     Err(ClientError::Closed(String::new()))
 }
 
+/// `--v2`: one subscribe for every stream, then a line per frame.
+async fn run_v2(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientError> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(v2_url(&args.url)).await?;
+    let streams = if args.streams.is_empty() {
+        vec![format!("{}@point", args.asset)]
+    } else {
+        args.streams.clone()
+    };
+    let mut params = json!({"streams": streams});
+    if let Some(seconds) = args.history {
+        params["history"] = json!(seconds);
+    }
+    let subscribe = json!({"id": SUBSCRIBE_ID, "method": "subscribe", "params": params});
+    ws.send(Message::text(subscribe.to_string())).await?;
+    let mut printed = 0u64;
+    while let Some(msg) = ws.next().await {
+        let Some(frame) = json_frame(msg?)? else {
+            continue;
+        };
+        if let Some(error) = frame.get("error") {
+            return Err(ClientError::Server(error_text(error)));
+        }
+        if let Some(result) = frame.get("result") {
+            writeln!(out, "{}", result_line(result))?;
+            continue;
+        }
+        let stream = frame["stream"].as_str().unwrap_or("?");
+        if let Some(snapshot) = frame.get("snapshot") {
+            writeln!(out, "{}", snapshot_line(stream, snapshot))?;
+        } else if let Some(data) = frame.get("data") {
+            writeln!(out, "{}", data_line(stream, data))?;
+            out.flush()?;
+            printed += 1;
+            if args.points.is_some_and(|n| printed >= n) {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+        }
+    }
+    Err(ClientError::Closed(String::new()))
+}
+
+/// A text frame's JSON (`None` for other frames and text that is not
+/// JSON); a close frame ends the client.
+fn json_frame(msg: Message) -> Result<Option<Value>, ClientError> {
+    match msg {
+        Message::Text(text) => Ok(serde_json::from_str(text.as_str()).ok()),
+        Message::Close(frame) => {
+            let why = frame
+                .map(|f| format!(" ({} {})", f.code, f.reason))
+                .unwrap_or_default();
+            Err(ClientError::Closed(why))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The v2 endpoint for the `--url` given: a URL on the v1 path
+/// (`/api/v1/ws`, or `/` as old clients write it) moves to `/api/v2/ws`;
+/// any other path is taken as the v2 endpoint itself (a proxy's path, or
+/// `/api/v2/ws` already). A URL that does not parse is left to the connect
+/// to refuse.
+pub fn v2_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<Uri>() else {
+        return url.to_owned();
+    };
+    if !matches!(uri.path(), "" | "/" | V1_PATH) {
+        return url.to_owned();
+    }
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let mut parts = uri.into_parts();
+    parts.path_and_query = format!("{V2_PATH}{query}").parse().ok();
+    Uri::from_parts(parts).map_or_else(|_| url.to_owned(), |u| u.to_string())
+}
+
+/// A subscribe's answer: `subscribed: S1 S2 (epoch E)`.
+fn result_line(result: &Value) -> String {
+    let streams = result["streams"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| s.as_str().unwrap_or("?"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    match result["epoch"].as_str() {
+        Some(epoch) => format!("subscribed: {streams} (epoch {epoch})"),
+        None => format!("subscribed: {streams}"),
+    }
+}
+
+/// A snapshot in one line: `STREAM snapshot: N points FIRST..LAST
+/// recovered` (or `N candles`, with the candles' open times).
+fn snapshot_line(stream: &str, snapshot: &Value) -> String {
+    let (kind, items, time) = match snapshot.get("candles") {
+        Some(candles) => ("candles", candles, "openTime"),
+        None => ("points", &snapshot["points"], "time"),
+    };
+    let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
+    let mut line = format!("{stream} snapshot: {} {kind}", items.len());
+    if let (Some(first), Some(last)) = (items.first(), items.last()) {
+        line += &format!(" {}..{}", first[time], last[time]);
+    }
+    match snapshot["recovered"].as_bool() {
+        Some(true) => line += " recovered",
+        Some(false) => line += " NOT recovered (a hole before it)",
+        None => {}
+    }
+    line
+}
+
+/// A live datum: `STREAM TIME VALUE` for a point, `STREAM OPEN_TIME o= h=
+/// l= c= n= forming|closed` for a candle.
+fn data_line(stream: &str, data: &Value) -> String {
+    if data.get("openTime").is_some() {
+        let state = if data["closed"] == true {
+            "closed"
+        } else {
+            "forming"
+        };
+        format!(
+            "{stream} {} o={} h={} l={} c={} n={} {state}",
+            data["openTime"], data["open"], data["high"], data["low"], data["close"], data["count"]
+        )
+    } else {
+        format!("{stream} {} {}", data["time"], data["value"])
+    }
+}
+
+/// An error answer's `CODE: MESSAGE`.
+fn error_text(error: &Value) -> String {
+    format!(
+        "{}: {}",
+        error["code"].as_str().unwrap_or("?"),
+        error["message"].as_str().unwrap_or("unknown error")
+    )
+}
+
 /// The id of the asset named (in any spelling) or numbered by `wanted`.
 fn pick_asset(catalog: &Value, wanted: &str) -> Result<u64, ClientError> {
     let assets = catalog["assets"].as_array().cloned().unwrap_or_default();
@@ -123,5 +276,81 @@ mod tests {
             pick_asset(&catalog, "GBPUSD"),
             Err(ClientError::UnknownAsset(_))
         ));
+    }
+
+    #[test]
+    fn the_v1_path_moves_to_v2_and_other_paths_stay() {
+        for (given, v2) in [
+            (
+                "ws://127.0.0.1:8080/api/v1/ws",
+                "ws://127.0.0.1:8080/api/v2/ws",
+            ),
+            ("ws://host:8080/", "ws://host:8080/api/v2/ws"),
+            ("ws://host:8080", "ws://host:8080/api/v2/ws"),
+            (
+                "wss://host/api/v1/ws?token=x",
+                "wss://host/api/v2/ws?token=x",
+            ),
+            ("ws://host/api/v2/ws", "ws://host/api/v2/ws"),
+            ("wss://proxy/rates/ws", "wss://proxy/rates/ws"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(v2_url(given), v2, "{given}");
+        }
+    }
+
+    #[test]
+    fn v2_frames_print_as_one_line_each() {
+        let point =
+            json!({"assetName": "EURUSD", "time": 1455883485, "assetId": 1, "value": 1.110948});
+        assert_eq!(
+            data_line("EURUSD@point", &point),
+            "EURUSD@point 1455883485 1.110948"
+        );
+        let candle = json!({"openTime": 1455883440, "closeTime": 1455883499, "open": 151.2,
+            "high": 151.31, "low": 151.105, "close": 151.3, "count": 45, "closed": false});
+        assert_eq!(
+            data_line("USDJPY@kline_1m", &candle),
+            "USDJPY@kline_1m 1455883440 o=151.2 h=151.31 l=151.105 c=151.3 n=45 forming"
+        );
+        let mut closed = candle;
+        closed["closed"] = json!(true);
+        assert!(data_line("USDJPY@kline_1m", &closed).ends_with(" n=45 closed"));
+    }
+
+    #[test]
+    fn v2_snapshots_are_summed_up() {
+        let points = json!({"points": [
+            {"assetName": "EURUSD", "time": 100, "assetId": 1, "value": 1.1},
+            {"assetName": "EURUSD", "time": 101, "assetId": 1, "value": 1.2}],
+            "recovered": true});
+        assert_eq!(
+            snapshot_line("EURUSD@point", &points),
+            "EURUSD@point snapshot: 2 points 100..101 recovered"
+        );
+        assert_eq!(
+            snapshot_line("EURUSD@point", &json!({"points": [], "recovered": false})),
+            "EURUSD@point snapshot: 0 points NOT recovered (a hole before it)"
+        );
+        let candles =
+            json!({"candles": [{"openTime": 60, "close": 1.0}, {"openTime": 120, "close": 1.1}]});
+        assert_eq!(
+            snapshot_line("EURUSD@kline_1m", &candles),
+            "EURUSD@kline_1m snapshot: 2 candles 60..120"
+        );
+    }
+
+    #[test]
+    fn v2_answers_print_their_streams_and_errors_their_code() {
+        let result = json!({"streams": ["EURUSD@point", "USDJPY@kline_1m"], "epoch": "e1"});
+        assert_eq!(
+            result_line(&result),
+            "subscribed: EURUSD@point USDJPY@kline_1m (epoch e1)"
+        );
+        let error = json!({"code": "NotFound", "message": "unknown symbol 'XXXYYY' in stream 'XXXYYY@point'"});
+        assert_eq!(
+            error_text(&error),
+            "NotFound: unknown symbol 'XXXYYY' in stream 'XXXYYY@point'"
+        );
     }
 }

@@ -39,7 +39,8 @@ pub enum Command {
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
     /// Demo client: subscribe to an asset over the WebSocket and print the
-    /// history size, then each point, one line each.
+    /// history size, then each point, one line each; with `--v2`, several
+    /// streams (points, candles) on one v2 connection, one line a frame.
     Client(ClientArgs),
 }
 
@@ -51,9 +52,27 @@ pub struct ClientArgs {
     /// The service's WebSocket endpoint.
     #[arg(long, default_value = "ws://127.0.0.1:8080/api/v1/ws")]
     pub url: String,
-    /// Stop after this many live points (default: run until Ctrl-C).
+    /// Stop after this many live points; with --v2, live data frames of any
+    /// stream (default: run until Ctrl-C).
     #[arg(long)]
     pub points: Option<u64>,
+    /// Speak protocol v2 (many streams a connection) on /api/v2/ws; a --url
+    /// on the v1 path (/api/v1/ws or /) is moved to it.
+    #[arg(long)]
+    pub v2: bool,
+    /// A v2 stream: SYMBOL@point or SYMBOL@kline_INTERVAL (1m, 5m, 15m, 30m,
+    /// 1h, 4h, 1d); repeat for more (default: the --asset's point stream).
+    #[arg(
+        long = "stream",
+        value_name = "STREAM",
+        requires = "v2",
+        conflicts_with = "asset"
+    )]
+    pub streams: Vec<String>,
+    /// Seconds of past data in each v2 stream's snapshot (0..=1800; default:
+    /// the server's, 0).
+    #[arg(long, value_name = "SECONDS", requires = "v2")]
+    pub history: Option<u32>,
 }
 
 /// `ratesd client ...` on its own: the demo client takes only its own
@@ -62,7 +81,8 @@ pub struct ClientArgs {
 #[command(
     name = "ratesd client",
     about = "Demo client: subscribe to an asset over the WebSocket and print the \
-        history size, then each point, one line each"
+        history size, then each point, one line each; with --v2, several streams \
+        (--stream EURUSD@point --stream USDJPY@kline_1m) on one v2 connection, one line a frame"
 )]
 pub struct ClientCli {
     #[command(flatten)]
@@ -551,10 +571,48 @@ mod tests {
             .unwrap()
             .unwrap_err()
             .to_string();
-        assert!(help.contains("--asset") && help.contains("--url"), "{help}");
+        for flag in ["--asset", "--url", "--v2", "--stream", "--history"] {
+            assert!(help.contains(flag), "--help lacks {flag}: {help}");
+        }
         assert!(
             !help.contains("--redis-url") && !help.contains("RATES_"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn the_client_takes_v2_streams_only_with_v2() {
+        let client = |a: &[&str]| {
+            let argv: Vec<_> = ["ratesd", "client"]
+                .iter()
+                .chain(a)
+                .map(std::ffi::OsString::from)
+                .collect();
+            ClientCli::from_argv(&argv).unwrap().map(|c| c.args)
+        };
+        let args = client(&[
+            "--v2",
+            "--stream",
+            "EURUSD@point",
+            "--stream",
+            "USDJPY@kline_1m",
+            "--history",
+            "600",
+        ])
+        .unwrap();
+        assert!(args.v2);
+        assert_eq!(args.streams, ["EURUSD@point", "USDJPY@kline_1m"]);
+        assert_eq!(args.history, Some(600));
+        let v1 = client(&[]).unwrap();
+        assert!(!v1.v2 && v1.streams.is_empty() && v1.history.is_none());
+        // A stream or a history means nothing to v1, and a stream names its
+        // own asset.
+        for refused in [
+            &["--stream", "EURUSD@point"][..],
+            &["--history", "60"],
+            &["--v2", "--asset", "USDJPY", "--stream", "EURUSD@point"],
+        ] {
+            assert!(client(refused).is_err(), "{refused:?} was accepted");
+        }
     }
 }

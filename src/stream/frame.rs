@@ -77,7 +77,15 @@ pub fn point_wire(point: &Point) -> Bytes {
 
 /// The whole WebSocket frame (header and payload) of one final text frame.
 fn text_wire(payload: Bytes) -> Bytes {
-    let frame = WireFrame::message(payload, OpCode::Data(Data::Text), true);
+    wire(payload, Data::Text, true)
+}
+
+/// The whole WebSocket frame (header and payload) of a data frame: the
+/// session writes its large messages as such, past tungstenite, whose
+/// write buffer would otherwise keep the largest message's size for the
+/// connection's life.
+pub fn wire(payload: Bytes, opcode: Data, fin: bool) -> Bytes {
+    let frame = WireFrame::message(payload, OpCode::Data(opcode), fin);
     let mut wire = Vec::with_capacity(frame.len());
     // Writing into a Vec cannot fail.
     let _ = frame.format(&mut wire);

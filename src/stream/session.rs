@@ -19,11 +19,10 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::frame::{ErrorType, close};
+use super::frame::{ErrorType, close, wire};
 use super::hub::{LiveEvent, LivePoint};
 use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
 use super::state::Streams;
@@ -110,28 +109,43 @@ impl<S: Socket> Link<'_, S> {
     }
 
     /// Sends a text message as a run of small frames (one text frame, then
-    /// continuations), so that no connection's write buffer grows to the
-    /// size of a whole history.
+    /// continuations), so that no connection's buffers grow to the size of
+    /// a whole history. Only while no feed of the connection is live: the
+    /// fan-out's frames must not come between the fragments.
     pub async fn send_fragmented(&mut self, bytes: Bytes) -> Result<(), End> {
-        if bytes.len() <= FRAGMENT {
-            let text = Utf8Bytes::try_from(bytes).map_err(|_| End::Gone)?;
-            return self.send_text(text).await;
-        }
         let mut start = 0;
-        while start < bytes.len() {
+        loop {
             let end = (start + FRAGMENT).min(bytes.len());
             let opcode = if start == 0 {
                 Data::Text
             } else {
                 Data::Continue
             };
-            let frame = WireFrame::message(
-                bytes.slice(start..end),
-                OpCode::Data(opcode),
-                end == bytes.len(),
-            );
-            self.send(Message::Frame(frame)).await?;
+            let fin = end == bytes.len();
+            self.write_direct(wire(bytes.slice(start..end), opcode, fin))
+                .await?;
+            if fin {
+                return Ok(());
+            }
             start = end;
+        }
+    }
+
+    /// Sends a text message as one frame, however large (a v2 snapshot:
+    /// live frames of the connection's other streams may come between any
+    /// two frames, so it cannot be fragmented).
+    pub async fn send_whole(&mut self, bytes: Bytes) -> Result<(), End> {
+        self.write_direct(wire(bytes, Data::Text, true)).await
+    }
+
+    /// Writes a prepared frame straight into the outbox, past tungstenite
+    /// (whose write buffer keeps the capacity of the largest message it
+    /// ever wrote); waits, within the send timeout, when the socket is full.
+    async fn write_direct(&mut self, frame: Bytes) -> Result<(), End> {
+        let queued = self.outbox.write_frame(frame);
+        self.sent.increment(1);
+        if queued {
+            self.flush().await?;
         }
         Ok(())
     }
@@ -366,7 +380,10 @@ impl<P: Protocol> Session<P> {
             outbox: &self.outbox,
             sent: &self.sent,
         };
-        self.protocol.on_text(text.as_str(), &mut link).await
+        // Boxed: a subscribe's state (a history read, its sends) is large
+        // and short-lived; inline, every connection's task would carry its
+        // size for the connection's whole life.
+        Box::pin(self.protocol.on_text(text.as_str(), &mut link)).await
     }
 
     /// Acts on what the outbox reports.

@@ -144,11 +144,12 @@ pub fn accept<P: Protocol + 'static>(
     guard: impl Send + 'static,
 ) -> Response {
     let max = streams.settings.max_frame_bytes;
-    // Small buffers: clients send little, and the server's largest message
-    // (the history) goes out in small frames. A client that lets more than
-    // a MiB pile up is dropped.
+    // Small buffers: clients send little (a larger frame grows the read
+    // buffer as it arrives), and the server's large messages (histories,
+    // snapshots) go past tungstenite's write buffer, straight to the
+    // outbox. A client that lets more than a MiB pile up is dropped.
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(max))

@@ -1,10 +1,11 @@
 //! The test page in a real browser: headless Chromium driven over WebDriver
-//! (chromedriver), against the real service. Saves a screenshot to
-//! `target/browser-test.png`.
+//! (chromedriver), against the real service. Saves screenshots to
+//! `target/browser-test.png` (v1) and `target/browser-test-v2.png` (v2).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them.
 //! Without them the test fails under CI (`CI` set) and is skipped elsewhere.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -69,6 +70,115 @@ impl Driver {
     }
 }
 
+/// A headless Chromium session.
+struct Browser {
+    driver: Driver,
+    session: String,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// chromedriver and chromium, or `None` (said in one line) when they are
+    /// not installed outside CI.
+    fn binaries() -> Option<(String, String)> {
+        let (Some(driver), Some(chromium)) = (
+            find("chromedriver", &["/usr/bin/chromedriver"]),
+            find("chromium", &["/usr/bin/chromium"]),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromium and chromedriver are required under CI"
+            );
+            eprintln!(
+                "SKIPPED: chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        };
+        Some((driver, chromium))
+    }
+
+    async fn start((driver_bin, chromium): &(String, String)) -> Self {
+        let driver = Driver::start(driver_bin).await;
+        let profile =
+            std::env::temp_dir().join(format!("ratesd-chromium-{}", crate::helpers::unique_id()));
+        let session = driver
+            .call(
+                reqwest::Method::POST,
+                "/session",
+                Some(json!({"capabilities": {"alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": chromium,
+                        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                                 "--disable-background-networking", "--disable-component-update",
+                                 "--disable-sync", "--disable-quic", "--no-first-run",
+                                 "--window-size=1280,800",
+                                 format!("--user-data-dir={}", profile.display())]
+                    }
+                }}})),
+            )
+            .await;
+        let session = session["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        Self {
+            driver,
+            session,
+            profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let path = format!("/session/{}{path}", self.session);
+        self.driver.call(method, &path, body).await
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    /// Runs `script` (a function body) in the page; its return value.
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// The page's `data-*` state on `<body>`.
+    async fn dataset(&self) -> Value {
+        self.script("return Object.assign({}, document.body.dataset);")
+            .await
+    }
+
+    /// Saves a screenshot of the page to `target/{file}`.
+    async fn screenshot(&self, file: &str) {
+        let shot = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot.as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(file);
+        std::fs::write(&out, png).unwrap();
+    }
+
+    async fn close(self) {
+        self.call(reqwest::Method::DELETE, "", None).await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// A `data-*` value read as a number (0 when absent).
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0)
+}
+
 fn find(name: &str, candidates: &[&str]) -> Option<String> {
     candidates
         .iter()
@@ -83,17 +193,7 @@ fn find(name: &str, candidates: &[&str]) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_page_charts_history_and_moves_live_in_chromium() {
-    let (Some(driver_bin), Some(chromium)) = (
-        find("chromedriver", &["/usr/bin/chromedriver"]),
-        find("chromium", &["/usr/bin/chromium"]),
-    ) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium and chromedriver are required under CI"
-        );
-        eprintln!(
-            "SKIPPED: chromium/chromedriver not installed (apt-get install chromium chromium-driver)"
-        );
+    let Some(binaries) = Browser::binaries() else {
         return;
     };
     let Some(app) = spawn_app(Options {
@@ -105,97 +205,137 @@ async fn test_page_charts_history_and_moves_live_in_chromium() {
     else {
         return;
     };
-    let driver = Driver::start(&driver_bin).await;
-    let profile =
-        std::env::temp_dir().join(format!("ratesd-chromium-{}", crate::helpers::unique_id()));
-    let session = driver
-        .call(
-            reqwest::Method::POST,
-            "/session",
-            Some(json!({"capabilities": {"alwaysMatch": {
-                "browserName": "chrome",
-                "goog:chromeOptions": {
-                    "binary": chromium,
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                             "--disable-background-networking", "--disable-component-update",
-                             "--disable-sync", "--disable-quic", "--no-first-run",
-                             "--window-size=1280,800",
-                             format!("--user-data-dir={}", profile.display())]
-                }
-            }}})),
-        )
-        .await;
-    let id = session["sessionId"]
-        .as_str()
-        .expect("session id")
-        .to_owned();
-    let s = |p: &str| format!("/session/{id}{p}");
-    driver
-        .call(
-            reqwest::Method::POST,
-            &s("/url"),
-            Some(json!({"url": format!("{}/?asset=USDJPY", app.base)})),
-        )
-        .await;
-    let dataset = || async {
-        driver
-            .call(
-                reqwest::Method::POST,
-                &s("/execute/sync"),
-                Some(json!({"script": "return Object.assign({}, document.body.dataset);", "args": []})),
-            )
-            .await
-    };
-    let num = |v: &Value, k: &str| {
-        v[k].as_str()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let browser = Browser::start(&binaries).await;
+    browser.goto(&format!("{}/?asset=USDJPY", app.base)).await;
     // The chart holds the history, and the live value moves.
     let state = eventually(
         "a chart of 60+ points and a moving value",
         Duration::from_secs(30),
         || async {
-            let d = dataset().await;
-            (num(&d, "points") >= 60 && num(&d, "changes") >= 1).then_some(d)
+            let d = browser.dataset().await;
+            (num(&d, "points") >= 60.0 && num(&d, "changes") >= 1.0).then_some(d)
         },
     )
     .await;
     assert!(
-        num(&state, "points") >= 1700,
+        num(&state, "points") >= 1700.0,
         "the 30-minute history is charted: {state}"
     );
-    let value: f64 = state["lastValue"].as_str().unwrap().parse().unwrap();
+    let value = num(&state, "lastValue");
     assert!(
         (value - 150.0).abs() < 10.0,
         "USDJPY was picked from ?asset=: {value}"
     );
     // An error frame is shown on the page.
-    driver
-        .call(
-            reqwest::Method::POST,
-            &s("/execute/sync"),
-            Some(
-                json!({"script": "document.getElementById('send').click(); return 1;", "args": []}),
-            ),
-        )
+    browser
+        .script("document.getElementById('send').click(); return 1;")
         .await;
     eventually(
         "the error frame on the page",
         Duration::from_secs(10),
-        || async { (num(&dataset().await, "errors") >= 1).then_some(()) },
+        || async { (num(&browser.dataset().await, "errors") >= 1.0).then_some(()) },
     )
     .await;
-    let shot = driver
-        .call(reqwest::Method::GET, &s("/screenshot"), None)
+    browser.screenshot("browser-test.png").await;
+    browser.close().await;
+    app.cleanup().await;
+}
+
+/// Every v2 panel's `data-*` state (a `stream` each), by stream name.
+const V2_PANELS: &str = "const by = {};
+    for (const e of document.querySelectorAll('[data-stream]')) by[e.dataset.stream] = Object.assign({}, e.dataset);
+    return by;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium() {
+    let Some(binaries) = Browser::binaries() else {
+        return;
+    };
+    let Some(app) = spawn_app(Options {
+        backfill_seconds: 1800,
+        archive: false,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let browser = Browser::start(&binaries).await;
+    browser
+        .goto(&format!(
+            "{}/?mode=v2&assets=EURUSD,USDJPY&kline=USDJPY",
+            app.base
+        ))
         .await;
-    let png = base64::engine::general_purpose::STANDARD
-        .decode(shot.as_str().unwrap())
-        .unwrap();
-    assert_eq!(&png[1..4], b"PNG");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-test.png");
-    std::fs::write(&out, png).unwrap();
-    driver.call(reqwest::Method::DELETE, &s(""), None).await;
-    let _ = std::fs::remove_dir_all(profile);
+    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "USDJPY@kline_1m");
+    // Two point charts hold their history, a live value moves, and the
+    // candle chart holds the candles of the history.
+    let panels = eventually(
+        "two charts of 60+ points, a moving value, and candles",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            let charted = [eur, jpy].iter().all(|s| num(&p[s], "points") >= 60.0);
+            let moved = num(&p[eur], "changes") + num(&p[jpy], "changes") >= 1.0;
+            (charted && moved && num(&p[kline], "candles") >= 1.0).then_some(p)
+        },
+    )
+    .await;
+    for s in [eur, jpy] {
+        assert!(
+            num(&panels[s], "points") >= 1700.0,
+            "{s}: the 30-minute history is charted: {panels}"
+        );
+    }
+    // Each chart holds its own asset's values.
+    assert!(
+        (num(&panels[eur], "lastValue") - 1.08).abs() < 0.2,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[jpy], "lastValue") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[kline], "lastClose") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
+    // 30 minutes of 1-minute candles.
+    assert!(num(&panels[kline], "candles") >= 30.0, "{panels}");
+    // A reconnect resumes each point stream after the last second it saw:
+    // no second is drawn twice, none is lost, nothing is loaded again.
+    let live = |p: &Value, s: &str| num(&p[s], "live");
+    browser.script("ws.close(); return 1;").await;
+    let resumed = eventually(
+        "both point streams resumed and live again",
+        Duration::from_secs(20),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "resumed") >= 1.0 && live(&p, s) > live(&panels, s))
+                .then_some(p)
+        },
+    )
+    .await;
+    for s in [eur, jpy] {
+        let p = &resumed[s];
+        assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
+        assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
+        assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+        assert!(
+            num(p, "points") >= num(&panels[s], "points"),
+            "{s}: the chart kept its history: {p}"
+        );
+    }
+    assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
+    assert!(num(&resumed[kline], "candles") >= 30.0, "{resumed}");
+    assert_eq!(
+        num(&browser.dataset().await, "errors"),
+        0.0,
+        "no error frame"
+    );
+    browser.screenshot("browser-test-v2.png").await;
+    browser.close().await;
     app.cleanup().await;
 }

@@ -492,3 +492,53 @@ crate::helpers::on_both_engines!(
     a_kline_stream_matches_its_points_and_closes_once,
     every_bad_request_gets_its_code_and_the_connection_survives,
 );
+
+/// Redis loses its data (a restart without persistence): the epoch
+/// changes, and a client resuming with the old one is told of the hole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_epoch_changes_when_redis_loses_its_data() {
+    use deadpool_redis::redis;
+    let Some(app) = service(Engine::Redis, 300, &[]).await else {
+        return;
+    };
+    let mut c = Client::connect(&app).await;
+    let answer = c.subscribe(1, json!({"streams": ["EURUSD@point"]})).await;
+    let old = answer["result"]["epoch"].as_str().unwrap().to_owned();
+    c.snapshot("EURUSD@point").await;
+    let last = c.data("EURUSD@point").await["time"].as_i64().unwrap();
+    // Every key of this service's prefix goes, as in a restart of an empty Redis.
+    let client = redis::Client::open(crate::helpers::REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let prefix = app.config.redis_prefix.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let new = eventually("a new epoch", Duration::from_secs(15), || async {
+        let mut c = Client::connect(&app).await;
+        let answer = c.subscribe(2, json!({"streams": ["USDJPY@point"]})).await;
+        let epoch = answer["result"]["epoch"].as_str()?.to_owned();
+        (epoch != old && epoch != "0").then_some(epoch)
+    })
+    .await;
+    let mut c = Client::connect(&app).await;
+    let answer = c
+        .subscribe(
+            3,
+            json!({"streams": ["EURUSD@point"], "since": last, "epoch": old}),
+        )
+        .await;
+    assert_eq!(answer["result"]["epoch"], new.as_str());
+    assert_eq!(
+        c.snapshot("EURUSD@point").await["recovered"],
+        false,
+        "the old epoch's data is gone"
+    );
+    app.cleanup().await;
+}

@@ -241,6 +241,15 @@ impl Outbox {
         Offer::Written
     }
 
+    /// Writes a whole frame the session prepared (a large message, past
+    /// tungstenite's buffer). True when it waits in the queue behind a full
+    /// socket: flush before writing more.
+    pub fn write_frame(self: &Arc<Self>, frame: Bytes) -> bool {
+        let mut inner = self.lock();
+        self.push(&mut inner, frame);
+        !inner.queue.is_empty()
+    }
+
     /// Stops the fan-out writing to this connection (a new v1 subscribe,
     /// or the end).
     pub fn leave(&self) {

@@ -66,10 +66,16 @@ fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> 
     let kline = match kind {
         "point" => None,
         k => match k.strip_prefix("kline_") {
-            Some(interval) => Some(interval.parse::<Interval>().map_err(|e| {
+            Some(interval) => Some(interval.parse::<Interval>().map_err(|_| {
+                let names: Vec<&str> = Interval::ALL.iter().map(|i| i.name()).collect();
                 (
                     ErrorType::ValidationError,
-                    format!("{e} in stream '{}'", truncate(raw, 40)),
+                    format!(
+                        "unknown interval '{}' in stream '{}'; expected one of: {}",
+                        truncate(interval, 8),
+                        truncate(raw, 40),
+                        names.join(", ")
+                    ),
                 )
             })?),
             None => return Err(shape()),
@@ -133,13 +139,13 @@ pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
 }
 
 /// `{"stream": ..., "snapshot": ...}`
-fn snapshot_frame(stream: &str, snapshot: &Snapshot) -> Utf8Bytes {
+fn snapshot_frame(stream: &str, snapshot: &Snapshot) -> bytes::Bytes {
     #[derive(Serialize)]
     struct Frame<'a> {
         stream: &'a str,
         snapshot: &'a Snapshot,
     }
-    serde_json::to_string(&Frame { stream, snapshot })
+    serde_json::to_vec(&Frame { stream, snapshot })
         .unwrap_or_default()
         .into()
 }
@@ -333,7 +339,7 @@ impl V2 {
         } = o;
         // One frame, never fragmented: the hub's frames of the connection's
         // other streams may come between any two frames.
-        link.send_text(snapshot_frame(&stream.name, &snapshot))
+        link.send_whole(snapshot_frame(&stream.name, &snapshot))
             .await?;
         drop(snapshot);
         let live = Live {
@@ -445,6 +451,14 @@ async fn open(
                 tracing::warn!(error = %e, stream = %stream.name, "cannot read candles for a subscribe");
                 unavailable()
             })?;
+            // Without an archive, a bucket that began before the window's
+            // oldest second would be a cut-off candle (its open is not the
+            // bucket's): left out, as a bucket with no point is.
+            let window_start = unix_now() - i64::from(window) + 1;
+            if streams.archive.is_none() && read.first().is_some_and(|c| c.open_time < window_start)
+            {
+                read.remove(0);
+            }
             let forming = read
                 .last_mut()
                 .filter(|c| c.open_time == interval.open_of(to))
