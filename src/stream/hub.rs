@@ -163,6 +163,9 @@ pub struct LiveHub {
     next_shard: Arc<AtomicUsize>,
     /// The newest second a tick announced (for caches to notice new data).
     latest_tick: Arc<AtomicI64>,
+    /// The newest second published for each asset: every point of the
+    /// asset up to it is in the engine (a tick writes before it publishes).
+    latest_of: Arc<HashMap<AssetId, AtomicI64>>,
     /// True while the Redis subscription is up.
     connected: Arc<AtomicBool>,
     /// The kline streams' candles, one builder per asset and interval.
@@ -183,6 +186,13 @@ impl LiveHub {
             shards: (0..shards).map(|_| Arc::new(Shard::default())).collect(),
             next_shard: Arc::new(AtomicUsize::new(0)),
             latest_tick: Arc::new(AtomicI64::new(UnixSeconds::MIN)),
+            latest_of: Arc::new(
+                catalog
+                    .assets()
+                    .iter()
+                    .map(|a| (a.id, AtomicI64::new(UnixSeconds::MIN)))
+                    .collect(),
+            ),
             connected: Arc::new(AtomicBool::new(false)),
             klines: Arc::default(),
         }
@@ -202,6 +212,15 @@ impl LiveHub {
     /// The newest second the live feed has announced.
     pub fn latest_tick(&self) -> UnixSeconds {
         self.latest_tick.load(Ordering::Acquire)
+    }
+
+    /// The newest second published for `asset` (`UnixSeconds::MIN` before
+    /// any): on a cluster each key group publishes on its own, so the
+    /// newest tick of one asset may be ahead of another's.
+    pub fn latest_of(&self, asset: AssetId) -> UnixSeconds {
+        self.latest_of
+            .get(&asset)
+            .map_or(UnixSeconds::MIN, |t| t.load(Ordering::Acquire))
     }
 
     /// Attaches to an asset's live points; `None` for an asset not in the catalog.
@@ -236,6 +255,9 @@ impl LiveHub {
         for point in points {
             if let Some(tx) = self.channels.get(&point.asset_id) {
                 let (asset, time) = (point.asset_id, point.time);
+                if let Some(latest) = self.latest_of.get(&asset) {
+                    latest.fetch_max(time, Ordering::AcqRel);
+                }
                 let live = LivePoint::new(point);
                 // No receivers is fine: nobody is subscribing to this asset now.
                 let _ = tx.send(LiveEvent::Point(live.clone()));
@@ -311,6 +333,9 @@ impl LiveHub {
         // Connections in the fan-out learn of a shutdown from the
         // cancellation their sessions wait on; of an outage, from here.
         if let LiveEvent::Interrupted = event {
+            // Points may be missed while the feed is away (a fill from the
+            // window can fail): the next kline subscriber reads afresh.
+            self.klines.clear();
             for shard in self.shards.iter() {
                 shard.raise(event::INTERRUPTED).await;
             }

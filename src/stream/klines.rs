@@ -24,6 +24,10 @@ pub struct KlineState {
     pub candle: Option<Candle>,
     /// Every point up to this second is in `candle` (or in an earlier bucket).
     pub last: UnixSeconds,
+    /// A bucket whose beginning the read did not reach (no archive, a
+    /// bucket older than the window): no candle of it is sent; the next
+    /// bucket is built whole.
+    pub unknown: Option<UnixSeconds>,
 }
 
 /// What one point does to a stream: the candle that closed (its bucket
@@ -42,6 +46,19 @@ impl KlineState {
             interval,
             candle: candle.map(|c| Candle { closed: false, ..c }),
             last,
+            unknown: None,
+        }
+    }
+
+    /// A builder that cannot know the candle of the bucket holding `last`
+    /// (its start is before what was read): it sends nothing of that
+    /// bucket, and builds the next one whole.
+    pub fn unknown(interval: Interval, last: UnixSeconds) -> Self {
+        Self {
+            interval,
+            candle: None,
+            last,
+            unknown: Some(interval.open_of(last)),
         }
     }
 
@@ -52,6 +69,10 @@ impl KlineState {
         }
         self.last = time;
         let open = self.interval.open_of(time);
+        if self.unknown == Some(open) {
+            return None;
+        }
+        self.unknown = None;
         let mut closed = None;
         match &mut self.candle {
             Some(c) if c.open_time == open => c.push(value),
@@ -98,6 +119,12 @@ impl Klines {
                 each(state.interval, update);
             }
         }
+    }
+
+    /// Forgets every builder (the live feed was interrupted: points may
+    /// have been missed); the next subscriber of each stream seeds it anew.
+    pub fn clear(&self) {
+        self.lock().clear();
     }
 
     /// Seeds the builder of (`asset`, `seed.interval`) unless it has one,
@@ -147,6 +174,23 @@ mod tests {
         );
         assert_eq!((next.forming.open_time, next.forming.count), (120, 1));
         assert_eq!(s.push(121, 2.5).unwrap().closed, None);
+    }
+
+    #[test]
+    fn an_unknown_bucket_sends_nothing_and_the_next_is_built_whole() {
+        let mut s = KlineState::unknown(Interval::H1, 3_600 + 2_700);
+        assert_eq!(
+            s.push(3_600 + 2_701, 5.0),
+            None,
+            "the 1h bucket began before the read"
+        );
+        assert_eq!(s.push(7_199, 5.0), None);
+        let next = s.push(7_200, 1.0).unwrap();
+        assert_eq!(
+            next.closed, None,
+            "nothing of the unknown bucket, even closed"
+        );
+        assert_eq!((next.forming.open_time, next.forming.count), (7_200, 1));
     }
 
     #[test]

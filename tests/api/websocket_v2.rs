@@ -131,10 +131,10 @@ async fn two_point_streams_share_a_connection_and_unsubscribe_stops_one(engine: 
         answer["result"]["streams"],
         json!(["EURUSD@point", "USDJPY@point"])
     );
+    let epoch = answer["result"]["epoch"].as_str().unwrap_or_default();
     assert!(
-        answer["result"]["epoch"]
-            .as_str()
-            .is_some_and(|e| !e.is_empty())
+        !epoch.is_empty() && epoch != "0",
+        "the window was written: an epoch, got {epoch:?}"
     );
     for stream in ["EURUSD@point", "USDJPY@point"] {
         let s = c.snapshot(stream).await;
@@ -171,6 +171,11 @@ async fn two_point_streams_share_a_connection_and_unsubscribe_stops_one(engine: 
     assert_eq!(
         list,
         json!({"id": 3, "result": {"streams": ["USDJPY@point"]}})
+    );
+    assert!(
+        !c.pending.iter().any(|f| f.get("snapshot").is_some()),
+        "no second snapshot for a stream the connection had: {:?}",
+        c.pending
     );
     // After the answer, EURUSD stops; USDJPY goes on.
     c.pending.retain(|f| f["stream"] != "EURUSD@point");
@@ -310,6 +315,12 @@ async fn a_kline_stream_matches_its_points_and_closes_once(engine: Engine) {
         points.insert(p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap());
     }
     let candles = c.snapshot("EURUSD@kline_1m").await["candles"].clone();
+    // A second connection joins the builder the first one seeded.
+    let mut other = Client::connect(&app).await;
+    other
+        .subscribe(1, json!({"streams": ["EURUSD@kline_1m"]}))
+        .await;
+    other.snapshot("EURUSD@kline_1m").await;
     let candles = candles.as_array().unwrap();
     assert!(candles.len() >= 2, "two minutes of candles: {candles:?}");
     let forming = candles.last().unwrap();
@@ -384,6 +395,15 @@ async fn a_kline_stream_matches_its_points_and_closes_once(engine: Engine) {
         "high {h}/{high}, low {l}/{low}"
     );
     assert_eq!(n, bucket.len() as u64, "count");
+    let other_closed = other
+        .next_where("the other client's closed candle", |f| {
+            f["data"]["closed"] == true
+        })
+        .await;
+    assert_eq!(
+        &other_closed["data"], closed,
+        "both connections get the same candle"
+    );
     // Each forming update before the close counts one more point.
     for pair in klines[..i].windows(2) {
         if pair[0]["openTime"] == pair[1]["openTime"] {

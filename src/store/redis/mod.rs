@@ -276,9 +276,12 @@ impl RedisStore {
     }
 
     /// The oldest second of each asset's window (`None` for an empty one).
-    /// The data epoch: the epoch markers of every group (each set, to the
-    /// server's clock in microseconds, by the first tick after the group's
-    /// data was lost), as one value; `None` before any tick.
+    /// The data epoch: the epoch markers of the groups that have one (each
+    /// set, to the server's clock in microseconds, by the first tick after
+    /// the group's data was lost), as one value; `None` before any tick.
+    /// A group that never ticks (no asset of the catalog maps to it) has
+    /// no marker and takes no part; a group that loses its data changes
+    /// the epoch.
     pub async fn epoch(&self) -> Result<Option<String>> {
         let reads = (0..self.keys.groups()).map(|group| async move {
             let mut conn = self.conn().await?;
@@ -286,13 +289,17 @@ impl RedisStore {
                 .arg(self.keys.epoch(group))
                 .query_async(&mut conn)
                 .await?;
-            Ok::<_, RedisError>(marker)
+            Ok::<_, RedisError>(marker.map(|m| format!("{group}={m}")))
         });
-        let markers: Option<Vec<String>> = try_join_all(reads).await?.into_iter().collect();
-        Ok(markers.map(|m| match m.as_slice() {
-            [one] => one.clone(),
-            many => format!("{:016x}", crate::hash::fnv1a64(many.join(",").as_bytes())),
-        }))
+        let markers: Vec<String> = try_join_all(reads).await?.into_iter().flatten().collect();
+        Ok(match markers.as_slice() {
+            [] => None,
+            [one] if self.keys.groups() == 1 => one.split_once('=').map(|(_, m)| m.to_owned()),
+            all => Some(format!(
+                "{:016x}",
+                crate::hash::fnv1a64(all.join(",").as_bytes())
+            )),
+        })
     }
 
     pub async fn oldest_points(&self, ids: &[AssetId]) -> Result<Vec<Option<UnixSeconds>>> {

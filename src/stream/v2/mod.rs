@@ -161,7 +161,8 @@ enum Snapshot {
 struct Opening {
     stream: Stream,
     receiver: broadcast::Receiver<LiveEvent>,
-    snapshot: Snapshot,
+    /// The snapshot frame, encoded as soon as it is read.
+    snapshot: bytes::Bytes,
     /// The newest second the snapshot holds (or stands for).
     last: UnixSeconds,
     /// A kline stream's candle so far, to seed the process's builder.
@@ -224,11 +225,22 @@ impl V2 {
         self.streams.iter().any(|(_, f)| *f == feed)
     }
 
-    /// Resolves every name, or refuses the lot.
+    /// Resolves every name, or refuses the lot. A request naming more
+    /// streams than a connection may hold is refused before any is read.
     fn resolve_all(
         streams: &Streams,
         names: &[String],
     ) -> Result<Vec<Stream>, (ErrorType, String)> {
+        let max = streams.settings.max_streams;
+        if names.len() > max {
+            return Err((
+                ErrorType::ValidationError,
+                format!(
+                    "too many streams: at most {max} a connection; this request names {}",
+                    names.len()
+                ),
+            ));
+        }
         names.iter().map(|n| resolve(streams, n)).collect()
     }
 
@@ -266,12 +278,10 @@ impl V2 {
         };
         // Streams the connection has, or that a request names twice, are
         // opened once.
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         new.retain(|s| {
             let feed = s.feed();
-            let fresh = !self.has(feed) && !seen.contains(&feed);
-            seen.push(feed);
-            fresh
+            !self.has(feed) && seen.insert(feed)
         });
         let max = streams.settings.max_streams;
         if self.streams.len() + new.len() > max {
@@ -339,9 +349,7 @@ impl V2 {
         } = o;
         // One frame, never fragmented: the hub's frames of the connection's
         // other streams may come between any two frames.
-        link.send_whole(snapshot_frame(&stream.name, &snapshot))
-            .await?;
-        drop(snapshot);
+        link.send_whole(snapshot).await?;
         let live = Live {
             feed: stream.feed(),
             generation: self.generation,
@@ -412,23 +420,25 @@ async fn open(
                 None => {
                     let last = history.last.unwrap_or(newest);
                     let from = last.saturating_sub(i64::from(request.history));
-                    (newer_than(&history.points, from), true, last)
+                    (newer_than(&history.points, from), same_epoch, last)
                 }
             };
             Ok(Opening {
+                snapshot: snapshot_frame(&stream.name, &Snapshot::Points { points, recovered }),
                 stream,
                 receiver,
-                snapshot: Snapshot::Points { points, recovered },
                 last,
                 kline: None,
             })
         }
         Some(interval) => {
-            // Before the hub has seen a tick: what the store has by now.
-            let to = if newest == UnixSeconds::MIN {
-                unix_now() - 1
-            } else {
-                newest
+            // The asset's own newest published second: every point up to
+            // it is in the store, every later one on `receiver` (on a
+            // cluster, another asset's group may be a tick ahead). Before
+            // the hub has published one: what the store has by now.
+            let to = match streams.hub.latest_of(stream.asset.id) {
+                UnixSeconds::MIN => unix_now() - 1,
+                t => t,
             };
             let from = if request.history == 0 {
                 interval.open_of(to)
@@ -453,25 +463,29 @@ async fn open(
             })?;
             // Without an archive, a bucket that began before the window's
             // oldest second would be a cut-off candle (its open is not the
-            // bucket's): left out, as a bucket with no point is.
+            // bucket's): left out, as a bucket with no point is, and if it
+            // is the forming one, not built until the next bucket begins.
             let window_start = unix_now() - i64::from(window) + 1;
-            if streams.archive.is_none() && read.first().is_some_and(|c| c.open_time < window_start)
-            {
-                read.remove(0);
-            }
-            let forming = read
-                .last_mut()
-                .filter(|c| c.open_time == interval.open_of(to))
-                .map(|c| {
-                    c.closed = false;
-                    *c
-                });
+            let cut_off = |open: UnixSeconds| streams.archive.is_none() && open < window_start;
+            read.retain(|c| !cut_off(c.open_time));
+            let state = if cut_off(interval.open_of(to)) {
+                KlineState::unknown(interval, to)
+            } else {
+                let forming = read
+                    .last_mut()
+                    .filter(|c| c.open_time == interval.open_of(to))
+                    .map(|c| {
+                        c.closed = false;
+                        *c
+                    });
+                KlineState::new(interval, forming, to)
+            };
             Ok(Opening {
+                snapshot: snapshot_frame(&stream.name, &Snapshot::Candles { candles: read }),
                 stream,
                 receiver,
-                snapshot: Snapshot::Candles { candles: read },
                 last: to,
-                kline: Some(KlineState::new(interval, forming, to)),
+                kline: Some(state),
             })
         }
     }
