@@ -306,6 +306,37 @@ fn main() {
     }
 }
 
+/// Says how the ramp went (`what`: the largest history or snapshot) and
+/// the server's memory after it, then opens the measuring window and waits
+/// it out; the server's memory at its end.
+async fn measure<E: std::fmt::Display>(
+    args: &Args,
+    window: &Window,
+    (ok, failed): (usize, &[E]),
+    ramp_started: Instant,
+    what: &str,
+) -> Option<(f64, f64)> {
+    println!(
+        "subscribed: {ok} ok, {} failed in {:.1} s ({what}){}",
+        failed.len(),
+        ramp_started.elapsed().as_secs_f64(),
+        failed
+            .first()
+            .map(|e| format!("; first error: {e}"))
+            .unwrap_or_default()
+    );
+    if let Some((rss, peak)) = args.server_pid.and_then(rss_mib) {
+        println!("server RSS after subscribe: {rss:.1} MiB (peak {peak:.1} MiB)");
+    }
+    let started = u64::try_from(unix_nanos()).unwrap_or(u64::MAX);
+    window
+        .stop_ns
+        .store(started + args.seconds * 1_000_000_000, Ordering::Relaxed);
+    window.start_ns.store(started, Ordering::Release);
+    tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
+    args.server_pid.and_then(rss_mib)
+}
+
 async fn run(args: Args) {
     println!(
         "ws-load: {} subscribers to asset {} at {} ({} per second), measuring {} s",
@@ -340,25 +371,8 @@ async fn run(args: Args) {
             Ok(None) | Err(_) => break,
         }
     }
-    println!(
-        "subscribed: {ok} ok, {} failed in {:.1} s (history {history} points){}",
-        failed.len(),
-        ramp_started.elapsed().as_secs_f64(),
-        failed
-            .first()
-            .map(|e| format!("; first error: {e}"))
-            .unwrap_or_default()
-    );
-    if let Some((rss, peak)) = args.server_pid.and_then(rss_mib) {
-        println!("server RSS after subscribe: {rss:.1} MiB (peak {peak:.1} MiB)");
-    }
-    let started = u64::try_from(unix_nanos()).unwrap_or(u64::MAX);
-    window
-        .stop_ns
-        .store(started + args.seconds * 1_000_000_000, Ordering::Relaxed);
-    window.start_ns.store(started, Ordering::Release);
-    tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
-    let rss = args.server_pid.and_then(rss_mib);
+    let what = format!("history {history} points");
+    let rss = measure(&args, &window, (ok, &failed), ramp_started, &what).await;
     // Stop the readers: each exits at its next point after `stop`.
     let mut by_point: std::collections::BTreeMap<i64, Vec<Delivery>> = Default::default();
     for t in tasks {

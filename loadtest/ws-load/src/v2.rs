@@ -28,7 +28,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::proto::{self, Frame};
 use crate::track::{KlineCheck, Resume, Seconds, Step, is_current, since_groups};
-use crate::{Args, Delivery, Window, connect, percentile, rss_mib, unix_nanos};
+use crate::{Args, Delivery, Window, connect, measure, percentile, rss_mib, unix_nanos};
 
 type Ws = tokio_tungstenite::WebSocketStream<crate::stamped::StampedTcp>;
 
@@ -999,26 +999,9 @@ pub async fn run(args: Args) {
             Ok(None) | Err(_) => break,
         }
     }
-    println!(
-        "subscribed: {ok} ok, {} failed in {:.1} s (snapshot {snapshot} points a stream at most){}",
-        failed.len(),
-        ramp_started.elapsed().as_secs_f64(),
-        failed
-            .first()
-            .map(|e| format!("; first error: {e}"))
-            .unwrap_or_default()
-    );
-    if let Some((rss, peak)) = args.server_pid.and_then(rss_mib) {
-        println!("server RSS after subscribe: {rss:.1} MiB (peak {peak:.1} MiB)");
-    }
-
-    let started = u64::try_from(unix_nanos()).unwrap_or(u64::MAX);
-    window
-        .stop_ns
-        .store(started + args.seconds * 1_000_000_000, Ordering::Relaxed);
-    window.start_ns.store(started, Ordering::Release);
-    tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
-    let rss = args.server_pid.and_then(rss_mib);
+    let what = format!("snapshot {snapshot} points a stream at most");
+    let rss = measure(&args, &window, (ok, &failed), ramp_started, &what).await;
+    let started = window.start_ns.load(Ordering::Acquire);
 
     // Every client sends its deliveries at its first point past the
     // window on every stream (or when it ends).
