@@ -174,6 +174,66 @@ struct Delivery {
     read_ns: u128,
 }
 
+/// The latencies of a run, second by second: each second's row is
+/// printed as it is added; the totals make the SUMMARY (v1 and v2 alike).
+#[derive(Default)]
+struct Latencies {
+    arrivals: Vec<f64>,
+    reads: Vec<f64>,
+    spreads: Vec<f64>,
+    /// Deliveries without a kernel receive timestamp.
+    unstamped: usize,
+}
+
+impl Latencies {
+    /// Adds the deliveries of the point of second `time` and prints its row
+    /// (the count right-aligned in `width` columns).
+    fn second(&mut self, time: i64, deliveries: &[Delivery], width: usize) {
+        let base = i128::from(time) * 1_000_000_000;
+        let ms = |at: u128| (at as i128 - base) as f64 / 1e6;
+        let mut arrived: Vec<f64> = deliveries
+            .iter()
+            .filter(|d| d.arrived_ns != 0)
+            .map(|d| ms(d.arrived_ns))
+            .collect();
+        let mut read: Vec<f64> = deliveries.iter().map(|d| ms(d.read_ns)).collect();
+        arrived.sort_by(f64::total_cmp);
+        read.sort_by(f64::total_cmp);
+        self.unstamped += read.len() - arrived.len();
+        let spread = arrived.last().unwrap_or(&0.0) - arrived.first().unwrap_or(&0.0);
+        println!(
+            "{time}   {:>width$}   {:>14.1}   {:>6.1}   {:>6.1}   {:>9.1}   {:>11.1}",
+            deliveries.len(),
+            percentile(&arrived, 0.5),
+            percentile(&arrived, 0.99),
+            percentile(&arrived, 1.0),
+            spread,
+            percentile(&read, 0.99),
+        );
+        self.spreads.push(spread);
+        self.arrivals.extend(arrived);
+        self.reads.extend(read);
+    }
+
+    /// Sorts the totals for their percentiles.
+    fn finish(&mut self) {
+        for v in [&mut self.arrivals, &mut self.reads, &mut self.spreads] {
+            v.sort_by(f64::total_cmp);
+        }
+    }
+}
+
+/// `p50=.. p90=.. p99=.. max=..` of sorted values.
+fn summary(v: &[f64]) -> String {
+    format!(
+        "p50={:.1} p90={:.1} p99={:.1} max={:.1}",
+        percentile(v, 0.5),
+        percentile(v, 0.9),
+        percentile(v, 0.99),
+        percentile(v, 1.0)
+    )
+}
+
 /// Opens a WebSocket over a [`StampedTcp`] (plain `ws://` only).
 async fn connect(
     url: &str,
@@ -383,57 +443,24 @@ async fn run(args: Args) {
             }
         }
     }
-    let (mut arrivals, mut reads, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut missing, mut unstamped) = (0usize, 0usize);
+    let mut lat = Latencies::default();
+    let mut missing = 0usize;
     println!("\npoint time   clients   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms");
     for (time, deliveries) in &by_point {
-        let base = i128::from(*time) * 1_000_000_000;
-        let ms = |at: u128| (at as i128 - base) as f64 / 1e6;
-        let mut arrived: Vec<f64> = deliveries
-            .iter()
-            .filter(|d| d.arrived_ns != 0)
-            .map(|d| ms(d.arrived_ns))
-            .collect();
-        let mut read: Vec<f64> = deliveries.iter().map(|d| ms(d.read_ns)).collect();
-        arrived.sort_by(f64::total_cmp);
-        read.sort_by(f64::total_cmp);
-        unstamped += read.len() - arrived.len();
-        let spread = arrived.last().unwrap_or(&0.0) - arrived.first().unwrap_or(&0.0);
+        lat.second(*time, deliveries, 7);
         missing += ok.saturating_sub(deliveries.len());
-        println!(
-            "{time}   {:>7}   {:>14.1}   {:>6.1}   {:>6.1}   {:>9.1}   {:>11.1}",
-            deliveries.len(),
-            percentile(&arrived, 0.5),
-            percentile(&arrived, 0.99),
-            percentile(&arrived, 1.0),
-            spread,
-            percentile(&read, 0.99),
-        );
-        spreads.push(spread);
-        arrivals.extend(arrived);
-        reads.extend(read);
     }
-    for v in [&mut arrivals, &mut reads, &mut spreads] {
-        v.sort_by(f64::total_cmp);
-    }
-    let summary = |v: &[f64]| {
-        format!(
-            "p50={:.1} p90={:.1} p99={:.1} max={:.1}",
-            percentile(v, 0.5),
-            percentile(v, 0.9),
-            percentile(v, 0.99),
-            percentile(v, 1.0)
-        )
-    };
+    lat.finish();
     println!(
-        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} unstamped={unstamped} \
+        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} unstamped={} \
          arrival_ms {} read_ms {} spread_ms p50={:.1} max={:.1}{}",
         by_point.len(),
-        reads.len(),
-        summary(&arrivals),
-        summary(&reads),
-        percentile(&spreads, 0.5),
-        percentile(&spreads, 1.0),
+        lat.reads.len(),
+        lat.unstamped,
+        summary(&lat.arrivals),
+        summary(&lat.reads),
+        percentile(&lat.spreads, 0.5),
+        percentile(&lat.spreads, 1.0),
         rss.map(|(r, p)| format!(" server_rss_mib={r:.1} server_peak_mib={p:.1}"))
             .unwrap_or_default()
     );

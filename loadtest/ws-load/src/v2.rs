@@ -28,7 +28,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::proto::{self, Frame};
 use crate::track::{KlineCheck, Resume, Seconds, Step, is_current, since_groups};
-use crate::{Args, Delivery, Window, connect, measure, percentile, rss_mib, unix_nanos};
+use crate::{
+    Args, Delivery, Latencies, Window, connect, measure, percentile, rss_mib, summary, unix_nanos,
+};
 
 type Ws = tokio_tungstenite::WebSocketStream<crate::stamped::StampedTcp>;
 
@@ -879,16 +881,6 @@ fn ms(ns: u128) -> f64 {
     ns as f64 / 1e6
 }
 
-fn summary(v: &[f64]) -> String {
-    format!(
-        "p50={:.1} p90={:.1} p99={:.1} max={:.1}",
-        percentile(v, 0.5),
-        percentile(v, 0.9),
-        percentile(v, 0.99),
-        percentile(v, 1.0)
-    )
-}
-
 fn rss_text(rss: Option<(f64, f64)>) -> String {
     rss.map_or("unknown".to_owned(), |(r, p)| {
         format!("{r:.1} MiB (peak {p:.1} MiB)")
@@ -1030,8 +1022,8 @@ pub async fn run(args: Args) {
     }
 
     let points_per_client = plan.points.len();
-    let (mut arrivals, mut reads, mut spreads) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut missing, mut unstamped) = (0usize, 0usize);
+    let mut lat = Latencies::default();
+    let mut missing = 0usize;
     println!(
         "\npoint time   deliveries   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms"
     );
@@ -1041,35 +1033,10 @@ pub async fn run(args: Args) {
         by_point.entry(time).or_default();
     }
     for (time, deliveries) in &by_point {
-        let base = i128::from(*time) * 1_000_000_000;
-        let ms = |at: u128| (at as i128 - base) as f64 / 1e6;
-        let mut arrived: Vec<f64> = deliveries
-            .iter()
-            .filter(|d| d.arrived_ns != 0)
-            .map(|d| ms(d.arrived_ns))
-            .collect();
-        let mut read: Vec<f64> = deliveries.iter().map(|d| ms(d.read_ns)).collect();
-        arrived.sort_by(f64::total_cmp);
-        read.sort_by(f64::total_cmp);
-        unstamped += read.len() - arrived.len();
-        let spread = arrived.last().unwrap_or(&0.0) - arrived.first().unwrap_or(&0.0);
+        lat.second(*time, deliveries, 10);
         missing += (ok * points_per_client).saturating_sub(deliveries.len());
-        println!(
-            "{time}   {:>10}   {:>14.1}   {:>6.1}   {:>6.1}   {:>9.1}   {:>11.1}",
-            deliveries.len(),
-            percentile(&arrived, 0.5),
-            percentile(&arrived, 0.99),
-            percentile(&arrived, 1.0),
-            spread,
-            percentile(&read, 0.99),
-        );
-        spreads.push(spread);
-        arrivals.extend(arrived);
-        reads.extend(read);
     }
-    for v in [&mut arrivals, &mut reads, &mut spreads] {
-        v.sort_by(f64::total_cmp);
-    }
+    lat.finish();
 
     // The storm.
     let mut storm_report = None;
@@ -1218,19 +1185,20 @@ pub async fn run(args: Args) {
     let seconds = args.seconds.max(1) as f64;
     println!(
         "\nSUMMARY v2 clients={ok} streams={} klines={} points={} deliveries={} \
-         deliveries_per_s={:.0} missing={missing} unstamped={unstamped} gaps={gaps} \
+         deliveries_per_s={:.0} missing={missing} unstamped={} gaps={gaps} \
          duplicates={duplicates} arrival_ms {} read_ms {} spread_ms p50={:.1} max={:.1} \
          kline_frames={kline_window} kline_frames_per_s={:.0} kline_bad={kline_bad} \
          problems={}{}",
         plan.points.len(),
         plan.klines.len(),
         by_point.len(),
-        reads.len(),
-        reads.len() as f64 / seconds,
-        summary(&arrivals),
-        summary(&reads),
-        percentile(&spreads, 0.5),
-        percentile(&spreads, 1.0),
+        lat.reads.len(),
+        lat.reads.len() as f64 / seconds,
+        lat.unstamped,
+        summary(&lat.arrivals),
+        summary(&lat.reads),
+        percentile(&lat.spreads, 0.5),
+        percentile(&lat.spreads, 1.0),
         kline_window as f64 / seconds,
         problems.total(),
         rss.map(|(r, p)| format!(" server_rss_mib={r:.1} server_peak_mib={p:.1}"))
