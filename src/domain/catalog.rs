@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{AssetId, Symbol};
+use super::{AssetId, Symbol, SymbolError};
 
 /// A tradable pair, with the symbol it has at each upstream.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,16 @@ fn default_simulated_price(name: &str) -> f64 {
         "EURJPY" => 162.0,
         _ => 100.0,
     }
+}
+
+/// Why [`Catalog::find`] found no asset.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FindError {
+    #[error(transparent)]
+    Invalid(#[from] SymbolError),
+    /// A well-formed symbol no asset has (normalised).
+    #[error("unknown symbol {0}")]
+    Unknown(Symbol),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -125,6 +135,17 @@ impl Catalog {
 
     pub fn by_symbol(&self, symbol: &Symbol) -> Option<&Asset> {
         self.by_name(symbol.as_str())
+    }
+
+    /// The asset a client's spelling names: the catalog's own name, or
+    /// any spelling [`Symbol`] accepts (`eurusd`, `EUR/USD`).
+    pub fn find(&self, raw: &str) -> Result<&Asset, FindError> {
+        // Most clients write the catalog's own spelling.
+        if let Some(asset) = self.by_name(raw) {
+            return Ok(asset);
+        }
+        let symbol = Symbol::parse(raw)?;
+        self.by_symbol(&symbol).ok_or(FindError::Unknown(symbol))
     }
 
     /// The asset with exactly this (canonical) name.
@@ -257,6 +278,18 @@ impl AssetList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn find_takes_any_spelling_and_says_why_not() {
+        let c = Catalog::with_extra("").unwrap();
+        assert_eq!(c.find("EURUSD").unwrap().id, 1);
+        assert_eq!(c.find("usd/jpy").unwrap().id, 2);
+        assert_eq!(
+            c.find("xxx-yyy"),
+            Err(FindError::Unknown(Symbol::parse("XXXYYY").unwrap()))
+        );
+        assert!(matches!(c.find("EUR USD"), Err(FindError::Invalid(_))));
+    }
 
     #[test]
     fn assets_name_the_currencies_they_price() {

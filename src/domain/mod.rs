@@ -9,7 +9,7 @@ mod source;
 mod symbol;
 
 pub use candle::{Candle, Interval};
-pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError, currency_code};
+pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError, FindError, currency_code};
 pub use quote::{ArchivedPoint, BidAsk, Point, StoredQuote, is_fresh, round6};
 pub use source::SourceStatus;
 pub use symbol::{Symbol, SymbolError};

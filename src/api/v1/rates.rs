@@ -16,7 +16,7 @@ use crate::api::error::{
 };
 use crate::api::http_cache::Prepared;
 use crate::api::query::Params;
-use crate::domain::{Asset, AssetId, AssetList, Symbol};
+use crate::domain::{Asset, AssetId, AssetList, FindError};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()
@@ -174,13 +174,8 @@ async fn rate(
 
 /// The catalog asset a path's symbol names.
 pub(super) fn resolve<'a>(state: &'a V1State, raw: &str) -> Result<&'a Asset> {
-    // Most clients write the catalog's own spelling.
-    if let Some(asset) = state.catalog.by_name(raw) {
-        return Ok(asset);
-    }
-    let symbol = Symbol::parse(raw).map_err(|e| ApiError::invalid("symbol", e.to_string()))?;
-    state
-        .catalog
-        .by_symbol(&symbol)
-        .ok_or_else(|| ApiError::UnknownSymbol(symbol.to_string()))
+    state.catalog.find(raw).map_err(|e| match e {
+        FindError::Invalid(e) => ApiError::invalid("symbol", e.to_string()),
+        FindError::Unknown(symbol) => ApiError::UnknownSymbol(symbol.to_string()),
+    })
 }

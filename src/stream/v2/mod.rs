@@ -26,7 +26,7 @@ use super::outbox::{Feed, Live};
 use super::session::{End, Link, Protocol, Socket, catch_up};
 use super::state::Streams;
 use crate::clock::unix_now;
-use crate::domain::{Asset, AssetList, Candle, Interval, Point, Symbol, UnixSeconds};
+use crate::domain::{Asset, AssetList, Candle, Interval, Point, UnixSeconds};
 use crate::store::history::candles;
 
 /// A `since` this far past the server's clock is refused: the client's
@@ -81,24 +81,16 @@ fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> 
             None => return Err(shape()),
         },
     };
-    let catalog = &streams.catalog;
-    let asset = catalog
-        .by_name(symbol)
-        .or_else(|| {
-            Symbol::parse(symbol)
-                .ok()
-                .and_then(|s| catalog.by_symbol(&s))
-        })
-        .ok_or_else(|| {
-            (
-                ErrorType::NotFound,
-                format!(
-                    "unknown symbol '{}' in stream '{}'",
-                    truncate(symbol, 32),
-                    truncate(raw, 40)
-                ),
-            )
-        })?;
+    let asset = streams.catalog.find(symbol).map_err(|_| {
+        (
+            ErrorType::NotFound,
+            format!(
+                "unknown symbol '{}' in stream '{}'",
+                truncate(symbol, 32),
+                truncate(raw, 40)
+            ),
+        )
+    })?;
     Ok(Stream {
         name: stream_name(&asset.name, kline),
         asset: asset.clone(),
