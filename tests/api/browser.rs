@@ -191,21 +191,25 @@ fn find(name: &str, candidates: &[&str]) -> Option<String> {
         })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_page_charts_history_and_moves_live_in_chromium() {
-    let Some(binaries) = Browser::binaries() else {
-        return;
-    };
-    let Some(app) = spawn_app(Options {
+/// The service with a full window (a backfilled simulated feed, no
+/// archive) and a browser, or `None` when either cannot run here.
+async fn page_and_browser() -> Option<(crate::helpers::TestApp, Browser)> {
+    let binaries = Browser::binaries()?;
+    let app = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
         ..Options::default()
     })
-    .await
-    else {
+    .await?;
+    let browser = Browser::start(&binaries).await;
+    Some((app, browser))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_charts_history_and_moves_live_in_chromium() {
+    let Some((app, browser)) = page_and_browser().await else {
         return;
     };
-    let browser = Browser::start(&binaries).await;
     browser.goto(&format!("{}/?asset=USDJPY", app.base)).await;
     // The chart holds the history, and the live value moves.
     let state = eventually(
@@ -248,19 +252,9 @@ const V2_PANELS: &str = "const by = {};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium() {
-    let Some(binaries) = Browser::binaries() else {
+    let Some((app, browser)) = page_and_browser().await else {
         return;
     };
-    let Some(app) = spawn_app(Options {
-        backfill_seconds: 1800,
-        archive: false,
-        ..Options::default()
-    })
-    .await
-    else {
-        return;
-    };
-    let browser = Browser::start(&binaries).await;
     browser
         .goto(&format!(
             "{}/?mode=v2&assets=EURUSD,USDJPY&kline=USDJPY",
