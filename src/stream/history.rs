@@ -25,8 +25,9 @@ use crate::store::{Archive, Engine, EngineError, RedisError};
 ///
 /// Gapless handoff still holds. A subscriber attaches to the live feed,
 /// then asks for a history covering `newest`, the newest second the feed
-/// had announced by then; any later point is sent on the feed after it
-/// attached. A cached history that ends before `newest` is read again.
+/// had published for that asset by then; any later point is sent on the
+/// feed after it attached. A cached history that ends before `newest` is
+/// read again.
 pub struct HistoryCache {
     slots: HashMap<AssetId, (Asset, tokio::sync::Mutex<Slot>)>,
 }

@@ -133,8 +133,9 @@ impl V1 {
             let frame = error_frame(ErrorType::NotFound, "asset has no live feed");
             return link.send_text(frame).await;
         };
-        // Read after attaching: every point after this second is on `live`.
-        let newest = streams.hub.latest_tick();
+        // Read after attaching: every point of the asset up to this second
+        // is in the engine, every later one on `live`.
+        let newest = streams.hub.latest_of(asset.id);
         let history = streams
             .history
             .get(

@@ -387,8 +387,10 @@ async fn open(
     let Some(receiver) = streams.hub.subscribe(stream.asset.id) else {
         return Err(format!("asset {} has no live feed", stream.asset.name));
     };
-    // Read after attaching: every point after this second is on `receiver`.
-    let newest = streams.hub.latest_tick();
+    // Read after attaching: every point of the asset up to this second is
+    // in the engine, every later one on `receiver` (the asset's own second:
+    // on a cluster, another asset's key group may be a tick ahead).
+    let newest = streams.hub.latest_of(stream.asset.id);
     match stream.kline {
         None => {
             let history = streams
@@ -424,11 +426,8 @@ async fn open(
             })
         }
         Some(interval) => {
-            // The asset's own newest published second: every point up to
-            // it is in the store, every later one on `receiver` (on a
-            // cluster, another asset's group may be a tick ahead). Before
-            // the hub has published one: what the store has by now.
-            let to = match streams.hub.latest_of(stream.asset.id) {
+            // Before the hub has published a point: what the store has by now.
+            let to = match newest {
                 UnixSeconds::MIN => unix_now() - 1,
                 t => t,
             };
