@@ -102,9 +102,9 @@ pub fn stream_name(asset_name: &str, kline: Option<Interval>) -> String {
 
 /// `{"stream": ..., "data": ...}`, a v2 stream's live frame.
 #[derive(Serialize)]
-pub struct StreamData<'a, T: Serialize> {
-    pub stream: &'a str,
-    pub data: T,
+struct StreamData<'a, T: Serialize> {
+    stream: &'a str,
+    data: T,
 }
 
 /// The whole WebSocket frame of a v2 stream's live `data`, encoded once

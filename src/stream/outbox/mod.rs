@@ -66,14 +66,6 @@ pub enum Feed {
     Kline(AssetId, Interval),
 }
 
-impl Feed {
-    pub fn asset(self) -> AssetId {
-        match self {
-            Self::V1(a) | Self::Point(a) | Self::Kline(a, _) => a,
-        }
-    }
-}
-
 /// A feed the fan-out writes to a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Live {
