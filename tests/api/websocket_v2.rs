@@ -116,6 +116,18 @@ async fn service(engine: Engine, window: u32, extra: &[&str]) -> Option<TestApp>
         (w.0.len() + 100 >= window as usize).then_some(())
     })
     .await;
+    // And the first tick has written every asset (on a cluster, each key
+    // group sets its epoch marker with its first tick): the epoch a
+    // subscriber is told from now on stays until data is lost.
+    eventually(
+        "a first tick of every asset",
+        Duration::from_secs(20),
+        || async {
+            let latest = app.engine.latest_all().await.ok()?;
+            (latest.len() == 5).then_some(())
+        },
+    )
+    .await;
     Some(app)
 }
 
