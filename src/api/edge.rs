@@ -10,11 +10,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use axum::extract::Request;
-use axum::http::{Method, StatusCode, header};
+use axum::body::{Body, HttpBody};
+use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tower::{Layer, Service};
+use tower::{BoxError, Layer, Service};
 
 use super::error::{needs_problem_body, with_problem_body};
 
@@ -32,9 +33,13 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S>(S);
 
-impl<S> Service<Request> for Edge<S>
+/// Any request body in, any response body out (made an axum [`Body`]), so
+/// that the layers inside may wrap either.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Edge<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -44,7 +49,7 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = request.method().clone();
         EdgeFuture::Inner {
             fut: self.0.call(request),
@@ -61,9 +66,11 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F> Future for EdgeFuture<F>
+impl<F, ResBody> Future for EdgeFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+    ResBody: HttpBody<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Output = Result<Response, Infallible>;
 
@@ -71,7 +78,8 @@ where
         loop {
             match self.as_mut().project() {
                 EdgeProj::Inner { fut, method } => {
-                    let Ok(mut resp) = ready!(fut.poll(cx));
+                    let Ok(resp) = ready!(fut.poll(cx));
+                    let mut resp = resp.map(Body::new);
                     if resp.status() == StatusCode::OK
                         && resp
                             .headers()

@@ -1,9 +1,13 @@
 //! HTTP caching: `ETag` / `If-None-Match` / `Cache-Control` for every
 //! cacheable GET, over a JSON body prepared once.
 
+use std::convert::Infallible;
+
 use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 
 use crate::hash::fnv1a64;
@@ -23,7 +27,7 @@ impl Prepared {
     }
 
     /// 200 with the body, or 304 when the client holds this version.
-    pub fn respond(&self, request: &HeaderMap, max_age: u32) -> Response {
+    pub fn respond(&self, request: &IfNoneMatch, max_age: u32) -> Response {
         let cache_control = match max_age {
             1 => HeaderValue::from_static("public, max-age=1"),
             60 => HeaderValue::from_static("public, max-age=60"),
@@ -31,22 +35,61 @@ impl Prepared {
             n => HeaderValue::from_str(&format!("public, max-age={n}"))
                 .unwrap_or(HeaderValue::from_static("no-cache")),
         };
-        let headers = [
-            (header::ETAG, self.etag.clone()),
-            (header::CACHE_CONTROL, cache_control),
-        ];
-        if not_modified(request, &self.etag) {
-            return (StatusCode::NOT_MODIFIED, headers).into_response();
-        }
-        (
-            headers,
-            [(
+        let not_modified = request.names(&self.etag);
+        let mut resp = Response::new(if not_modified {
+            Body::empty()
+        } else {
+            Body::from(self.body.clone())
+        });
+        // Room for what the layers outside add (CORS, the rate-limit
+        // headers), so that the map is allocated once.
+        let headers = resp.headers_mut();
+        headers.reserve(RESPONSE_HEADERS);
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::CACHE_CONTROL, cache_control);
+        if not_modified {
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        } else {
+            headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
-            )],
-            Body::from(self.body.clone()),
+            );
+        }
+        resp
+    }
+}
+
+/// Headers a cached answer ends up with, at most: its own three, Link, two
+/// of CORS and three of the rate limit.
+const RESPONSE_HEADERS: usize = 10;
+
+/// A request's `If-None-Match` values (none for most requests: then nothing
+/// is copied or allocated, unlike extracting the whole `HeaderMap`).
+#[derive(Debug, Default)]
+pub struct IfNoneMatch(Vec<HeaderValue>);
+
+impl IfNoneMatch {
+    pub fn from_headers(headers: &HeaderMap) -> Self {
+        Self(
+            headers
+                .get_all(header::IF_NONE_MATCH)
+                .iter()
+                .cloned()
+                .collect(),
         )
-            .into_response()
+    }
+
+    /// Whether the client holds the version tagged `etag`.
+    fn names(&self, etag: &HeaderValue) -> bool {
+        self.0.iter().any(|v| tag_listed(v, etag))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers))
     }
 }
 
@@ -56,16 +99,20 @@ fn etag_of(body: &[u8]) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{h:016x}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
 }
 
-/// `If-None-Match` names this tag (weakly compared, as RFC 9110 asks for GET).
-fn not_modified(request: &HeaderMap, etag: &HeaderValue) -> bool {
+/// One `If-None-Match` value names this tag (weakly compared, as RFC 9110
+/// asks for GET).
+fn tag_listed(value: &HeaderValue, etag: &HeaderValue) -> bool {
     let ours = etag.as_bytes();
-    request.get_all(header::IF_NONE_MATCH).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .map(str::trim)
-                .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == ours)
-        })
+    value.to_str().is_ok_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/").as_bytes() == ours)
     })
+}
+
+#[cfg(test)]
+fn not_modified(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    IfNoneMatch::from_headers(request).names(etag)
 }
 
 #[cfg(test)]
@@ -87,8 +134,11 @@ mod tests {
         assert!(not_modified(&req("*"), &p.etag));
         assert!(!not_modified(&req("\"other\""), &p.etag));
         assert!(!not_modified(&HeaderMap::new(), &p.etag));
-        assert_eq!(p.respond(&req(&tag), 1).status(), StatusCode::NOT_MODIFIED);
-        let ok = p.respond(&HeaderMap::new(), 1);
+        let not_modified = p.respond(&IfNoneMatch::from_headers(&req(&tag)), 1);
+        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+        assert!(!not_modified.headers().contains_key(header::CONTENT_TYPE));
+        assert_eq!(not_modified.headers()[header::ETAG], p.etag);
+        let ok = p.respond(&IfNoneMatch::default(), 1);
         assert_eq!(ok.status(), StatusCode::OK);
         assert_eq!(ok.headers()[header::CACHE_CONTROL], "public, max-age=1");
     }

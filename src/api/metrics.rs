@@ -37,27 +37,50 @@ async fn render() -> Response {
         .into_response()
 }
 
-/// Records one answered request. Labels are interned: a few routes,
-/// methods and statuses, so no label is allocated per request.
+/// Records one answered request. Labels are interned `'static` strings (a
+/// few routes, methods and statuses), and each worker thread keeps the
+/// handles of the label sets it has recorded, so that a request costs two
+/// atomic updates rather than a registry lookup that builds its key.
 pub fn record(
     route: &'static str,
-    method: &axum::http::Method,
-    status: u16,
+    method: &'static str,
+    status: axum::http::StatusCode,
     elapsed: std::time::Duration,
 ) {
-    let method = method_label(method);
-    let status = status_label(status);
-    metrics::counter!("ratesd_http_requests_total",
-        "route" => route, "method" => method, "status" => status)
-    .increment(1);
-    metrics::histogram!("ratesd_http_request_duration_seconds",
-        "route" => route, "method" => method)
-    .record(elapsed.as_secs_f64());
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    /// A label set by the addresses of its interned values.
+    type LabelSet = (usize, usize, usize);
+    thread_local! {
+        static HANDLES: RefCell<HashMap<LabelSet, (metrics::Counter, metrics::Histogram)>> =
+            RefCell::new(HashMap::new());
+    }
+    let status = status_label(status.as_u16());
+    let key = (
+        route.as_ptr() as usize,
+        method.as_ptr() as usize,
+        status.as_ptr() as usize,
+    );
+    HANDLES.with_borrow_mut(|handles| {
+        let (count, duration) = handles.entry(key).or_insert_with(|| {
+            // The recorder is installed before the first request; this
+            // makes sure of it (a handle taken before would record nothing).
+            crate::telemetry::metrics();
+            (
+                metrics::counter!("ratesd_http_requests_total",
+                    "route" => route, "method" => method, "status" => status),
+                metrics::histogram!("ratesd_http_request_duration_seconds",
+                    "route" => route, "method" => method),
+            )
+        });
+        count.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    });
 }
 
 /// The `method` label: the methods HTTP defines, and `other` for any a
 /// client invents, so that no client can grow the set of series.
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",

@@ -8,6 +8,7 @@
 //! - [`v2`]: the v2 (many-stream) WebSocket route.
 //! - [`error`]: one error type, answered as RFC 9457 problem details.
 //! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
+//! - [`front_door`]: in front of every route: per-IP limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-IP request limit and WebSocket connection cap.
 //! - [`server`]: accepting connections, their deadlines, caps and shutdown.
@@ -16,6 +17,7 @@
 
 pub mod edge;
 pub mod error;
+pub mod front_door;
 pub mod health;
 pub mod http_cache;
 pub mod limit;
@@ -27,4 +29,4 @@ pub mod server;
 pub mod v1;
 pub mod v2;
 
-pub use self::router::{Api, app, serve};
+pub use self::router::{Api, App, app, serve};

@@ -1,28 +1,26 @@
 //! The whole application: every resource's routes, each with its own
 //! state, merged in one place behind one front door.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::edge::EdgeLayer;
+use super::edge::{Edge, EdgeLayer};
+use super::front_door::FrontDoorLayer;
 use super::health::{self, HealthState, WorkerRole};
-use super::limit::{HttpLimiter, client_ip};
+use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
 use super::{error, metrics, page};
@@ -136,53 +134,55 @@ impl Api {
 )]
 struct ApiDoc;
 
+/// The whole application as one service: the routes, and in front of them
+/// the layers every answer passes (outside the router, so that a request
+/// goes through each once, not through a boxed copy per layer and route).
+pub type App = Edge<Cors<RequestBodyLimit<Router>>>;
+
 /// The whole application, ready to serve (or only its probes and metrics).
-pub fn app(api: &Api) -> Router {
-    if api.probes_only {
+pub fn app(api: &Api) -> App {
+    let front_door = FrontDoorLayer::new(api.limiter.clone());
+    let routes = if api.probes_only {
         let (routes, _) = OpenApiRouter::new()
             .merge(health::router().with_state(api.health.clone()))
             .merge(metrics::router())
             .split_for_parts();
-        return routes
-            .fallback(error::not_found)
-            .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
-            .layer(EdgeLayer);
-    }
-    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(v1::router().with_state(api.v1.clone()))
-        .merge(super::v2::router().with_state(api.v1.clone()))
-        .merge(health::router().with_state(api.health.clone()))
-        .merge(metrics::router())
-        .routes(utoipa_axum::routes!(error::problem_page))
-        .split_for_parts();
-    let openapi = inline_primitive_schemas(openapi);
-    let app = routes
-        .merge(page::router().with_state(api.v1.clone()))
-        .route_layer(axum::middleware::from_fn_with_state(
-            api.limiter.clone(),
-            front_door,
-        ))
-        // The OpenAPI document is large and compresses well.
-        .merge(
-            Router::from(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
-                .layer(CompressionLayer::new()),
-        )
-        // Unmatched paths pass the same front door (limit and metrics).
-        .fallback(error::not_found.layer(axum::middleware::from_fn_with_state(
-            api.limiter.clone(),
-            front_door,
-        )))
-        // No route reads a body: a large one is refused (413) up front.
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(16 * 1024))
-        .layer(cors(&api.cors_origins))
-        .layer(EdgeLayer);
+        routes
+            .route_layer(front_door.clone())
+            .fallback(error::not_found.layer(front_door))
+    } else {
+        let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .merge(v1::router().with_state(api.v1.clone()))
+            .merge(super::v2::router().with_state(api.v1.clone()))
+            .merge(health::router().with_state(api.health.clone()))
+            .merge(metrics::router())
+            .routes(utoipa_axum::routes!(error::problem_page))
+            .split_for_parts();
+        let openapi = inline_primitive_schemas(openapi);
+        routes
+            .merge(page::router().with_state(api.v1.clone()))
+            .route_layer(front_door.clone())
+            // The OpenAPI document is large and compresses well.
+            .merge(
+                Router::from(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+                    .layer(CompressionLayer::new()),
+            )
+            // Unmatched paths pass the same front door (limit and metrics).
+            .fallback(error::not_found.layer(front_door))
+    };
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
-    if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
-        app.layer(TraceLayer::new_for_http())
+    let routes = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+        routes.layer(TraceLayer::new_for_http())
     } else {
-        app
-    }
+        routes
+    };
+    ServiceBuilder::new()
+        .layer(EdgeLayer)
+        .layer(cors(&api.cors_origins))
+        // No route reads a body: a large one is refused (413) up front.
+        .layer(RequestBodyLimitLayer::new(16 * 1024))
+        .service(routes)
 }
 
 /// utoipa names the domain's integer aliases (`AssetId`, `UnixSeconds`) as
@@ -256,48 +256,6 @@ fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("ratelimit-reset"),
         ])
         .max_age(std::time::Duration::from_secs(600))
-}
-
-/// In front of every route: the per-IP limit, then the request metrics,
-/// in one middleware (each layer costs on the hot, cached rate routes).
-async fn front_door(
-    State(limiter): State<Option<Arc<HttpLimiter>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = metrics::intern(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str),
-    );
-    let quota = match &limiter {
-        None => None,
-        Some(limiter) => {
-            let ip = client_ip(limiter.trusted(), peer.ip(), request.headers());
-            match limiter.admit(request.uri().path(), ip) {
-                Ok(quota) => quota,
-                Err(refused) => {
-                    metrics::record(route, &method, 429, started.elapsed());
-                    return *refused;
-                }
-            }
-        }
-    };
-    let mut response = next.run(request).await;
-    if let Some(quota) = quota {
-        quota.set(response.headers_mut());
-    }
-    metrics::record(
-        route,
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
 }
 
 /// Serves the API on `listener` until `shutdown` ([`super::server`]).

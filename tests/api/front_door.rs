@@ -333,6 +333,14 @@ async fn metrics_expose_every_family_and_move_with_traffic(engine: Engine) {
     }
     let requests = r#"ratesd_http_requests_total{route="/api/v1/rates",method="GET",status="200"}"#;
     let before = metric(&text, requests).unwrap_or(0.0);
+    // Each route, status and the fallback under a label of its own (the
+    // labels are looked up once per route and cached per thread).
+    let one_rate =
+        r#"ratesd_http_requests_total{route="/api/v1/rates/{symbol}",method="GET",status="200"}"#;
+    let no_rate =
+        r#"ratesd_http_requests_total{route="/api/v1/rates/{symbol}",method="GET",status="404"}"#;
+    let unmatched = r#"ratesd_http_requests_total{route="unmatched",method="GET",status="404"}"#;
+    let others_before = [one_rate, no_rate, unmatched].map(|m| metric(&text, m).unwrap_or(0.0));
     let points_before = metric(&text, "ratesd_points_written_total").unwrap();
     for _ in 0..3 {
         assert_eq!(app.get("/api/v1/rates").await.status(), 200);
@@ -352,9 +360,19 @@ async fn metrics_expose_every_family_and_move_with_traffic(engine: Engine) {
     .await
     .unwrap();
     crate::helpers::until_action(&mut ws, "point").await;
+    // A point was written: EURUSD has a quote.
+    for _ in 0..2 {
+        assert_eq!(app.get("/api/v1/rates/EURUSD").await.status(), 200);
+        assert_eq!(app.get("/api/v1/rates/NOSUCH").await.status(), 404);
+        assert_eq!(app.get("/no/such/path").await.status(), 404);
+    }
     eventually("the metrics to move", Duration::from_secs(10), || async {
         let text = scrape().await;
         let moved = metric(&text, requests).unwrap_or(0.0) >= before + 3.0
+            && [one_rate, no_rate, unmatched]
+                .iter()
+                .zip(others_before)
+                .all(|(m, before)| metric(&text, m).unwrap_or(0.0) >= before + 2.0)
             && metric(&text, "ratesd_points_written_total").unwrap() > points_before
             && metric(&text, "ratesd_ws_connections").unwrap() >= 1.0
             && text

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::IntoParams;
@@ -20,7 +20,7 @@ use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
 };
-use crate::api::http_cache::Prepared;
+use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::{Interval, UnixSeconds};
@@ -159,12 +159,12 @@ impl From<Params> for CandlesQuery {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, request))]
+#[tracing::instrument(level = "debug", skip(state, if_none_match))]
 async fn rate_candles(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
     params: std::result::Result<Params, ApiError>,
-    request: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let query = CandlesQuery::from(params?);
@@ -194,7 +194,7 @@ async fn rate_candles(
         cursor: query.cursor.clone(),
     };
     if let Some((page, link, max_age)) = state.candle_pages.get(at, &page_key) {
-        return Ok(respond(&page, link, &request, max_age));
+        return Ok(respond(&page, link, &if_none_match, max_age));
     }
     let key = state.cursor_key.scoped(&format!("candles:{interval}"));
     let back = secs * (limit as i64 - 1);
@@ -265,7 +265,7 @@ async fn rate_candles(
         candles,
         next_cursor,
     });
-    let resp = respond(&page, link.clone(), &request, max_age);
+    let resp = respond(&page, link.clone(), &if_none_match, max_age);
     state.candle_pages.put(at, page_key, (page, link, max_age));
     Ok(resp)
 }
@@ -273,10 +273,10 @@ async fn rate_candles(
 fn respond(
     page: &Prepared,
     link: Option<HeaderValue>,
-    request: &HeaderMap,
+    if_none_match: &IfNoneMatch,
     max_age: u32,
 ) -> Response {
-    let mut resp = page.respond(request, max_age);
+    let mut resp = page.respond(if_none_match, max_age);
     if let Some(link) = link {
         resp.headers_mut().insert(header::LINK, link);
     }

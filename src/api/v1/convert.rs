@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +14,7 @@ use super::rates::MAX_AGE_RATES;
 use crate::api::error::{
     ApiError, InvalidParameter, NoConversion, RateLimited, Result, Unavailable,
 };
-use crate::api::http_cache::Prepared;
+use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::convert::rate;
@@ -80,11 +79,11 @@ fn currency(name: &'static str, raw: Option<&str>) -> Result<String> {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, headers))]
+#[tracing::instrument(level = "debug", skip(state, if_none_match))]
 async fn convert(
     State(state): State<Arc<V1State>>,
     params: std::result::Result<Params, ApiError>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let query = ConvertQuery::from(params?);
     let from = currency("from", query.from.as_deref())?;
@@ -167,5 +166,5 @@ async fn convert(
         path,
         stale,
     });
-    Ok(answer.respond(&headers, MAX_AGE_RATES))
+    Ok(answer.respond(&if_none_match, MAX_AGE_RATES))
 }

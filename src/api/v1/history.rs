@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::IntoParams;
@@ -19,7 +19,7 @@ use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
 };
-use crate::api::http_cache::Prepared;
+use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::{AssetId, UnixSeconds};
@@ -102,12 +102,12 @@ impl From<Params> for HistoryQuery {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, request))]
+#[tracing::instrument(level = "debug", skip(state, if_none_match))]
 async fn rate_history(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
     params: std::result::Result<Params, ApiError>,
-    request: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let query = HistoryQuery::from(params?);
@@ -159,7 +159,7 @@ async fn rate_history(
         points,
         next_cursor,
     });
-    let mut resp = page.respond(&request, max_age);
+    let mut resp = page.respond(&if_none_match, max_age);
     if let Some(link) = link {
         resp.headers_mut().insert(header::LINK, link);
     }

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -14,7 +13,7 @@ use super::dto::{Rate, RateList};
 use crate::api::error::{
     ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
 };
-use crate::api::http_cache::Prepared;
+use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::domain::{Asset, AssetId, AssetList, FindError};
 
@@ -40,8 +39,8 @@ pub const MAX_AGE_CATALOG: u32 = 300;
         RateLimited,
     ))]
 #[tracing::instrument(level = "debug", skip_all)]
-async fn assets(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Response {
-    state.catalog_json.respond(&headers, MAX_AGE_CATALOG)
+async fn assets(State(state): State<Arc<V1State>>, if_none_match: IfNoneMatch) -> Response {
+    state.catalog_json.respond(&if_none_match, MAX_AGE_CATALOG)
 }
 
 /// The latest quote of every asset.
@@ -65,7 +64,7 @@ async fn assets(State(state): State<Arc<V1State>>, headers: HeaderMap) -> Respon
 async fn rates(
     State(state): State<Arc<V1State>>,
     params: std::result::Result<Params, ApiError>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let wanted = RatesQuery::from(params?)
         .symbols
@@ -77,7 +76,7 @@ async fn rates(
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
     let Some(wanted) = wanted else {
-        return Ok(rates.all.respond(&headers, MAX_AGE_RATES));
+        return Ok(rates.all.respond(&if_none_match, MAX_AGE_RATES));
     };
     let subset = RateList {
         rates: rates
@@ -87,7 +86,7 @@ async fn rates(
             .cloned()
             .collect(),
     };
-    Ok(Prepared::json(&subset).respond(&headers, MAX_AGE_RATES))
+    Ok(Prepared::json(&subset).respond(&if_none_match, MAX_AGE_RATES))
 }
 
 /// Most assets one `symbols` list may name.
@@ -153,11 +152,11 @@ fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, headers))]
+#[tracing::instrument(level = "debug", skip(state, if_none_match))]
 async fn rate(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let snapshot = state.rates.get().await;
@@ -169,7 +168,7 @@ async fn rate(
         .by_asset
         .get(&asset.id)
         .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
-    Ok(prepared.respond(&headers, MAX_AGE_RATES))
+    Ok(prepared.respond(&if_none_match, MAX_AGE_RATES))
 }
 
 /// The catalog asset a path's symbol names.
