@@ -5,8 +5,13 @@
 //! stops accepting altogether. Here every connection is bounded:
 //!
 //! - a connection must send a whole request header within the idle
-//!   deadline of its opening or of its previous answer (hyper's header
-//!   read timeout, which also covers the keep-alive wait), or it is closed;
+//!   deadline of its opening or of its previous answer (which also bounds
+//!   the keep-alive wait), or it is closed. One timer per connection
+//!   enforces it, set again only when it fires ([`Activity`]): hyper's own
+//!   header read timeout arms and clears a timer for every request, taking
+//!   the runtime's timer lock twice a request, which cost the cached routes
+//!   up to a fifth of their throughput on a busy 2-core machine
+//!   (`loadtest/RESULTS.md`);
 //! - one client IP holds at most `max_per_ip` connections: more are
 //!   answered 429 and closed at once;
 //! - the process keeps headroom below its file limit for Redis, PostgreSQL
@@ -19,9 +24,13 @@
 //! per-IP HTTP cap for the WebSocket cap), but their socket counts against
 //! the file budget until it closes.
 
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use std::convert::Infallible;
 
@@ -31,11 +40,11 @@ use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::error::{Kind, Problem};
@@ -107,10 +116,114 @@ pub fn socket_budget(limit: usize) -> usize {
 struct OpenSockets(AtomicUsize);
 
 /// A client socket that gives its place back when it closes (also after a
-/// WebSocket upgrade, which carries it along).
+/// WebSocket upgrade, which carries it along), and notes its writes as
+/// progress ([`Activity`]).
 struct Counted {
     tcp: TcpStream,
     open: Arc<OpenSockets>,
+    activity: Arc<Activity>,
+}
+
+/// What a connection last did, for its idle deadline: it is closed once it
+/// has had no request in hand and written nothing for the deadline. A
+/// request read in full, the end of its handling and every write of an
+/// answer are progress; bytes of a header that never completes are not
+/// (so a client sending one a byte at a time is still closed).
+struct Activity {
+    /// The connection's opening: progress is kept as milliseconds since.
+    opened: Instant,
+    last: AtomicU64,
+    /// Requests handed to the app and not answered yet.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn progress(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection is due to close if nothing happens meanwhile;
+    /// `None` when that time has passed.
+    fn deadline(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(now + idle);
+        }
+        let at = self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle;
+        (at > now).then_some(at)
+    }
+}
+
+/// A request in hand: counted from when hyper hands it over until its
+/// answer is ready (or the connection drops it), which is progress.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.progress();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's view of the app: each request gets the peer's address
+/// (`ConnectInfo`) and counts as in flight while the app answers it.
+struct ConnectionService<S> {
+    app: S,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answering<Oneshot<S, Request<Incoming>>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Answering {
+            in_flight: Some(InFlight::begin(&self.activity)),
+            answer: self.app.clone().oneshot(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The app's answer to one request, in flight until it is ready.
+    struct Answering<F> {
+        #[pin]
+        answer: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future> Future for Answering<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.answer.poll(cx));
+        this.in_flight.take();
+        Poll::Ready(answer)
+    }
 }
 
 impl Drop for Counted {
@@ -135,7 +248,11 @@ impl AsyncWrite for Counted {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf)
+        let written = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.activity.progress();
+        }
+        written
     }
 
     fn poll_write_vectored(
@@ -143,7 +260,11 @@ impl AsyncWrite for Counted {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+        let written = std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.activity.progress();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -182,11 +303,9 @@ where
     S::Future: Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.idle_timeout)
-        .keep_alive(true);
+    // The header deadline is the connection's own timer (below), not
+    // hyper's per-request one.
+    builder.http1().header_read_timeout(None).keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -215,9 +334,11 @@ where
         };
         let _ = tcp.set_nodelay(true);
         let over_budget = open.0.fetch_add(1, Ordering::Relaxed) >= settings.max_open;
+        let activity = Arc::new(Activity::new());
         let tcp = Counted {
             tcp,
             open: open.clone(),
+            activity: activity.clone(),
         };
         if over_budget {
             metrics::counter!("ratesd_http_connections_refused_total", "reason" => "capacity")
@@ -247,12 +368,11 @@ where
             ));
             continue;
         };
-        let service = TowerToHyperService::new(app.clone().map_request(
-            move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            },
-        ));
+        let service = ConnectionService {
+            app: app.clone(),
+            peer,
+            activity: activity.clone(),
+        };
         let builder = builder.clone();
         // A child token per connection: polling the shared token itself
         // would take one lock, shared by every connection, at each wake.
@@ -260,29 +380,31 @@ where
         let idle = settings.idle_timeout;
         connections.spawn(async move {
             let _slot = slot;
-            // hyper reads the first bytes to tell HTTP/1 from HTTP/2 before
-            // its own header deadline starts: a client that sends nothing
-            // at all is closed here.
-            let mut first_byte = [0u8; 1];
-            tokio::select! {
-                first = tokio::time::timeout(idle, tcp.tcp.peek(&mut first_byte)) => {
-                    if !matches!(first, Ok(Ok(1..))) {
-                        return;
-                    }
-                }
-                () = shutdown.cancelled() => return,
-            }
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let deadline = tokio::time::sleep(idle);
+            let mut deadline = std::pin::pin!(deadline);
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                        return;
                     }
-                }
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                    () = deadline.as_mut() => match activity.deadline(idle) {
+                        Some(at) => deadline.as_mut().reset(at.into()),
+                        // Dropping the connection closes it.
+                        None => {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            return;
+                        }
+                    },
+                    () = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
+                        return;
+                    }
                 }
             }
         });
@@ -331,6 +453,29 @@ async fn refuse(mut tcp: Counted, problem: Problem) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_due_its_deadline_after_its_last_progress_unless_answering() {
+        let idle = Duration::from_secs(5);
+        let fresh = Arc::new(Activity::new());
+        let due = fresh
+            .deadline(idle)
+            .expect("a new connection has its deadline ahead");
+        assert!(due > Instant::now() + Duration::from_secs(4));
+        // Opened 10 s ago and nothing since: past its deadline.
+        let quiet = Arc::new(Activity {
+            opened: Instant::now() - Duration::from_secs(10),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        });
+        assert_eq!(quiet.deadline(idle), None);
+        // A request in hand keeps it, however long it takes.
+        let request = InFlight::begin(&quiet);
+        assert!(quiet.deadline(idle).is_some());
+        // Its answer is progress: the deadline is counted from there.
+        drop(request);
+        assert!(quiet.deadline(idle).unwrap() > Instant::now() + Duration::from_secs(4));
+    }
 
     #[test]
     fn the_budget_keeps_a_reserve() {

@@ -38,6 +38,74 @@ async fn closed_by_server(conn: &mut TcpStream, within: Duration) -> Option<Vec<
     read.ok().map(|()| got)
 }
 
+/// A header sent a byte at a time is no progress: the connection is closed
+/// at its deadline however steadily the bytes come, while a connection that
+/// asks again and again is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_trickled_a_byte_at_a_time_is_cut_at_the_deadline() {
+    let Some(app) = spawn_app(Options {
+        archive: false,
+        extra: vec!["--http-idle-timeout-seconds".into(), "2".into()],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let addr: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /health/live HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answers = 0;
+    let cut = loop {
+        // One more byte of a header line that never ends; a write fails
+        // once the server has closed the connection.
+        if slow.write_all(b"x").await.is_err() {
+            break started.elapsed();
+        }
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(250), slow.read(&mut byte)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(_)) => panic!("an answer to a header that never ended"),
+            Err(_) => {}
+        }
+        // The other connection makes progress: a request and its answer.
+        busy.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = busy.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "kept connection answered"
+        );
+        answers += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the trickling connection is still open after 8 s"
+        );
+    };
+    assert!(
+        cut >= Duration::from_millis(1500),
+        "closed before its deadline: {cut:?}"
+    );
+    assert!(
+        answers >= 5,
+        "the busy connection was answered {answers} times"
+    );
+    // The busy connection outlived the trickling one's deadline.
+    busy.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = busy.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    app.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_and_capped_per_address() {
     let Some(app) = spawn_app(Options {
