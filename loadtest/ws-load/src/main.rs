@@ -167,6 +167,24 @@ struct Window {
     stop_ns: AtomicU64,
 }
 
+impl Window {
+    /// A window that has not started and has no end yet (`measure` sets both).
+    fn unbounded() -> Arc<Self> {
+        let window = Self::default();
+        window.stop_ns.store(u64::MAX, Ordering::Relaxed);
+        Arc::new(window)
+    }
+}
+
+/// Paces a ramp of `ramp` new connections a second, in tenths of a second:
+/// called before starting connection `i`.
+async fn ramp_pause(i: usize, ramp: usize) {
+    let per_tick = (ramp / 10).max(1);
+    if i > 0 && i.is_multiple_of(per_tick) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One delivery: the point's time (s), when it arrived and when it was read (Unix ns).
 struct Delivery {
     time: i64,
@@ -403,15 +421,11 @@ async fn run(args: Args) {
         args.clients, args.asset, args.url, args.ramp, args.seconds
     );
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(args.clients.max(1));
-    let window = Arc::new(Window::default());
-    window.stop_ns.store(u64::MAX, Ordering::Relaxed);
+    let window = Window::unbounded();
     let ramp_started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
-    let per_tick = (args.ramp / 10).max(1);
     for i in 0..args.clients {
-        if i > 0 && i % per_tick == 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        ramp_pause(i, args.ramp).await;
         tasks.push(tokio::spawn(subscriber(
             args.url.clone(),
             args.asset,

@@ -29,7 +29,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::proto::{self, Frame};
 use crate::track::{KlineCheck, Resume, Seconds, Step, is_current, since_groups};
 use crate::{
-    Args, Delivery, Latencies, Window, connect, measure, percentile, rss_mib, summary, unix_nanos,
+    Args, Delivery, Latencies, Window, connect, measure, percentile, ramp_pause, rss_mib, summary,
+    unix_nanos,
 };
 
 type Ws = tokio_tungstenite::WebSocketStream<crate::stamped::StampedTcp>;
@@ -956,15 +957,11 @@ pub async fn run(args: Args) {
 
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (phase_tx, phase_rx) = watch::channel(Phase::Measure);
-    let window = Arc::new(Window::default());
-    window.stop_ns.store(u64::MAX, Ordering::Relaxed);
+    let window = Window::unbounded();
     let ramp_started = Instant::now();
     let mut tasks = Vec::with_capacity(args.clients);
-    let per_tick = (args.ramp / 10).max(1);
     for i in 0..args.clients {
-        if i > 0 && i % per_tick == 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        ramp_pause(i, args.ramp).await;
         let client = Client::new(
             plan.clone(),
             window.clone(),
