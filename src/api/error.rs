@@ -198,6 +198,21 @@ pub enum RateLimited {
     TooManyRequests(Problem),
 }
 
+/// What a WebSocket route answers instead of switching protocols (both
+/// versions: one upgrade, one per-IP cap).
+#[derive(utoipa::IntoResponses)]
+pub enum WsUpgradeRefused {
+    /// A WebSocket upgrade with a bad version or no key
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// Not a WebSocket upgrade request (Upgrade: websocket)
+    #[response(status = 426, content_type = "application/problem+json")]
+    UpgradeRequired(Problem),
+    /// Too many connections from this address, or over the per-IP rate limit
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
 /// The answer of a route to a bad parameter.
 #[derive(utoipa::IntoResponses)]
 pub enum InvalidParameter {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::Problem;
+use super::error::WsUpgradeRefused;
 use super::v1::V1State;
 use super::v1::ws::accept_protocol;
 use crate::stream::WsUpgrade;
@@ -58,12 +58,7 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 #[utoipa::path(get, path = "/api/v2/ws", tag = "websocket", operation_id = "websocket_v2",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
-        (status = 400, description = "A WebSocket upgrade with a bad version or no key",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 426, description = "Not a WebSocket upgrade request (Upgrade: websocket)",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many connections from this address, or over the per-IP rate limit",
-            body = Problem, content_type = "application/problem+json"),
+        WsUpgradeRefused,
     ))]
 async fn upgrade(
     ws: WsUpgrade,

@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::V1State;
-use crate::api::error::{ApiError, Problem};
+use crate::api::error::{ApiError, WsUpgradeRefused};
 use crate::api::limit::client_ip;
 use crate::stream::session::Protocol;
 use crate::stream::v1::V1;
@@ -55,12 +55,7 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 #[utoipa::path(get, path = "/api/v1/ws", tag = "websocket", operation_id = "websocket_v1",
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
-        (status = 400, description = "A WebSocket upgrade with a bad version or no key",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 426, description = "Not a WebSocket upgrade request (Upgrade: websocket)",
-            body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many connections from this address, or over the per-IP rate limit",
-            body = Problem, content_type = "application/problem+json"),
+        WsUpgradeRefused,
     ))]
 async fn upgrade(
     ws: WsUpgrade,
