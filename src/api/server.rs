@@ -24,6 +24,7 @@
 //! per-IP HTTP cap for the WebSocket cap), but their socket counts against
 //! the file budget until it closes.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,8 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-
-use std::convert::Infallible;
 
 use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
@@ -226,6 +225,15 @@ impl<F: Future> Future for Answering<F> {
     }
 }
 
+impl Counted {
+    /// A write that sent something is progress.
+    fn note(&self, written: &Poll<std::io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.activity.progress();
+        }
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
         self.open.0.fetch_sub(1, Ordering::Relaxed);
@@ -249,9 +257,7 @@ impl AsyncWrite for Counted {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let written = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
-        if matches!(written, Poll::Ready(Ok(1..))) {
-            self.activity.progress();
-        }
+        self.note(&written);
         written
     }
 
@@ -261,9 +267,7 @@ impl AsyncWrite for Counted {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let written = std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        if matches!(written, Poll::Ready(Ok(1..))) {
-            self.activity.progress();
-        }
+        self.note(&written);
         written
     }
 
