@@ -60,6 +60,8 @@ async fn main() {
         for _ in 0..5 {
             let t0 = Instant::now();
             let candles = archive
+                .reads()
+                .unwrap()
                 .candles(eurusd, interval, start, end - 1, limit)
                 .await
                 .unwrap();

@@ -88,7 +88,7 @@ impl App {
                 Role::Worker => return Err(StartupError::NeedsSharedEngine("worker")),
             },
         };
-        let archive = config.archive_url().map(Archive::new).transpose()?;
+        let archive = config.archive()?;
         if archive.is_none() {
             tracing::info!(
                 "no archive: RATES_DATABASE_URL is not set; history reaches back over the live window only"

@@ -136,6 +136,10 @@ pub fn register_metrics(sources: &[&'static str]) {
         "Points newly inserted into PostgreSQL"
     );
     describe_counter!(
+        "ratesd_archive_reads_refused_total",
+        "Client reads of the archive refused at once: as many as allowed were running"
+    );
+    describe_counter!(
         "ratesd_archive_partitions_dropped_total",
         "Day partitions of the archive dropped by the retention"
     );
@@ -170,6 +174,7 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_points_written_total",
         "ratesd_archive_points_total",
         "ratesd_archive_partitions_dropped_total",
+        "ratesd_archive_reads_refused_total",
         "ratesd_worker_elections_won_total",
         "ratesd_worker_ticks_fenced_total",
     ] {

@@ -15,7 +15,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::error::{Kind, Problem};
+use super::problem::{Kind, Problem};
 
 /// Paths outside the limit: probes, metrics, and the API docs' assets.
 const EXEMPT: [&str; 4] = ["/health/", "/metrics", "/docs", "/api-docs/"];

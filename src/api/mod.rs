@@ -6,7 +6,8 @@
 //!   the stores ([`Api::new`]), and [`serve`].
 //! - [`v1`]: the versioned REST routes and the v1 WebSocket route.
 //! - [`v2`]: the v2 (many-stream) WebSocket route.
-//! - [`error`]: one error type, answered as RFC 9457 problem details.
+//! - [`error`]: one error type for every route, answered as a problem.
+//! - [`problem`]: RFC 9457 problem details: kinds, pages, documented answers.
 //! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
 //! - [`front_door`]: in front of every route: per-IP limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
@@ -23,6 +24,7 @@ pub mod http_cache;
 pub mod limit;
 pub mod metrics;
 pub mod page;
+pub mod problem;
 pub mod query;
 pub mod router;
 pub mod server;

@@ -46,8 +46,8 @@ use tokio_util::task::TaskTracker;
 use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
-use super::error::{Kind, Problem};
 use super::limit::ConnectionLimiter;
+use super::problem::{Kind, Problem};
 
 /// How long a request in flight at shutdown may take to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::WsUpgradeRefused;
+use super::problem::WsUpgradeRefused;
 use super::v1::V1State;
 use super::v1::ws::accept_protocol;
 use crate::stream::WsUpgrade;

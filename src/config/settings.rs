@@ -168,6 +168,13 @@ pub struct Config {
     )]
     pub archive_retention_days: u32,
 
+    /// Client reads of the archive (history and candles older than the
+    /// live window) one process runs at once, each on a connection of its
+    /// own apart from the archiver's; more are answered 503 at once.
+    #[arg(long, env = "RATES_ARCHIVE_MAX_READS", default_value_t = crate::store::archive::DEFAULT_MAX_READS,
+          value_parser = clap::value_parser!(u32).range(1..=256), global = true)]
+    pub archive_max_reads: u32,
+
     /// Largest WebSocket frame a client may send, in bytes; larger ones are
     /// refused with close code 1009.
     #[arg(long, env = "RATES_WS_MAX_FRAME_BYTES", default_value_t = 65_536,
@@ -281,6 +288,13 @@ impl Config {
             return Err(ConfigError::NoSources);
         }
         Ok(Catalog::with_extra(&self.extra_assets)?)
+    }
+
+    /// The archive, when there is one (a lazy handle: nothing is asked yet).
+    pub fn archive(&self) -> Result<Option<crate::store::Archive>, crate::store::ArchiveError> {
+        self.archive_url()
+            .map(|url| crate::store::Archive::with_max_reads(url, self.archive_max_reads))
+            .transpose()
     }
 
     /// The archive's URL, or `None` when it is unset or `off`.

@@ -36,7 +36,12 @@ pub async fn page(
     if let Some(archive) = archive {
         let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
         if from <= archive_to {
-            points.extend(archive.range(asset, from, archive_to, limit).await?);
+            points.extend(
+                archive
+                    .reads()?
+                    .range(asset, from, archive_to, limit)
+                    .await?,
+            );
         }
     }
     if points.len() < limit {
@@ -64,7 +69,11 @@ pub async fn recent(
     let archive = archive.filter(|a| a.reachable() != Reachable::No);
     match page(engine, archive, asset, span, UnixSeconds::MAX, limit).await {
         Err(HistoryError::Archive(e)) => {
-            tracing::warn!(error = %e, asset = %asset.name, "archive unreadable; history is the window alone");
+            if e.is_overload() {
+                tracing::debug!(error = %e, asset = %asset.name, "archive busy; history is the window alone");
+            } else {
+                tracing::warn!(error = %e, asset = %asset.name, "archive unreadable; history is the window alone");
+            }
             page(engine, None, asset, span, UnixSeconds::MAX, limit).await
         }
         done => done,
@@ -95,15 +104,16 @@ pub async fn candles(
         // of a minute the window starts in, from its points.
         let split = to.min(oldest.unwrap_or(live_start) - 1);
         if from <= split {
+            let reads = archive.reads()?;
             let whole_end = split + 1 - (split + 1).rem_euclid(60) - 1;
             if from <= whole_end {
-                older = archive
+                older = reads
                     .candles(asset, interval, from, whole_end, limit)
                     .await?;
             }
             let rest = from.max(whole_end + 1);
             if rest <= split {
-                let points = archive.range(asset, rest, split, 60).await?;
+                let points = reads.range(asset, rest, split, 60).await?;
                 older = candle::join(
                     older,
                     candle::build(points.iter().map(|p| (p.time, p.value)), interval),

@@ -41,7 +41,10 @@ impl Worker {
                 let Some(asset) = self.catalog.by_id(id).filter(|_| start <= end) else {
                     continue;
                 };
-                match archive.range(asset, start, end, window as usize + 1).await {
+                match archive
+                    .restore(asset, start, end, window as usize + 1)
+                    .await
+                {
                     Ok(points) if !points.is_empty() => restored.push(points),
                     Ok(_) => {}
                     Err(e) => {

@@ -306,6 +306,57 @@ async fn hour_candles_older_than_the_window_come_from_the_archive(engine: Engine
     app.cleanup().await;
 }
 
+/// Candles of an hour and longer read whole hours from the archive's hour
+/// rollup, the rest of the hour the window starts in from its minutes and
+/// points, and the window: each bucket made once from all of them, equal
+/// to what its points give.
+async fn long_candles_join_the_hour_and_minute_rollups_and_the_window(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        engine,
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let archive = app.archive.clone().unwrap();
+    archive.prepare(true).await.unwrap();
+    // Every second from two whole hours back to just before the service's
+    // first tick, in the archive only: the window holds what came after.
+    let started = now() - 2;
+    let from = (started / 3_600) * 3_600 - 2 * 3_600;
+    let rows: Vec<ratesd::domain::ArchivedPoint> = (from..started)
+        .map(|time| ratesd::domain::ArchivedPoint {
+            asset_id: 1,
+            time,
+            value: 1.0 + ((time * 7_919) % 10_000) as f64 / 100_000.0,
+        })
+        .collect();
+    for batch in rows.chunks(5_000) {
+        archive.insert(batch).await.unwrap();
+    }
+    for (interval, secs) in [("1h", 3_600), ("4h", 4 * 3_600), ("1d", 86_400)] {
+        let first = from - from.rem_euclid(secs);
+        // Read until no tick lands between the points and the candles.
+        let (got, want) = eventually(interval, Duration::from_secs(30), || async {
+            let before = points(&app, from, now() + 5).await;
+            let (status, page) = app
+                .get_json(&format!(
+                    "/api/v1/rates/EURUSD/candles?interval={interval}&from={first}"
+                ))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let after = points(&app, from, now() + 5).await;
+            (before == after && before.last().is_some_and(|p| p.0 >= started))
+                .then(|| (ohlc(&page), expected(&after, secs)))
+        })
+        .await;
+        assert_same(&got, &want);
+        assert!(got.last().unwrap().5 > 1, "{interval}: the forming bucket");
+    }
+    app.cleanup().await;
+}
+
 async fn bad_candle_parameters_are_named(engine: Engine) {
     let Some(app) = spawn_app(Options {
         engine,
@@ -450,6 +501,7 @@ crate::helpers::on_both_engines!(
     every_minute_candle_equals_its_points,
     buckets_are_aligned_in_utc,
     hour_candles_older_than_the_window_come_from_the_archive,
+    long_candles_join_the_hour_and_minute_rollups_and_the_window,
     bad_candle_parameters_are_named,
     conversion_chains_pairs,
 );

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod archive_reads;
 mod bare_machine;
 mod browser;
 mod candles;

@@ -17,10 +17,9 @@ use super::history::{
     DEADLINE, PagedRange, SETTLED_AFTER, limit_param, paged_range, seconds_param,
 };
 use super::rates::{MAX_AGE_RATES, resolve};
-use crate::api::error::{
-    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
-};
+use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
+use crate::api::problem::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::{Interval, UnixSeconds};

@@ -11,10 +11,9 @@ use utoipa_axum::routes;
 use super::V1State;
 use super::dto::Conversion;
 use super::rates::MAX_AGE_RATES;
-use crate::api::error::{
-    ApiError, InvalidParameter, NoConversion, RateLimited, Result, Unavailable,
-};
+use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
+use crate::api::problem::{InvalidParameter, NoConversion, RateLimited, Unavailable};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::convert::rate;

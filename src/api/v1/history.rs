@@ -16,10 +16,9 @@ use super::V1State;
 use super::cursor::{Cursor, CursorKey};
 use super::dto::HistoryPage;
 use super::rates::{MAX_AGE_RATES, resolve};
-use crate::api::error::{
-    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
-};
+use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
+use crate::api::problem::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::{AssetId, UnixSeconds};

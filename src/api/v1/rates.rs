@@ -10,10 +10,9 @@ use utoipa_axum::routes;
 
 use super::V1State;
 use super::dto::{Rate, RateList};
-use crate::api::error::{
-    ApiError, InvalidParameter, RateLimited, Result, Unavailable, UnknownSymbol,
-};
+use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
+use crate::api::problem::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
 use crate::domain::{Asset, AssetId, AssetList, FindError};
 

@@ -1,21 +1,16 @@
-//! The only place that knows SQL: the PostgreSQL archive of every point.
-//!
-//! `points` is range-partitioned by UTC day on `ts` ([`DayPartition`]):
-//! ratesd creates each day's partition ahead ([`Archive::maintain`]), an
-//! insert that finds no partition for a day creates it and retries, and
-//! retention drops whole days.
+//! The archive's day partitions: `points` is range-partitioned by UTC day
+//! on `ts` ([`DayPartition`]). ratesd creates each day's partition ahead
+//! ([`Archive::maintain`]), an insert that finds no partition for a day
+//! creates it and retries, and retention drops whole days (and their
+//! rollup rows).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::Duration;
 
-use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgPool, Postgres};
+use sqlx::AssertSqlSafe;
 
-use crate::clock::unix_now;
-use crate::domain::{ArchivedPoint, Asset, AssetId, Candle, Interval, Point, UnixSeconds};
+use super::rollup::Rollup;
+use super::{Archive, Result};
+use crate::domain::UnixSeconds;
 
 /// Seconds in a UTC day: the span of one partition.
 pub const DAY_SECONDS: i64 = 86_400;
@@ -29,137 +24,7 @@ const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '5s'";
 /// time, whatever number of ratesd processes share the database.
 const PARTITION_LOCK: i64 = 0x7261_7465_7364_7031;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveError {
-    #[error("postgres: {0}")]
-    Sql(#[from] sqlx::Error),
-    #[error("migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("asset id {0} does not fit the archive's int4 column")]
-    AssetIdRange(AssetId),
-}
-
-/// An asset id as the archive's `int4` column holds it (the catalog only
-/// gives ids that fit; this refuses, rather than wraps, any other).
-fn sql_id(id: AssetId) -> Result<i32> {
-    i32::try_from(id).map_err(|_| ArchiveError::AssetIdRange(id))
-}
-
-pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Handle on the archive. The pool is lazy: the service starts while
-/// PostgreSQL is down; queries then fail fast and the archiver retries.
-/// Every clone shares what the last statement found ([`Archive::reachable`]),
-/// so readiness answers from it without asking the database.
-#[derive(Clone)]
-pub struct Archive {
-    pool: PgPool,
-    url: String,
-    outcome: Arc<AtomicU8>,
-}
-
-/// What the archive's last statement found (held in an `AtomicU8` as its
-/// discriminant).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Reachable {
-    /// Nothing asked yet.
-    Unknown = 0,
-    Yes = 1,
-    No = 2,
-}
-
 impl Archive {
-    pub fn new(url: &str) -> Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        Ok(Self {
-            pool,
-            url: url.to_owned(),
-            outcome: Arc::new(AtomicU8::new(Reachable::Unknown as u8)),
-        })
-    }
-
-    /// What the last statement on any clone of this handle found.
-    pub fn reachable(&self) -> Reachable {
-        match self.outcome.load(Ordering::Relaxed) {
-            x if x == Reachable::Yes as u8 => Reachable::Yes,
-            x if x == Reachable::No as u8 => Reachable::No,
-            _ => Reachable::Unknown,
-        }
-    }
-
-    /// Records a statement's outcome for [`Archive::reachable`].
-    fn note<T>(&self, result: Result<T>) -> Result<T> {
-        let reached = match &result {
-            Ok(_) => true,
-            // A statement the database refused still reached it.
-            Err(ArchiveError::Sql(sqlx::Error::Database(_)))
-            | Err(ArchiveError::AssetIdRange(_)) => true,
-            Err(_) => false,
-        };
-        self.set_reachable(if reached {
-            Reachable::Yes
-        } else {
-            Reachable::No
-        });
-        result
-    }
-
-    fn set_reachable(&self, now: Reachable) {
-        self.outcome.store(now as u8, Ordering::Relaxed);
-    }
-
-    /// Pings the archive every `every` while nothing else does (an API
-    /// process without an archiver), so that readiness stays current.
-    pub async fn watch(self, every: Duration, shutdown: tokio_util::sync::CancellationToken) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    if tokio::time::timeout(every, self.ping()).await.is_err() {
-                        self.set_reachable(Reachable::No);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Creates the database if it does not exist yet, then applies the
-    /// migrations. Safe to run from several processes at once.
-    pub async fn prepare(&self, migrate: bool) -> Result<()> {
-        let prepared = self.prepare_once(migrate).await;
-        self.note(prepared)
-    }
-
-    async fn prepare_once(&self, migrate: bool) -> Result<()> {
-        if !Postgres::database_exists(&self.url).await? {
-            if let Err(e) = Postgres::create_database(&self.url).await {
-                // Another process may have created it in between.
-                if !Postgres::database_exists(&self.url).await? {
-                    return Err(e.into());
-                }
-            }
-            tracing::info!("created the archive database");
-        }
-        if migrate {
-            self.migrate().await?;
-        }
-        self.maintain_once(unix_now(), 0).await?;
-        Ok(())
-    }
-
-    pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
     /// Creates the partitions of today and of the next [`DAYS_AHEAD`] days
     /// (by `now`) that do not exist yet, then, when `retention_days` is not
     /// 0, detaches and drops every partition whose whole day is more than
@@ -171,7 +36,11 @@ impl Archive {
         self.note(done)
     }
 
-    async fn maintain_once(&self, now: UnixSeconds, retention_days: u32) -> Result<Maintenance> {
+    pub(super) async fn maintain_once(
+        &self,
+        now: UnixSeconds,
+        retention_days: u32,
+    ) -> Result<Maintenance> {
         let mut done = Maintenance::default();
         if !self.partitioned().await? {
             tracing::debug!("points is not partitioned yet: no partition maintenance");
@@ -230,7 +99,10 @@ impl Archive {
 
     /// Creates the partitions of `days` that do not exist yet, in one
     /// transaction under the partition lock; returns the names created.
-    async fn create_partitions(&self, days: BTreeSet<DayPartition>) -> Result<Vec<String>> {
+    pub(super) async fn create_partitions(
+        &self,
+        days: BTreeSet<DayPartition>,
+    ) -> Result<Vec<String>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -261,7 +133,7 @@ impl Archive {
     }
 
     /// Detaches and drops one partition of `points` under the partition
-    /// lock, and the `minutes` of its span; false when it is no longer
+    /// lock, and the rollup rows of its span; false when it is no longer
     /// there (another process dropped it).
     async fn drop_partition(
         &self,
@@ -294,176 +166,18 @@ impl Archive {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        // Apart from the detach, which holds `points` while it runs.
+        // Apart from the detach, which holds `points` while it runs. A day
+        // is whole hours, so its rollup rows go with it.
         if let Some((from, to)) = span {
-            sqlx::query("DELETE FROM minutes WHERE open_time >= $1 AND open_time < $2")
-                .bind(from)
-                .bind(to)
-                .execute(&self.pool)
-                .await?;
+            for rollup in [Rollup::Minutes, Rollup::Hours] {
+                sqlx::query(rollup.delete_sql())
+                    .bind(from)
+                    .bind(to)
+                    .execute(&self.pool)
+                    .await?;
+            }
         }
         Ok(true)
-    }
-
-    pub async fn ping(&self) -> Result<()> {
-        let pinged = sqlx::query("SELECT 1").execute(&self.pool).await;
-        self.note(pinged.map(drop).map_err(ArchiveError::from))
-    }
-
-    /// Inserts points in one statement; a point already archived (same
-    /// asset and second) is left as it is, so replays are harmless.
-    /// Returns how many rows were new. When a point's day has no partition
-    /// yet (a backfill of old days, a clock that jumped), the partitions of
-    /// the batch's days are created and the statement runs again.
-    pub async fn insert(&self, points: &[ArchivedPoint]) -> Result<u64> {
-        if points.is_empty() {
-            return Ok(0);
-        }
-        let done = self.insert_once(points).await;
-        self.note(done)
-    }
-
-    async fn insert_once(&self, points: &[ArchivedPoint]) -> Result<u64> {
-        let ids = points
-            .iter()
-            .map(|p| sql_id(p.asset_id))
-            .collect::<Result<Vec<i32>>>()?;
-        let times: Vec<i64> = points.iter().map(|p| p.time).collect();
-        let values: Vec<f64> = points.iter().map(|p| p.value).collect();
-        match self.insert_rows(&ids, &times, &values).await {
-            Err(e) if no_partition_for_row(&e) => {
-                tracing::debug!("a point's day has no archive partition yet; creating it");
-                let days = times.iter().map(|&t| DayPartition::of(t)).collect();
-                self.create_partitions(days).await?;
-                Ok(self.insert_rows(&ids, &times, &values).await?)
-            }
-            done => Ok(done?),
-        }
-    }
-
-    /// One statement: the points, and the minutes they fall in (only the
-    /// points that were new count, so a replay changes nothing).
-    async fn insert_rows(&self, ids: &[i32], times: &[i64], values: &[f64]) -> sqlx::Result<u64> {
-        let inserted: i64 = sqlx::query_scalar(
-            "WITH ins AS ( \
-               INSERT INTO points (asset_id, ts, value) \
-               SELECT * FROM UNNEST($1::int4[], $2::int8[], $3::float8[]) \
-               ON CONFLICT (asset_id, ts) DO NOTHING \
-               RETURNING asset_id, ts, value), \
-             up AS ( \
-               INSERT INTO minutes AS m \
-                 (asset_id, open_time, first_ts, last_ts, open, high, low, close, count) \
-               SELECT asset_id, ts - ((ts % 60) + 60) % 60, min(ts), max(ts), \
-                      (array_agg(value ORDER BY ts))[1], max(value), min(value), \
-                      (array_agg(value ORDER BY ts DESC))[1], count(*) \
-               FROM ins GROUP BY asset_id, ts - ((ts % 60) + 60) % 60 \
-               ON CONFLICT (asset_id, open_time) DO UPDATE SET \
-                 open = CASE WHEN excluded.first_ts < m.first_ts THEN excluded.open ELSE m.open END, \
-                 first_ts = LEAST(m.first_ts, excluded.first_ts), \
-                 close = CASE WHEN excluded.last_ts > m.last_ts THEN excluded.close ELSE m.close END, \
-                 last_ts = GREATEST(m.last_ts, excluded.last_ts), \
-                 high = GREATEST(m.high, excluded.high), \
-                 low = LEAST(m.low, excluded.low), \
-                 count = m.count + excluded.count \
-               RETURNING 1) \
-             SELECT count(*) FROM ins",
-        )
-        .bind(ids)
-        .bind(times)
-        .bind(values)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(u64::try_from(inserted).unwrap_or(0))
-    }
-
-    /// Up to `limit` archived points of an asset with `from <= time <= to`,
-    /// oldest first.
-    pub async fn range(
-        &self,
-        asset: &Asset,
-        from: UnixSeconds,
-        to: UnixSeconds,
-        limit: usize,
-    ) -> Result<Vec<Point>> {
-        let rows: Vec<(i64, f64)> = sqlx::query_as(
-            "SELECT ts, value FROM points \
-             WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 \
-             ORDER BY ts LIMIT $4",
-        )
-        .bind(sql_id(asset.id)?)
-        .bind(from)
-        .bind(to)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(time, value)| Point::of(asset, time, value))
-            .collect())
-    }
-
-    /// The candles of `asset`'s archived points with `from <= ts <= to`,
-    /// oldest first, at most `limit`, aggregated in PostgreSQL from the
-    /// `minutes` rollup (every interval is whole minutes): a month of `1d`
-    /// candles reads 43,200 rows, not 2.6 million points, and none of them
-    /// comes into the process. `from` and `to + 1` must be whole minutes
-    /// (bucket bounds are). All are `closed`.
-    pub async fn candles(
-        &self,
-        asset: &Asset,
-        interval: Interval,
-        from: UnixSeconds,
-        to: UnixSeconds,
-        limit: usize,
-    ) -> Result<Vec<Candle>> {
-        let rows: Vec<(i64, f64, f64, f64, f64, i64)> = sqlx::query_as(
-            "SELECT open_time - ((open_time % $2) + $2) % $2 AS bucket, \
-                    (array_agg(open ORDER BY open_time))[1], max(high), min(low), \
-                    (array_agg(close ORDER BY open_time DESC))[1], sum(count)::int8 \
-             FROM minutes WHERE asset_id = $1 AND open_time BETWEEN $3 AND $4 \
-             GROUP BY bucket ORDER BY bucket LIMIT $5",
-        )
-        .bind(sql_id(asset.id)?)
-        .bind(interval.seconds())
-        .bind(from)
-        .bind(to)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(open_time, open, high, low, close, n)| Candle {
-                open_time,
-                close_time: open_time + interval.seconds() - 1,
-                open,
-                high,
-                low,
-                close,
-                count: u32::try_from(n).unwrap_or(u32::MAX),
-                closed: true,
-            })
-            .collect())
-    }
-
-    /// Every archived second of an asset in a range (for tests and audits).
-    pub async fn seconds(
-        &self,
-        asset_id: AssetId,
-        from: UnixSeconds,
-        to: UnixSeconds,
-    ) -> Result<Vec<UnixSeconds>> {
-        Ok(sqlx::query_scalar(
-            "SELECT ts FROM points WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts",
-        )
-        .bind(sql_id(asset_id)?)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -582,7 +296,7 @@ fn quote_ident(name: &str) -> String {
 }
 
 /// Whether an insert failed because a row's day has no partition.
-fn no_partition_for_row(e: &sqlx::Error) -> bool {
+pub(super) fn no_partition_for_row(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db)
         if db.code().as_deref() == Some("23514") && db.message().starts_with("no partition of relation"))
 }
