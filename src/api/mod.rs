@@ -12,10 +12,13 @@
 //! - [`front_door`]: in front of every route: per-IP limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-IP request limit and WebSocket connection cap.
-//! - [`server`]: accepting connections, their deadlines, caps and shutdown.
+//! - [`server`]: accepting connections, their caps and shutdown.
+//! - [`connection`]: one connection below hyper: its socket, idle deadline,
+//!   and problem bodies for hyper's own error answers.
 //! - [`query`]: query strings, each bad parameter named.
 //! - [`health`], [`metrics`], [`page`].
 
+pub mod connection;
 pub mod edge;
 pub mod error;
 pub mod front_door;

@@ -20,6 +20,8 @@ pub enum Kind {
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
+    MalformedRequest,
+    RequestTooLarge,
     RateLimited,
     TooManyConnections,
     WebSocketUpgrade,
@@ -29,13 +31,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::InvalidParameter,
         Kind::UnknownSymbol,
         Kind::UnknownCurrency,
         Kind::NotFound,
         Kind::MethodNotAllowed,
         Kind::PayloadTooLarge,
+        Kind::MalformedRequest,
+        Kind::RequestTooLarge,
         Kind::RateLimited,
         Kind::TooManyConnections,
         Kind::WebSocketUpgrade,
@@ -52,6 +56,8 @@ impl Kind {
             Kind::NotFound => "not-found",
             Kind::MethodNotAllowed => "method-not-allowed",
             Kind::PayloadTooLarge => "payload-too-large",
+            Kind::MalformedRequest => "malformed-request",
+            Kind::RequestTooLarge => "request-too-large",
             Kind::RateLimited => "rate-limited",
             Kind::TooManyConnections => "too-many-connections",
             Kind::WebSocketUpgrade => "websocket-upgrade",
@@ -69,6 +75,8 @@ impl Kind {
             Kind::NotFound => "Not found",
             Kind::MethodNotAllowed => "Method not allowed",
             Kind::PayloadTooLarge => "Payload too large",
+            Kind::MalformedRequest => "Malformed request",
+            Kind::RequestTooLarge => "Request too large",
             Kind::RateLimited => "Too many requests",
             Kind::TooManyConnections => "Too many connections",
             Kind::WebSocketUpgrade => "WebSocket upgrade required",
@@ -98,6 +106,16 @@ impl Kind {
                 "The path exists but not for this method; the `Allow` header lists the ones it takes."
             }
             Kind::PayloadTooLarge => "The request body is over 16 KiB; no route reads a body.",
+            Kind::MalformedRequest => {
+                "The request could not be read as HTTP: a malformed request line or header, a \
+                 bad `Content-Length`, or not HTTP at all (TLS sent to a plain-text port). The \
+                 connection is closed after this answer."
+            }
+            Kind::RequestTooLarge => {
+                "The request line (414) or the header fields (431: more than 100, or too large) \
+                 are over what the server reads. No route needs long URLs or many headers. The \
+                 connection is closed after this answer."
+            }
             Kind::RateLimited => {
                 "Over the per-client request limit. Wait `Retry-After` seconds; the \
                  `RateLimit-*` headers of every answer say how much is left."
@@ -251,6 +269,7 @@ pub enum Unavailable {
     responses(
         (status = 200, description = "A page describing the problem type", content_type = "text/html"),
         (status = 404, description = "No such problem type", body = Problem, content_type = "application/problem+json"),
+        RateLimited,
     ))]
 pub async fn problem_page(axum::extract::Path(slug): axum::extract::Path<String>) -> Response {
     let Some(kind) = Kind::from_slug(&slug) else {

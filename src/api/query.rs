@@ -10,46 +10,46 @@ use axum::http::request::Parts;
 use super::error::ApiError;
 
 /// The query's parameters by name. Unknown names are ignored (clients add
-/// cache busters); a name given twice is refused.
+/// cache busters), also when repeated; a parameter a route reads that is
+/// given twice is refused, by its name, when the route takes it.
 #[derive(Debug, Default)]
-pub struct Params(HashMap<String, String>);
+pub struct Params(HashMap<String, Given>);
 
-impl Params {
-    pub fn parse(query: &str) -> Result<Self, ApiError> {
-        let mut map = HashMap::new();
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            if map
-                .insert(name.clone().into_owned(), value.into_owned())
-                .is_some()
-            {
-                let shown: String = name.chars().take(40).collect();
-                return Err(ApiError::invalid(
-                    param_name(&name),
-                    format!("parameter '{shown}' is given more than once; give it once"),
-                ));
-            }
-        }
-        Ok(Self(map))
-    }
-
-    /// Takes a parameter's value out.
-    pub fn take(&mut self, name: &str) -> Option<String> {
-        self.0.remove(name)
-    }
+#[derive(Debug)]
+enum Given {
+    Once(String),
+    Repeated,
 }
 
-/// The `parameter` of a problem about `name`: the names the API knows are
-/// `'static`; any other is reported as `query`.
-fn param_name(name: &str) -> &'static str {
-    const KNOWN: [&str; 6] = ["from", "to", "limit", "cursor", "symbols", "interval"];
-    KNOWN.into_iter().find(|k| *k == name).unwrap_or("query")
+impl Params {
+    pub fn parse(query: &str) -> Self {
+        let mut map = HashMap::new();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            map.entry(name.into_owned())
+                .and_modify(|given| *given = Given::Repeated)
+                .or_insert_with(|| Given::Once(value.into_owned()));
+        }
+        Self(map)
+    }
+
+    /// Takes a parameter's value out; one given more than once is refused.
+    pub fn take(&mut self, name: &'static str) -> Result<Option<String>, ApiError> {
+        match self.0.remove(name) {
+            None => Ok(None),
+            Some(Given::Once(value)) => Ok(Some(value)),
+            Some(Given::Repeated) => Err(ApiError::invalid(
+                name,
+                format!("parameter '{name}' is given more than once; give it once"),
+            )),
+        }
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Params {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Self::parse(parts.uri.query().unwrap_or(""))
+        Ok(Self::parse(parts.uri.query().unwrap_or("")))
     }
 }
 
@@ -59,31 +59,28 @@ mod tests {
 
     #[test]
     fn parameters_are_read_once_each() {
-        let mut p = Params::parse("from=1&to=2&_=3&cursor=a%2Bb").unwrap();
-        assert_eq!(p.take("from").as_deref(), Some("1"));
-        assert_eq!(p.take("cursor").as_deref(), Some("a+b"));
-        assert_eq!(p.take("limit"), None);
-        assert!(Params::parse("").is_ok());
+        let mut p = Params::parse("from=1&to=2&_=3&cursor=a%2Bb");
+        assert_eq!(p.take("from").unwrap().as_deref(), Some("1"));
+        assert_eq!(p.take("cursor").unwrap().as_deref(), Some("a+b"));
+        assert_eq!(p.take("limit").unwrap(), None);
+        assert_eq!(Params::parse("").take("from").unwrap(), None);
     }
 
     #[test]
-    fn a_repeated_parameter_is_named() {
-        let e = Params::parse("limit=1&limit=2").unwrap_err();
-        assert!(matches!(
-            e,
-            ApiError::InvalidParameter {
-                parameter: "limit",
-                ..
-            }
-        ));
-        assert!(e.to_string().contains("'limit' is given more than once"));
-        let e = Params::parse("x=1&x=2").unwrap_err();
-        assert!(matches!(
-            e,
-            ApiError::InvalidParameter {
-                parameter: "query",
-                ..
-            }
-        ));
+    fn a_repeated_parameter_is_named_when_taken() {
+        let mut p = Params::parse("limit=1&limit=2&amount=1&amount=2&x=1&x=2");
+        for name in ["limit", "amount"] {
+            let e = p.take(name).unwrap_err();
+            assert!(
+                matches!(e, ApiError::InvalidParameter { parameter, .. } if parameter == name),
+                "{e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .contains(&format!("'{name}' is given more than once"))
+            );
+        }
+        // A repeated parameter no route reads is ignored, as unknown ones are.
+        assert_eq!(p.take("from").unwrap(), None);
     }
 }

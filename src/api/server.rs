@@ -25,27 +25,21 @@
 //! the file budget until it closes.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::util::Oneshot;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
+use super::connection::{Activity, ConnectionService, Counted, OpenSockets, raw_answer};
 use super::limit::ConnectionLimiter;
 use super::problem::{Kind, Problem};
 
@@ -110,186 +104,6 @@ pub fn socket_budget(limit: usize) -> usize {
     limit.saturating_sub(reserve).max(8)
 }
 
-/// Open client sockets, counted from accept to close.
-#[derive(Debug, Default)]
-struct OpenSockets(AtomicUsize);
-
-/// A client socket that gives its place back when it closes (also after a
-/// WebSocket upgrade, which carries it along), and notes its writes as
-/// progress ([`Activity`]).
-struct Counted {
-    tcp: TcpStream,
-    open: Arc<OpenSockets>,
-    activity: Arc<Activity>,
-}
-
-/// What a connection last did, for its idle deadline: it is closed once it
-/// has had no request in hand and written nothing for the deadline. A
-/// request read in full, the end of its handling and every write of an
-/// answer are progress; bytes of a header that never completes are not
-/// (so a client sending one a byte at a time is still closed).
-struct Activity {
-    /// The connection's opening: progress is kept as milliseconds since.
-    opened: Instant,
-    last: AtomicU64,
-    /// Requests handed to the app and not answered yet.
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            opened: Instant::now(),
-            last: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        }
-    }
-
-    fn progress(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    /// When the connection is due to close if nothing happens meanwhile;
-    /// `None` when that time has passed.
-    fn deadline(&self, idle: Duration) -> Option<Instant> {
-        let now = Instant::now();
-        if self.in_flight.load(Ordering::Relaxed) > 0 {
-            return Some(now + idle);
-        }
-        let at = self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle;
-        (at > now).then_some(at)
-    }
-}
-
-/// A request in hand: counted from when hyper hands it over until its
-/// answer is ready (or the connection drops it), which is progress.
-struct InFlight(Arc<Activity>);
-
-impl InFlight {
-    fn begin(activity: &Arc<Activity>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(activity.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.progress();
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// One connection's view of the app: each request gets the peer's address
-/// (`ConnectInfo`) and counts as in flight while the app answers it.
-struct ConnectionService<S> {
-    app: S,
-    peer: SocketAddr,
-    activity: Arc<Activity>,
-}
-
-impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
-where
-    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answering<Oneshot<S, Request<Incoming>>>;
-
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        Answering {
-            in_flight: Some(InFlight::begin(&self.activity)),
-            answer: self.app.clone().oneshot(request),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The app's answer to one request, in flight until it is ready.
-    struct Answering<F> {
-        #[pin]
-        answer: F,
-        in_flight: Option<InFlight>,
-    }
-}
-
-impl<F: Future> Future for Answering<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let answer = std::task::ready!(this.answer.poll(cx));
-        this.in_flight.take();
-        Poll::Ready(answer)
-    }
-}
-
-impl Counted {
-    /// A write that sent something is progress.
-    fn note(&self, written: &Poll<std::io::Result<usize>>) {
-        if matches!(written, Poll::Ready(Ok(1..))) {
-            self.activity.progress();
-        }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.open.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl AsyncRead for Counted {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Counted {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let written = std::pin::Pin::new(&mut self.tcp).poll_write(cx, buf);
-        self.note(&written);
-        written
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let written = std::pin::Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
-        self.note(&written);
-        written
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.tcp.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
-}
-
 /// Serves `app` on `listener` until `shutdown`, then closes idle
 /// connections at once and waits up to [`SHUTDOWN_GRACE`] for the rest.
 pub async fn serve<S>(
@@ -310,11 +124,13 @@ where
     // The header deadline is the connection's own timer (below), not
     // hyper's per-request one.
     builder.http1().header_read_timeout(None).keep_alive(true);
+    // No keep-alive pings on HTTP/2: they are writes, which would keep an
+    // idle connection (no stream open) past its deadline; a dead peer is
+    // closed by the same deadline.
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(settings.idle_timeout)
-        .keep_alive_timeout(settings.idle_timeout);
+        .keep_alive_interval(None);
     let builder = Arc::new(builder);
     let per_ip = ConnectionLimiter::new(settings.max_per_ip);
     let open = Arc::new(OpenSockets::default());
@@ -337,13 +153,9 @@ where
             },
         };
         let _ = tcp.set_nodelay(true);
-        let over_budget = open.0.fetch_add(1, Ordering::Relaxed) >= settings.max_open;
+        let over_budget = open.open_one() >= settings.max_open;
         let activity = Arc::new(Activity::new());
-        let tcp = Counted {
-            tcp,
-            open: open.clone(),
-            activity: activity.clone(),
-        };
+        let tcp = Counted::new(tcp, open.clone(), activity.clone());
         if over_budget {
             metrics::counter!("ratesd_http_connections_refused_total", "reason" => "capacity")
                 .increment(1);
@@ -436,19 +248,9 @@ async fn accept_error(e: &std::io::Error) {
 /// Answers a connection that will not be served with `problem` and closes
 /// it, without reading its request.
 async fn refuse(mut tcp: Counted, problem: Problem) {
-    let status = problem.status;
-    let reason = StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Error");
-    let body = serde_json::to_string(&problem).unwrap_or_default();
-    let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = raw_answer(&problem, "retry-after: 1\r\n");
     let write = async {
-        tcp.write_all(answer.as_bytes()).await?;
+        tcp.write_all(&answer).await?;
         tcp.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
@@ -457,29 +259,6 @@ async fn refuse(mut tcp: Counted, problem: Problem) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_connection_is_due_its_deadline_after_its_last_progress_unless_answering() {
-        let idle = Duration::from_secs(5);
-        let fresh = Arc::new(Activity::new());
-        let due = fresh
-            .deadline(idle)
-            .expect("a new connection has its deadline ahead");
-        assert!(due > Instant::now() + Duration::from_secs(4));
-        // Opened 10 s ago and nothing since: past its deadline.
-        let quiet = Arc::new(Activity {
-            opened: Instant::now() - Duration::from_secs(10),
-            last: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        });
-        assert_eq!(quiet.deadline(idle), None);
-        // A request in hand keeps it, however long it takes.
-        let request = InFlight::begin(&quiet);
-        assert!(quiet.deadline(idle).is_some());
-        // Its answer is progress: the deadline is counted from there.
-        drop(request);
-        assert!(quiet.deadline(idle).unwrap() > Instant::now() + Duration::from_secs(4));
-    }
 
     #[test]
     fn the_budget_keeps_a_reserve() {

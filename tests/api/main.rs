@@ -13,6 +13,7 @@ mod cluster;
 mod connections;
 mod front_door;
 mod fuzz;
+mod hostile;
 mod http_edges;
 mod logs;
 mod outages;

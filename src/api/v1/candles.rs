@@ -120,15 +120,17 @@ pub struct CandlesQuery {
     cursor: Option<String>,
 }
 
-impl From<Params> for CandlesQuery {
-    fn from(mut p: Params) -> Self {
-        Self {
-            interval: p.take("interval"),
-            from: p.take("from"),
-            to: p.take("to"),
-            limit: p.take("limit"),
-            cursor: p.take("cursor"),
-        }
+impl TryFrom<Params> for CandlesQuery {
+    type Error = ApiError;
+
+    fn try_from(mut p: Params) -> Result<Self> {
+        Ok(Self {
+            interval: p.take("interval")?,
+            from: p.take("from")?,
+            to: p.take("to")?,
+            limit: p.take("limit")?,
+            cursor: p.take("cursor")?,
+        })
     }
 }
 
@@ -162,11 +164,11 @@ impl From<Params> for CandlesQuery {
 async fn rate_candles(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
-    params: std::result::Result<Params, ApiError>,
+    params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
-    let query = CandlesQuery::from(params?);
+    let query = CandlesQuery::try_from(params)?;
     let interval: Interval = match query.interval.as_deref() {
         None => Interval::M1,
         Some(raw) => raw
@@ -248,11 +250,13 @@ async fn rate_candles(
         ))
         .ok()
     });
-    // Long-lived only when the client fixed the range (a `to`, or a
-    // cursor that carries one) and every candle of the page has closed: a
+    // Long-lived only when the page cannot change any more: every candle
+    // of it has closed, and either the client fixed the range (a `to`, or
+    // a cursor that carries one) or a next page follows it (later candles
+    // exist, so these are the first `limit` from its start for good). A
     // page whose range ends "now" moves on with every tick.
     let page_end = candles.last().map_or(last_open, |c| c.open_time) + secs - 1;
-    let fixed = query.to.is_some() || query.cursor.is_some();
+    let fixed = query.to.is_some() || query.cursor.is_some() || next_cursor.is_some();
     let max_age = if fixed && page_end < now - SETTLED_AFTER {
         MAX_AGE_SETTLED_CANDLES
     } else {

@@ -39,13 +39,15 @@ pub struct ConvertQuery {
     amount: Option<String>,
 }
 
-impl From<Params> for ConvertQuery {
-    fn from(mut p: Params) -> Self {
-        Self {
-            from: p.take("from"),
-            to: p.take("to"),
-            amount: p.take("amount"),
-        }
+impl TryFrom<Params> for ConvertQuery {
+    type Error = ApiError;
+
+    fn try_from(mut p: Params) -> Result<Self> {
+        Ok(Self {
+            from: p.take("from")?,
+            to: p.take("to")?,
+            amount: p.take("amount")?,
+        })
     }
 }
 
@@ -81,10 +83,10 @@ fn currency(name: &'static str, raw: Option<&str>) -> Result<String> {
 #[tracing::instrument(level = "debug", skip(state, if_none_match))]
 async fn convert(
     State(state): State<Arc<V1State>>,
-    params: std::result::Result<Params, ApiError>,
+    params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
-    let query = ConvertQuery::from(params?);
+    let query = ConvertQuery::try_from(params)?;
     let from = currency("from", query.from.as_deref())?;
     let to = currency("to", query.to.as_deref())?;
     let amount = match query.amount.as_deref() {

@@ -67,14 +67,16 @@ pub struct HistoryQuery {
     cursor: Option<String>,
 }
 
-impl From<Params> for HistoryQuery {
-    fn from(mut p: Params) -> Self {
-        Self {
-            from: p.take("from"),
-            to: p.take("to"),
-            limit: p.take("limit"),
-            cursor: p.take("cursor"),
-        }
+impl TryFrom<Params> for HistoryQuery {
+    type Error = ApiError;
+
+    fn try_from(mut p: Params) -> Result<Self> {
+        Ok(Self {
+            from: p.take("from")?,
+            to: p.take("to")?,
+            limit: p.take("limit")?,
+            cursor: p.take("cursor")?,
+        })
     }
 }
 
@@ -105,11 +107,11 @@ impl From<Params> for HistoryQuery {
 async fn rate_history(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
-    params: std::result::Result<Params, ApiError>,
+    params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
-    let query = HistoryQuery::from(params?);
+    let query = HistoryQuery::try_from(params)?;
     let limit = limit_param(query.limit.as_deref())?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;

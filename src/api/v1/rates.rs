@@ -62,10 +62,10 @@ async fn assets(State(state): State<Arc<V1State>>, if_none_match: IfNoneMatch) -
 #[tracing::instrument(level = "debug", skip_all)]
 async fn rates(
     State(state): State<Arc<V1State>>,
-    params: std::result::Result<Params, ApiError>,
+    params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
-    let wanted = RatesQuery::from(params?)
+    let wanted = RatesQuery::try_from(params)?
         .symbols
         .map(|raw| wanted_assets(&state, &raw))
         .transpose()?;
@@ -101,11 +101,13 @@ pub struct RatesQuery {
     symbols: Option<String>,
 }
 
-impl From<Params> for RatesQuery {
-    fn from(mut p: Params) -> Self {
-        Self {
-            symbols: p.take("symbols"),
-        }
+impl TryFrom<Params> for RatesQuery {
+    type Error = ApiError;
+
+    fn try_from(mut p: Params) -> Result<Self> {
+        Ok(Self {
+            symbols: p.take("symbols")?,
+        })
     }
 }
 

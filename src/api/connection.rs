@@ -1,0 +1,399 @@
+//! One client connection below hyper: its socket, counted while open and
+//! noting its writes as progress; its idle deadline ([`Activity`]); the
+//! app as the connection sees it (the peer's address, requests in flight);
+//! and problem bodies for the answers hyper makes by itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode};
+use axum::response::Response;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tower::util::Oneshot;
+use tower::{Service, ServiceExt};
+
+use super::problem::{Kind, PROBLEM_JSON, Problem};
+
+/// Open client sockets, counted from accept to close.
+#[derive(Debug, Default)]
+pub(super) struct OpenSockets(AtomicUsize);
+
+/// A client socket that gives its place back when it closes (also after a
+/// WebSocket upgrade, which carries it along), and notes its writes as
+/// progress ([`Activity`]).
+pub(super) struct Counted {
+    tcp: TcpStream,
+    open: Arc<OpenSockets>,
+    activity: Arc<Activity>,
+    /// An answer written in place of one of hyper's bare error answers,
+    /// and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+/// What a connection last did, for its idle deadline: it is closed once it
+/// has had no request in hand and written nothing for the deadline. A
+/// request read in full, the end of its handling and every write of an
+/// answer are progress; bytes of a header that never completes are not
+/// (so a client sending one a byte at a time is still closed).
+pub(super) struct Activity {
+    /// The connection's opening: progress is kept as milliseconds since.
+    opened: Instant,
+    last: AtomicU64,
+    /// Requests handed to the app and not answered yet.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    pub(super) fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    fn progress(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection is due to close if nothing happens meanwhile;
+    /// `None` when that time has passed.
+    pub(super) fn deadline(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(now + idle);
+        }
+        let at = self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle;
+        (at > now).then_some(at)
+    }
+}
+
+/// A request in hand: counted from when hyper hands it over until its
+/// answer is ready (or the connection drops it), which is progress.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn begin(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.progress();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One connection's view of the app: each request gets the peer's address
+/// (`ConnectInfo`) and counts as in flight while the app answers it.
+pub(super) struct ConnectionService<S> {
+    pub(super) app: S,
+    pub(super) peer: SocketAddr,
+    pub(super) activity: Arc<Activity>,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible> + Clone,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answering<Oneshot<S, Request<Incoming>>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        Answering {
+            in_flight: Some(InFlight::begin(&self.activity)),
+            answer: self.app.clone().oneshot(request),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The app's answer to one request, in flight until it is ready.
+    pub(super) struct Answering<F> {
+        #[pin]
+        answer: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F: Future> Future for Answering<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = std::task::ready!(this.answer.poll(cx));
+        this.in_flight.take();
+        Poll::Ready(answer)
+    }
+}
+
+impl OpenSockets {
+    /// Counts one more open socket; answers how many were open before.
+    pub(super) fn open_one(&self) -> usize {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Counted {
+    /// A socket just accepted, counted in `open` (already incremented)
+    /// until it is dropped.
+    pub(super) fn new(tcp: TcpStream, open: Arc<OpenSockets>, activity: Arc<Activity>) -> Self {
+        Self {
+            tcp,
+            open,
+            activity,
+            replacement: None,
+        }
+    }
+
+    /// Writes what is left of a replacement answer, if any.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((answer, done)) = &mut self.replacement {
+            if *done == answer.len() {
+                self.replacement = None;
+                break;
+            }
+            let written = Pin::new(&mut self.tcp).poll_write(cx, &answer[*done..]);
+            let n = std::task::ready!(written)?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *done += n;
+            self.activity.progress();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// When `bytes` are one of hyper's bare error answers, takes them and
+    /// writes a problem answer instead (as far as the socket takes it now).
+    fn replace_bare_error(&mut self, cx: &mut Context<'_>, bytes: &[u8]) -> bool {
+        let Some(answer) = bare_error_answer(bytes) else {
+            return false;
+        };
+        self.replacement = Some((answer, 0));
+        // Pending or failed: the next write, flush or shutdown goes on.
+        let _ = self.poll_replacement(cx);
+        true
+    }
+
+    /// A write that sent something is progress.
+    fn note(&self, written: &Poll<std::io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(1..))) {
+            self.activity.progress();
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_replacement(cx))?;
+        if self.replace_bare_error(cx, buf) {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.note(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::task::ready!(self.poll_replacement(cx))?;
+        // hyper writes a bare error answer as one slice (a head alone).
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        if let (Some(only), None) = (filled.next(), filled.next())
+            && self.replace_bare_error(cx, only)
+        {
+            return Poll::Ready(Ok(only.len()));
+        }
+        let written = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.note(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// A whole HTTP/1 answer carrying `problem`, for a connection that is
+/// closed after it (written below hyper: a refusal, or in place of one of
+/// hyper's bare error answers); `extra` are more header lines, each ending
+/// in CRLF.
+pub(super) fn raw_answer(problem: &Problem, extra: &str) -> Vec<u8> {
+    let status = problem.status;
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = serde_json::to_string(problem).unwrap_or_default();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: {PROBLEM_JSON}\r\n{extra}\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A problem answer in place of `bytes` when they are an answer hyper
+/// writes by itself for a request it could not parse (a head alone, status
+/// 400, 414 or 431, no body, no content type): every error answer of the
+/// API is a problem, also those made below the router.
+fn bare_error_answer(bytes: &[u8]) -> Option<Vec<u8>> {
+    let head = bytes.strip_prefix(b"HTTP/1.1 ")?;
+    let status = head.get(..3)?;
+    if !bytes.ends_with(b"\r\n\r\n") || memchr_crlf2(bytes) != bytes.len() - 4 {
+        return None;
+    }
+    let lower = bytes.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    if !has(b"\r\ncontent-length: 0\r\n") || has(b"\r\ncontent-type:") {
+        return None;
+    }
+    let (kind, status, detail) = match status {
+        b"400" => (
+            Kind::MalformedRequest,
+            StatusCode::BAD_REQUEST,
+            "the request could not be read as HTTP: a malformed request line, header or \
+             Content-Length, or not HTTP at all (TLS on a plain-text port?)",
+        ),
+        b"414" => (
+            Kind::RequestTooLarge,
+            StatusCode::URI_TOO_LONG,
+            "the request line is longer than the server reads",
+        ),
+        b"431" => (
+            Kind::RequestTooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "the request has more header fields than the server reads (100), or larger ones",
+        ),
+        _ => return None,
+    };
+    Some(raw_answer(&Problem::new(kind, status, detail), ""))
+}
+
+/// Where the first blank line (`\r\n\r\n`) starts.
+fn memchr_crlf2(bytes: &[u8]) -> usize {
+    bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(bytes.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_due_its_deadline_after_its_last_progress_unless_answering() {
+        let idle = Duration::from_secs(5);
+        let fresh = Arc::new(Activity::new());
+        let due = fresh
+            .deadline(idle)
+            .expect("a new connection has its deadline ahead");
+        assert!(due > Instant::now() + Duration::from_secs(4));
+        // Opened 10 s ago and nothing since: past its deadline.
+        let quiet = Arc::new(Activity {
+            opened: Instant::now() - Duration::from_secs(10),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        });
+        assert_eq!(quiet.deadline(idle), None);
+        // A request in hand keeps it, however long it takes.
+        let request = InFlight::begin(&quiet);
+        assert!(quiet.deadline(idle).is_some());
+        // Its answer is progress: the deadline is counted from there.
+        drop(request);
+        assert!(quiet.deadline(idle).unwrap() > Instant::now() + Duration::from_secs(4));
+    }
+
+    #[test]
+    fn hypers_bare_error_answers_become_problems() {
+        for (bare, status, slug) in [
+            ("HTTP/1.1 400 Bad Request", 400, "malformed-request"),
+            ("HTTP/1.1 414 URI Too Long", 414, "request-too-large"),
+            (
+                "HTTP/1.1 431 Request Header Fields Too Large",
+                431,
+                "request-too-large",
+            ),
+        ] {
+            let head = format!(
+                "{bare}\r\nconnection: close\r\ncontent-length: 0\r\n\
+                 date: Sat, 05 Dec 2026 08:01:49 GMT\r\n\r\n"
+            );
+            let answer = String::from_utf8(bare_error_answer(head.as_bytes()).unwrap()).unwrap();
+            let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(
+                head.contains("content-type: application/problem+json"),
+                "{head}"
+            );
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+            assert_eq!(problem["status"], status);
+            assert_eq!(problem["type"], format!("/problems/{slug}"));
+        }
+        // The app's own answers are left alone: a problem, a body, other
+        // statuses, a head split over writes.
+        for own in [
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}",
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n",
+            "\u{81}\u{7e}HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            assert_eq!(bare_error_answer(own.as_bytes()), None, "{own}");
+        }
+    }
+}
