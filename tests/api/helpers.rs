@@ -2,12 +2,16 @@
 //! against the real Redis, with the real PostgreSQL; each test isolated by
 //! its own key prefix and its own database.
 //!
-//! A test that needs Redis or PostgreSQL and finds it unreachable says so
-//! in one line and passes as skipped, except under `CI=true`, where it
-//! fails: on a bare machine the embedded-engine tests still run.
+//! A test that needs Redis or PostgreSQL (or a Redis Cluster, Chromium,
+//! root) and finds it missing says so in one line and passes as skipped
+//! ([`skip`]), except under `CI=true`, where it fails: on a bare machine the
+//! embedded-engine tests still run. libtest counts a skipped test as
+//! passed and hides what it printed, so the binary ends its run with one
+//! line that tallies the skipped tests by reason.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -96,9 +100,70 @@ pub enum Needs {
     Postgres,
 }
 
+/// The running tests skipped so far, by reason.
+static SKIPPED: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
+
+/// Marks the running test as skipped for `reason`: says so in one line
+/// where it happens and counts it for the run's summary ([`skips_checked`]);
+/// under `CI=true` it fails the test instead. The caller then returns.
+#[track_caller]
+pub fn skip(reason: &str) {
+    skips_checked();
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}, and CI=true needs it"
+    );
+    eprintln!("skipped: {reason}");
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test's task")
+        .to_owned();
+    SKIPPED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(reason.to_owned())
+        .or_default()
+        .insert(test);
+}
+
+/// Notes that a test looked for what it needs, so that the run ends with
+/// its summary of skipped tests (none at all for `--list`).
+pub fn skips_checked() {
+    static SUMMARY: std::sync::Once = std::sync::Once::new();
+    SUMMARY.call_once(|| {
+        // SAFETY: registers a plain function, run once as the process exits
+        // (libtest returns from main, or calls exit on a failure).
+        unsafe {
+            libc::atexit(print_skips);
+        }
+    });
+}
+
+/// The run's last line: how many tests passed without running, and why.
+extern "C" fn print_skips() {
+    use std::io::Write;
+    let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    let tests: BTreeSet<&String> = skipped.values().flatten().collect();
+    let line = if tests.is_empty() {
+        "skipped at run time: none (every service the tests need was there)".to_owned()
+    } else {
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|(reason, tests)| format!("{reason} ({})", tests.len()))
+            .collect();
+        format!(
+            "skipped at run time: {} of the tests above passed without running: {}; \
+             CI=true makes them fail instead",
+            tests.len(),
+            reasons.join("; ")
+        )
+    };
+    let _ = writeln!(std::io::stderr(), "\n{line}\n");
+}
+
 /// Whether `service` answers on its loopback port. When it does not, says
-/// that the test is skipped and returns false; under `CI=true` it fails
-/// the test instead.
+/// that the test is skipped ([`skip`]) and returns false; under `CI=true`
+/// it fails the test instead.
 pub fn reachable(service: Needs) -> bool {
     static REDIS: OnceLock<bool> = OnceLock::new();
     static POSTGRES: OnceLock<bool> = OnceLock::new();
@@ -112,12 +177,10 @@ pub fn reachable(service: Needs) -> bool {
             .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
             .is_some()
     });
-    if !up {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is not reachable at {addr}, and CI=true needs it"
-        );
-        eprintln!("skipped: {name} is not reachable at {addr}");
+    if up {
+        skips_checked();
+    } else {
+        skip(&format!("{name} is not reachable at {addr}"));
     }
     up
 }
