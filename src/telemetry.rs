@@ -137,7 +137,7 @@ pub fn register_metrics(sources: &[&'static str]) {
     );
     describe_counter!(
         "ratesd_archive_reads_refused_total",
-        "Client reads of the archive refused at once: as many as allowed were running"
+        "Client reads of the archive refused at once, by kind (page, export): as many as allowed were running"
     );
     describe_counter!(
         "ratesd_archive_partitions_dropped_total",
@@ -174,7 +174,6 @@ pub fn register_metrics(sources: &[&'static str]) {
         "ratesd_points_written_total",
         "ratesd_archive_points_total",
         "ratesd_archive_partitions_dropped_total",
-        "ratesd_archive_reads_refused_total",
         "ratesd_worker_elections_won_total",
         "ratesd_worker_ticks_fenced_total",
     ] {
@@ -183,6 +182,9 @@ pub fn register_metrics(sources: &[&'static str]) {
     metrics::gauge!("ratesd_ws_connections").increment(0.0);
     metrics::gauge!("ratesd_archive_backlog_ticks").increment(0.0);
     metrics::gauge!("ratesd_archive_lag_seconds").increment(0.0);
+    for kind in ["page", "export"] {
+        metrics::counter!("ratesd_archive_reads_refused_total", "kind" => kind).increment(0);
+    }
     for reason in ["lagged", "send_timeout"] {
         metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => reason).increment(0);
     }

@@ -31,6 +31,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     NoData(String),
+    /// No point at a moment asked for.
+    #[error("{0}")]
+    NoPoint(String),
     #[error("too many WebSocket connections from this address (at most {0})")]
     TooManyConnections(u32),
     /// A store failed earlier this second; the reason was logged then.
@@ -69,6 +72,7 @@ impl ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, Kind::TooManyConnections)
             }
             Self::NoData(_) => (StatusCode::SERVICE_UNAVAILABLE, Kind::NoData),
+            Self::NoPoint(_) => (StatusCode::NOT_FOUND, Kind::NoPoint),
             Self::Redis(RedisError::Corrupt { .. }) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, Kind::Internal)
             }

@@ -26,12 +26,13 @@ pub enum Kind {
     TooManyConnections,
     WebSocketUpgrade,
     NoData,
+    NoPoint,
     Unavailable,
     Internal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::InvalidParameter,
         Kind::UnknownSymbol,
         Kind::UnknownCurrency,
@@ -44,6 +45,7 @@ impl Kind {
         Kind::TooManyConnections,
         Kind::WebSocketUpgrade,
         Kind::NoData,
+        Kind::NoPoint,
         Kind::Unavailable,
         Kind::Internal,
     ];
@@ -62,6 +64,7 @@ impl Kind {
             Kind::TooManyConnections => "too-many-connections",
             Kind::WebSocketUpgrade => "websocket-upgrade",
             Kind::NoData => "no-data",
+            Kind::NoPoint => "no-point",
             Kind::Unavailable => "unavailable",
             Kind::Internal => "internal",
         }
@@ -81,6 +84,7 @@ impl Kind {
             Kind::TooManyConnections => "Too many connections",
             Kind::WebSocketUpgrade => "WebSocket upgrade required",
             Kind::NoData => "No data yet",
+            Kind::NoPoint => "No point at that moment",
             Kind::Unavailable => "Temporarily unavailable",
             Kind::Internal => "Internal error",
         }
@@ -132,6 +136,11 @@ impl Kind {
             Kind::NoData => {
                 "The asset has no quote yet (the service started moments ago, or no upstream \
                  has it). Retry after `Retry-After` seconds."
+            }
+            Kind::NoPoint => {
+                "The asset has no point at the second asked (`at`) nor within the staleness \
+                 limit before it: the service was not running then, the upstreams had no quote, \
+                 or the archive does not reach back so far."
             }
             Kind::Unavailable => {
                 "The rates store, the archive or the server's capacity is unavailable for a \
@@ -239,6 +248,16 @@ pub enum InvalidParameter {
 #[derive(utoipa::IntoResponses)]
 pub enum UnknownSymbol {
     /// No asset has this symbol.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+}
+
+/// The answer of the rate route to an unknown symbol, or to a moment with
+/// no point.
+#[derive(utoipa::IntoResponses)]
+pub enum NoPointAt {
+    /// No asset has this symbol, or (with `at`) the asset has no point at
+    /// that second nor within the staleness limit before it.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
 }

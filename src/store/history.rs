@@ -2,10 +2,12 @@
 //! archive for older ones, joined so that a range spanning both reads as
 //! one sequence.
 
-use super::archive::Reachable;
+use futures_util::Stream;
+
+use super::archive::{Reachable, Reads};
 use super::{Archive, ArchiveError, Engine, EngineError};
 use crate::domain::candle::{self, Candle, Interval};
-use crate::domain::{Asset, Point, UnixSeconds};
+use crate::domain::{Asset, AssetId, Point, UnixSeconds};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -127,4 +129,68 @@ pub async fn candles(
     );
     all.truncate(limit);
     Ok(all)
+}
+
+/// How many archived seconds an export reads at a time.
+const EXPORT_CHUNK: usize = 10_000;
+
+/// Every `(second, value)` of `asset` with `from <= second <= to`, oldest
+/// first, in chunks, as [`page`] joins the window and the archive: the
+/// window is read now (its oldest second splits the range), the archive's
+/// part a chunk at a time as the stream is polled, so that memory does not
+/// grow with the range. `reads` is the archive's export permit, held until
+/// the stream ends; without it, the window's part alone.
+pub async fn export(
+    engine: &Engine,
+    reads: Option<Reads>,
+    asset_id: AssetId,
+    (from, to): (UnixSeconds, UnixSeconds),
+    (live_start, window_points): (UnixSeconds, usize),
+) -> Result<impl Stream<Item = Result<Vec<(UnixSeconds, f64)>, HistoryError>> + use<>, HistoryError>
+{
+    let (recent, oldest) = engine.window(asset_id, from, to, window_points).await?;
+    let archive_to = to.min(oldest.unwrap_or(live_start) - 1);
+    let recent: Vec<(UnixSeconds, f64)> = recent.into_iter().map(|p| (p.time, p.value)).collect();
+    struct State {
+        reads: Option<Reads>,
+        next: UnixSeconds,
+        archive_to: UnixSeconds,
+        recent: Option<Vec<(UnixSeconds, f64)>>,
+    }
+    let state = State {
+        reads,
+        next: from,
+        archive_to,
+        recent: Some(recent),
+    };
+    Ok(futures_util::stream::unfold(
+        state,
+        move |mut s| async move {
+            if let Some(reads) = s.reads.as_ref().filter(|_| s.next <= s.archive_to) {
+                match reads
+                    .values(asset_id, (s.next, s.archive_to), EXPORT_CHUNK)
+                    .await
+                {
+                    Ok(chunk) => {
+                        s.next = match chunk.last() {
+                            Some(&(last, _)) if chunk.len() == EXPORT_CHUNK => last + 1,
+                            _ => s.archive_to + 1,
+                        };
+                        if !chunk.is_empty() {
+                            return Some((Ok(chunk), s));
+                        }
+                    }
+                    Err(e) => {
+                        s.reads = None;
+                        s.recent = None;
+                        return Some((Err(e.into()), s));
+                    }
+                }
+            }
+            // The archive's part is done (or was empty): the permit goes back.
+            s.reads = None;
+            let recent = s.recent.take()?;
+            Some((Ok(recent), s))
+        },
+    ))
 }

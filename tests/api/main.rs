@@ -11,6 +11,7 @@ mod browser;
 mod candles;
 mod cluster;
 mod connections;
+mod export;
 mod front_door;
 mod fuzz;
 mod hostile;

@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::V1State;
 use super::cursor::{Cursor, CursorKey};
 use super::dto::HistoryPage;
+use super::export;
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
@@ -65,6 +66,11 @@ pub struct HistoryQuery {
     /// Opaque: the `next_cursor` of the previous page.
     #[param(min_length = 1)]
     cursor: Option<String>,
+    /// `csv` or `ndjson`: every point of `from`..`to` (at most 31 days) in
+    /// one streamed answer, with no `limit` and no `cursor` (as does an
+    /// `Accept: text/csv` or `application/x-ndjson`); `json` (default): pages.
+    #[param(value_type = Option<String>, pattern = "^(csv|ndjson|json)$", example = "csv")]
+    format: Option<String>,
 }
 
 impl TryFrom<Params> for HistoryQuery {
@@ -76,16 +82,22 @@ impl TryFrom<Params> for HistoryQuery {
             to: p.take("to")?,
             limit: p.take("limit")?,
             cursor: p.take("cursor")?,
+            format: p.take("format")?,
         })
     }
 }
 
-/// A page of an asset's points, oldest first.
+/// A page of an asset's points, oldest first, or a whole range exported.
 ///
 /// The live window (the last 30 minutes by default) is read from Redis,
 /// older seconds from the PostgreSQL archive; a range spanning both reads
 /// as one sequence. When there is a next page, the answer has its cursor in
 /// `next_cursor` and a `Link: <...>; rel="next"` header with the full URL.
+///
+/// With `Accept: text/csv` or `Accept: application/x-ndjson` (or
+/// `format=csv|ndjson`) and a `from` (and `to`, default now) at most 31 days
+/// apart, every point of the range comes in one streamed answer: CSV with
+/// the header `time,value`, or NDJSON with one point a line.
 #[utoipa::path(get, path = "/api/v1/rates/{symbol}/history", tag = "rates", operation_id = "get_rate_history",
     params(
         ("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
@@ -93,7 +105,8 @@ impl TryFrom<Params> for HistoryQuery {
         HistoryQuery,
     ),
     responses(
-        (status = 200, description = "A page of points", body = HistoryPage,
+        (status = 200, description = "A page of points, or (csv, ndjson) every point of the range",
+            content((HistoryPage = "application/json"), (String = "text/csv"), (String = "application/x-ndjson")),
             headers(("Link" = String, description = "`<url>; rel=\"next\"` when there is a next page"),
                 ("ETag" = String),
                 ("Cache-Control" = String, description = "public, max-age=60 for a range that ended over 2 s ago, else max-age=1"))),
@@ -103,18 +116,27 @@ impl TryFrom<Params> for HistoryQuery {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, if_none_match, accept))]
 async fn rate_history(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
     params: Params,
     if_none_match: IfNoneMatch,
+    accept: export::Accept,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
     let query = HistoryQuery::try_from(params)?;
-    let limit = limit_param(query.limit.as_deref())?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;
+    if let Some(format) = export::requested(query.format.as_deref(), &accept)? {
+        let paged = match (&query.limit, &query.cursor) {
+            (Some(_), _) => Some("limit"),
+            (None, Some(_)) => Some("cursor"),
+            (None, None) => None,
+        };
+        return export::respond(state.clone(), asset, format, (from, to), paged).await;
+    }
+    let limit = limit_param(query.limit.as_deref())?;
     let window = i64::from(state.window_seconds);
     let PagedRange { from, to, start } = paged_range(
         &state.cursor_key,

@@ -5,7 +5,9 @@ mod candles;
 mod convert;
 mod cursor;
 mod dto;
+mod export;
 mod history;
+mod moment;
 mod rates;
 mod snapshot;
 pub mod ws;
@@ -32,6 +34,8 @@ pub struct V1State {
     pub engine: Engine,
     pub archive: Option<Archive>,
     pub window_seconds: u32,
+    /// `RATES_STALE_AFTER_SECONDS`: how far before a moment its rate may be.
+    pub stale_after_seconds: u32,
     /// The latest rates, prepared once per tick.
     pub rates: Arc<RatesCache>,
     /// The catalog's JSON, prepared once.
@@ -73,6 +77,7 @@ impl V1State {
             engine,
             archive,
             window_seconds: config.history_seconds,
+            stale_after_seconds: config.stale_after_seconds,
             streams,
             ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
             trusted_proxies: config.trusted_proxies.0.clone(),

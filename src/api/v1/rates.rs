@@ -9,10 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::V1State;
-use super::dto::{Rate, RateList};
+use super::dto::RateList;
+use super::moment::{self, RateOrPoint};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
-use crate::api::problem::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
+use crate::api::problem::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
 use crate::domain::{Asset, AssetId, AssetList, FindError};
 
@@ -138,28 +139,37 @@ fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
         .collect()
 }
 
-/// The latest quote of one asset.
+/// The latest quote of one asset, or its rate at a moment.
+///
+/// With `at` (Unix seconds), the point of that second, or the latest one
+/// before it within the staleness limit (`RATES_STALE_AFTER_SECONDS`), from
+/// the live window or the archive; 404 when there is none.
 #[utoipa::path(get, path = "/api/v1/rates/{symbol}", tag = "rates", operation_id = "get_rate",
     params(("symbol" = String, Path,
         description = "Asset name, case-insensitive: EURUSD, eurusd, EUR-USD, EUR_USD or EUR%2FUSD",
         pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32,
-        example = "EURUSD")),
+        example = "EURUSD"),
+        RateQuery),
     responses(
-        (status = 200, description = "The latest quote", body = Rate,
-            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
+        (status = 200, description = "The latest quote; with `at`, the point at that moment", body = RateOrPoint,
+            headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1; for a past `at`, max-age=600"))),
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         InvalidParameter,
-        UnknownSymbol,
+        NoPointAt,
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, params, if_none_match))]
 async fn rate(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
+    params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol)?;
+    if let Some(at) = RateQuery::try_from(params)?.at {
+        return moment::respond(&state, asset, &at, &if_none_match).await;
+    }
     let snapshot = state.rates.get().await;
     let rates = snapshot
         .rates
@@ -170,6 +180,24 @@ async fn rate(
         .get(&asset.id)
         .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
     Ok(prepared.respond(&if_none_match, MAX_AGE_RATES))
+}
+
+/// The query of `/api/v1/rates/{symbol}`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RateQuery {
+    /// A moment (Unix seconds, not in the future): the point of that
+    /// second, or the latest before it within the staleness limit.
+    #[param(value_type = Option<i64>, minimum = 0, example = 1455883484)]
+    at: Option<String>,
+}
+
+impl TryFrom<Params> for RateQuery {
+    type Error = ApiError;
+
+    fn try_from(mut p: Params) -> Result<Self> {
+        Ok(Self { at: p.take("at")? })
+    }
 }
 
 /// The catalog asset a path's symbol names.

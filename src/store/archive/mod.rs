@@ -37,6 +37,9 @@ use crate::domain::AssetId;
 
 /// Client reads of the archive one process runs at once, by default.
 pub const DEFAULT_MAX_READS: u32 = 4;
+/// Exports (a range streamed in one answer) one process streams at once,
+/// beside [`DEFAULT_MAX_READS`] pages.
+pub const MAX_EXPORTS: u32 = 2;
 /// Connections of the writer pool: the archiver's insert, partition
 /// maintenance, the refill, the readiness ping.
 const WRITER_CONNECTIONS: u32 = 4;
@@ -95,6 +98,8 @@ pub struct Archive {
     readers: PgPool,
     /// One permit per client read running.
     reads: Arc<Semaphore>,
+    /// One permit per export streaming.
+    exports: Arc<Semaphore>,
     url: String,
     outcome: Arc<AtomicU8>,
 }
@@ -128,13 +133,14 @@ impl Archive {
         // A permit is taken before a connection: the pool never makes a
         // reader wait for another reader, only for a connection to open.
         let readers = PgPoolOptions::new()
-            .max_connections(max_reads)
+            .max_connections(max_reads + MAX_EXPORTS)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy_with(options.options([("statement_timeout", READ_STATEMENT_TIMEOUT)]));
         Ok(Self {
             pool,
             readers,
             reads: Arc::new(Semaphore::new(max_reads as usize)),
+            exports: Arc::new(Semaphore::new(MAX_EXPORTS as usize)),
             url: url.to_owned(),
             outcome: Arc::new(AtomicU8::new(Reachable::Unknown as u8)),
         })

@@ -2,8 +2,10 @@
 //! cap on the readers' pool, and the worker's window refill
 //! ([`Archive::restore`]) on the writer pool, which clients cannot take.
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
-use tokio::sync::SemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::rollup::Rollup;
 use super::{Archive, ArchiveError, Result, sql_id};
@@ -12,22 +14,34 @@ use crate::domain::{Asset, AssetId, Candle, Interval, Point, UnixSeconds};
 /// One client request's reads of the archive, holding one of the read cap's
 /// permits until dropped (a request's reads count once, so a page is never
 /// refused half-way).
-pub struct Reads<'a> {
-    archive: &'a Archive,
-    _permit: SemaphorePermit<'a>,
+pub struct Reads {
+    archive: Archive,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Archive {
     /// A permit to read for a client, or [`ArchiveError::Busy`] at once
     /// when as many reads as allowed are running.
-    pub fn reads(&self) -> Result<Reads<'_>> {
-        match self.reads.try_acquire() {
+    pub fn reads(&self) -> Result<Reads> {
+        self.permit(&self.reads, "page")
+    }
+
+    /// A permit to stream an export (many reads, held while the client
+    /// takes the answer): a cap of its own ([`super::MAX_EXPORTS`]), so that
+    /// exports never hold the pages' permits.
+    pub fn export_reads(&self) -> Result<Reads> {
+        self.permit(&self.exports, "export")
+    }
+
+    fn permit(&self, cap: &Arc<Semaphore>, kind: &'static str) -> Result<Reads> {
+        match cap.clone().try_acquire_owned() {
             Ok(permit) => Ok(Reads {
-                archive: self,
+                archive: self.clone(),
                 _permit: permit,
             }),
             Err(_) => {
-                metrics::counter!("ratesd_archive_reads_refused_total").increment(1);
+                metrics::counter!("ratesd_archive_reads_refused_total", "kind" => kind)
+                    .increment(1);
                 Err(ArchiveError::Busy)
             }
         }
@@ -64,7 +78,7 @@ impl Archive {
     }
 }
 
-impl Reads<'_> {
+impl Reads {
     /// Up to `limit` archived points of an asset with `from <= time <= to`,
     /// oldest first.
     pub async fn range(
@@ -75,6 +89,17 @@ impl Reads<'_> {
         limit: usize,
     ) -> Result<Vec<Point>> {
         points(&self.archive.readers, asset, (from, to), limit).await
+    }
+
+    /// Up to `limit` archived `(second, value)` pairs of an asset with
+    /// `from <= second <= to`, oldest first (an export's chunk).
+    pub async fn values(
+        &self,
+        asset_id: AssetId,
+        (from, to): (UnixSeconds, UnixSeconds),
+        limit: usize,
+    ) -> Result<Vec<(UnixSeconds, f64)>> {
+        values(&self.archive.readers, asset_id, (from, to), limit).await
     }
 
     /// Up to `limit` candles of `asset`'s archived points with
@@ -152,22 +177,33 @@ impl Reads<'_> {
 async fn points(
     pool: &PgPool,
     asset: &Asset,
-    (from, to): (UnixSeconds, UnixSeconds),
+    span: (UnixSeconds, UnixSeconds),
     limit: usize,
 ) -> Result<Vec<Point>> {
-    let rows: Vec<(i64, f64)> = sqlx::query_as(
+    Ok(values(pool, asset.id, span, limit)
+        .await?
+        .into_iter()
+        .map(|(time, value)| Point::of(asset, time, value))
+        .collect())
+}
+
+/// Up to `limit` archived `(second, value)` pairs of an asset with
+/// `from <= second <= to`, oldest first, on `pool`.
+async fn values(
+    pool: &PgPool,
+    asset_id: AssetId,
+    (from, to): (UnixSeconds, UnixSeconds),
+    limit: usize,
+) -> Result<Vec<(UnixSeconds, f64)>> {
+    Ok(sqlx::query_as(
         "SELECT ts, value FROM points \
          WHERE asset_id = $1 AND ts BETWEEN $2 AND $3 \
          ORDER BY ts LIMIT $4",
     )
-    .bind(sql_id(asset.id)?)
+    .bind(sql_id(asset_id)?)
     .bind(from)
     .bind(to)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(time, value)| Point::of(asset, time, value))
-        .collect())
+    .await?)
 }
