@@ -7,12 +7,14 @@ pub mod convert;
 mod quote;
 mod source;
 mod symbol;
+pub mod ticker;
 
 pub use candle::{Candle, Interval};
 pub use catalog::{Asset, AssetInfo, AssetList, Catalog, CatalogError, FindError, currency_code};
 pub use quote::{ArchivedPoint, BidAsk, Point, StoredQuote, is_fresh, round6};
 pub use source::SourceStatus;
 pub use symbol::{Symbol, SymbolError};
+pub use ticker::Ticker;
 
 /// Stable numeric id of an asset. Ids never change once given: existing
 /// clients hard-code the five seed ids.
