@@ -6,8 +6,9 @@
 //! - The range ends at the newest point's second (`close_time`) and starts
 //!   at the UTC minute 1,439 minutes before the minute that holds it, so it
 //!   moves on a minute at a time; where the data reaches back less far (a
-//!   new deployment, or only a live window), at the first minute that has
-//!   data (`open_time`), and never before `floor` when one is set.
+//!   new deployment), at the first minute that has data (`open_time`); with
+//!   only a live window of `window` seconds (no archive), never before the
+//!   first whole minute of it.
 //! - `open` is the first point's value from `open_time` on, `last` the
 //!   newest, `high`/`low` the extremes, `count` the points: exactly what the
 //!   `1m` candles of the same range sum up to.
@@ -47,16 +48,19 @@ fn minute_of(t: UnixSeconds) -> UnixSeconds {
 }
 
 /// Where the range of a ticker whose newest point is at `close` starts,
-/// given the oldest second its data may reach (`floor`).
-pub fn range_start(close: UnixSeconds, floor: Option<UnixSeconds>) -> UnixSeconds {
+/// when its data reaches back `window` seconds only (a live window without
+/// an archive), or without such a bound.
+pub fn range_start(close: UnixSeconds, window: Option<i64>) -> UnixSeconds {
     let start = minute_of(close) - (MINUTES - 1) * 60;
     // A partly covered minute is left out: the range starts at whole minutes.
-    floor.map_or(start, |f| start.max(minute_of(f + 59)))
+    window.map_or(start, |w| start.max(minute_of(close - w + 60)))
 }
 
 /// A ticker kept as points arrive.
 #[derive(Debug, Clone, Default)]
 pub struct Rolling {
+    /// How far back the data reaches (`None`: as far as the range).
+    window: Option<i64>,
     /// The range's minutes that have data, oldest first: first second, the
     /// value of its first point, its points.
     minutes: VecDeque<(UnixSeconds, f64, u32)>,
@@ -72,6 +76,15 @@ pub struct Rolling {
 }
 
 impl Rolling {
+    /// An empty ticker whose data reaches back `window` seconds (a live
+    /// window with no archive behind it), or as far as its range (`None`).
+    pub fn new(window: Option<i64>) -> Self {
+        Self {
+            window,
+            ..Self::default()
+        }
+    }
+
     /// The newest second it holds every point up to, if any.
     pub fn last_second(&self) -> Option<UnixSeconds> {
         self.last.map(|(t, _)| t)
@@ -85,7 +98,7 @@ impl Rolling {
 
     /// Adds a whole `1m` candle (a seed, read from the store), after every
     /// minute it holds and with `last` its newest second.
-    pub fn seed_minute(&mut self, candle: &Candle, last: UnixSeconds, floor: Option<UnixSeconds>) {
+    pub fn seed_minute(&mut self, candle: &Candle, last: UnixSeconds) {
         if self.last.is_some_and(|(t, _)| t >= candle.open_time) {
             return;
         }
@@ -95,12 +108,12 @@ impl Rolling {
         push_candidate(&mut self.lows, candle.open_time, candle.low, |a, b| a >= b);
         self.count += u64::from(candle.count);
         self.last = Some((last.max(candle.open_time), candle.close));
-        self.evict(floor);
+        self.evict();
     }
 
     /// Adds the point of second `time`; false when it holds that second
     /// already (a seed read it).
-    pub fn push(&mut self, time: UnixSeconds, value: f64, floor: Option<UnixSeconds>) -> bool {
+    pub fn push(&mut self, time: UnixSeconds, value: f64) -> bool {
         if self.last.is_some_and(|(t, _)| time <= t) {
             return false;
         }
@@ -113,14 +126,14 @@ impl Rolling {
         push_candidate(&mut self.lows, minute, value, |a, b| a >= b);
         self.count += 1;
         self.last = Some((time, value));
-        self.evict(floor);
+        self.evict();
         true
     }
 
     /// Drops what the range no longer holds.
-    fn evict(&mut self, floor: Option<UnixSeconds>) {
+    fn evict(&mut self) {
         let Some((close, _)) = self.last else { return };
-        let start = range_start(close, floor);
+        let start = range_start(close, self.window);
         while let Some(&(m, _, n)) = self.minutes.front() {
             if m >= start {
                 break;
@@ -139,11 +152,11 @@ impl Rolling {
 
     /// The ticker now, `None` before any point (or once every point left
     /// the range).
-    pub fn ticker(&self, floor: Option<UnixSeconds>) -> Option<Ticker> {
+    pub fn ticker(&self) -> Option<Ticker> {
         let (close_time, last) = self.last?;
         let &(first_minute, open, _) = self.minutes.front()?;
         let open_time = if self.reaches_back {
-            range_start(close_time, floor)
+            range_start(close_time, self.window)
         } else {
             first_minute
         };
@@ -190,9 +203,9 @@ mod tests {
 
     /// The ticker the `1m` candles of `points` give over the range that
     /// ends at the newest point, computed the slow way.
-    fn by_candles(points: &[(UnixSeconds, f64)], floor: Option<UnixSeconds>) -> Option<Ticker> {
+    fn by_candles(points: &[(UnixSeconds, f64)], window: Option<i64>) -> Option<Ticker> {
         let &(close, last) = points.last()?;
-        let start = range_start(close, floor);
+        let start = range_start(close, window);
         let candles: Vec<Candle> = candle::build(
             points.iter().copied().filter(|&(t, _)| t >= start),
             Interval::M1,
@@ -215,50 +228,51 @@ mod tests {
 
     #[test]
     fn a_day_rolls_a_minute_at_a_time() {
-        let mut r = Rolling::default();
+        let mut r = Rolling::new(None);
         let day0 = 1_000_000 * 60;
-        assert!(r.push(day0 + 5, 2.0, None));
-        assert!(r.push(day0 + 70, 1.0, None));
-        assert!(!r.push(day0 + 70, 9.0, None), "a second once");
-        let t = r.ticker(None).unwrap();
+        assert!(r.push(day0 + 5, 2.0));
+        assert!(r.push(day0 + 70, 1.0));
+        assert!(!r.push(day0 + 70, 9.0), "a second once");
+        let t = r.ticker().unwrap();
         assert_eq!((t.open_time, t.close_time), (day0, day0 + 70));
         assert_eq!((t.open, t.high, t.low, t.last, t.count), (2.0, 2.0, 1.0, 1.0, 2));
         assert_eq!((t.change, t.change_percent), (-1.0, -50.0));
         // A day and a minute later the first minute has left the range.
-        assert!(r.push(day0 + 86_400 + 3, 1.5, None));
-        let t = r.ticker(None).unwrap();
+        assert!(r.push(day0 + 86_400 + 3, 1.5));
+        let t = r.ticker().unwrap();
         assert_eq!(t.open_time, day0 + 60, "the range's start: 1,439 minutes back");
         assert_eq!((t.open, t.high, t.count), (1.0, 1.5, 2));
     }
 
     #[test]
-    fn a_floor_keeps_the_range_to_whole_minutes_of_the_data() {
-        let mut r = Rolling::default();
-        let floor = Some(10_000 * 60 + 30);
+    fn a_live_window_keeps_the_range_to_its_whole_minutes() {
+        // A 100-second window: at 10,000 min + 199 s it reaches back to
+        // 10,000 min + 100 s, so the range starts at 10,002 min.
+        let mut r = Rolling::new(Some(100));
         for t in 10_000 * 60 + 30..10_000 * 60 + 200 {
-            r.push(t, t as f64, floor);
+            r.push(t, t as f64);
         }
-        let t = r.ticker(floor).unwrap();
-        assert_eq!(t.open_time, 10_001 * 60, "the partly covered minute is out");
-        assert_eq!(t.open, (10_001 * 60) as f64);
+        let t = r.ticker().unwrap();
+        assert_eq!(t.open_time, 10_002 * 60, "the partly covered minute is out");
+        assert_eq!(t.open, (10_002 * 60) as f64);
+        assert_eq!(t.count, 200 - 120);
     }
 
     proptest! {
         #[test]
         fn the_ticker_is_what_the_candles_of_its_range_give(
             steps in proptest::collection::vec((1i64..400, 0.5f64..2.0), 1..600),
-            floor_back in proptest::option::of(0i64..200_000),
+            window in proptest::option::of(60i64..200_000),
         ) {
-            let mut r = Rolling::default();
+            let mut r = Rolling::new(window);
             let mut points = Vec::new();
             let mut t = 1_796_000_000;
-            let floor = floor_back.map(|b| t - b);
             for (dt, v) in steps {
                 t += dt * 60 + dt % 60;
                 let v = round6(v);
-                prop_assert!(r.push(t, v, floor));
+                prop_assert!(r.push(t, v));
                 points.push((t, v));
-                prop_assert_eq!(r.ticker(floor), by_candles(&points, floor));
+                prop_assert_eq!(r.ticker(), by_candles(&points, window));
             }
         }
 
@@ -273,24 +287,24 @@ mod tests {
                 t += dt * 7;
                 points.push((t, round6(v)));
             }
-            let mut whole = Rolling::default();
+            let mut whole = Rolling::new(None);
             for &(t, v) in &points {
-                whole.push(t, v, None);
+                whole.push(t, v);
             }
             // A seed of whole minutes (as read from the store), then the rest.
             let split = split.min(points.len());
             let cut = minute_of(points[split.saturating_sub(1)].0);
             let (seeded, rest): (Vec<(UnixSeconds, f64)>, Vec<_>) =
                 points.iter().partition(|p| p.0 < cut);
-            let mut r = Rolling::default();
+            let mut r = Rolling::new(None);
             let last = seeded.last().map(|p| p.0);
             for c in candle::build(seeded.iter().copied(), Interval::M1) {
-                r.seed_minute(&c, last.unwrap().min(c.close_time), None);
+                r.seed_minute(&c, last.unwrap().min(c.close_time));
             }
             for &(t, v) in &rest {
-                r.push(t, v, None);
+                r.push(t, v);
             }
-            prop_assert_eq!(r.ticker(None), whole.ticker(None));
+            prop_assert_eq!(r.ticker(), whole.ticker());
         }
     }
 }
