@@ -41,10 +41,11 @@ impl Worker {
                 let Some(asset) = self.catalog.by_id(id).filter(|_| start <= end) else {
                     continue;
                 };
-                match archive
-                    .restore(asset, start, end, window as usize + 1)
-                    .await
-                {
+                let read = async {
+                    let reads = archive.internal().reads()?;
+                    reads.range(asset, start, end, window as usize + 1).await
+                };
+                match read.await {
                     Ok(points) if !points.is_empty() => restored.push(points),
                     Ok(_) => {}
                     Err(e) => {

@@ -201,7 +201,8 @@ pub fn fixture_path(name: &str) -> String {
 pub async fn archived(archive: &Archive, asset: u32, from: i64, to: i64) -> Vec<(i64, f64)> {
     let catalog = ratesd::domain::Catalog::with_extra("").unwrap();
     let asset = catalog.by_id(asset).expect("a seed asset");
-    let points = archive.restore(asset, from, to, 100_000).await.unwrap();
+    let reads = archive.internal().reads().unwrap();
+    let points = reads.range(asset, from, to, 100_000).await.unwrap();
     points.into_iter().map(|p| (p.time, p.value)).collect()
 }
 

@@ -361,7 +361,10 @@ async fn an_old_deployments_keys_carry_over() {
         || async {
             // Until the archiver has migrated the database, the table is missing.
             let got = archive
-                .restore(eurusd, unarchived, unarchived, 10)
+                .internal()
+                .reads()
+                .unwrap()
+                .range(eurusd, unarchived, unarchived, 10)
                 .await
                 .ok()?;
             (got.len() == 1 && got[0].value == 1.5).then_some(())

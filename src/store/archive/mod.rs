@@ -9,8 +9,9 @@
 //!   window refill.
 //!
 //! Clients cannot starve the archiver: the archive has two pools. The
-//! archiver, partition maintenance and the worker's refill use the writer
-//! pool, which client reads never touch; client reads use a pool of their
+//! archiver, partition maintenance and the process's own reads (the
+//! worker's refill, the tickers' seeds: [`Archive::internal`]) use the
+//! writer pool, which client reads never touch; client reads use a pool of their
 //! own, with a statement timeout, and at most [`DEFAULT_MAX_READS`] (or
 //! `RATES_ARCHIVE_MAX_READS`) run at once in a process: a read beyond that
 //! is refused at once ([`ArchiveError::Busy`], a 503 with `Retry-After`)
@@ -102,6 +103,8 @@ pub struct Archive {
     exports: Arc<Semaphore>,
     url: String,
     outcome: Arc<AtomicU8>,
+    /// The process's own view ([`Archive::internal`]).
+    internal: bool,
 }
 
 /// What the archive's last statement found (held in an `AtomicU8` as its
@@ -143,6 +146,7 @@ impl Archive {
             exports: Arc::new(Semaphore::new(MAX_EXPORTS as usize)),
             url: url.to_owned(),
             outcome: Arc::new(AtomicU8::new(Reachable::Unknown as u8)),
+            internal: false,
         })
     }
 

@@ -1,6 +1,8 @@
-//! Reading the archive: client reads ([`Archive::reads`]) under the read
-//! cap on the readers' pool, and the worker's window refill
-//! ([`Archive::restore`]) on the writer pool, which clients cannot take.
+//! Reading the archive. Client reads ([`Archive::reads`]) run under the
+//! read cap, on the readers' pool; the process's own reads (the worker's
+//! window refill, the tickers' seeds) use the archive's internal view
+//! ([`Archive::internal`]): the writer pool, which clients cannot take, and
+//! no cap.
 
 use std::sync::Arc;
 
@@ -11,15 +13,24 @@ use super::rollup::Rollup;
 use super::{Archive, ArchiveError, Result, sql_id};
 use crate::domain::{Asset, AssetId, Candle, Interval, Point, UnixSeconds};
 
-/// One client request's reads of the archive, holding one of the read cap's
+/// One request's reads of the archive, holding one of the read cap's
 /// permits until dropped (a request's reads count once, so a page is never
-/// refused half-way).
+/// refused half-way); none for the process's own reads.
 pub struct Reads {
-    archive: Archive,
-    _permit: OwnedSemaphorePermit,
+    pool: PgPool,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Archive {
+    /// The same archive for the process's own reads: its [`Archive::reads`]
+    /// are never refused and run on the writer pool.
+    pub fn internal(&self) -> Self {
+        Self {
+            internal: true,
+            ..self.clone()
+        }
+    }
+
     /// A permit to read for a client, or [`ArchiveError::Busy`] at once
     /// when as many reads as allowed are running.
     pub fn reads(&self) -> Result<Reads> {
@@ -34,10 +45,16 @@ impl Archive {
     }
 
     fn permit(&self, cap: &Arc<Semaphore>, kind: &'static str) -> Result<Reads> {
+        if self.internal {
+            return Ok(Reads {
+                pool: self.pool.clone(),
+                _permit: None,
+            });
+        }
         match cap.clone().try_acquire_owned() {
             Ok(permit) => Ok(Reads {
-                archive: self.clone(),
-                _permit: permit,
+                pool: self.readers.clone(),
+                _permit: Some(permit),
             }),
             Err(_) => {
                 metrics::counter!("ratesd_archive_reads_refused_total", "kind" => kind)
@@ -45,19 +62,6 @@ impl Archive {
                 Err(ArchiveError::Busy)
             }
         }
-    }
-
-    /// Up to `limit` archived points of an asset with `from <= time <= to`,
-    /// oldest first, for the worker's window refill: never refused, and on
-    /// connections clients cannot take.
-    pub async fn restore(
-        &self,
-        asset: &Asset,
-        from: UnixSeconds,
-        to: UnixSeconds,
-        limit: usize,
-    ) -> Result<Vec<Point>> {
-        points(&self.pool, asset, (from, to), limit).await
     }
 
     /// Every archived second of an asset in a range (for tests and audits).
@@ -88,7 +92,7 @@ impl Reads {
         to: UnixSeconds,
         limit: usize,
     ) -> Result<Vec<Point>> {
-        points(&self.archive.readers, asset, (from, to), limit).await
+        points(&self.pool, asset, (from, to), limit).await
     }
 
     /// Up to `limit` archived `(second, value)` pairs of an asset with
@@ -99,7 +103,7 @@ impl Reads {
         (from, to): (UnixSeconds, UnixSeconds),
         limit: usize,
     ) -> Result<Vec<(UnixSeconds, f64)>> {
-        values(&self.archive.readers, asset_id, (from, to), limit).await
+        values(&self.pool, asset_id, (from, to), limit).await
     }
 
     /// Up to `limit` candles of `asset`'s archived points with
@@ -148,13 +152,20 @@ impl Reads {
         (from, to): (UnixSeconds, UnixSeconds),
         limit: usize,
     ) -> Result<Vec<Candle>> {
-        let rows: Vec<(i64, f64, f64, f64, f64, i64)> = sqlx::query_as(rollup.candles_sql())
-            .bind(sql_id(asset.id)?)
-            .bind(interval.seconds())
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Buckets of the rollup's own period are its rows.
+        let query = if interval.seconds() == rollup.seconds() {
+            sqlx::query_as(rollup.rows_sql()).bind(sql_id(asset.id)?)
+        } else {
+            sqlx::query_as(rollup.candles_sql())
+                .bind(sql_id(asset.id)?)
+                .bind(interval.seconds())
+        };
+        let rows: Vec<(i64, f64, f64, f64, f64, i64)> = query
             .bind(from)
             .bind(to)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.archive.readers)
+            .bind(limit)
+            .fetch_all(&self.pool)
             .await?;
         Ok(rows
             .into_iter()

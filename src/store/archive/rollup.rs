@@ -134,6 +134,21 @@ impl Rollup {
         }
     }
 
+    /// Up to `$4` of its rows of asset `$1` with `$2 <= open_time <= $3`,
+    /// oldest first, as candles of its own period.
+    pub(super) fn rows_sql(self) -> &'static str {
+        match self {
+            Self::Minutes => {
+                "SELECT open_time, open, high, low, close, count::int8 FROM minutes \
+                 WHERE asset_id = $1 AND open_time BETWEEN $2 AND $3 ORDER BY open_time LIMIT $4"
+            }
+            Self::Hours => {
+                "SELECT open_time, open, high, low, close, count::int8 FROM hours \
+                 WHERE asset_id = $1 AND open_time BETWEEN $2 AND $3 ORDER BY open_time LIMIT $4"
+            }
+        }
+    }
+
     /// Deletes its rows with `$1 <= open_time < $2`.
     pub(super) fn delete_sql(self) -> &'static str {
         match self {
@@ -163,5 +178,7 @@ mod tests {
         assert!(INSERT_SQL.contains("ts - ((ts % 3600) + 3600) % 3600"));
         assert!(!Rollup::Hours.candles_sql().contains("minutes"));
         assert!(!Rollup::Minutes.candles_sql().contains("hours"));
+        assert!(!Rollup::Hours.rows_sql().contains("minutes"));
+        assert!(!Rollup::Minutes.rows_sql().contains("hours"));
     }
 }
