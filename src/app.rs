@@ -224,7 +224,11 @@ impl App {
         let listener = TcpListener::bind(config.http_addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         self.addr = Some(local);
-        let hub = LiveHub::new(&catalog);
+        // Without an archive, a ticker reaches back over the live window only.
+        let ticker_window = archive
+            .is_none()
+            .then_some(i64::from(config.history_seconds));
+        let hub = LiveHub::new(&catalog, ticker_window);
         self.tasks
             .spawn(hub.clone().run(engine.clone(), self.shutdown.clone()));
         let streams = Arc::new(Streams::new(
@@ -236,6 +240,12 @@ impl App {
             WsSettings::from_config(config),
             self.shutdown.clone(),
         ));
+        if !probes_only {
+            self.tasks.spawn(crate::stream::tickers::keep_seeded(
+                streams.clone(),
+                self.shutdown.clone(),
+            ));
+        }
         let mut api = Api::new(config, engine, archive, streams, self.role.clone());
         if probes_only {
             api = api.probes_only();

@@ -122,7 +122,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
         return unavailable("redis unreachable");
     }
     let snapshot = state.rates.get().await;
-    let Ok(rates) = &snapshot.rates else {
+    let Ok(rates) = &snapshot.value else {
         return unavailable("redis unreachable");
     };
     let sources = state.engine.source_statuses().await.unwrap_or_default();

@@ -139,8 +139,8 @@ impl Kind {
             }
             Kind::NoPoint => {
                 "The asset has no point at the second asked (`at`) nor within the staleness \
-                 limit before it: the service was not running then, the upstreams had no quote, \
-                 or the archive does not reach back so far."
+                 limit before it (the service was not running then, the upstreams had no quote, \
+                 or the archive does not reach back so far), or, for a ticker, no point yet."
             }
             Kind::Unavailable => {
                 "The rates store, the archive or the server's capacity is unavailable for a \
@@ -252,12 +252,13 @@ pub enum UnknownSymbol {
     NotFound(Problem),
 }
 
-/// The answer of the rate route to an unknown symbol, or to a moment with
-/// no point.
+/// The answer of the rate and ticker routes to an unknown symbol, or to an
+/// asset with no point (at the moment asked, or yet).
 #[derive(utoipa::IntoResponses)]
 pub enum NoPointAt {
-    /// No asset has this symbol, or (with `at`) the asset has no point at
-    /// that second nor within the staleness limit before it.
+    /// No asset has this symbol, or the asset has no point: (with `at`) at
+    /// that second nor within the staleness limit before it, or (a ticker)
+    /// yet.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
 }

@@ -104,7 +104,9 @@ impl Rolling {
         }
         self.minutes
             .push_back((candle.open_time, candle.open, candle.count));
-        push_candidate(&mut self.highs, candle.open_time, candle.high, |a, b| a <= b);
+        push_candidate(&mut self.highs, candle.open_time, candle.high, |a, b| {
+            a <= b
+        });
         push_candidate(&mut self.lows, candle.open_time, candle.low, |a, b| a >= b);
         self.count += u64::from(candle.count);
         self.last = Some((last.max(candle.open_time), candle.close));
@@ -235,12 +237,19 @@ mod tests {
         assert!(!r.push(day0 + 70, 9.0), "a second once");
         let t = r.ticker().unwrap();
         assert_eq!((t.open_time, t.close_time), (day0, day0 + 70));
-        assert_eq!((t.open, t.high, t.low, t.last, t.count), (2.0, 2.0, 1.0, 1.0, 2));
+        assert_eq!(
+            (t.open, t.high, t.low, t.last, t.count),
+            (2.0, 2.0, 1.0, 1.0, 2)
+        );
         assert_eq!((t.change, t.change_percent), (-1.0, -50.0));
         // A day and a minute later the first minute has left the range.
         assert!(r.push(day0 + 86_400 + 3, 1.5));
         let t = r.ticker().unwrap();
-        assert_eq!(t.open_time, day0 + 60, "the range's start: 1,439 minutes back");
+        assert_eq!(
+            t.open_time,
+            day0 + 60,
+            "the range's start: 1,439 minutes back"
+        );
         assert_eq!((t.open, t.high, t.count), (1.0, 1.5, 2));
     }
 

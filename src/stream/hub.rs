@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::frame::{point_wire, stream_name, stream_wire};
 use super::klines::Klines;
 use super::outbox::{Feed, Offer, Outbox, event};
+use super::tickers::Tickers;
 use crate::backoff::{Backoff, Doubling};
 use crate::clock::{Clock, SystemClock};
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
@@ -170,10 +171,15 @@ pub struct LiveHub {
     connected: Arc<AtomicBool>,
     /// The kline streams' candles, one builder per asset and interval.
     klines: Arc<Klines>,
+    /// The 24-hour tickers, one per asset.
+    tickers: Arc<Tickers>,
 }
 
 impl LiveHub {
-    pub fn new(catalog: &Catalog) -> Self {
+    /// The hub of `catalog`'s assets; `ticker_window` is how far back the
+    /// tickers' data reaches without an archive (the live window), `None`
+    /// with one.
+    pub fn new(catalog: &Catalog, ticker_window: Option<i64>) -> Self {
         let channels = catalog
             .assets()
             .iter()
@@ -195,7 +201,13 @@ impl LiveHub {
             ),
             connected: Arc::new(AtomicBool::new(false)),
             klines: Arc::default(),
+            tickers: Arc::new(Tickers::new(ticker_window)),
         }
+    }
+
+    /// The 24-hour tickers.
+    pub fn tickers(&self) -> &Tickers {
+        &self.tickers
     }
 
     /// The kline streams' builders.
@@ -258,6 +270,8 @@ impl LiveHub {
                 if let Some(latest) = self.latest_of.get(&asset) {
                     latest.fetch_max(time, Ordering::AcqRel);
                 }
+                // A ticker is kept whether or not anyone streams it.
+                let _ticker = self.tickers.push(asset, time, point.value);
                 let live = LivePoint::new(point);
                 // No receivers is fine: nobody is subscribing to this asset now.
                 let _ = tx.send(LiveEvent::Point(live.clone()));
@@ -336,6 +350,7 @@ impl LiveHub {
             // Points may be missed while the feed is away (a fill from the
             // window can fail): the next kline subscriber reads afresh.
             self.klines.clear();
+            self.tickers.clear();
             for shard in self.shards.iter() {
                 shard.raise(event::INTERRUPTED).await;
             }

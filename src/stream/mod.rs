@@ -8,6 +8,8 @@
 //! - [`v2`]: many streams a connection (points and klines), request ids,
 //!   resume with `since` and `epoch`.
 //! - [`klines`]: the kline streams' candles, built once per process.
+//! - [`tickers`]: the 24-hour tickers, one per asset per process, kept as
+//!   points are published and seeded from the store.
 //! - [`frame`]: what goes over the wire: the envelope, errors, close codes,
 //!   the frames prepared once for every subscriber.
 //! - [`hub`]: one engine subscription per process, fanned out to every
@@ -28,6 +30,7 @@ pub mod klines;
 pub mod outbox;
 pub mod session;
 pub mod state;
+pub mod tickers;
 pub mod upgrade;
 pub mod v1;
 pub mod v2;

@@ -12,11 +12,14 @@
 //! point is in the seed or pushed after it, never both and never neither.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use super::hub::{LiveEvent, LiveHub};
+use super::state::Streams;
 use crate::clock::unix_now;
 use crate::domain::candle::Interval;
 use crate::domain::ticker::{Rolling, range_start};
@@ -54,12 +57,6 @@ impl Tickers {
         r.push(time, value).then(|| r.ticker()).flatten()
     }
 
-    /// An asset's ticker now: `Err` when it is not seeded yet (or again),
-    /// `Ok(None)` when the asset has no point in its range.
-    pub fn get(&self, asset: AssetId) -> Result<Option<Ticker>, NotSeeded> {
-        self.lock().get(&asset).map(Rolling::ticker).ok_or(NotSeeded)
-    }
-
     /// Every seeded asset's ticker, by asset.
     pub fn all(&self) -> HashMap<AssetId, Option<Ticker>> {
         self.lock()
@@ -76,18 +73,36 @@ impl Tickers {
 
     /// Installs `seed` as the asset's ticker after `drain` has brought it
     /// up to date, both under the lock the hub's pushes take; a ticker
-    /// already there is kept.
-    fn seed(&self, asset: AssetId, mut seed: Rolling, drain: impl FnOnce(&mut Rolling)) {
+    /// already there is kept, and a seed `drain` finds incomplete dropped.
+    fn seed(
+        &self,
+        asset: AssetId,
+        mut seed: Rolling,
+        drain: impl FnOnce(&mut Rolling) -> Result<(), Missed>,
+    ) -> Result<(), Missed> {
         let mut rolling = self.lock();
-        drain(&mut seed);
+        drain(&mut seed)?;
         rolling.entry(asset).or_insert(seed);
+        Ok(())
     }
 
-    /// Whether every asset of `catalog` has its ticker.
-    pub fn seeded(&self, catalog: &Catalog) -> bool {
-        let rolling = self.lock();
-        catalog.assets().iter().all(|a| rolling.contains_key(&a.id))
+    /// Whether it has the asset's ticker.
+    fn has(&self, asset: AssetId) -> bool {
+        self.lock().contains_key(&asset)
     }
+}
+
+/// Whether the tickers answer for every asset: the hub has published a tick,
+/// and every asset it has published a point of has its ticker (an asset
+/// with no point yet has none to give). Seeds wait for an asset's first
+/// published point: by then the worker has filled the windows (a backfill,
+/// a rebuild from the archive), which a seed must not read before.
+pub fn ready(hub: &LiveHub, catalog: &Catalog) -> bool {
+    hub.latest_tick() != UnixSeconds::MIN
+        && catalog
+            .assets()
+            .iter()
+            .all(|a| hub.latest_of(a.id) == UnixSeconds::MIN || hub.tickers().has(a.id))
 }
 
 /// A ticker asked for before it was seeded (the process started a moment
@@ -96,9 +111,9 @@ impl Tickers {
 #[error("the 24-hour statistics are being prepared; retry in a moment")]
 pub struct NotSeeded;
 
-/// Seeds every asset's ticker that has none, one asset after the other.
-/// Returns how many it seeded; an asset whose read failed is left for the
-/// next round.
+/// Seeds every asset's ticker that has none and has a published point, one
+/// asset after the other. Returns how many it seeded; an asset whose read
+/// failed is left for the next round.
 pub async fn seed_all(
     hub: &LiveHub,
     catalog: &Catalog,
@@ -109,18 +124,29 @@ pub async fn seed_all(
     let tickers = hub.tickers();
     let mut seeded = 0;
     for asset in catalog.assets() {
-        if tickers.get(asset.id).is_ok() {
+        if tickers.has(asset.id) || hub.latest_of(asset.id) == UnixSeconds::MIN {
             continue;
         }
         let Some(mut receiver) = hub.subscribe(asset.id) else {
             continue;
         };
         let newest = hub.latest_of(asset.id);
-        match read_seed(engine, archive, asset, newest, tickers.window, window_seconds).await {
-            Ok(seed) => {
-                tickers.seed(asset.id, seed, |seed| drain(&mut receiver, seed));
-                seeded += 1;
-            }
+        match read_seed(
+            engine,
+            archive,
+            asset,
+            newest,
+            tickers.window,
+            window_seconds,
+        )
+        .await
+        {
+            Ok(seed) => match tickers.seed(asset.id, seed, |seed| drain(&mut receiver, seed)) {
+                Ok(()) => seeded += 1,
+                Err(Missed) => {
+                    tracing::debug!(asset = %asset.name, "points missed while a ticker was read; reading again");
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, asset = %asset.name, "cannot read a ticker's day; retrying later");
             }
@@ -150,11 +176,14 @@ async fn read_seed(
     let now = unix_now();
     let read = candles(
         engine,
-        archive.map(Archive::internal),
+        archive.map(Archive::internal).as_ref(),
         asset,
         Interval::M1,
         (from, to),
-        (now - i64::from(window_seconds) + 1, window_seconds as usize + 1),
+        (
+            now - i64::from(window_seconds) + 1,
+            window_seconds as usize + 1,
+        ),
         crate::domain::ticker::MINUTES as usize + 2,
     )
     .await?;
@@ -168,16 +197,51 @@ async fn read_seed(
     Ok(seed)
 }
 
+/// The live channel lost points (it lagged, or the feed was interrupted)
+/// while a seed was read: the seed cannot be brought up to date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Missed;
+
 /// Brings a seed up to date with the points its channel took meanwhile.
-fn drain(receiver: &mut broadcast::Receiver<LiveEvent>, seed: &mut Rolling) {
+fn drain(receiver: &mut broadcast::Receiver<LiveEvent>, seed: &mut Rolling) -> Result<(), Missed> {
     loop {
         match receiver.try_recv() {
             Ok(LiveEvent::Point(p)) => {
                 seed.push(p.time, p.value);
             }
-            Ok(_) => {}
-            Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-            Err(_) => return,
+            Ok(LiveEvent::Interrupted | LiveEvent::ShuttingDown)
+            | Err(
+                broadcast::error::TryRecvError::Lagged(_) | broadcast::error::TryRecvError::Closed,
+            ) => {
+                return Err(Missed);
+            }
+            Err(broadcast::error::TryRecvError::Empty) => return Ok(()),
+        }
+    }
+}
+
+/// Keeps every asset's ticker seeded: at start, and again whenever the
+/// hub dropped them (the live feed was interrupted and is back), checking
+/// once a second.
+pub async fn keep_seeded(streams: Arc<Streams>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let hub = &streams.hub;
+        if hub.is_connected() && !ready(hub, &streams.catalog) {
+            let seeded = seed_all(
+                hub,
+                &streams.catalog,
+                &streams.engine,
+                streams.archive.as_ref(),
+                streams.window_seconds,
+            )
+            .await;
+            tracing::debug!(seeded, "tickers seeded");
         }
     }
 }

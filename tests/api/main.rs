@@ -24,6 +24,7 @@ mod redis_cluster;
 mod rest_api;
 mod scale_out;
 mod shutdown;
+mod tickers;
 mod upstreams;
 mod websocket;
 mod websocket_v2;

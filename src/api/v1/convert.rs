@@ -120,7 +120,7 @@ async fn convert(
         })?;
     let snapshot = state.rates.get().await;
     let rates = snapshot
-        .rates
+        .value
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
     let mut path = Vec::with_capacity(legs.len());

@@ -1,5 +1,6 @@
 //! REST v1, under `/api/v1`: the catalog, the latest rates, paginated
-//! history, candles, conversion; and the route of the v1 WebSocket.
+//! history (and its export), the rate at a moment, candles, conversion,
+//! 24-hour tickers; and the route of the v1 WebSocket.
 
 mod candles;
 mod convert;
@@ -10,6 +11,7 @@ mod history;
 mod moment;
 mod rates;
 mod snapshot;
+mod tickers;
 pub mod ws;
 
 use std::net::IpAddr;
@@ -98,5 +100,6 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
         .merge(history::router())
         .merge(candles::router())
         .merge(convert::router())
+        .merge(tickers::router())
         .merge(ws::router())
 }

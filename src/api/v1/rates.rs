@@ -72,7 +72,7 @@ async fn rates(
         .transpose()?;
     let snapshot = state.rates.get().await;
     let rates = snapshot
-        .rates
+        .value
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
     let Some(wanted) = wanted else {
@@ -172,7 +172,7 @@ async fn rate(
     }
     let snapshot = state.rates.get().await;
     let rates = snapshot
-        .rates
+        .value
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
     let prepared = rates

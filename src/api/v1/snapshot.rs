@@ -1,31 +1,89 @@
-//! The latest-rates answers, built once per tick per process.
+//! Answers built once per tick per process: the latest rates and the
+//! 24-hour tickers.
 //!
-//! Rates change once a second, so `/api/v1/rates` and `/api/v1/rates/{symbol}`
-//! are served from a snapshot: the first request after a tick reached this
-//! process (through the live feed) or after the second turned rebuilds it
-//! with one Redis round trip; everyone else gets the prepared bytes. A
-//! snapshot is never older than the newest second in Redis by more than one
-//! tick.
+//! Rates and tickers change once a second, so `/api/v1/rates`,
+//! `/api/v1/rates/{symbol}`, `/api/v1/tickers` and the ticker route are
+//! served from snapshots ([`PerTick`]): the first request after a tick
+//! reached this process (through the live feed) or after the second turned
+//! rebuilds one (the rates with one Redis round trip, the tickers from the
+//! hub's builders); everyone else gets the prepared bytes. A snapshot is
+//! never older than the newest second in the engine by more than one tick.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use super::dto::{Rate, RateList};
+use super::dto::{Rate, RateList, TickerDto, TickerList};
 use crate::api::http_cache::Prepared;
 use crate::clock::unix_now;
 use crate::domain::{AssetId, Catalog, UnixSeconds};
 use crate::store::{Engine, EngineError};
 use crate::stream::LiveHub;
 
-/// The latest rates of every asset, prepared.
+/// Something built once per tick.
 #[derive(Debug)]
-pub struct Snapshot {
+pub struct Snapshot<T> {
     /// The wall-clock second it was built in.
     pub built: UnixSeconds,
     /// The newest tick the live feed had announced when it was built.
     pub tick: UnixSeconds,
-    pub rates: Result<Rates, String>,
+    pub value: T,
 }
+
+/// The current snapshot of one kind of answer.
+pub struct PerTick<T> {
+    hub: LiveHub,
+    current: RwLock<Option<Arc<Snapshot<T>>>>,
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+impl<T> PerTick<T> {
+    pub fn new(hub: LiveHub) -> Self {
+        Self {
+            hub,
+            current: RwLock::new(None),
+            rebuild: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self, now: UnixSeconds) -> Option<Arc<Snapshot<T>>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        current
+            .as_ref()
+            .filter(|s| s.built >= now && s.tick >= self.hub.latest_tick())
+            .cloned()
+    }
+
+    /// The current snapshot, built first (by `build`, given the second)
+    /// when a tick arrived or the second turned since the last one. One
+    /// request builds; the others wait for it rather than all building.
+    pub async fn get<F, Fut>(&self, build: F) -> Arc<Snapshot<T>>
+    where
+        F: FnOnce(UnixSeconds) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let now = unix_now();
+        if let Some(snap) = self.fresh(now) {
+            return snap;
+        }
+        let _one = self.rebuild.lock().await;
+        if let Some(snap) = self.fresh(now) {
+            return snap;
+        }
+        // Read before the build: a tick landing during it marks it old.
+        let tick = self.hub.latest_tick();
+        let snap = Arc::new(Snapshot {
+            built: now,
+            tick,
+            value: build(now).await,
+        });
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(snap.clone());
+        snap
+    }
+}
+
+/// Every asset's rate, prepared (or why there are none).
+pub type RatesSnapshot = Snapshot<Result<Rates, String>>;
 
 #[derive(Debug)]
 pub struct Rates {
@@ -39,9 +97,16 @@ pub struct RatesCache {
     catalog: Arc<Catalog>,
     engine: Engine,
     stale_after: u32,
+    rates: PerTick<Result<Rates, String>>,
+    tickers: PerTick<Result<Tickers, String>>,
     hub: LiveHub,
-    current: RwLock<Arc<Snapshot>>,
-    rebuild: tokio::sync::Mutex<()>,
+}
+
+/// Every asset's ticker that has a point, prepared.
+#[derive(Debug)]
+pub struct Tickers {
+    pub all: Prepared,
+    pub by_asset: HashMap<AssetId, Prepared>,
 }
 
 impl RatesCache {
@@ -50,46 +115,25 @@ impl RatesCache {
             catalog,
             engine,
             stale_after,
+            rates: PerTick::new(hub.clone()),
+            tickers: PerTick::new(hub.clone()),
             hub,
-            current: RwLock::new(Arc::new(Snapshot {
-                built: UnixSeconds::MIN,
-                tick: UnixSeconds::MIN,
-                rates: Err("not built yet".into()),
-            })),
-            rebuild: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn fresh(&self, now: UnixSeconds) -> Option<Arc<Snapshot>> {
-        let snap = self
-            .current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        (snap.built >= now && snap.tick >= self.hub.latest_tick()).then_some(snap)
+    /// The latest rates.
+    pub async fn get(&self) -> Arc<RatesSnapshot> {
+        self.rates
+            .get(|now| async move { self.build(now).await.map_err(|e| e.to_string()) })
+            .await
     }
 
-    /// The current snapshot, rebuilt first when a tick arrived or the second
-    /// turned since it was built. One request rebuilds; the others wait for
-    /// it rather than all asking Redis.
-    pub async fn get(&self) -> Arc<Snapshot> {
-        let now = unix_now();
-        if let Some(snap) = self.fresh(now) {
-            return snap;
-        }
-        let _one = self.rebuild.lock().await;
-        if let Some(snap) = self.fresh(now) {
-            return snap;
-        }
-        // Read before Redis: a tick landing during the build marks it old.
-        let tick = self.hub.latest_tick();
-        let snap = Arc::new(Snapshot {
-            built: now,
-            tick,
-            rates: self.build(now).await.map_err(|e| e.to_string()),
-        });
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = snap.clone();
-        snap
+    /// The tickers: `Err` while they are being seeded (at start, or after
+    /// the live feed came back) or when the rates cannot be read.
+    pub async fn tickers(&self) -> Arc<Snapshot<Result<Tickers, String>>> {
+        self.tickers
+            .get(|_| async move { self.build_tickers().await })
+            .await
     }
 
     async fn build(&self, now: UnixSeconds) -> Result<Rates, EngineError> {
@@ -110,6 +154,36 @@ impl RatesCache {
                 rates: rates.clone(),
             }),
             list: rates,
+            by_asset,
+        })
+    }
+
+    async fn build_tickers(&self) -> Result<Tickers, String> {
+        let builders = self.hub.tickers();
+        if !crate::stream::tickers::ready(&self.hub, &self.catalog) {
+            return Err(crate::stream::tickers::NotSeeded.to_string());
+        }
+        let rates = self.get().await;
+        let rates = rates.value.as_ref().map_err(Clone::clone)?;
+        let stale: HashMap<AssetId, bool> =
+            rates.list.iter().map(|r| (r.asset_id, r.stale)).collect();
+        let all = builders.all();
+        let list: Vec<TickerDto> = self
+            .catalog
+            .assets()
+            .iter()
+            .filter_map(|asset| {
+                let ticker = all.get(&asset.id).copied().flatten()?;
+                let stale = stale.get(&asset.id).copied().unwrap_or(true);
+                Some(TickerDto::new(asset, &ticker, stale))
+            })
+            .collect();
+        let by_asset = list
+            .iter()
+            .map(|t| (t.asset_id, Prepared::json(t)))
+            .collect();
+        Ok(Tickers {
+            all: Prepared::json(&TickerList { tickers: list }),
             by_asset,
         })
     }
