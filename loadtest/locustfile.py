@@ -79,6 +79,13 @@ class RestUser(HttpUser):
             f"/api/v1/convert?from={source}&to={target}&amount=100", name="/api/v1/convert"
         )
 
+    @task(2)
+    def tickers(self):
+        """A watchlist: every asset's 24-hour ticker, then one asset's."""
+        self.client.get("/api/v1/tickers", name="/api/v1/tickers")
+        symbol = random.choice(SYMBOLS)
+        self.client.get(f"/api/v1/rates/{symbol}/ticker", name="/api/v1/rates/{symbol}/ticker")
+
     @task(1)
     def conditional_rates(self):
         """A client that revalidates with If-None-Match (304 when unchanged)."""

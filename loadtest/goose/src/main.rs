@@ -86,6 +86,19 @@ async fn convert(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
+/// A watchlist: every asset's 24-hour ticker, then one asset's.
+async fn tickers(user: &mut GooseUser) -> TransactionResult {
+    let _ = user.get("/api/v1/tickers").await?;
+    let symbol = SYMBOLS[user.weighted_users_index % SYMBOLS.len()];
+    let _ = user
+        .get_named(
+            &format!("/api/v1/rates/{symbol}/ticker"),
+            "/api/v1/rates/{symbol}/ticker",
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), GooseError> {
     GooseAttack::initialize()?
@@ -95,7 +108,8 @@ async fn main() -> Result<(), GooseError> {
                 .register_transaction(transaction!(one_rate).set_weight(5)?)
                 .register_transaction(transaction!(history_pages).set_weight(2)?)
                 .register_transaction(transaction!(candles).set_weight(2)?)
-                .register_transaction(transaction!(convert).set_weight(2)?),
+                .register_transaction(transaction!(convert).set_weight(2)?)
+                .register_transaction(transaction!(tickers).set_weight(2)?),
         )
         .set_default(GooseDefault::Host, "http://127.0.0.1:8080")?
         .set_default(GooseDefault::Users, 20)?
