@@ -71,7 +71,7 @@ async fn an_export_streams_the_whole_range_as_history_has_it(engine: Engine) {
     // More than one chunk of the archive (10,000), then the window.
     let (start, old) = with_old_points(&app, 15_000, started).await;
     eventually("live points", Duration::from_secs(15), || async {
-        (paged(&app, now() - 5, now()).await.len() >= 3).then_some(())
+        (paged(&app, started, now()).await.len() >= 3).then_some(())
     })
     .await;
     let to = now() - 1;
