@@ -31,6 +31,11 @@ async fn root(
 ) -> Response {
     match ws {
         Ok(ws) => accept(ws, &state, peer, &headers),
+        // An upgrade that is wrong gets its problem, as on /api/v1/ws; any
+        // other request, the page.
+        Err(rejection) if !matches!(rejection, UpgradeRejection::NotAnUpgrade) => {
+            rejection.into_response()
+        }
         Err(_) if state.enable_ui => (
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -44,6 +44,8 @@ pub enum UpgradeRejection {
     NoKey,
     #[error("the Sec-WebSocket-Key header must be 16 bytes in base64")]
     BadKey,
+    #[error("the Sec-WebSocket-Key header must appear once")]
+    RepeatedKey,
     #[error("this connection cannot be upgraded")]
     NotUpgradable,
 }
@@ -73,11 +75,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         {
             return Err(UpgradeRejection::Version);
         }
-        let key = parts
-            .headers
-            .get(header::SEC_WEBSOCKET_KEY)
-            .cloned()
-            .ok_or(UpgradeRejection::NoKey)?;
+        let mut keys = parts.headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+        let key = keys.next().cloned().ok_or(UpgradeRejection::NoKey)?;
+        // RFC 6455 4.2.1: the header must not appear more than once.
+        if keys.next().is_some() {
+            return Err(UpgradeRejection::RepeatedKey);
+        }
         if !valid_key(&key) {
             return Err(UpgradeRejection::BadKey);
         }

@@ -319,6 +319,25 @@ async fn websocket_handshakes_are_checked(engine: Engine) {
     problem(r, 400).await;
     let ok = upgrade("dGhlIHNhbXBsZSBub25jZQ==", "13").await.unwrap();
     assert_eq!(ok.status(), 101);
+    // RFC 6455: the key must not appear twice, on every WebSocket route.
+    for path in ["/api/v1/ws", "/", "/api/v2/ws"] {
+        let r = app
+            .http
+            .get(app.url(path))
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-key", "AQIDBAUGBwgJCgsMDQ4PEA==")
+            .header("sec-websocket-version", "13")
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 400).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("appear once"),
+            "{path}: {body}"
+        );
+    }
     app.cleanup().await;
 }
 

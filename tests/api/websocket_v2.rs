@@ -476,6 +476,28 @@ async fn every_bad_request_gets_its_code_and_the_connection_survives(engine: Eng
             "ValidationError",
             "unknown interval '2m'",
         ),
+        // A malformed symbol is a ValidationError, as REST answers it 400;
+        // only a well-formed one that names no asset is NotFound.
+        (
+            json!({"id": 61, "method": "subscribe", "params": {"streams": ["@point"]}}),
+            "ValidationError",
+            "malformed symbol",
+        ),
+        (
+            json!({"id": 62, "method": "subscribe", "params": {"streams": ["EUR USD@point"]}}),
+            "ValidationError",
+            "malformed symbol",
+        ),
+        (
+            json!({"id": 63, "method": "subscribe", "params": {"streams": ["EURUSD@point@point"]}}),
+            "ValidationError",
+            "malformed symbol",
+        ),
+        (
+            json!({"id": 64, "method": "subscribe", "params": {"streams": [format!("{}@point", "A".repeat(40))]}}),
+            "ValidationError",
+            "malformed symbol",
+        ),
         (
             json!({"id": 7, "method": "subscribe", "params": {"streams": ["EURUSD@point", "XXXYYY@point"]}}),
             "NotFound",

@@ -26,7 +26,7 @@ use super::outbox::{Feed, Live};
 use super::session::{End, Link, Protocol, Socket, catch_up};
 use super::state::Streams;
 use crate::clock::unix_now;
-use crate::domain::{Asset, AssetList, Candle, Interval, Point, UnixSeconds};
+use crate::domain::{Asset, AssetList, Candle, FindError, Interval, Point, UnixSeconds};
 use crate::store::history::candles;
 
 /// A `since` this far past the server's clock is refused: the client's
@@ -81,15 +81,24 @@ fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> 
             None => return Err(shape()),
         },
     };
-    let asset = streams.catalog.find(symbol).map_err(|_| {
-        (
+    let asset = streams.catalog.find(symbol).map_err(|e| match e {
+        // Malformed (empty, a space, an `@`, too long), as REST answers 400.
+        FindError::Invalid(e) => (
+            ErrorType::ValidationError,
+            format!(
+                "malformed symbol '{}' in stream '{}': {e}",
+                truncate(symbol, 32),
+                truncate(raw, 40)
+            ),
+        ),
+        FindError::Unknown(_) => (
             ErrorType::NotFound,
             format!(
                 "unknown symbol '{}' in stream '{}'",
                 truncate(symbol, 32),
                 truncate(raw, 40)
             ),
-        )
+        ),
     })?;
     Ok(Stream {
         name: stream_name(&asset.name, kline),
