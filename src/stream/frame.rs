@@ -7,8 +7,9 @@
 use bytes::Bytes;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use utoipa::ToSchema;
 
 use crate::domain::{Interval, Point};
@@ -86,6 +87,23 @@ fn text_wire(payload: Bytes) -> Bytes {
 /// connection's life.
 pub fn wire(payload: Bytes, opcode: Data, fin: bool) -> Bytes {
     let frame = WireFrame::message(payload, OpCode::Data(opcode), fin);
+    let mut wire = Vec::with_capacity(frame.len());
+    // Writing into a Vec cannot fail.
+    let _ = frame.format(&mut wire);
+    wire.into()
+}
+
+/// The whole WebSocket close frame of `code` and `reason` (cut to the 123
+/// bytes a close frame's reason may have).
+pub fn close_wire(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = WireFrame::close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason[..end].to_owned().into(),
+    }));
     let mut wire = Vec::with_capacity(frame.len());
     // Writing into a Vec cannot fail.
     let _ = frame.format(&mut wire);

@@ -18,11 +18,10 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::frame::{ErrorType, close, wire};
+use super::frame::{ErrorType, close, close_wire, wire};
 use super::hub::{LiveEvent, LivePoint};
 use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
 use super::state::Streams;
@@ -30,6 +29,14 @@ use crate::domain::UnixSeconds;
 
 /// A large message goes out as frames of at most this many bytes.
 const FRAGMENT: usize = 4096;
+
+/// How long a closing connection waits for its close frame to go out and
+/// for the client to close too.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Bytes a closing connection reads and drops while it waits (the rest of
+/// a frame over the limit, up to the largest allowed).
+const CLOSE_DISCARD: usize = 32 << 20;
 
 /// Rate-limited frames in a row after which the connection is closed.
 const MAX_RATE_VIOLATIONS: u32 = 10;
@@ -314,26 +321,16 @@ impl<P: Protocol> Session<P> {
         self.outbox.leave();
         if let End::Close(code, reason) = end {
             tracing::debug!(code, %reason, "closing websocket");
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: reason.into(),
-            };
-            // The closing handshake: send ours, then read (and drop) what
-            // the client still sends until its close arrives. Closing the
-            // socket with unread data in it would reset the connection, and
-            // a client still flooding would lose the close frame.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                if socket.send(Message::Close(Some(frame))).await.is_err() {
-                    return;
-                }
-                while let Some(Ok(msg)) = socket.next().await {
-                    if msg.is_close() {
-                        break;
-                    }
-                }
-            })
-            .await;
+            // The closing handshake, below tungstenite (which cannot read
+            // on after a frame over the limit): our close frame goes out
+            // behind what is queued (a history the client has not read
+            // yet), then the write side is shut, while what the client
+            // still sends (the rest of a flood, its own close) is read and
+            // dropped until it closes too.
+            self.outbox.write_frame(close_wire(code, &reason));
+            self.outbox.linger(CLOSE_LINGER, CLOSE_DISCARD).await;
         }
+        drop(socket);
     }
 
     fn link<'a, S>(&'a self, sink: &'a mut S) -> Link<'a, S> {

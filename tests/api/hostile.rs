@@ -304,10 +304,83 @@ async fn every_rate_limited_route_documents_429(engine: Engine) {
     app.cleanup().await;
 }
 
+/// One try of a client that subscribes (30 minutes of history queued for
+/// it), then sends a 2 MiB frame before it reads anything: the close code
+/// it reads, or what it got instead.
+pub async fn oversized_frame_try(ws_url: &str) -> Result<u16, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let subscribe = r#"{"action":"subscribe","message":{"assetId":1}}"#;
+    ws.send(Message::text(subscribe))
+        .await
+        .map_err(|e| format!("subscribe: {e}"))?;
+    // The server may close before it has all of it: a failed send is fine.
+    let _ = ws.send(Message::text("x".repeat(2 << 20))).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(c)))) => return Ok(u16::from(c.code)),
+                Some(Ok(Message::Close(None))) => return Err("a close with no code".into()),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("{e}")),
+                None => return Err("ended without a close frame".into()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no close within 10 s".to_owned())?
+}
+
+/// A client that sends a frame over the limit while its history is still
+/// queued gets the 1009 close every time, not a reset: the server reads
+/// (and drops) what the client still sends while its close goes out.
+async fn an_oversized_frame_gets_1009_not_a_reset(engine: Engine) {
+    let Some(app) = app_with(engine, 1_800, &[]).await else {
+        return;
+    };
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let mut failures = Vec::new();
+    for _ in 0..40 {
+        match oversized_frame_try(&ws_url).await {
+            Ok(1009) => {}
+            other => failures.push(other),
+        }
+    }
+    assert!(failures.is_empty(), "not a 1009 close: {failures:?}");
+    app.cleanup().await;
+}
+
 crate::helpers::on_both_engines!(
     requests_that_cannot_be_parsed_get_problem_bodies,
     an_idle_http2_connection_is_closed_at_the_deadline,
     repeated_parameters_are_named_or_ignored,
     a_closed_candle_page_with_a_next_page_is_cached_long,
     every_rate_limited_route_documents_429,
+    an_oversized_frame_gets_1009_not_a_reset,
 );
+
+/// The figure of `loadtest/RESULTS.md` ("Hostile WebSocket clients"): 200
+/// tries of [`oversized_frame_try`], counted, not asserted.
+/// `cargo test --test api -- --ignored oversized_frame_200_tries --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement for loadtest/RESULTS.md, run by hand"]
+async fn oversized_frame_200_tries() {
+    let Some(app) = app_with(Engine::Embedded, 1_800, &[]).await else {
+        return;
+    };
+    let ws_url = format!("{}/api/v1/ws", app.base.replace("http://", "ws://"));
+    let mut outcomes = std::collections::BTreeMap::new();
+    for _ in 0..200 {
+        let outcome = match oversized_frame_try(&ws_url).await {
+            Ok(code) => format!("close {code}"),
+            Err(e) => e,
+        };
+        *outcomes.entry(outcome).or_insert(0) += 1;
+    }
+    let closed = outcomes.get("close 1009").copied().unwrap_or(0);
+    println!("1009 close in {closed} of 200 tries; all outcomes: {outcomes:?}");
+    app.cleanup().await;
+}
