@@ -185,7 +185,7 @@ pub fn register_metrics(sources: &[&'static str]) {
     for kind in ["page", "export"] {
         metrics::counter!("ratesd_archive_reads_refused_total", "kind" => kind).increment(0);
     }
-    for reason in ["lagged", "send_timeout"] {
+    for reason in ["lagged", "send_timeout", "write_timeout"] {
         metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => reason).increment(0);
     }
     for &source in sources {

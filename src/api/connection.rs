@@ -22,6 +22,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::problem::{Kind, PROBLEM_JSON, Problem};
+use crate::stream::stall::SocketFd;
 
 /// Open client sockets, counted from accept to close.
 #[derive(Debug, Default)]
@@ -101,6 +102,9 @@ impl Drop for InFlight {
 pub(super) struct ConnectionService<S> {
     pub(super) app: S,
     pub(super) peer: SocketAddr,
+    /// The socket's descriptor, for the stall check of a WebSocket or event
+    /// stream the request may become.
+    pub(super) fd: SocketFd,
     pub(super) activity: Arc<Activity>,
 }
 
@@ -113,7 +117,9 @@ where
     type Future = Answering<Oneshot<S, Request<Incoming>>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(self.peer));
+        extensions.insert(self.fd);
         Answering {
             in_flight: Some(InFlight::begin(&self.activity)),
             answer: self.app.clone().oneshot(request),
@@ -149,6 +155,12 @@ impl OpenSockets {
 }
 
 impl Counted {
+    /// The socket's descriptor.
+    pub(super) fn fd(&self) -> SocketFd {
+        use std::os::fd::AsRawFd;
+        SocketFd(self.tcp.as_raw_fd())
+    }
+
     /// A socket just accepted, counted in `open` (already incremented)
     /// until it is dropped.
     pub(super) fn new(tcp: TcpStream, open: Arc<OpenSockets>, activity: Arc<Activity>) -> Self {

@@ -187,6 +187,7 @@ where
         let service = ConnectionService {
             app: app.clone(),
             peer,
+            fd: tcp.fd(),
             activity: activity.clone(),
         };
         let builder = builder.clone();

@@ -187,6 +187,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub ws_ping_seconds: u64,
 
+    /// Seconds a WebSocket connection may have bytes waiting with none of
+    /// them acknowledged by the client (it keeps the connection but reads
+    /// nothing); then it is closed.
+    #[arg(long, env = "RATES_WS_WRITE_TIMEOUT_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
+    pub ws_write_timeout_seconds: u64,
+
     /// Requests per second per client IP; 0 turns rate limiting off.
     #[arg(
         long,

@@ -17,6 +17,7 @@
 //! - [`outbox`]: a connection's write side, shared by its session and the hub.
 //! - [`history`]: each asset's history, read once per tick.
 //! - [`state`]: what every connection shares.
+//! - [`stall`]: a client that keeps its connection but reads nothing.
 //!
 //! The rule that keeps the handoff from history to live gapless: a
 //! subscriber attaches to the asset's broadcast channel before it reads the
@@ -29,6 +30,7 @@ pub mod hub;
 pub mod klines;
 pub mod outbox;
 pub mod session;
+pub mod stall;
 pub mod state;
 pub mod tickers;
 pub mod upgrade;

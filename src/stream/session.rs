@@ -24,6 +24,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use super::frame::{ErrorType, close, close_wire, wire};
 use super::hub::{LiveEvent, LivePoint};
 use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
+use super::stall::{Sends, SocketFd, WriteStall};
 use super::state::Streams;
 use crate::domain::UnixSeconds;
 
@@ -237,6 +238,8 @@ pub fn catch_up(
 }
 
 pub struct Session<P> {
+    /// The socket's descriptor, for the stall check; `None` in tests.
+    fd: Option<SocketFd>,
     streams: Arc<Streams>,
     /// The connection's write side, shared with the live fan-out.
     outbox: Arc<Outbox>,
@@ -253,6 +256,7 @@ impl<P: Protocol> Session<P> {
             governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst))
         });
         Self {
+            fd: None,
             streams,
             outbox,
             protocol,
@@ -260,6 +264,12 @@ impl<P: Protocol> Session<P> {
             violations: 0,
             sent: metrics::counter!("ratesd_ws_messages_sent_total"),
         }
+    }
+
+    /// Checks the client's socket for a stall ([`super::stall`]).
+    pub fn watching(mut self, fd: Option<SocketFd>) -> Self {
+        self.fd = fd;
+        self
     }
 
     /// Counts a data frame against the per-connection limit.
@@ -290,6 +300,7 @@ impl<P: Protocol> Session<P> {
         let mut ping =
             tokio::time::interval_at(Instant::now() + settings.ping_every, settings.ping_every);
         let mut last_heard = Instant::now();
+        let mut stall = WriteStall::new(settings.write_timeout);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let outbox = self.outbox.clone();
@@ -309,6 +320,16 @@ impl<P: Protocol> Session<P> {
                 _ = ping.tick() => {
                     if last_heard.elapsed() > settings.idle_timeout {
                         Err(End::Close(close::POLICY, "no answer to pings".into()))
+                    } else if self
+                        .fd
+                        .and_then(Sends::of)
+                        .is_some_and(|sends| stall.stalled(sends, Instant::now()))
+                    {
+                        // It reads nothing: a close frame could not pass either.
+                        metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "write_timeout")
+                            .increment(1);
+                        tracing::debug!("closing a websocket whose client reads nothing");
+                        Err(End::Gone)
                     } else {
                         self.link(&mut socket).send(Message::Ping(Default::default())).await
                     }

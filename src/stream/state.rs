@@ -20,6 +20,9 @@ pub struct WsSettings {
     pub idle_timeout: Duration,
     /// A send that cannot complete this long means the client stopped reading.
     pub send_timeout: Duration,
+    /// Bytes waiting with none acknowledged this long: the client stopped
+    /// reading ([`super::stall`]).
+    pub write_timeout: Duration,
     /// Data frames a client may send a second (bursts of twice that); 0: no limit.
     pub frames_per_second: u32,
     /// Streams one v2 connection may hold.
@@ -33,6 +36,7 @@ impl Default for WsSettings {
             ping_every: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             frames_per_second: 10,
             max_streams: 64,
         }
@@ -44,6 +48,7 @@ impl WsSettings {
         Self {
             max_frame_bytes: usize::try_from(config.ws_max_frame_bytes).unwrap_or(usize::MAX),
             ping_every: Duration::from_secs(config.ws_ping_seconds),
+            write_timeout: Duration::from_secs(config.ws_write_timeout_seconds),
             idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
             frames_per_second: config.ws_frames_per_second,
             max_streams: usize::try_from(config.ws_max_streams).unwrap_or(usize::MAX),

@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::outbox::{Outbox, SharedIo};
 use super::session::{Protocol, Session};
+use super::stall::SocketFd;
 use super::state::Streams;
 
 /// The session's WebSocket, over the connection's [`Outbox`] (which the
@@ -29,6 +30,8 @@ pub type Socket = WebSocketStream<SharedIo>;
 pub struct WsUpgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
+    /// The socket's descriptor, when the server gave it.
+    fd: Option<SocketFd>,
 }
 
 /// Why a request cannot be upgraded (the API answers it as a problem).
@@ -88,7 +91,12 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(UpgradeRejection::NotUpgradable)?;
-        Ok(Self { key, on_upgrade })
+        let fd = parts.extensions.get::<SocketFd>().copied();
+        Ok(Self {
+            key,
+            on_upgrade,
+            fd,
+        })
     }
 }
 
@@ -147,6 +155,7 @@ pub fn accept<P: Protocol + 'static>(
     guard: impl Send + 'static,
 ) -> Response {
     let max = streams.settings.max_frame_bytes;
+    let fd = ws.fd;
     // Small buffers: clients send little (a larger frame grows the read
     // buffer as it arrives), and the server's large messages (histories,
     // snapshots) go past tungstenite's write buffer, straight to the
@@ -161,7 +170,10 @@ pub fn accept<P: Protocol + 'static>(
         let _guard = guard;
         tracing::debug!(%peer, "websocket connected");
         metrics::gauge!("ratesd_ws_connections").increment(1.0);
-        Session::new(streams, outbox, protocol).run(socket).await;
+        Session::new(streams, outbox, protocol)
+            .watching(fd)
+            .run(socket)
+            .await;
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);
         tracing::debug!(%peer, "websocket closed");
     })

@@ -353,6 +353,63 @@ async fn an_oversized_frame_gets_1009_not_a_reset(engine: Engine) {
     app.cleanup().await;
 }
 
+/// A client that keeps its connection alive (it sends a request every
+/// half second) but reads nothing is closed once its socket has had bytes
+/// waiting with none acknowledged for the write timeout, not minutes later
+/// when the kernel's buffers and the lag limit are full.
+async fn a_client_that_reads_nothing_is_closed_at_the_write_timeout(engine: Engine) {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let extra = [
+        "--ws-write-timeout-seconds",
+        "2",
+        "--ws-ping-seconds",
+        "1",
+        "--ws-frames-per-second",
+        "0",
+    ];
+    let Some(app) = app_with(engine, 1_800, &extra).await else {
+        return;
+    };
+    // Every asset's window backfilled and ticking.
+    eventually("backfilled windows", Duration::from_secs(30), || async {
+        for symbol in ["EURUSD", "USDJPY", "GBPUSD", "AUDUSD", "USDCAD"] {
+            let (_, page) = app
+                .get_json(&format!("/api/v1/rates/{symbol}/history?limit=1000"))
+                .await;
+            (page["points"].as_array()?.len() == 1000).then_some(())?;
+        }
+        let (status, _) = app.get_json("/api/v1/tickers").await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let ws_url = format!("{}/api/v2/ws", app.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    // Five 30-minute snapshots: more than the client's socket takes unread.
+    let subscribe = r#"{"id":1,"method":"subscribe","params":{"streams":
+        ["EURUSD@point","USDJPY@point","GBPUSD@point","AUDUSD@point","USDCAD@point"],"history":1800}}"#;
+    ws.send(Message::text(subscribe)).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut n = 2;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let list = format!(r#"{{"id":{n},"method":"list"}}"#);
+            if ws.send(Message::text(list)).await.is_err() {
+                return;
+            }
+            n += 1;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "a client that reads nothing is still connected after {:?}",
+        started.elapsed()
+    );
+    app.cleanup().await;
+}
+
 crate::helpers::on_both_engines!(
     requests_that_cannot_be_parsed_get_problem_bodies,
     an_idle_http2_connection_is_closed_at_the_deadline,
@@ -360,6 +417,7 @@ crate::helpers::on_both_engines!(
     a_closed_candle_page_with_a_next_page_is_cached_long,
     every_rate_limited_route_documents_429,
     an_oversized_frame_gets_1009_not_a_reset,
+    a_client_that_reads_nothing_is_closed_at_the_write_timeout,
 );
 
 /// The figure of `loadtest/RESULTS.md` ("Hostile WebSocket clients"): 200
