@@ -14,22 +14,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::broadcast::{self, error::TryRecvError};
+use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::frame::{ErrorType, close, close_wire, wire};
-use super::hub::{LiveEvent, LivePoint};
-use super::outbox::{Live, Outbox, QUEUE_FRAMES, event};
+use super::frame::{ErrorType, close, close_wire};
+use super::outbox::{Outbox, QUEUE_FRAMES, event};
 use super::stall::{Sends, SocketFd, WriteStall};
 use super::state::Streams;
-use crate::domain::UnixSeconds;
-
-/// A large message goes out as frames of at most this many bytes.
-const FRAGMENT: usize = 4096;
 
 /// How long a closing connection waits for its close frame to go out and
 /// for the client to close too.
@@ -91,149 +83,6 @@ impl End {
             close::SERVICE_RESTART,
             "live feed interrupted (rates store unavailable); reconnect".into(),
         )
-    }
-}
-
-/// What a protocol writes through: the socket, the outbox it shares with
-/// the live fan-out, and what every connection shares.
-pub struct Link<'a, S> {
-    pub sink: &'a mut S,
-    pub streams: &'a Streams,
-    pub outbox: &'a Arc<Outbox>,
-    /// `ratesd_ws_messages_sent_total`, looked up once, not per message.
-    sent: &'a metrics::Counter,
-}
-
-impl<S: Socket> Link<'_, S> {
-    pub async fn send(&mut self, msg: Message) -> Result<(), End> {
-        let timeout = self.streams.settings.send_timeout;
-        in_time(timeout, self.sink.send(msg)).await?;
-        self.sent.increment(1);
-        Ok(())
-    }
-
-    pub async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
-        self.send(Message::Text(text)).await
-    }
-
-    /// Sends a text message as a run of small frames (one text frame, then
-    /// continuations), so that no connection's buffers grow to the size of
-    /// a whole history. Only while no feed of the connection is live: the
-    /// fan-out's frames must not come between the fragments.
-    pub async fn send_fragmented(&mut self, bytes: Bytes) -> Result<(), End> {
-        let mut start = 0;
-        loop {
-            let end = (start + FRAGMENT).min(bytes.len());
-            let opcode = if start == 0 {
-                Data::Text
-            } else {
-                Data::Continue
-            };
-            let fin = end == bytes.len();
-            self.write_direct(wire(bytes.slice(start..end), opcode, fin))
-                .await?;
-            if fin {
-                return Ok(());
-            }
-            start = end;
-        }
-    }
-
-    /// Sends a text message as one frame, however large (a v2 snapshot:
-    /// live frames of the connection's other streams may come between any
-    /// two frames, so it cannot be fragmented).
-    pub async fn send_whole(&mut self, bytes: Bytes) -> Result<(), End> {
-        self.write_direct(wire(bytes, Data::Text, true)).await
-    }
-
-    /// Writes a prepared frame straight into the outbox, past tungstenite
-    /// (whose write buffer keeps the capacity of the largest message it
-    /// ever wrote); waits, within the send timeout, when the socket is full.
-    async fn write_direct(&mut self, frame: Bytes) -> Result<(), End> {
-        let queued = self.outbox.write_frame(frame);
-        self.sent.increment(1);
-        if queued {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Writes out what is queued (the socket had no room for it).
-    pub async fn flush(&mut self) -> Result<(), End> {
-        let timeout = self.streams.settings.send_timeout;
-        in_time(timeout, self.sink.flush()).await
-    }
-
-    /// Hands the connection to the live fan-out of `live.feed`, gaplessly:
-    /// under the outbox's lock it joins the fan-out first, then `catch_up`
-    /// writes what the receiver (attached before the snapshot was read)
-    /// holds newer than `live.last` (see [`catch_up`]). A point the fan-out
-    /// offers meanwhile waits for the lock and is then skipped if the
-    /// receiver had it; a point published after the drain finds the
-    /// connection in the fan-out.
-    pub fn go_live(
-        &mut self,
-        live: Live,
-        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Bytes])) -> Result<(), End>,
-    ) -> Result<(), End> {
-        let (hub, outbox) = (&self.streams.hub, self.outbox);
-        let caught_up = outbox.go_live(live, |write| {
-            hub.join(live.feed, outbox.clone(), live.generation);
-            catch_up(write)
-        })?;
-        self.sent.increment(caught_up);
-        Ok(())
-    }
-}
-
-/// Runs a write (a send, a flush) to the client within `timeout`.
-async fn in_time<E>(
-    timeout: Duration,
-    write: impl Future<Output = Result<(), E>>,
-) -> Result<(), End> {
-    let mut write = std::pin::pin!(write);
-    // Nearly every write completes at once; only one that waits on a
-    // full socket pays for a timer.
-    let done = match futures_util::poll!(&mut write) {
-        std::task::Poll::Ready(done) => done,
-        std::task::Poll::Pending => match tokio::time::timeout(timeout, write).await {
-            Ok(done) => done,
-            // The client stopped reading: its socket is full, a close frame cannot pass.
-            Err(_) => {
-                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "send_timeout")
-                    .increment(1);
-                return Err(End::Gone);
-            }
-        },
-    };
-    done.map_err(|_| End::Gone)
-}
-
-/// Hands, oldest first, the points a subscribing connection's channel
-/// took while it read and sent the snapshot to `each`; ends the session on
-/// what else the channel says.
-pub fn catch_up(
-    live: &mut broadcast::Receiver<LiveEvent>,
-    mut each: impl FnMut(&LivePoint),
-) -> Result<(), End> {
-    loop {
-        match live.try_recv() {
-            Ok(LiveEvent::Point(p)) => each(&p),
-            Ok(LiveEvent::Interrupted) => return Err(End::interrupted()),
-            Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
-            Err(TryRecvError::Empty) => return Ok(()),
-            Err(TryRecvError::Lagged(n)) => {
-                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
-                    .increment(n);
-                return Err(End::Close(
-                    close::POLICY,
-                    format!("client too slow: fell {n} points behind; reconnect"),
-                ));
-            }
-            Err(TryRecvError::Closed) => {
-                return Err(End::Close(close::INTERNAL, "live feed ended".into()));
-            }
-        }
     }
 }
 
@@ -439,6 +288,10 @@ fn read_error(e: WsError) -> End {
         _ => End::Gone,
     }
 }
+
+mod link;
+
+pub use self::link::{Link, catch_up};
 
 #[cfg(test)]
 mod tests;

@@ -11,101 +11,27 @@
 //! open go on meanwhile, written by the hub.
 
 pub mod docs;
+mod names;
+mod open;
 pub mod request;
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use self::request::{Method, Refusal, Request, Subscribe, parse_request, truncate};
-use super::frame::{ErrorType, stream_name, stream_wire};
-use super::hub::LiveEvent;
-use super::klines::KlineState;
+use self::names::{Stream, resolve};
+use self::open::{Opening, open};
+use self::request::{Method, Refusal, Request, Subscribe, parse_request};
+use super::frame::{ErrorType, stream_wire};
 use super::outbox::{Feed, Live};
 use super::session::{End, Link, Protocol, Socket, catch_up};
 use super::state::Streams;
 use crate::clock::unix_now;
-use crate::domain::{Asset, AssetList, Candle, FindError, Interval, Point, UnixSeconds};
-use crate::store::history::candles;
+use crate::domain::AssetList;
 
 /// A `since` this far past the server's clock is refused: the client's
 /// clock, not its data, is wrong.
 const MAX_SINCE_AHEAD: i64 = 60;
-
-/// A stream a client named, resolved against the catalog.
-#[derive(Debug, Clone)]
-struct Stream {
-    /// The canonical name: `EURUSD@point`, `EURUSD@kline_1m`.
-    name: String,
-    asset: Asset,
-    kline: Option<Interval>,
-}
-
-impl Stream {
-    fn feed(&self) -> Feed {
-        match self.kline {
-            None => Feed::Point(self.asset.id),
-            Some(i) => Feed::Kline(self.asset.id, i),
-        }
-    }
-}
-
-/// Resolves `<symbol>@point` or `<symbol>@kline_<interval>`.
-fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> {
-    let shape = || {
-        (
-            ErrorType::ValidationError,
-            format!(
-                "stream '{}' must be <symbol>@point or <symbol>@kline_<interval>",
-                truncate(raw, 40)
-            ),
-        )
-    };
-    let (symbol, kind) = raw.rsplit_once('@').ok_or_else(shape)?;
-    let kline = match kind {
-        "point" => None,
-        k => match k.strip_prefix("kline_") {
-            Some(interval) => Some(interval.parse::<Interval>().map_err(|_| {
-                let names: Vec<&str> = Interval::ALL.iter().map(|i| i.name()).collect();
-                (
-                    ErrorType::ValidationError,
-                    format!(
-                        "unknown interval '{}' in stream '{}'; expected one of: {}",
-                        truncate(interval, 8),
-                        truncate(raw, 40),
-                        names.join(", ")
-                    ),
-                )
-            })?),
-            None => return Err(shape()),
-        },
-    };
-    let asset = streams.catalog.find(symbol).map_err(|e| match e {
-        // Malformed (empty, a space, an `@`, too long), as REST answers 400.
-        FindError::Invalid(e) => (
-            ErrorType::ValidationError,
-            format!(
-                "malformed symbol '{}' in stream '{}': {e}",
-                truncate(symbol, 32),
-                truncate(raw, 40)
-            ),
-        ),
-        FindError::Unknown(_) => (
-            ErrorType::NotFound,
-            format!(
-                "unknown symbol '{}' in stream '{}'",
-                truncate(symbol, 32),
-                truncate(raw, 40)
-            ),
-        ),
-    })?;
-    Ok(Stream {
-        name: stream_name(&asset.name, kline),
-        asset: asset.clone(),
-        kline,
-    })
-}
 
 /// `{"id": ..., "result": ...}`
 fn result_frame(id: &Value, result: impl Serialize) -> Utf8Bytes {
@@ -137,37 +63,6 @@ pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
     })
     .unwrap_or_default()
     .into()
-}
-
-/// `{"stream": ..., "snapshot": ...}`
-fn snapshot_frame(stream: &str, snapshot: &Snapshot) -> bytes::Bytes {
-    #[derive(Serialize)]
-    struct Frame<'a> {
-        stream: &'a str,
-        snapshot: &'a Snapshot,
-    }
-    serde_json::to_vec(&Frame { stream, snapshot })
-        .unwrap_or_default()
-        .into()
-}
-
-#[derive(Debug, Serialize)]
-#[serde(untagged)]
-enum Snapshot {
-    Points { points: Vec<Point>, recovered: bool },
-    Candles { candles: Vec<Candle> },
-}
-
-/// A new stream, read and ready to go live.
-struct Opening {
-    stream: Stream,
-    receiver: broadcast::Receiver<LiveEvent>,
-    /// The snapshot frame, encoded as soon as it is read.
-    snapshot: bytes::Bytes,
-    /// The newest second the snapshot holds (or stands for).
-    last: UnixSeconds,
-    /// A kline stream's candle so far, to seed the process's builder.
-    kline: Option<KlineState>,
 }
 
 /// A v2 connection's state: its streams, in the order they were added.
@@ -382,117 +277,4 @@ impl V2 {
             }
         }
     }
-}
-
-/// Attaches to a stream's asset and reads its snapshot; the error is what
-/// the client is told.
-async fn open(
-    streams: &Streams,
-    stream: Stream,
-    request: &Subscribe,
-    same_epoch: bool,
-) -> Result<Opening, String> {
-    let unavailable = || "history is unavailable right now; subscribe again shortly".to_owned();
-    let Some(receiver) = streams.hub.subscribe(stream.asset.id) else {
-        return Err(format!("asset {} has no live feed", stream.asset.name));
-    };
-    // Read after attaching: every point of the asset up to this second is
-    // in the engine, every later one on `receiver` (the asset's own second:
-    // on a cluster, another asset's key group may be a tick ahead).
-    let newest = streams.hub.latest_of(stream.asset.id);
-    match stream.kline {
-        None => {
-            let history = streams
-                .history
-                .get(
-                    &streams.engine,
-                    streams.archive.as_ref(),
-                    stream.asset.id,
-                    streams.window_seconds,
-                    newest,
-                )
-                .await
-                .map_err(|_| unavailable())?;
-            let (points, recovered, last) = match request.since {
-                Some(since) => {
-                    let points = newer_than(&history.points, since);
-                    let recovered = same_epoch && since >= history.from - 1;
-                    let last = points.last().map_or(since, |p| p.time);
-                    (points, recovered, last)
-                }
-                None => {
-                    let last = history.last.unwrap_or(newest);
-                    let from = last.saturating_sub(i64::from(request.history));
-                    (newer_than(&history.points, from), same_epoch, last)
-                }
-            };
-            Ok(Opening {
-                snapshot: snapshot_frame(&stream.name, &Snapshot::Points { points, recovered }),
-                stream,
-                receiver,
-                last,
-                kline: None,
-            })
-        }
-        Some(interval) => {
-            // Before the hub has published a point: what the store has by now.
-            let to = match newest {
-                UnixSeconds::MIN => unix_now() - 1,
-                t => t,
-            };
-            let from = if request.history == 0 {
-                interval.open_of(to)
-            } else {
-                interval.open_of(to - i64::from(request.history) + 1)
-            };
-            let span = usize::try_from((to - from) / interval.seconds() + 2).unwrap_or(1);
-            let window = streams.window_seconds;
-            let mut read = candles(
-                &streams.engine,
-                streams.archive.as_ref(),
-                &stream.asset,
-                interval,
-                (from, to),
-                (unix_now() - i64::from(window) + 1, window as usize + 1),
-                span,
-            )
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, stream = %stream.name, "cannot read candles for a subscribe");
-                unavailable()
-            })?;
-            // Without an archive, a bucket that began before the window's
-            // oldest second would be a cut-off candle (its open is not the
-            // bucket's): left out, as a bucket with no point is, and if it
-            // is the forming one, not built until the next bucket begins.
-            let window_start = unix_now() - i64::from(window) + 1;
-            let cut_off = |open: UnixSeconds| streams.archive.is_none() && open < window_start;
-            read.retain(|c| !cut_off(c.open_time));
-            let state = if cut_off(interval.open_of(to)) {
-                KlineState::unknown(interval, to)
-            } else {
-                let forming = read
-                    .last_mut()
-                    .filter(|c| c.open_time == interval.open_of(to))
-                    .map(|c| {
-                        c.closed = false;
-                        *c
-                    });
-                KlineState::new(interval, forming, to)
-            };
-            Ok(Opening {
-                snapshot: snapshot_frame(&stream.name, &Snapshot::Candles { candles: read }),
-                stream,
-                receiver,
-                last: to,
-                kline: Some(state),
-            })
-        }
-    }
-}
-
-/// The points after second `after`, oldest first.
-fn newer_than(points: &[Point], after: UnixSeconds) -> Vec<Point> {
-    let start = points.partition_point(|p| p.time <= after);
-    points[start..].to_vec()
 }
