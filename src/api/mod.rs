@@ -15,9 +15,11 @@
 //! - [`server`]: accepting connections, their caps and shutdown.
 //! - [`connection`]: one connection below hyper: its socket, idle deadline,
 //!   and problem bodies for hyper's own error answers.
+//! - [`bare_errors`]: problems written below hyper (refusals, parse errors).
 //! - [`query`]: query strings, each bad parameter named.
 //! - [`health`], [`metrics`], [`page`].
 
+pub mod bare_errors;
 pub mod connection;
 pub mod edge;
 pub mod error;

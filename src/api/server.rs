@@ -39,7 +39,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use super::connection::{Activity, ConnectionService, Counted, OpenSockets, raw_answer};
+use super::bare_errors::raw_answer;
+use super::connection::{Activity, ConnectionService, Counted, OpenSockets};
 use super::limit::ConnectionLimiter;
 use super::problem::{Kind, Problem};
 
