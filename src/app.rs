@@ -228,7 +228,8 @@ impl App {
         let ticker_window = archive
             .is_none()
             .then_some(i64::from(config.history_seconds));
-        let hub = LiveHub::new(&catalog, ticker_window);
+        let ids: Vec<_> = catalog.assets().iter().map(|a| a.id).collect();
+        let hub = LiveHub::new(&catalog, ticker_window, engine.live_messages(&ids));
         self.tasks
             .spawn(hub.clone().run(engine.clone(), self.shutdown.clone()));
         let streams = Arc::new(Streams::new(

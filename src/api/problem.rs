@@ -236,6 +236,15 @@ pub enum WsUpgradeRefused {
     TooManyRequests(Problem),
 }
 
+/// The answer of a streaming route to a client at its connection cap.
+#[derive(utoipa::IntoResponses)]
+pub enum TooManyConnectionsRefused {
+    /// Too many connections (WebSocket and event streams) from this
+    /// address, or over the per-IP rate limit; see `Retry-After`.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+}
+
 /// The answer of a route to a bad parameter.
 #[derive(utoipa::IntoResponses)]
 pub enum InvalidParameter {

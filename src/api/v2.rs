@@ -1,23 +1,80 @@
-//! The v2 WebSocket's route, `/api/v2/ws`: the per-IP connection cap, then
-//! the many-stream session of [`crate::stream::v2`].
+//! The v2 routes: the WebSocket, `/api/v2/ws` (streams named in the URL
+//! checked before the upgrade), and the same streams as server-sent events,
+//! `/api/v2/events`; one per-IP connection cap for both (and v1), then the
+//! many-stream session of [`crate::stream::v2`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderName, header};
+use axum::response::{IntoResponse, Response};
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::problem::WsUpgradeRefused;
+use super::error::{ApiError, Result};
+use super::limit::client_ip;
+use super::problem::{InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused};
+use super::query::Params;
 use super::v1::V1State;
 use super::v1::ws::accept_protocol;
-use crate::stream::WsUpgrade;
+use crate::stream::stall::SocketFd;
 use crate::stream::v2::V2;
+use crate::stream::v2::query::{last_event_id, url_subscribe};
+use crate::stream::v2::request::Subscribe;
+use crate::stream::{UpgradeRejection, WsUpgrade, sse};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
-    OpenApiRouter::new().routes(routes!(upgrade))
+    OpenApiRouter::new()
+        .routes(routes!(upgrade))
+        .routes(routes!(events))
+}
+
+/// Streams named in the URL (`/api/v2/ws?streams=...`, `/api/v2/events`).
+/// Every field is read as text so that a bad value gets a problem naming
+/// it.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UrlStreams {
+    /// Streams, comma-separated (or `/`): `EURUSD@point,USDJPY@kline_1m`,
+    /// `GBPUSD@ticker`, `!all@point`, `!all@ticker`.
+    #[param(min_length = 1, example = "EURUSD@point,USDJPY@kline_1m")]
+    streams: Option<String>,
+    /// Seconds of past data in each stream's snapshot, 0 to 1800.
+    #[param(value_type = Option<u32>, minimum = 0, maximum = 1800)]
+    history: Option<String>,
+    /// Resume after this second (with `epoch`), as a v2 subscribe's `since`.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    since: Option<String>,
+    /// The epoch the client's data came from.
+    #[param(max_length = 64)]
+    epoch: Option<String>,
+}
+
+impl UrlStreams {
+    /// The subscribe the URL names (checked against the catalog), if any.
+    fn subscribe(mut p: Params, state: &V1State) -> Result<Option<Subscribe>> {
+        let q = Self {
+            streams: p.take("streams")?,
+            history: p.take("history")?,
+            since: p.take("since")?,
+            epoch: p.take("epoch")?,
+        };
+        let request = url_subscribe(
+            q.streams.as_deref(),
+            q.history.as_deref(),
+            q.since.as_deref(),
+            q.epoch.as_deref(),
+        )
+        .map_err(|(parameter, detail)| ApiError::invalid(parameter, detail))?;
+        if let Some(request) = &request {
+            V2::check(&state.streams, request)
+                .map_err(|detail| ApiError::invalid("streams", detail))?;
+        }
+        Ok(request)
+    }
 }
 
 /// Many streams on one WebSocket, with ids and resume.
@@ -55,16 +112,98 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 /// `ValidationError`); too many frames (`RateLimited`); the store
 /// unavailable (`Internal`). Pings, frame limits, rate limits and close
 /// codes are v1's; v1 and v2 connections share the per-IP cap.
+///
+/// **Streams named in the URL** (`?streams=EURUSD@point,USDJPY@kline_1m`,
+/// optional `history`, `since`, `epoch`) are subscribed at once, as if the
+/// first request were a subscribe with id `"url"`, answered like one; a bad
+/// list, an unknown stream or too many refuse the upgrade with a 400 problem
+/// naming the parameter.
 #[utoipa::path(get, path = "/api/v2/ws", tag = "websocket", operation_id = "websocket_v2",
+    params(UrlStreams),
     responses(
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
         WsUpgradeRefused,
     ))]
 async fn upgrade(
-    ws: WsUpgrade,
+    ws: Result<WsUpgrade, UpgradeRejection>,
     State(state): State<Arc<V1State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Response {
-    accept_protocol(ws, &state, peer, &headers, V2::default())
+    params: Params,
+) -> Result<Response> {
+    // The URL's streams first: a bad list is refused whatever the upgrade.
+    let protocol = match UrlStreams::subscribe(params, &state)? {
+        Some(request) => V2::from_url(request),
+        None => V2::default(),
+    };
+    Ok(match ws {
+        Ok(ws) => accept_protocol(ws, &state, peer, &headers, protocol),
+        Err(rejection) => rejection.into_response(),
+    })
+}
+
+/// The v2 streams over plain HTTP: server-sent events.
+///
+/// The streams the URL names (as for `/api/v2/ws?streams=...`), with the
+/// same frames: `event: subscribed` with the subscribe's answer, then each
+/// stream's `event: snapshot` and `event: data`. The last event of each
+/// second carries `id: <second>@<epoch>`; a client that reconnects with
+/// `Last-Event-ID` (as `EventSource` does by itself) is resumed as a v2
+/// subscribe with that `since` and `epoch`: no gap, no duplicate,
+/// `recovered` false where v2 says so. A comment line (`: keep-alive`) at
+/// least every 15 seconds. Bad parameters get a 400 problem before any
+/// event. Counts against the same per-IP connection cap as WebSockets.
+#[utoipa::path(get, path = "/api/v2/events", tag = "websocket", operation_id = "events_v2",
+    params(UrlStreams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<second>@<epoch>`")),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        InvalidParameter,
+        TooManyConnectionsRefused,
+        Unavailable,
+    ))]
+async fn events(
+    State(state): State<Arc<V1State>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    params: Params,
+    fd: Option<Extension<SocketFd>>,
+) -> Result<Response> {
+    let mut request = UrlStreams::subscribe(params, &state)?.ok_or_else(|| {
+        ApiError::invalid("streams", "name at least one stream: ?streams=EURUSD@point")
+    })?;
+    if let Some(id) = headers.get("last-event-id") {
+        let (since, epoch) = id
+            .to_str()
+            .map_err(|_| "not text".to_owned())
+            .and_then(last_event_id)
+            .map_err(|detail| ApiError::invalid("Last-Event-ID", detail))?;
+        request.since = Some(since);
+        request.epoch = Some(epoch);
+    }
+    let ip = client_ip(&state.trusted_proxies, peer.ip(), &headers);
+    let Some(slot) = state.ws_connections.try_acquire(ip) else {
+        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
+        return Err(ApiError::TooManyConnections(state.ws_connections.max()));
+    };
+    let epoch = state.streams.epoch().await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the data epoch for an event stream");
+        ApiError::Unavailable("the data epoch could not be read".into())
+    })?;
+    let body = sse::start(
+        state.streams.clone(),
+        request,
+        epoch,
+        fd.map(|Extension(fd)| fd),
+        slot,
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        body,
+    )
+        .into_response())
 }

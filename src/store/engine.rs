@@ -69,6 +69,16 @@ impl LiveFeed {
 }
 
 impl Engine {
+    /// How many live-feed messages a second of `ids`' points comes in: one
+    /// (the embedded engine, one Redis), or one per key group holding some
+    /// of them (a cluster, where each group writes and publishes alone).
+    pub fn live_messages(&self, ids: &[AssetId]) -> usize {
+        match self {
+            Self::Embedded(_) => 1,
+            Self::Redis(r) => r.groups_holding(ids),
+        }
+    }
+
     /// Writes one tick: each asset's point when its second is newer than
     /// the asset's newest, the latest quotes, the archive buffer (bounded
     /// by `archive` ticks, when set) and the live feed, atomically (on a

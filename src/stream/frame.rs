@@ -4,6 +4,8 @@
 //! subscriber (a live point; an asset's history), and the v2 stream frames
 //! the hub prepares (`{"stream": ..., "data": ...}`).
 
+use std::sync::{Arc, OnceLock};
+
 use bytes::Bytes;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -65,19 +67,127 @@ pub fn error_frame(error_type: ErrorType, text: &str) -> Utf8Bytes {
     .to_text()
 }
 
-/// The whole WebSocket frame (header and payload) of
-/// `{"action":"point","message":{...}}`, encoded once for every subscriber.
-pub fn point_wire(point: &Point) -> Bytes {
+/// A server frame encoded once for every subscriber and every transport:
+/// its WebSocket frame at once, its event-stream event when an
+/// event-stream subscriber first asks for it (the same JSON, sliced out of
+/// the WebSocket frame).
+#[derive(Debug, Clone)]
+pub struct Encoded(Arc<EncodedInner>);
+
+#[derive(Debug)]
+struct EncodedInner {
+    /// The whole WebSocket text frame.
+    ws: Bytes,
+    /// The JSON, a slice of `ws`.
+    json: Bytes,
+    /// `event: data\ndata: <json>\n\n`, made once, on first use.
+    sse: OnceLock<Bytes>,
+}
+
+impl Encoded {
+    /// The frame of `json` (one line of JSON text).
+    pub fn json(json: Bytes) -> Self {
+        let ws = text_wire(json);
+        let json = ws.slice(ws.len() - json_len(&ws)..);
+        Self(Arc::new(EncodedInner {
+            ws,
+            json,
+            sse: OnceLock::new(),
+        }))
+    }
+
+    /// Arbitrary bytes as both encodings (tests of the outbox).
+    #[cfg(test)]
+    pub fn raw(bytes: Bytes) -> Self {
+        Self(Arc::new(EncodedInner {
+            ws: bytes.clone(),
+            json: bytes,
+            sse: OnceLock::new(),
+        }))
+    }
+
+    /// The WebSocket frame.
+    pub fn ws(&self) -> &Bytes {
+        &self.0.ws
+    }
+
+    /// The event-stream event (`event: data`), with no `id` (a
+    /// connection's own: it goes before it).
+    pub fn sse(&self) -> &Bytes {
+        self.0
+            .sse
+            .get_or_init(|| sse_event(Event::Data, &self.0.json))
+    }
+}
+
+/// The payload length of a server's (unmasked) WebSocket frame.
+fn json_len(ws: &[u8]) -> usize {
+    let len = match ws.get(1).map(|b| b & 0x7f) {
+        Some(126) => ws
+            .get(2..4)
+            .map_or(0, |b| usize::from(u16::from_be_bytes([b[0], b[1]]))),
+        Some(127) => ws
+            .get(2..10)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| usize::try_from(u64::from_be_bytes(b)).unwrap_or(0)),
+        Some(n) => usize::from(n),
+        None => 0,
+    };
+    len.min(ws.len())
+}
+
+/// What a v2 message is, which an event stream names in its `event:`
+/// field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A request's answer (`{"id":..,"result":..}`); an event stream's
+    /// only one is its subscribe's.
+    Answer,
+    /// A request's refusal (`{"id":..,"error":..}`).
+    Error,
+    /// A stream's snapshot.
+    Snapshot,
+    /// A stream's live data.
+    Data,
+}
+
+impl Event {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Answer => "subscribed",
+            Self::Error => "error",
+            Self::Snapshot => "snapshot",
+            Self::Data => "data",
+        }
+    }
+}
+
+/// A whole event-stream event of `json` (one line: serde_json writes no
+/// newline).
+pub fn sse_event(event: Event, json: &[u8]) -> Bytes {
+    let name = event.name();
+    let mut out = Vec::with_capacity(json.len() + name.len() + 16);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    out.into()
+}
+
+/// The frame of `{"action":"point","message":{...}}`, encoded once for
+/// every subscriber.
+pub fn point_wire(point: &Point) -> Encoded {
     let text = Frame {
         action: "point",
         message: point,
     }
     .to_text();
-    text_wire(Bytes::from(text))
+    Encoded::json(Bytes::from(text))
 }
 
 /// The whole WebSocket frame (header and payload) of one final text frame.
-fn text_wire(payload: Bytes) -> Bytes {
+pub fn text_wire(payload: Bytes) -> Bytes {
     wire(payload, Data::Text, true)
 }
 
@@ -118,6 +228,16 @@ pub fn stream_name(asset_name: &str, kline: Option<Interval>) -> String {
     }
 }
 
+/// An asset's ticker stream: `EURUSD@ticker`.
+pub fn ticker_name(asset_name: &str) -> String {
+    format!("{asset_name}@ticker")
+}
+
+/// The whole market's point stream.
+pub const ALL_POINTS: &str = "!all@point";
+/// The whole market's ticker stream.
+pub const ALL_TICKERS: &str = "!all@ticker";
+
 /// `{"stream": ..., "data": ...}`, a v2 stream's live frame.
 #[derive(Serialize)]
 struct StreamData<'a, T: Serialize> {
@@ -125,12 +245,11 @@ struct StreamData<'a, T: Serialize> {
     data: T,
 }
 
-/// The whole WebSocket frame of a v2 stream's live `data`, encoded once
-/// for every subscriber.
-pub fn stream_wire<T: Serialize>(stream: &str, data: T) -> Bytes {
+/// A v2 stream's live `data` frame, encoded once for every subscriber.
+pub fn stream_wire<T: Serialize>(stream: &str, data: T) -> Encoded {
     // Serialising our own plain structs into a Vec cannot fail.
     let text = serde_json::to_vec(&StreamData { stream, data }).unwrap_or_default();
-    text_wire(Bytes::from(text))
+    Encoded::json(Bytes::from(text))
 }
 
 /// `{"action":"asset_history","message":{"points":[...]}}`.
@@ -192,13 +311,26 @@ mod tests {
             asset_id: 1,
             value: 1.5,
         };
-        let wire = stream_wire(&stream_name("EURUSD", None), &point);
+        let encoded = stream_wire(&stream_name("EURUSD", None), &point);
+        let wire = encoded.ws();
         assert_eq!(wire[0], 0x81, "FIN and the text opcode");
+        let json = r#"{"stream":"EURUSD@point","data":{"assetName":"EURUSD","time":5,"assetId":1,"value":1.5}}"#;
+        assert_eq!(std::str::from_utf8(&wire[2..]).unwrap(), json);
         assert_eq!(
-            std::str::from_utf8(&wire[2..]).unwrap(),
-            r#"{"stream":"EURUSD@point","data":{"assetName":"EURUSD","time":5,"assetId":1,"value":1.5}}"#
+            std::str::from_utf8(encoded.sse()).unwrap(),
+            format!("event: data\ndata: {json}\n\n")
         );
         assert_eq!(stream_name("USDJPY", Some(Interval::H4)), "USDJPY@kline_4h");
+    }
+
+    #[test]
+    fn long_frames_are_sliced_to_their_json_for_event_streams() {
+        for len in [125, 126, 300, 65_535, 65_536, 200_000] {
+            let json = format!("\"{}\"", "x".repeat(len - 2));
+            let encoded = Encoded::json(Bytes::from(json.clone()));
+            let sse = std::str::from_utf8(encoded.sse()).unwrap();
+            assert_eq!(sse, format!("event: data\ndata: {json}\n\n"), "{len}");
+        }
     }
 
     #[test]
@@ -209,7 +341,7 @@ mod tests {
             asset_id: 1,
             value: 1.5,
         };
-        let wire = point_wire(&point);
+        let wire = point_wire(&point).ws().clone();
         assert_eq!(wire[0], 0x81, "FIN and the text opcode");
         let payload = std::str::from_utf8(&wire[2..]).unwrap();
         assert_eq!(

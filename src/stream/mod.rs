@@ -18,6 +18,8 @@
 //! - [`history`]: each asset's history, read once per tick.
 //! - [`state`]: what every connection shares.
 //! - [`stall`]: a client that keeps its connection but reads nothing.
+//! - [`sse`]: the v2 streams as server-sent events, a third transport of
+//!   the hub and outbox.
 //!
 //! The rule that keeps the handoff from history to live gapless: a
 //! subscriber attaches to the asset's broadcast channel before it reads the
@@ -30,6 +32,7 @@ pub mod hub;
 pub mod klines;
 pub mod outbox;
 pub mod session;
+pub mod sse;
 pub mod stall;
 pub mod state;
 pub mod tickers;

@@ -60,6 +60,16 @@ pub trait Protocol: Send {
     /// True while the connection takes live points: an interrupted feed
     /// then ends it (1012), so that the client reconnects.
     fn is_live(&self) -> bool;
+
+    /// What the protocol does as the session begins (a subscribe the URL
+    /// named).
+    fn start<S: Socket>(
+        &mut self,
+        link: &mut Link<'_, S>,
+    ) -> impl Future<Output = Result<(), End>> + Send {
+        let _ = link;
+        async { Ok(()) }
+    }
 }
 
 /// Why a session ends.
@@ -153,39 +163,50 @@ impl<P: Protocol> Session<P> {
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
         let outbox = self.outbox.clone();
-        let end = loop {
-            // Live points do not wake this task: the fan-out writes them.
-            // It wakes for what the outbox reports, for the client, for pings.
-            let step = tokio::select! {
-                biased;
-                () = &mut cancelled => Err(End::going_away()),
-                events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
-                    self.on_events(events, &mut socket).await
-                }
-                inbound = socket.next() => {
-                    last_heard = Instant::now();
-                    self.on_inbound(inbound, &mut socket).await
-                }
-                _ = ping.tick() => {
-                    if last_heard.elapsed() > settings.idle_timeout {
-                        Err(End::Close(close::POLICY, "no answer to pings".into()))
-                    } else if self
-                        .fd
-                        .and_then(Sends::of)
-                        .is_some_and(|sends| stall.stalled(sends, Instant::now()))
-                    {
-                        // It reads nothing: a close frame could not pass either.
-                        metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "write_timeout")
-                            .increment(1);
-                        tracing::debug!("closing a websocket whose client reads nothing");
-                        Err(End::Gone)
-                    } else {
-                        self.link(&mut socket).send(Message::Ping(Default::default())).await
+        let mut link = Link {
+            sink: &mut socket,
+            streams: &self.streams,
+            outbox: &self.outbox,
+            sent: &self.sent,
+        };
+        let started = Box::pin(self.protocol.start(&mut link)).await;
+        let end = if let Err(end) = started {
+            end
+        } else {
+            loop {
+                // Live points do not wake this task: the fan-out writes them.
+                // It wakes for what the outbox reports, for the client, for pings.
+                let step = tokio::select! {
+                    biased;
+                    () = &mut cancelled => Err(End::going_away()),
+                    events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
+                        self.on_events(events, &mut socket).await
                     }
+                    inbound = socket.next() => {
+                        last_heard = Instant::now();
+                        self.on_inbound(inbound, &mut socket).await
+                    }
+                    _ = ping.tick() => {
+                        if last_heard.elapsed() > settings.idle_timeout {
+                            Err(End::Close(close::POLICY, "no answer to pings".into()))
+                        } else if self
+                            .fd
+                            .and_then(Sends::of)
+                            .is_some_and(|sends| stall.stalled(sends, Instant::now()))
+                        {
+                            // It reads nothing: a close frame could not pass either.
+                            metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "write_timeout")
+                                .increment(1);
+                            tracing::debug!("closing a websocket whose client reads nothing");
+                            Err(End::Gone)
+                        } else {
+                            self.link(&mut socket).send(Message::Ping(Default::default())).await
+                        }
+                    }
+                };
+                if let Err(end) = step {
+                    break end;
                 }
-            };
-            if let Err(end) = step {
-                break end;
             }
         };
         self.outbox.leave();
@@ -291,7 +312,7 @@ fn read_error(e: WsError) -> End {
 
 mod link;
 
-pub use self::link::{Link, catch_up};
+pub use self::link::{Link, Writer, catch_up, catch_up_market};
 
 #[cfg(test)]
 mod tests;

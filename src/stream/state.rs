@@ -27,6 +27,8 @@ pub struct WsSettings {
     pub frames_per_second: u32,
     /// Streams one v2 connection may hold.
     pub max_streams: usize,
+    /// A ticker whose newest point is older than this is stale.
+    pub stale_after_seconds: u32,
 }
 
 impl Default for WsSettings {
@@ -39,6 +41,7 @@ impl Default for WsSettings {
             write_timeout: Duration::from_secs(30),
             frames_per_second: 10,
             max_streams: 64,
+            stale_after_seconds: 10,
         }
     }
 }
@@ -52,6 +55,7 @@ impl WsSettings {
             idle_timeout: Duration::from_secs(3 * config.ws_ping_seconds),
             frames_per_second: config.ws_frames_per_second,
             max_streams: usize::try_from(config.ws_max_streams).unwrap_or(usize::MAX),
+            stale_after_seconds: config.stale_after_seconds,
             ..Self::default()
         }
     }

@@ -15,8 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use utoipa::ToSchema;
 
 use super::hub::{LiveEvent, LiveHub};
 use super::state::Streams;
@@ -26,6 +28,57 @@ use crate::domain::ticker::{Rolling, range_start};
 use crate::domain::{AssetId, Catalog, Ticker, UnixSeconds};
 use crate::store::history::{HistoryError, candles};
 use crate::store::{Archive, Engine};
+
+/// An asset's statistics over its rolling 24 hours (minute granularity).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"symbol": "EURUSD", "assetId": 1, "openTime": 1455797100,
+    "closeTime": 1455883484, "open": 1.109101, "high": 1.112312, "low": 1.107954,
+    "last": 1.110481, "change": 0.00138, "changePercent": 0.1244, "count": 86385, "stale": false}))]
+pub struct TickerData {
+    pub symbol: String,
+    pub asset_id: AssetId,
+    /// The start of the UTC minute 1,439 minutes before the minute holding
+    /// `closeTime`; where the data reaches back less far, the first minute
+    /// it covers.
+    pub open_time: UnixSeconds,
+    /// The newest point's second.
+    pub close_time: UnixSeconds,
+    /// The first point's value from `openTime` on.
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    /// The newest point's value.
+    pub last: f64,
+    /// `last - open`, rounded to 6 decimals.
+    pub change: f64,
+    /// `100 * change / open`, rounded to 4 decimals.
+    pub change_percent: f64,
+    /// Points from `openTime` through `closeTime`.
+    pub count: u64,
+    /// As for the latest quote: the newest upstream quote is older than the
+    /// staleness limit.
+    pub stale: bool,
+}
+
+impl TickerData {
+    pub fn new(name: &str, asset_id: AssetId, t: &Ticker, stale: bool) -> Self {
+        Self {
+            symbol: name.to_owned(),
+            asset_id,
+            open_time: t.open_time,
+            close_time: t.close_time,
+            open: t.open,
+            high: t.high,
+            low: t.low,
+            last: t.last,
+            change: t.change,
+            change_percent: t.change_percent,
+            count: t.count,
+            stale,
+        }
+    }
+}
 
 /// Every asset's ticker in the process.
 pub struct Tickers {
@@ -55,6 +108,11 @@ impl Tickers {
         let mut rolling = self.lock();
         let r = rolling.get_mut(&asset)?;
         r.push(time, value).then(|| r.ticker()).flatten()
+    }
+
+    /// An asset's ticker now, if it is seeded and has a point in its range.
+    pub fn current(&self, asset: AssetId) -> Option<Ticker> {
+        self.lock().get(&asset).and_then(Rolling::ticker)
     }
 
     /// Every seeded asset's ticker, by asset.

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::{Asset, AssetId, Candle, Point, StoredQuote, UnixSeconds, is_fresh};
+pub use crate::stream::tickers::TickerData;
 
 /// The latest quote of an asset.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -91,59 +92,8 @@ pub struct Conversion {
     pub stale: bool,
 }
 
-/// An asset's statistics over its rolling 24 hours (minute granularity).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(example = json!({"symbol": "EURUSD", "assetId": 1, "openTime": 1455797100,
-    "closeTime": 1455883484, "open": 1.109101, "high": 1.112312, "low": 1.107954,
-    "last": 1.110481, "change": 0.00138, "changePercent": 0.1244, "count": 86385, "stale": false}))]
-pub struct TickerDto {
-    pub symbol: String,
-    pub asset_id: AssetId,
-    /// The start of the UTC minute 1,439 minutes before the minute holding
-    /// `closeTime`; where the data reaches back less far, the first minute
-    /// it covers.
-    pub open_time: UnixSeconds,
-    /// The newest point's second.
-    pub close_time: UnixSeconds,
-    /// The first point's value from `openTime` on.
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    /// The newest point's value.
-    pub last: f64,
-    /// `last - open`, rounded to 6 decimals.
-    pub change: f64,
-    /// `100 * change / open`, rounded to 4 decimals.
-    pub change_percent: f64,
-    /// Points from `openTime` through `closeTime`.
-    pub count: u64,
-    /// As for the latest quote: the newest upstream quote is older than the
-    /// staleness limit.
-    pub stale: bool,
-}
-
-impl TickerDto {
-    pub fn new(asset: &Asset, t: &crate::domain::Ticker, stale: bool) -> Self {
-        Self {
-            symbol: asset.name.clone(),
-            asset_id: asset.id,
-            open_time: t.open_time,
-            close_time: t.close_time,
-            open: t.open,
-            high: t.high,
-            low: t.low,
-            last: t.last,
-            change: t.change,
-            change_percent: t.change_percent,
-            count: t.count,
-            stale,
-        }
-    }
-}
-
 /// Every asset's ticker that has a point, in catalog order.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TickerList {
-    pub tickers: Vec<TickerDto>,
+    pub tickers: Vec<TickerData>,
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
-use super::dto::{Rate, RateList, TickerDto, TickerList};
+use super::dto::{Rate, RateList, TickerData, TickerList};
 use crate::api::http_cache::Prepared;
 use crate::clock::unix_now;
 use crate::domain::{AssetId, Catalog, UnixSeconds};
@@ -168,14 +168,14 @@ impl RatesCache {
         let stale: HashMap<AssetId, bool> =
             rates.list.iter().map(|r| (r.asset_id, r.stale)).collect();
         let all = builders.all();
-        let list: Vec<TickerDto> = self
+        let list: Vec<TickerData> = self
             .catalog
             .assets()
             .iter()
             .filter_map(|asset| {
                 let ticker = all.get(&asset.id).copied().flatten()?;
                 let stale = stale.get(&asset.id).copied().unwrap_or(true);
-                Some(TickerDto::new(asset, &ticker, stale))
+                Some(TickerData::new(&asset.name, asset.id, &ticker, stale))
             })
             .collect();
         let by_asset = list

@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::V1State;
-use super::dto::{TickerDto, TickerList};
+use super::dto::{TickerData, TickerList};
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::IfNoneMatch;
@@ -53,7 +53,7 @@ async fn tickers(
     params(("symbol" = String, Path, description = "Asset name, as for /rates/{symbol}",
         pattern = r"^[-_/]*[A-Za-z0-9][-_/A-Za-z0-9]*$", max_length = 32, example = "EURUSD")),
     responses(
-        (status = 200, description = "The asset's ticker", body = TickerDto,
+        (status = 200, description = "The asset's ticker", body = TickerData,
             headers(("ETag" = String), ("Cache-Control" = String, description = "public, max-age=1"))),
         (status = 304, description = "Not modified: the `If-None-Match` tag is current"),
         InvalidParameter,

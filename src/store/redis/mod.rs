@@ -144,6 +144,13 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
+    /// How many key groups hold some of `ids`.
+    pub fn groups_holding(&self, ids: &[AssetId]) -> usize {
+        let groups: std::collections::HashSet<u16> =
+            ids.iter().map(|&id| self.keys.group_of(id)).collect();
+        groups.len().max(1)
+    }
+
     /// Builds lazy connections: nothing connects until the first command,
     /// so the service starts while Redis is down and `/health/ready` tells.
     /// `url` is one URL, or with [`RedisMode::Cluster`] a comma-separated

@@ -22,16 +22,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+pub mod all;
 mod shard;
 
+use self::all::{Market, MarketEvent, MarketSecond};
 use self::shard::{Entry, Frames, Shard};
-use super::frame::{point_wire, stream_name, stream_wire};
+use super::frame::{Encoded, point_wire, stream_name, stream_wire, ticker_name};
 use super::klines::Klines;
 use super::outbox::{Feed, Outbox, event};
+use super::tickers::TickerData;
 use super::tickers::Tickers;
 use crate::backoff::{Backoff, Doubling};
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
@@ -66,11 +68,10 @@ pub enum LiveEvent {
 pub struct LivePoint {
     pub time: UnixSeconds,
     pub value: f64,
-    /// The WebSocket text frame (header and payload) of
     /// `{"action":"point","message":{...}}` (v1).
-    pub wire: Bytes,
-    /// The WebSocket text frame of `{"stream":"<symbol>@point","data":{...}}` (v2).
-    pub stream: Bytes,
+    pub wire: Encoded,
+    /// `{"stream":"<symbol>@point","data":{...}}` (v2).
+    pub stream: Encoded,
 }
 
 impl LivePoint {
@@ -100,13 +101,16 @@ pub struct LiveHub {
     klines: Arc<Klines>,
     /// The 24-hour tickers, one per asset.
     tickers: Arc<Tickers>,
+    /// The whole market's streams.
+    market: Arc<Market>,
 }
 
 impl LiveHub {
     /// The hub of `catalog`'s assets; `ticker_window` is how far back the
     /// tickers' data reaches without an archive (the live window), `None`
-    /// with one.
-    pub fn new(catalog: &Catalog, ticker_window: Option<i64>) -> Self {
+    /// with one; a second's points come in `messages` messages of the live
+    /// feed (one per key group holding assets).
+    pub fn new(catalog: &Catalog, ticker_window: Option<i64>, messages: usize) -> Self {
         let channels = catalog
             .assets()
             .iter()
@@ -129,7 +133,13 @@ impl LiveHub {
             connected: Arc::new(AtomicBool::new(false)),
             klines: Arc::default(),
             tickers: Arc::new(Tickers::new(ticker_window)),
+            market: Arc::new(Market::new(catalog, messages)),
         }
+    }
+
+    /// The whole market's streams.
+    pub fn market(&self) -> &Market {
+        &self.market
     }
 
     /// The 24-hour tickers.
@@ -179,6 +189,7 @@ impl LiveHub {
             .unwrap_or_else(|e| e.into_inner())
             .push(Entry {
                 feed,
+                event_stream: outbox.is_event_stream(),
                 outbox,
                 generation,
             });
@@ -198,7 +209,11 @@ impl LiveHub {
                     latest.fetch_max(time, Ordering::AcqRel);
                 }
                 // A ticker is kept whether or not anyone streams it.
-                let _ticker = self.tickers.push(asset, time, point.value);
+                if let Some(ticker) = self.tickers.push(asset, time, point.value) {
+                    let data = TickerData::new(&point.asset_name, asset, &ticker, false);
+                    let frame = stream_wire(&ticker_name(&point.asset_name), data);
+                    batch.push((Feed::Ticker(asset), time, vec![frame]));
+                }
                 let live = LivePoint::new(point);
                 // No receivers is fine: nobody is subscribing to this asset now.
                 let _ = tx.send(LiveEvent::Point(live.clone()));
@@ -217,6 +232,30 @@ impl LiveHub {
                     });
             }
         }
+        for second in self.market.add(points, &self.tickers) {
+            Self::push_market(&mut batch, &second);
+        }
+        self.write(batch).await;
+    }
+
+    /// A whole-market second's frames, for the fan-out.
+    fn push_market(batch: &mut Vec<Frames>, second: &MarketSecond) {
+        batch.push((Feed::AllPoints, second.time, vec![second.points.clone()]));
+        batch.push((Feed::AllTickers, second.time, vec![second.tickers.clone()]));
+    }
+
+    /// Sends the whole market's second being gathered once it is due (a
+    /// key group sent nothing that second).
+    async fn publish_due(&self) {
+        if let Some(second) = self.market.due(&self.tickers) {
+            let mut batch = Vec::with_capacity(2);
+            Self::push_market(&mut batch, &second);
+            self.write(batch).await;
+        }
+    }
+
+    /// Writes a batch of frames to the fan-out, each shard on its own task.
+    async fn write(&self, batch: Vec<Frames>) {
         let batch: Arc<[Frames]> = batch.into();
         let mut writers = tokio::task::JoinSet::new();
         for shard in self.shards.iter() {
@@ -271,6 +310,11 @@ impl LiveHub {
         for tx in self.channels.values() {
             let _ = tx.send(event.clone());
         }
+        match event {
+            LiveEvent::Interrupted => self.market.announce(MarketEvent::Interrupted),
+            LiveEvent::ShuttingDown => self.market.announce(MarketEvent::ShuttingDown),
+            LiveEvent::Point(_) => {}
+        }
         // Connections in the fan-out learn of a shutdown from the
         // cancellation their sessions wait on; of an outage, from here.
         if let LiveEvent::Interrupted = event {
@@ -324,9 +368,15 @@ impl LiveHub {
             };
             let mut prune = tokio::time::interval(PRUNE_EVERY);
             loop {
+                let due = self.market.deadline();
                 let next = tokio::select! {
                     () = shutdown.cancelled() => return,
                     next = feed.next() => next,
+                    // A whole-market second still missing a key group's message.
+                    () = sleep_until_some(due) => {
+                        self.publish_due().await;
+                        continue;
+                    }
                     _ = prune.tick() => {
                         for shard in self.shards.iter() {
                             shard.prune().await;
@@ -348,5 +398,13 @@ impl LiveHub {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

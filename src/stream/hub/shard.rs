@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::clock::{Clock, SystemClock};
 use crate::domain::UnixSeconds;
+use crate::stream::frame::Encoded;
 use crate::stream::outbox::{Feed, Offer, Outbox};
 
 /// A connection in the fan-out of one feed, for the subscribe `generation`
@@ -17,10 +16,13 @@ pub(super) struct Entry {
     pub(super) feed: Feed,
     pub(super) outbox: Arc<Outbox>,
     pub(super) generation: u64,
+    /// The connection is an event stream (its resume points are written
+    /// after each batch).
+    pub(super) event_stream: bool,
 }
 
 /// One feed's frames of one second, in order.
-pub(super) type Frames = (Feed, UnixSeconds, Vec<Bytes>);
+pub(super) type Frames = (Feed, UnixSeconds, Vec<Encoded>);
 
 /// A share of the fan-out's connections, written by one task per tick.
 #[derive(Default)]
@@ -48,6 +50,9 @@ impl Shard {
         let sent = metrics::counter!("ratesd_ws_messages_sent_total");
         let delay = metrics::histogram!("ratesd_ws_point_delay_seconds");
         let mut written = 0u64;
+        // Event streams written to, by outbox, and the newest second: each
+        // gets its resume point once the batch is written.
+        let mut marks: HashMap<*const Outbox, (Arc<Outbox>, UnixSeconds)> = HashMap::new();
         for (feed, time, frames) in batch {
             let Some(list) = members.get_mut(feed) else {
                 continue;
@@ -58,12 +63,21 @@ impl Shard {
                     Offer::Written => {
                         written += frames.len() as u64;
                         delay.record(SystemClock.now().saturating_sub(start).as_secs_f64());
+                        if e.event_stream {
+                            let mark = marks
+                                .entry(Arc::as_ptr(&e.outbox))
+                                .or_insert_with(|| (e.outbox.clone(), *time));
+                            mark.1 = mark.1.max(*time);
+                        }
                         true
                     }
                     Offer::Skipped => true,
                     Offer::Gone => false,
                 },
             );
+        }
+        for (outbox, time) in marks.into_values() {
+            outbox.mark(time);
         }
         sent.increment(written);
     }

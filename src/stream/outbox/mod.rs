@@ -25,6 +25,7 @@ use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::frame::{Encoded, Event, sse_event, text_wire};
 use crate::domain::{AssetId, Interval, UnixSeconds};
 
 /// The connection's byte stream (an upgraded HTTP connection, or any
@@ -54,6 +55,30 @@ pub mod event {
     pub const BROKEN: u8 = 8;
 }
 
+/// How a connection's frames are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    /// Server-sent events: once every frame of a second the fan-out has is
+    /// written, an event with only `id: <second>@<epoch>` (which sets the
+    /// client's `Last-Event-ID` without an event of its own).
+    EventStream {
+        epoch: String,
+        /// The newest second an id was written for.
+        marked: UnixSeconds,
+    },
+}
+
+impl Transport {
+    /// An event stream whose ids carry `epoch`.
+    pub fn event_stream(epoch: String) -> Self {
+        Self::EventStream {
+            epoch,
+            marked: UnixSeconds::MIN,
+        }
+    }
+}
+
 /// What the fan-out writes, one frame set per tick and asset, encoded once
 /// for every connection that takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,6 +90,12 @@ pub enum Feed {
     /// v2: `{"stream":"<symbol>@kline_<interval>","data":{...}}`, the
     /// forming candle (after the closed one when a bucket ended).
     Kline(AssetId, Interval),
+    /// v2: `{"stream":"<symbol>@ticker","data":{...}}` after each point.
+    Ticker(AssetId),
+    /// v2: `{"stream":"!all@point","data":{"time":..,"points":[...]}}`.
+    AllPoints,
+    /// v2: `{"stream":"!all@ticker","data":{"time":..,"tickers":[...]}}`.
+    AllTickers,
 }
 
 /// A feed the fan-out writes to a connection.
@@ -92,12 +123,18 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     events: AtomicU8,
     session: AtomicWaker,
+    /// Its transport is an event stream (read without the lock: the hub
+    /// asks while the lock is held, in [`Outbox::go_live`]).
+    event_stream: bool,
 }
 
 struct Inner {
     /// `None` once the session has ended: the socket is closed then, even
     /// while the fan-out still holds the outbox.
     io: Option<Pin<Box<dyn Io>>>,
+    /// How frames are written: WebSocket frames, or (with the epoch its
+    /// event ids carry) an event stream's events.
+    transport: Transport,
     queue: Queue,
     /// The feeds the fan-out writes here (a few; a linear scan is fastest).
     live: Vec<Live>,
@@ -176,10 +213,18 @@ impl ArcWake for Outbox {
 }
 
 impl Outbox {
+    /// A WebSocket connection's outbox.
     pub fn new(io: impl Io) -> Arc<Self> {
+        Self::with_transport(io, Transport::WebSocket)
+    }
+
+    pub fn with_transport(io: impl Io, transport: Transport) -> Arc<Self> {
+        let event_stream = matches!(transport, Transport::EventStream { .. });
         Arc::new(Self {
+            event_stream,
             inner: Mutex::new(Inner {
                 io: Some(Box::pin(io)),
+                transport,
                 queue: Queue::default(),
                 live: Vec::new(),
                 broken: false,
@@ -218,7 +263,7 @@ impl Outbox {
         feed: Feed,
         generation: u64,
         time: UnixSeconds,
-        frames: &[Bytes],
+        frames: &[Encoded],
     ) -> Offer {
         let mut inner = self.lock();
         let Some(live) = inner.live_for(feed, generation) else {
@@ -228,10 +273,78 @@ impl Outbox {
             return Offer::Skipped;
         }
         live.last = time;
-        for frame in frames {
-            self.push(&mut inner, frame.clone());
-        }
+        self.push_frames(&mut inner, frames);
         Offer::Written
+    }
+
+    /// Queues one second's frames in this connection's encoding.
+    fn push_frames(self: &Arc<Self>, inner: &mut Inner, frames: &[Encoded]) {
+        match &inner.transport {
+            Transport::WebSocket => {
+                for frame in frames {
+                    self.push(inner, frame.ws().clone());
+                }
+            }
+            Transport::EventStream { .. } => {
+                for frame in frames {
+                    self.push(inner, frame.sse().clone());
+                }
+            }
+        }
+    }
+
+    /// Whether frames go out as server-sent events.
+    pub fn is_event_stream(&self) -> bool {
+        self.event_stream
+    }
+
+    /// An event stream's resume point: every frame the fan-out had for
+    /// second `time` (and before) is written; written as an event with only
+    /// an id, so that a client that reconnects resumes after it.
+    pub fn mark(self: &Arc<Self>, time: UnixSeconds) {
+        let mut inner = self.lock();
+        self.mark_locked(&mut inner, time);
+    }
+
+    fn mark_locked(self: &Arc<Self>, inner: &mut Inner, time: UnixSeconds) {
+        let Transport::EventStream { epoch, marked } = &mut inner.transport else {
+            return;
+        };
+        if time <= *marked {
+            return;
+        }
+        *marked = time;
+        let id = Bytes::from(format!("id: {time}@{epoch}\n\n"));
+        self.push(inner, id);
+    }
+
+    /// Writes one whole message the session made (an answer, a snapshot),
+    /// in this connection's encoding. True when it waits in the queue
+    /// behind a full socket: flush before writing more.
+    pub fn write_event(self: &Arc<Self>, event: Event, json: Bytes) -> bool {
+        let mut inner = self.lock();
+        let bytes = match inner.transport {
+            Transport::WebSocket => text_wire(json),
+            Transport::EventStream { .. } => sse_event(event, &json),
+        };
+        self.push(&mut inner, bytes);
+        !inner.queue.is_empty()
+    }
+
+    /// Writes out the queue; pending while the socket is full.
+    pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let Some(io) = inner.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        match std::task::ready!(inner.queue.drain(io.as_mut(), cx)) {
+            Ok(()) => io.as_mut().poll_flush(cx),
+            Err(e) => {
+                inner.broken = true;
+                Poll::Ready(Err(e))
+            }
+        }
     }
 
     /// Writes a whole frame the session prepared (a large message, past
@@ -317,20 +430,23 @@ impl Outbox {
     pub fn go_live<E>(
         self: &Arc<Self>,
         mut live: Live,
-        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Bytes])) -> Result<(), E>,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Encoded])) -> Result<(), E>,
     ) -> Result<u64, E> {
         let mut inner = self.lock();
         let mut written = 0;
-        let mut write = |time: UnixSeconds, frames: &[Bytes]| {
+        let mut newest = None;
+        let mut write = |time: UnixSeconds, frames: &[Encoded]| {
             if time > live.last {
                 live.last = time;
-                for frame in frames {
-                    written += 1;
-                    self.push(&mut inner, frame.clone());
-                }
+                newest = Some(time);
+                written += frames.len() as u64;
+                self.push_frames(&mut inner, frames);
             }
         };
         catch_up(&mut write)?;
+        if let Some(time) = newest {
+            self.mark_locked(&mut inner, time);
+        }
         inner.live.retain(|l| l.feed != live.feed);
         inner.live.push(live);
         Ok(written)

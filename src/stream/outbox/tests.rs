@@ -3,8 +3,8 @@
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn frame(n: u8, len: usize) -> Bytes {
-    Bytes::from(vec![n; len])
+fn frame(n: u8, len: usize) -> Encoded {
+    Encoded::raw(Bytes::from(vec![n; len]))
 }
 
 fn events(outbox: &Outbox) -> u8 {
@@ -29,7 +29,7 @@ fn offer(
     asset: AssetId,
     generation: u64,
     t: UnixSeconds,
-    f: &Bytes,
+    f: &Encoded,
 ) -> Offer {
     outbox.offer(Feed::V1(asset), generation, t, std::slice::from_ref(f))
 }
@@ -57,7 +57,7 @@ async fn a_full_socket_queues_whole_frames_in_order_behind_it() {
     assert_eq!(offer(&outbox, 2, 1, 5, &frame(9, 40)), Offer::Gone);
     assert_eq!(offer(&outbox, 1, 2, 5, &frame(9, 40)), Offer::Gone);
     // The session's own frame is taken whole and goes behind the queue.
-    session.write_all(&frame(7, 40)).await.unwrap();
+    session.write_all(frame(7, 40).ws()).await.unwrap();
 
     let mut received = vec![0; 200];
     let (read, flushed) = tokio::join!(client.read_exact(&mut received), session.flush());
@@ -65,7 +65,7 @@ async fn a_full_socket_queues_whole_frames_in_order_behind_it() {
     flushed.unwrap();
     let expected: Vec<u8> = [1, 2, 3, 4, 7]
         .iter()
-        .flat_map(|&n| frame(n, 40).to_vec())
+        .flat_map(|&n| frame(n, 40).ws().to_vec())
         .collect();
     assert_eq!(
         received, expected,

@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{End, Socket};
 use crate::domain::UnixSeconds;
-use crate::stream::frame::{close, wire};
+use crate::stream::frame::{Encoded, Event, close, wire};
+use crate::stream::hub::all::{MarketEvent, MarketSecond};
 use crate::stream::hub::{LiveEvent, LivePoint};
 use crate::stream::outbox::{Live, Outbox};
 use crate::stream::state::Streams;
@@ -92,6 +93,55 @@ impl<S: Socket> Link<'_, S> {
         in_time(timeout, self.sink.flush()).await
     }
 
+    /// What the connection's protocol writes through, past tungstenite.
+    pub fn writer(&mut self) -> Writer<'_> {
+        Writer {
+            streams: self.streams,
+            outbox: self.outbox,
+            sent: self.sent,
+        }
+    }
+
+    /// [`Writer::go_live`].
+    pub fn go_live(
+        &mut self,
+        live: Live,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Encoded])) -> Result<(), End>,
+    ) -> Result<(), End> {
+        self.writer().go_live(live, catch_up)
+    }
+}
+
+/// What a protocol's messages go through, whatever the transport: the
+/// connection's outbox, which writes them as WebSocket frames or as
+/// event-stream events.
+pub struct Writer<'a> {
+    pub streams: &'a Streams,
+    pub outbox: &'a Arc<Outbox>,
+    /// `ratesd_ws_messages_sent_total`.
+    pub sent: &'a metrics::Counter,
+}
+
+impl Writer<'_> {
+    /// Writes one whole message (not fragmented: the fan-out's frames of
+    /// the connection's other streams may come before or after it); waits,
+    /// within the send timeout, when the socket is full.
+    pub async fn send(&mut self, event: Event, json: Bytes) -> Result<(), End> {
+        let queued = self.outbox.write_event(event, json);
+        self.sent.increment(1);
+        if queued {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes out what is queued (the socket had no room for it).
+    pub async fn flush(&mut self) -> Result<(), End> {
+        let timeout = self.streams.settings.send_timeout;
+        let outbox = self.outbox;
+        in_time(timeout, std::future::poll_fn(|cx| outbox.poll_flush(cx))).await
+    }
+
     /// Hands the connection to the live fan-out of `live.feed`, gaplessly:
     /// under the outbox's lock it joins the fan-out first, then `catch_up`
     /// writes what the receiver (attached before the snapshot was read)
@@ -102,7 +152,7 @@ impl<S: Socket> Link<'_, S> {
     pub fn go_live(
         &mut self,
         live: Live,
-        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Bytes])) -> Result<(), End>,
+        catch_up: impl FnOnce(&mut dyn FnMut(UnixSeconds, &[Encoded])) -> Result<(), End>,
     ) -> Result<(), End> {
         let (hub, outbox) = (&self.streams.hub, self.outbox);
         let caught_up = outbox.go_live(live, |write| {
@@ -156,6 +206,33 @@ pub fn catch_up(
                 return Err(End::Close(
                     close::POLICY,
                     format!("client too slow: fell {n} points behind; reconnect"),
+                ));
+            }
+            Err(TryRecvError::Closed) => {
+                return Err(End::Close(close::INTERNAL, "live feed ended".into()));
+            }
+        }
+    }
+}
+
+/// As [`catch_up`], for a whole-market stream's channel: each second it
+/// took while the stream opened goes to `each`, oldest first.
+pub fn catch_up_market(
+    live: &mut broadcast::Receiver<MarketEvent>,
+    mut each: impl FnMut(&MarketSecond),
+) -> Result<(), End> {
+    loop {
+        match live.try_recv() {
+            Ok(MarketEvent::Second(s)) => each(&s),
+            Ok(MarketEvent::Interrupted) => return Err(End::interrupted()),
+            Ok(MarketEvent::ShuttingDown) => return Err(End::going_away()),
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Lagged(n)) => {
+                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
+                    .increment(n);
+                return Err(End::Close(
+                    close::POLICY,
+                    format!("client too slow: fell {n} seconds behind; reconnect"),
                 ));
             }
             Err(TryRecvError::Closed) => {

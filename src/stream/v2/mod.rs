@@ -13,19 +13,22 @@
 pub mod docs;
 mod names;
 mod open;
+pub mod query;
 pub mod request;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use self::names::{Stream, resolve};
-use self::open::{Opening, open};
+use self::names::{Kind, Stream, resolve};
+use self::open::{Opening, Receiver, open};
 use self::request::{Method, Refusal, Request, Subscribe, parse_request};
-use super::frame::{ErrorType, stream_wire};
+use super::frame::{ErrorType, Event, stream_wire};
 use super::outbox::{Feed, Live};
-use super::session::{End, Link, Protocol, Socket, catch_up};
+use super::session::{End, Link, Protocol, Socket, Writer, catch_up, catch_up_market};
 use super::state::Streams;
+use super::tickers::TickerData;
 use crate::clock::unix_now;
 use crate::domain::AssetList;
 
@@ -34,19 +37,24 @@ use crate::domain::AssetList;
 const MAX_SINCE_AHEAD: i64 = 60;
 
 /// `{"id": ..., "result": ...}`
-fn result_frame(id: &Value, result: impl Serialize) -> Utf8Bytes {
+fn answer_json(id: &Value, result: impl Serialize) -> Bytes {
     #[derive(Serialize)]
     struct Answer<'a, T> {
         id: &'a Value,
         result: T,
     }
-    serde_json::to_string(&Answer { id, result })
+    serde_json::to_vec(&Answer { id, result })
         .unwrap_or_default()
         .into()
 }
 
-/// `{"id": ..., "error": {"code": ..., "message": ...}}`
+/// `{"id": ..., "error": {"code": ..., "message": ...}}` as a text message.
 pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
+    Utf8Bytes::try_from(error_json(id, code, message)).unwrap_or_default()
+}
+
+/// `{"id": ..., "error": {"code": ..., "message": ...}}`
+fn error_json(id: &Value, code: ErrorType, message: &str) -> Bytes {
     #[derive(Serialize)]
     struct Error<'a> {
         code: ErrorType,
@@ -57,7 +65,7 @@ pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
         id: &'a Value,
         error: Error<'a>,
     }
-    serde_json::to_string(&Answer {
+    serde_json::to_vec(&Answer {
         id,
         error: Error { code, message },
     })
@@ -72,24 +80,33 @@ pub struct V2 {
     /// Counts subscribes, so that the fan-out can tell a stream from an
     /// earlier subscription to it.
     generation: u64,
+    /// The subscribe the URL named, done as the session begins.
+    from_url: Option<Subscribe>,
 }
+
+/// The id a subscribe named in the URL is answered under.
+pub const URL_ID: &str = "url";
 
 impl Protocol for V2 {
     async fn on_text<S: Socket>(&mut self, text: &str, link: &mut Link<'_, S>) -> Result<(), End> {
+        let w = &mut link.writer();
         let Request { id, method } = match parse_request(text) {
             Ok(request) => request,
             Err(Refusal { id, kind, text }) => {
-                return link.send_text(error_frame(&id, kind, &text)).await;
+                return w.send(Event::Error, error_json(&id, kind, &text)).await;
             }
         };
         match method {
             Method::Assets => {
-                let assets = AssetList::from_catalog(&link.streams.catalog);
-                link.send_text(result_frame(&id, assets)).await
+                let assets = AssetList::from_catalog(&w.streams.catalog);
+                w.send(Event::Answer, answer_json(&id, assets)).await
             }
-            Method::List => link.send_text(result_frame(&id, self.listing())).await,
-            Method::Unsubscribe(names) => self.unsubscribe(&id, &names, link).await,
-            Method::Subscribe(request) => self.subscribe(&id, request, link).await,
+            Method::List => {
+                w.send(Event::Answer, answer_json(&id, self.listing()))
+                    .await
+            }
+            Method::Unsubscribe(names) => self.unsubscribe(&id, &names, w).await,
+            Method::Subscribe(request) => self.subscribe(&id, request, w).await,
         }
     }
 
@@ -99,6 +116,42 @@ impl Protocol for V2 {
 
     fn is_live(&self) -> bool {
         !self.streams.is_empty()
+    }
+
+    async fn start<S: Socket>(&mut self, link: &mut Link<'_, S>) -> Result<(), End> {
+        match self.from_url.take() {
+            Some(request) => self.open_url(request, &mut link.writer()).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl V2 {
+    /// A connection that begins with the subscribe its URL named.
+    pub fn from_url(request: Subscribe) -> Self {
+        Self {
+            from_url: Some(request),
+            ..Self::default()
+        }
+    }
+
+    /// Checks a subscribe named in a URL before anything is upgraded or
+    /// streamed: every stream resolved, not too many, `since` not ahead.
+    pub fn check(streams: &Streams, request: &Subscribe) -> Result<(), String> {
+        Self::resolve_all(streams, &request.streams).map_err(|(_, text)| text)?;
+        match request.since {
+            Some(since) if since > unix_now() + MAX_SINCE_AHEAD => Err(format!(
+                "since {since} is in the future; pass the last second you saw"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Does the subscribe a URL named (answered under id `"url"`); on an
+    /// event stream, the only one it has.
+    pub async fn open_url(&mut self, request: Subscribe, w: &mut Writer<'_>) -> Result<(), End> {
+        self.subscribe(&Value::String(URL_ID.into()), request, w)
+            .await
     }
 }
 
@@ -140,37 +193,37 @@ impl V2 {
         names.iter().map(|n| resolve(streams, n)).collect()
     }
 
-    async fn unsubscribe<S: Socket>(
+    async fn unsubscribe(
         &mut self,
         id: &Value,
         names: &[String],
-        link: &mut Link<'_, S>,
+        w: &mut Writer<'_>,
     ) -> Result<(), End> {
-        let gone = match Self::resolve_all(link.streams, names) {
+        let gone = match Self::resolve_all(w.streams, names) {
             Ok(gone) => gone,
-            Err((kind, text)) => return link.send_text(error_frame(id, kind, &text)).await,
+            Err((kind, text)) => return w.send(Event::Error, error_json(id, kind, &text)).await,
         };
         for stream in gone {
             let feed = stream.feed();
-            link.outbox.leave_feed(feed);
+            w.outbox.leave_feed(feed);
             self.streams.retain(|(_, f)| *f != feed);
         }
-        link.send_text(result_frame(id, self.listing())).await
+        w.send(Event::Answer, answer_json(id, self.listing())).await
     }
 
     /// Opens the new streams of a subscribe, all or none: every name is
     /// resolved and every snapshot read before the answer; then each
     /// stream's snapshot is sent and the stream goes live.
-    async fn subscribe<S: Socket>(
+    async fn subscribe(
         &mut self,
         id: &Value,
         request: Subscribe,
-        link: &mut Link<'_, S>,
+        w: &mut Writer<'_>,
     ) -> Result<(), End> {
-        let streams = link.streams;
+        let streams = w.streams;
         let mut new = match Self::resolve_all(streams, &request.streams) {
             Ok(new) => new,
-            Err((kind, text)) => return link.send_text(error_frame(id, kind, &text)).await,
+            Err((kind, text)) => return w.send(Event::Error, error_json(id, kind, &text)).await,
         };
         // Streams the connection has, or that a request names twice, are
         // opened once.
@@ -186,8 +239,11 @@ impl V2 {
                 self.streams.len(),
                 new.len()
             );
-            return link
-                .send_text(error_frame(id, ErrorType::ValidationError, &text))
+            return w
+                .send(
+                    Event::Error,
+                    error_json(id, ErrorType::ValidationError, &text),
+                )
                 .await;
         }
         if let Some(since) = request.since
@@ -195,8 +251,11 @@ impl V2 {
         {
             let text =
                 format!("params.since {since} is in the future; pass the last second you saw");
-            return link
-                .send_text(error_frame(id, ErrorType::ValidationError, &text))
+            return w
+                .send(
+                    Event::Error,
+                    error_json(id, ErrorType::ValidationError, &text),
+                )
                 .await;
         }
         let epoch = match streams.epoch().await {
@@ -204,8 +263,8 @@ impl V2 {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the data epoch for a subscribe");
                 let text = "the rates store is unavailable right now; subscribe again shortly";
-                return link
-                    .send_text(error_frame(id, ErrorType::Internal, text))
+                return w
+                    .send(Event::Error, error_json(id, ErrorType::Internal, text))
                     .await;
             }
         };
@@ -215,8 +274,8 @@ impl V2 {
             match open(streams, stream, &request, same_epoch).await {
                 Ok(o) => opening.push(o),
                 Err(text) => {
-                    return link
-                        .send_text(error_frame(id, ErrorType::Internal, &text))
+                    return w
+                        .send(Event::Error, error_json(id, ErrorType::Internal, &text))
                         .await;
                 }
             }
@@ -226,41 +285,37 @@ impl V2 {
         }
         let mut answer = self.listing();
         answer.epoch = Some(&epoch);
-        link.send_text(result_frame(id, answer)).await?;
+        w.send(Event::Answer, answer_json(id, answer)).await?;
         self.generation += 1;
         for o in opening {
-            self.go_live(o, link).await?;
+            self.go_live(o, w).await?;
         }
         Ok(())
     }
 
     /// Sends a stream's snapshot, then hands it to the live fan-out.
-    async fn go_live<S: Socket>(&mut self, o: Opening, link: &mut Link<'_, S>) -> Result<(), End> {
+    async fn go_live(&mut self, o: Opening, w: &mut Writer<'_>) -> Result<(), End> {
         let Opening {
             stream,
-            mut receiver,
+            receiver,
             snapshot,
             last,
             kline,
         } = o;
         // One frame, never fragmented: the hub's frames of the connection's
         // other streams may come between any two frames.
-        link.send_whole(snapshot).await?;
+        w.send(Event::Snapshot, snapshot).await?;
         let live = Live {
             feed: stream.feed(),
             generation: self.generation,
             last,
         };
-        match kline {
-            None => link.go_live(live, |write| {
-                catch_up(&mut receiver, |p| {
-                    write(p.time, std::slice::from_ref(&p.stream));
-                })
-            }),
-            Some(mut state) => {
-                let klines = link.streams.hub.klines();
-                link.go_live(live, |write| {
-                    klines.seed(stream.asset.id, &mut state, |state| {
+        let hub = &w.streams.hub;
+        match (&stream.kind, receiver, kline) {
+            (Kind::Kline(asset, _), Receiver::Asset(mut receiver), Some(mut state)) => {
+                let klines = hub.klines();
+                w.go_live(live, |write| {
+                    klines.seed(asset.id, &mut state, |state| {
                         catch_up(&mut receiver, |p| {
                             if let Some(update) = state.push(p.time, p.value) {
                                 let frames: Vec<_> = update
@@ -275,6 +330,36 @@ impl V2 {
                     })
                 })
             }
+            // A ticker is state: after the points taken meanwhile, the
+            // ticker as it is now stands for all of them.
+            (Kind::Ticker(asset), Receiver::Asset(mut receiver), _) => w.go_live(live, |write| {
+                let mut newest = None;
+                catch_up(&mut receiver, |p| newest = Some(p.time))?;
+                if let (Some(time), Some(t)) = (newest, hub.tickers().current(asset.id)) {
+                    let data = TickerData::new(&asset.name, asset.id, &t, false);
+                    write(time, &[stream_wire(&stream.name, data)]);
+                }
+                Ok(())
+            }),
+            (Kind::AllPoints, Receiver::Market(mut receiver), _) => w.go_live(live, |write| {
+                catch_up_market(&mut receiver, |s| {
+                    write(s.time, std::slice::from_ref(&s.points));
+                })
+            }),
+            (Kind::AllTickers, Receiver::Market(mut receiver), _) => w.go_live(live, |write| {
+                catch_up_market(&mut receiver, |s| {
+                    write(s.time, std::slice::from_ref(&s.tickers));
+                })
+            }),
+            (_, Receiver::Asset(mut receiver), _) => w.go_live(live, |write| {
+                catch_up(&mut receiver, |p| {
+                    write(p.time, std::slice::from_ref(&p.stream));
+                })
+            }),
+            (_, Receiver::Market(_), _) => Err(End::Close(
+                crate::stream::frame::close::INTERNAL,
+                "a stream opened on the wrong channel".into(),
+            )),
         }
     }
 }

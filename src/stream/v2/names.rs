@@ -1,46 +1,85 @@
-//! The streams a v2 client names (`<symbol>@point`,
-//! `<symbol>@kline_<interval>`), resolved against the catalog.
+//! The streams a v2 client names, resolved against the catalog:
+//! `<symbol>@point`, `<symbol>@kline_<interval>`, `<symbol>@ticker`, and
+//! the whole market's `!all@point` and `!all@ticker`.
 
 use super::request::truncate;
 use crate::domain::{Asset, FindError, Interval};
-use crate::stream::frame::{ErrorType, stream_name};
+use crate::stream::frame::{ALL_POINTS, ALL_TICKERS, ErrorType, stream_name, ticker_name};
 use crate::stream::outbox::Feed;
 use crate::stream::state::Streams;
+
+/// What a stream carries.
+#[derive(Debug, Clone)]
+pub(super) enum Kind {
+    Point(Asset),
+    Kline(Asset, Interval),
+    Ticker(Asset),
+    /// Every asset's point of each second, one frame a second.
+    AllPoints,
+    /// Every asset's ticker, one frame a second.
+    AllTickers,
+}
 
 /// A stream a client named, resolved against the catalog.
 #[derive(Debug, Clone)]
 pub(super) struct Stream {
-    /// The canonical name: `EURUSD@point`, `EURUSD@kline_1m`.
+    /// The canonical name: `EURUSD@point`, `EURUSD@kline_1m`, `!all@point`.
     pub(super) name: String,
-    pub(super) asset: Asset,
-    pub(super) kline: Option<Interval>,
+    pub(super) kind: Kind,
 }
 
 impl Stream {
     pub(super) fn feed(&self) -> Feed {
-        match self.kline {
-            None => Feed::Point(self.asset.id),
-            Some(i) => Feed::Kline(self.asset.id, i),
+        match &self.kind {
+            Kind::Point(a) => Feed::Point(a.id),
+            Kind::Kline(a, i) => Feed::Kline(a.id, *i),
+            Kind::Ticker(a) => Feed::Ticker(a.id),
+            Kind::AllPoints => Feed::AllPoints,
+            Kind::AllTickers => Feed::AllTickers,
         }
     }
 }
 
-/// Resolves `<symbol>@point` or `<symbol>@kline_<interval>`.
+/// Resolves a stream's name; the error is the code and message the client
+/// is told.
 pub(super) fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType, String)> {
     let shape = || {
         (
             ErrorType::ValidationError,
             format!(
-                "stream '{}' must be <symbol>@point or <symbol>@kline_<interval>",
+                "stream '{}' must be <symbol>@point, <symbol>@kline_<interval>, <symbol>@ticker, \
+                 {ALL_POINTS} or {ALL_TICKERS}",
                 truncate(raw, 40)
             ),
         )
     };
+    match raw {
+        ALL_POINTS => {
+            return Ok(Stream {
+                name: ALL_POINTS.into(),
+                kind: Kind::AllPoints,
+            });
+        }
+        ALL_TICKERS => {
+            return Ok(Stream {
+                name: ALL_TICKERS.into(),
+                kind: Kind::AllTickers,
+            });
+        }
+        _ if raw.starts_with('!') => return Err(shape()),
+        _ => {}
+    }
     let (symbol, kind) = raw.rsplit_once('@').ok_or_else(shape)?;
-    let kline = match kind {
-        "point" => None,
+    enum Of {
+        Point,
+        Ticker,
+        Kline(Interval),
+    }
+    let of = match kind {
+        "point" => Of::Point,
+        "ticker" => Of::Ticker,
         k => match k.strip_prefix("kline_") {
-            Some(interval) => Some(interval.parse::<Interval>().map_err(|_| {
+            Some(interval) => Of::Kline(interval.parse::<Interval>().map_err(|_| {
                 let names: Vec<&str> = Interval::ALL.iter().map(|i| i.name()).collect();
                 (
                     ErrorType::ValidationError,
@@ -74,9 +113,19 @@ pub(super) fn resolve(streams: &Streams, raw: &str) -> Result<Stream, (ErrorType
             ),
         ),
     })?;
-    Ok(Stream {
-        name: stream_name(&asset.name, kline),
-        asset: asset.clone(),
-        kline,
+    let asset = asset.clone();
+    Ok(match of {
+        Of::Point => Stream {
+            name: stream_name(&asset.name, None),
+            kind: Kind::Point(asset),
+        },
+        Of::Kline(interval) => Stream {
+            name: stream_name(&asset.name, Some(interval)),
+            kind: Kind::Kline(asset, interval),
+        },
+        Of::Ticker => Stream {
+            name: ticker_name(&asset.name),
+            kind: Kind::Ticker(asset),
+        },
     })
 }

@@ -157,7 +157,7 @@ fn only(params: &Map<String, Value>, known: &[&str], method: &str) -> Result<(),
     }
 }
 
-fn streams(params: &Map<String, Value>) -> Result<Vec<String>, String> {
+pub(super) fn streams(params: &Map<String, Value>) -> Result<Vec<String>, String> {
     let Some(value) = params.get("streams") else {
         return Err("missing params.streams, a list of streams such as [\"EURUSD@point\"]".into());
     };
@@ -185,7 +185,7 @@ fn streams(params: &Map<String, Value>) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn history(params: &Map<String, Value>) -> Result<u32, String> {
+pub(super) fn history(params: &Map<String, Value>) -> Result<u32, String> {
     match params.get("history") {
         None | Some(Value::Null) => Ok(0),
         Some(v) => v
@@ -201,7 +201,7 @@ fn history(params: &Map<String, Value>) -> Result<u32, String> {
     }
 }
 
-fn since(params: &Map<String, Value>) -> Result<Option<UnixSeconds>, String> {
+pub(super) fn since(params: &Map<String, Value>) -> Result<Option<UnixSeconds>, String> {
     match params.get("since") {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v.as_i64().filter(|&s| s >= 0).map(Some).ok_or_else(|| {
@@ -213,7 +213,7 @@ fn since(params: &Map<String, Value>) -> Result<Option<UnixSeconds>, String> {
     }
 }
 
-fn epoch(params: &Map<String, Value>) -> Result<Option<String>, String> {
+pub(super) fn epoch(params: &Map<String, Value>) -> Result<Option<String>, String> {
     match params.get("epoch") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(e)) if e.chars().count() <= MAX_EPOCH_CHARS => Ok(Some(e.clone())),
