@@ -24,6 +24,7 @@ mod redis_cluster;
 mod rest_api;
 mod scale_out;
 mod shutdown;
+mod streams_v2;
 mod tickers;
 mod upstreams;
 mod websocket;

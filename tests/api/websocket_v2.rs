@@ -11,19 +11,24 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A v2 client that keeps the frames it read past while waiting for one.
-struct Client {
-    ws: Ws,
+pub(crate) struct Client {
+    pub(crate) ws: Ws,
     pending: VecDeque<Value>,
 }
 
 impl Client {
-    async fn connect(app: &TestApp) -> Self {
-        let url = format!("{}/api/v2/ws", app.base.replace("http://", "ws://"));
+    pub(crate) async fn connect(app: &TestApp) -> Self {
+        Self::connect_to(app, "/api/v2/ws").await
+    }
+
+    /// A client of `path` (with a query naming streams, say).
+    pub(crate) async fn connect_to(app: &TestApp, path: &str) -> Self {
+        let url = format!("{}{path}", app.base.replace("http://", "ws://"));
         let ws = tokio_tungstenite::connect_async(url)
             .await
             .expect("connect")
@@ -34,16 +39,20 @@ impl Client {
         }
     }
 
-    async fn send_text(&mut self, text: &str) {
+    pub(crate) async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
-    async fn read(&mut self) -> Value {
+    pub(crate) async fn read(&mut self) -> Value {
         crate::helpers::next_frame(&mut self.ws).await
     }
 
     /// The next frame that `matches`, keeping the others for later.
-    async fn next_where(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn next_where(
+        &mut self,
+        what: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(i) = self.pending.iter().position(&matches) {
             return self.pending.remove(i).unwrap();
         }
@@ -62,26 +71,26 @@ impl Client {
     }
 
     /// Sends a request and returns its answer.
-    async fn call(&mut self, id: Value, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, id: Value, method: &str, params: Value) -> Value {
         let text = json!({"id": id, "method": method, "params": params}).to_string();
         self.send_text(&text).await;
         self.answer(id).await
     }
 
-    async fn answer(&mut self, id: Value) -> Value {
+    pub(crate) async fn answer(&mut self, id: Value) -> Value {
         self.next_where("answer", |f| {
             f.get("id") == Some(&id) && f.get("stream").is_none()
         })
         .await
     }
 
-    async fn subscribe(&mut self, id: u64, params: Value) -> Value {
+    pub(crate) async fn subscribe(&mut self, id: u64, params: Value) -> Value {
         let answer = self.call(json!(id), "subscribe", params).await;
         assert!(answer.get("result").is_some(), "refused: {answer}");
         answer
     }
 
-    async fn snapshot(&mut self, stream: &str) -> Value {
+    pub(crate) async fn snapshot(&mut self, stream: &str) -> Value {
         let f = self
             .next_where("snapshot", |f| {
                 f["stream"] == stream && f.get("snapshot").is_some()
@@ -90,7 +99,7 @@ impl Client {
         f["snapshot"].clone()
     }
 
-    async fn data(&mut self, stream: &str) -> Value {
+    pub(crate) async fn data(&mut self, stream: &str) -> Value {
         let f = self
             .next_where("data", |f| f["stream"] == stream && f.get("data").is_some())
             .await;
@@ -100,7 +109,7 @@ impl Client {
 
 /// A service whose window (of `window` seconds) is full from the start
 /// (a backfilled simulated feed).
-async fn service(engine: Engine, window: u32, extra: &[&str]) -> Option<TestApp> {
+pub(crate) async fn service(engine: Engine, window: u32, extra: &[&str]) -> Option<TestApp> {
     let app = spawn_app(Options {
         engine,
         history_seconds: window,
