@@ -30,7 +30,7 @@ use super::v2::request::Subscribe;
 /// the outbox queues, as behind a full socket.
 const PIPE: usize = 64 * 1024;
 
-/// A comment this often keeps proxies from closing a quiet stream.
+/// A comment at least this often keeps proxies from closing a quiet stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Starts an event stream of `request` (checked already): the answer's
@@ -90,7 +90,10 @@ async fn live(
     fd: Option<SocketFd>,
     is_live: bool,
 ) -> End {
-    let mut keep_alive = tokio::time::interval_at(Instant::now() + KEEP_ALIVE, KEEP_ALIVE);
+    // At least every 15 s; as often as WebSocket pings where those are set
+    // more often.
+    let every = KEEP_ALIVE.min(streams.settings.ping_every);
+    let mut keep_alive = tokio::time::interval_at(Instant::now() + every, every);
     let mut stall = WriteStall::new(streams.settings.write_timeout);
     let shutdown = streams.shutdown.clone();
     loop {

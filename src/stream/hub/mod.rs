@@ -29,7 +29,7 @@ pub mod all;
 mod shard;
 
 use self::all::{Market, MarketEvent, MarketSecond};
-use self::shard::{Entry, Frames, Shard};
+use self::shard::{Entry, Frames, Marks, Shard};
 use super::frame::{Encoded, point_wire, stream_name, stream_wire, ticker_name};
 use super::klines::Klines;
 use super::outbox::{Feed, Outbox, event};
@@ -264,13 +264,24 @@ impl LiveHub {
             // poll it would fail every socket write as not ready, queueing
             // the point and waking the connection's task to write it.
             writers.spawn(tokio::task::unconstrained(async move {
-                shard.write(&batch).await;
+                shard.write(&batch).await
             }));
         }
+        let mut marks = Marks::new();
         while let Some(done) = writers.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "live fan-out task failed");
+            match done {
+                Ok(written) => {
+                    for (key, (outbox, time)) in written {
+                        let mark = marks.entry(key).or_insert((outbox, time));
+                        mark.1 = mark.1.max(time);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "live fan-out task failed"),
             }
+        }
+        // Every shard has written the batch: each event stream's resume point.
+        for (outbox, time) in marks.into_values() {
+            outbox.mark(time);
         }
     }
 

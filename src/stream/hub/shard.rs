@@ -21,6 +21,9 @@ pub(super) struct Entry {
     pub(super) event_stream: bool,
 }
 
+/// Event streams written to, by outbox, with the newest second each got.
+pub(super) type Marks = HashMap<usize, (Arc<Outbox>, UnixSeconds)>;
+
 /// One feed's frames of one second, in order.
 pub(super) type Frames = (Feed, UnixSeconds, Vec<Encoded>);
 
@@ -44,15 +47,16 @@ impl Shard {
         members
     }
 
-    /// Writes a tick's frames (in order) to this shard's connections.
-    pub(super) async fn write(&self, batch: &[Frames]) {
+    /// Writes a tick's frames (in order) to this shard's connections;
+    /// returns the event streams it wrote to, with the newest second each
+    /// got (their resume points, written once every shard is done: a
+    /// connection's streams may be in several shards).
+    pub(super) async fn write(&self, batch: &[Frames]) -> Marks {
         let mut members = self.members().await;
         let sent = metrics::counter!("ratesd_ws_messages_sent_total");
         let delay = metrics::histogram!("ratesd_ws_point_delay_seconds");
         let mut written = 0u64;
-        // Event streams written to, by outbox, and the newest second: each
-        // gets its resume point once the batch is written.
-        let mut marks: HashMap<*const Outbox, (Arc<Outbox>, UnixSeconds)> = HashMap::new();
+        let mut marks = Marks::new();
         for (feed, time, frames) in batch {
             let Some(list) = members.get_mut(feed) else {
                 continue;
@@ -65,7 +69,7 @@ impl Shard {
                         delay.record(SystemClock.now().saturating_sub(start).as_secs_f64());
                         if e.event_stream {
                             let mark = marks
-                                .entry(Arc::as_ptr(&e.outbox))
+                                .entry(Arc::as_ptr(&e.outbox) as usize)
                                 .or_insert_with(|| (e.outbox.clone(), *time));
                             mark.1 = mark.1.max(*time);
                         }
@@ -76,10 +80,8 @@ impl Shard {
                 },
             );
         }
-        for (outbox, time) in marks.into_values() {
-            outbox.mark(time);
-        }
         sent.increment(written);
+        marks
     }
 
     /// Drops the entries of connections that have gone or moved on (a tick

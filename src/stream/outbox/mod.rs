@@ -302,11 +302,8 @@ impl Outbox {
     /// second `time` (and before) is written; written as an event with only
     /// an id, so that a client that reconnects resumes after it.
     pub fn mark(self: &Arc<Self>, time: UnixSeconds) {
-        let mut inner = self.lock();
-        self.mark_locked(&mut inner, time);
-    }
-
-    fn mark_locked(self: &Arc<Self>, inner: &mut Inner, time: UnixSeconds) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Transport::EventStream { epoch, marked } = &mut inner.transport else {
             return;
         };
@@ -434,19 +431,16 @@ impl Outbox {
     ) -> Result<u64, E> {
         let mut inner = self.lock();
         let mut written = 0;
-        let mut newest = None;
         let mut write = |time: UnixSeconds, frames: &[Encoded]| {
             if time > live.last {
                 live.last = time;
-                newest = Some(time);
                 written += frames.len() as u64;
                 self.push_frames(&mut inner, frames);
             }
         };
+        // No resume point here: the connection's other streams may not
+        // have this second yet (the hub marks once a batch is written).
         catch_up(&mut write)?;
-        if let Some(time) = newest {
-            self.mark_locked(&mut inner, time);
-        }
         inner.live.retain(|l| l.feed != live.feed);
         inner.live.push(live);
         Ok(written)
