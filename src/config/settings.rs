@@ -194,6 +194,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub ws_write_timeout_seconds: u64,
 
+    /// Accept `permessage-deflate` (RFC 7692) on WebSockets when the client
+    /// offers it: histories, snapshots and large frames go compressed.
+    #[arg(long, env = "RATES_WS_DEFLATE", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub ws_deflate: bool,
+
     /// Requests per second per client IP; 0 turns rate limiting off.
     #[arg(
         long,

@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame as WireFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use utoipa::ToSchema;
 
+use super::deflate::{MIN_COMPRESSED, compress};
 use crate::domain::{Interval, Point};
 
 /// Close codes (RFC 6455 section 7.4.1).
@@ -82,6 +83,9 @@ struct EncodedInner {
     json: Bytes,
     /// `event: data\ndata: <json>\n\n`, made once, on first use.
     sse: OnceLock<Bytes>,
+    /// The WebSocket frame compressed (a large frame, for connections that
+    /// agreed to `permessage-deflate`), made once, on first use.
+    deflated: OnceLock<Bytes>,
 }
 
 impl Encoded {
@@ -93,6 +97,7 @@ impl Encoded {
             ws,
             json,
             sse: OnceLock::new(),
+            deflated: OnceLock::new(),
         }))
     }
 
@@ -103,12 +108,24 @@ impl Encoded {
             ws: bytes.clone(),
             json: bytes,
             sse: OnceLock::new(),
+            deflated: OnceLock::new(),
         }))
     }
 
     /// The WebSocket frame.
     pub fn ws(&self) -> &Bytes {
         &self.0.ws
+    }
+
+    /// The WebSocket frame for a connection that agreed to compression
+    /// (`deflate`) or not: a large frame compressed, once for all.
+    pub fn ws_for(&self, deflate: bool) -> &Bytes {
+        if !deflate || self.0.json.len() < MIN_COMPRESSED {
+            return &self.0.ws;
+        }
+        self.0
+            .deflated
+            .get_or_init(|| wire_with(compress(&self.0.json), Data::Text, true, true))
     }
 
     /// The event-stream event (`event: data`), with no `id` (a
@@ -196,7 +213,14 @@ pub fn text_wire(payload: Bytes) -> Bytes {
 /// write buffer would otherwise keep the largest message's size for the
 /// connection's life.
 pub fn wire(payload: Bytes, opcode: Data, fin: bool) -> Bytes {
-    let frame = WireFrame::message(payload, OpCode::Data(opcode), fin);
+    wire_with(payload, opcode, fin, false)
+}
+
+/// As [`wire`]; `compressed` marks the first frame of a message whose
+/// payload is deflated (RSV1, `permessage-deflate`).
+pub fn wire_with(payload: Bytes, opcode: Data, fin: bool, compressed: bool) -> Bytes {
+    let mut frame = WireFrame::message(payload, OpCode::Data(opcode), fin);
+    frame.header_mut().rsv1 = compressed;
     let mut wire = Vec::with_capacity(frame.len());
     // Writing into a Vec cannot fail.
     let _ = frame.format(&mut wire);

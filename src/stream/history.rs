@@ -52,6 +52,17 @@ pub struct History {
     pub last: Option<UnixSeconds>,
     /// The second it was read in.
     read_in: UnixSeconds,
+    /// `frame` compressed, for every subscriber that agreed to it.
+    deflated: std::sync::OnceLock<Bytes>,
+}
+
+impl History {
+    /// The frame compressed (`permessage-deflate`), once for every
+    /// subscriber of this second.
+    pub fn deflated(&self) -> &Bytes {
+        self.deflated
+            .get_or_init(|| super::deflate::compress(&self.frame))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +132,7 @@ impl HistoryCache {
             from: since + 1,
             last,
             read_in: now,
+            deflated: std::sync::OnceLock::new(),
         });
         slot.history = Some(history.clone());
         slot.failed_in = None;

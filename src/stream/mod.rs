@@ -10,6 +10,8 @@
 //! - [`klines`]: the kline streams' candles, built once per process.
 //! - [`tickers`]: the 24-hour tickers, one per asset per process, kept as
 //!   points are published and seeded from the store.
+//! - [`deflate`]: WebSocket compression (`permessage-deflate`), over the
+//!   outbox's prepared frames.
 //! - [`frame`]: what goes over the wire: the envelope, errors, close codes,
 //!   the frames prepared once for every subscriber.
 //! - [`hub`]: one engine subscription per process, fanned out to every
@@ -26,6 +28,7 @@
 //! history, and joins the fan-out under its outbox's lock
 //! ([`session::Link::go_live`]).
 
+pub mod deflate;
 pub mod frame;
 pub mod history;
 pub mod hub;

@@ -29,6 +29,8 @@ pub struct WsSettings {
     pub max_streams: usize,
     /// A ticker whose newest point is older than this is stale.
     pub stale_after_seconds: u32,
+    /// Accept `permessage-deflate` when a client offers it.
+    pub deflate: bool,
 }
 
 impl Default for WsSettings {
@@ -42,6 +44,7 @@ impl Default for WsSettings {
             frames_per_second: 10,
             max_streams: 64,
             stale_after_seconds: 10,
+            deflate: true,
         }
     }
 }
@@ -56,6 +59,7 @@ impl WsSettings {
             frames_per_second: config.ws_frames_per_second,
             max_streams: usize::try_from(config.ws_max_streams).unwrap_or(usize::MAX),
             stale_after_seconds: config.stale_after_seconds,
+            deflate: config.ws_deflate,
             ..Self::default()
         }
     }

@@ -17,6 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::deflate::{Negotiated, negotiate};
 use super::outbox::{Outbox, SharedIo};
 use super::session::{Protocol, Session};
 use super::stall::SocketFd;
@@ -32,6 +33,8 @@ pub struct WsUpgrade {
     on_upgrade: OnUpgrade,
     /// The socket's descriptor, when the server gave it.
     fd: Option<SocketFd>,
+    /// The compression the client offered and the server can take.
+    deflate: Option<Negotiated>,
 }
 
 /// Why a request cannot be upgraded (the API answers it as a problem).
@@ -96,6 +99,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             key,
             on_upgrade,
             fd,
+            deflate: negotiate(&parts.headers),
         })
     }
 }
@@ -110,18 +114,31 @@ fn valid_key(key: &HeaderValue) -> bool {
 }
 
 impl WsUpgrade {
-    /// Answers 101 and runs `session` on the upgraded connection.
-    pub fn on_upgrade<F, Fut>(self, config: WebSocketConfig, session: F) -> Response
+    /// Answers 101 and runs `session` on the upgraded connection; with
+    /// `deflate`, `permessage-deflate` as the client offered it (frames of
+    /// at most `max` bytes).
+    pub fn on_upgrade<F, Fut>(
+        self,
+        config: WebSocketConfig,
+        deflate: bool,
+        max: usize,
+        session: F,
+    ) -> Response
     where
         F: FnOnce(Socket, Arc<Outbox>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let accept = derive_accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
+        let agreed = self.deflate.filter(|_| deflate);
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let outbox = Outbox::new(TokioIo::new(upgraded));
+                    let io = TokioIo::new(upgraded);
+                    let outbox = match agreed {
+                        Some(agreed) => Outbox::deflating(io, agreed, max),
+                        None => Outbox::new(io),
+                    };
                     let socket = WebSocketStream::from_raw_socket(
                         SharedIo(outbox.clone()),
                         Role::Server,
@@ -139,6 +156,9 @@ impl WsUpgrade {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         if let Ok(v) = HeaderValue::from_str(&accept) {
             h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        if let Some(agreed) = agreed {
+            h.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed.header());
         }
         resp
     }
@@ -166,7 +186,8 @@ pub fn accept<P: Protocol + 'static>(
         .max_write_buffer_size(1024 * 1024)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    ws.on_upgrade(config, move |socket, outbox| async move {
+    let deflate = streams.settings.deflate;
+    ws.on_upgrade(config, deflate, max, move |socket, outbox| async move {
         let _guard = guard;
         tracing::debug!(%peer, "websocket connected");
         metrics::gauge!("ratesd_ws_connections").increment(1.0);

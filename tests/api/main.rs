@@ -11,6 +11,7 @@ mod browser;
 mod candles;
 mod cluster;
 mod connections;
+mod deflate;
 mod events;
 mod export;
 mod front_door;

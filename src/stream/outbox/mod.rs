@@ -25,7 +25,10 @@ use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::frame::{Encoded, Event, sse_event, text_wire};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
+
+use super::deflate::{Inflater, MIN_COMPRESSED, Negotiated, compress};
+use super::frame::{Encoded, Event, sse_event, text_wire, wire_with};
 use crate::domain::{AssetId, Interval, UnixSeconds};
 
 /// The connection's byte stream (an upgraded HTTP connection, or any
@@ -126,6 +129,9 @@ pub struct Outbox {
     /// Its transport is an event stream (read without the lock: the hub
     /// asks while the lock is held, in [`Outbox::go_live`]).
     event_stream: bool,
+    /// A WebSocket that agreed to `permessage-deflate`: large frames go
+    /// compressed.
+    deflate: bool,
 }
 
 struct Inner {
@@ -136,6 +142,8 @@ struct Inner {
     /// event ids carry) an event stream's events.
     transport: Transport,
     queue: Queue,
+    /// The client's compressed frames inflated on the way in, where agreed.
+    inflater: Option<Box<Inflater>>,
     /// The feeds the fan-out writes here (a few; a linear scan is fastest).
     live: Vec<Live>,
     broken: bool,
@@ -218,13 +226,26 @@ impl Outbox {
         Self::with_transport(io, Transport::WebSocket)
     }
 
+    /// A WebSocket's outbox that agreed to `permessage-deflate`: large
+    /// frames out compressed, the client's compressed ones inflated (each
+    /// at most `max` bytes).
+    pub fn deflating(io: impl Io, agreed: Negotiated, max: usize) -> Arc<Self> {
+        Self::build(io, Transport::WebSocket, Some(Inflater::new(agreed, max)))
+    }
+
     pub fn with_transport(io: impl Io, transport: Transport) -> Arc<Self> {
+        Self::build(io, transport, None)
+    }
+
+    fn build(io: impl Io, transport: Transport, inflater: Option<Inflater>) -> Arc<Self> {
         let event_stream = matches!(transport, Transport::EventStream { .. });
         Arc::new(Self {
             event_stream,
+            deflate: inflater.is_some(),
             inner: Mutex::new(Inner {
                 io: Some(Box::pin(io)),
                 transport,
+                inflater: inflater.map(Box::new),
                 queue: Queue::default(),
                 live: Vec::new(),
                 broken: false,
@@ -282,7 +303,7 @@ impl Outbox {
         match &inner.transport {
             Transport::WebSocket => {
                 for frame in frames {
-                    self.push(inner, frame.ws().clone());
+                    self.push(inner, frame.ws_for(self.deflate).clone());
                 }
             }
             Transport::EventStream { .. } => {
@@ -291,6 +312,11 @@ impl Outbox {
                 }
             }
         }
+    }
+
+    /// Whether the client agreed to `permessage-deflate`.
+    pub fn deflates(&self) -> bool {
+        self.deflate
     }
 
     /// Whether frames go out as server-sent events.
@@ -321,6 +347,9 @@ impl Outbox {
     pub fn write_event(self: &Arc<Self>, event: Event, json: Bytes) -> bool {
         let mut inner = self.lock();
         let bytes = match inner.transport {
+            Transport::WebSocket if self.deflate && json.len() >= MIN_COMPRESSED => {
+                wire_with(compress(&json), Data::Text, true, true)
+            }
             Transport::WebSocket => text_wire(json),
             Transport::EventStream { .. } => sse_event(event, &json),
         };

@@ -22,10 +22,13 @@ impl AsyncRead for SharedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.0.lock().io.as_mut() {
-            Some(io) => io.as_mut().poll_read(cx, buf),
+        let mut guard = self.0.lock();
+        let inner = &mut *guard;
+        match (inner.io.as_mut(), inner.inflater.as_mut()) {
+            (Some(io), Some(inflater)) => inflater.poll_read(io.as_mut(), cx, buf),
+            (Some(io), None) => io.as_mut().poll_read(cx, buf),
             // Closed: the end of the stream.
-            None => Poll::Ready(Ok(())),
+            (None, _) => Poll::Ready(Ok(())),
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::{End, Socket};
 use crate::domain::UnixSeconds;
-use crate::stream::frame::{Encoded, Event, close, wire};
+use crate::stream::frame::{Encoded, Event, close, wire_with};
 use crate::stream::hub::all::{MarketEvent, MarketSecond};
 use crate::stream::hub::{LiveEvent, LivePoint};
 use crate::stream::outbox::{Live, Outbox};
@@ -49,7 +49,9 @@ impl<S: Socket> Link<'_, S> {
     /// continuations), so that no connection's buffers grow to the size of
     /// a whole history. Only while no feed of the connection is live: the
     /// fan-out's frames must not come between the fragments.
-    pub async fn send_fragmented(&mut self, bytes: Bytes) -> Result<(), End> {
+    /// `compressed`: `bytes` are a deflated message's payload
+    /// (`permessage-deflate`): its first frame says so.
+    pub async fn send_fragmented(&mut self, bytes: Bytes, compressed: bool) -> Result<(), End> {
         let mut start = 0;
         loop {
             let end = (start + FRAGMENT).min(bytes.len());
@@ -59,20 +61,14 @@ impl<S: Socket> Link<'_, S> {
                 Data::Continue
             };
             let fin = end == bytes.len();
-            self.write_direct(wire(bytes.slice(start..end), opcode, fin))
+            let first = start == 0 && compressed;
+            self.write_direct(wire_with(bytes.slice(start..end), opcode, fin, first))
                 .await?;
             if fin {
                 return Ok(());
             }
             start = end;
         }
-    }
-
-    /// Sends a text message as one frame, however large (a v2 snapshot:
-    /// live frames of the connection's other streams may come between any
-    /// two frames, so it cannot be fragmented).
-    pub async fn send_whole(&mut self, bytes: Bytes) -> Result<(), End> {
-        self.write_direct(wire(bytes, Data::Text, true)).await
     }
 
     /// Writes a prepared frame straight into the outbox, past tungstenite

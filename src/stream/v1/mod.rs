@@ -153,7 +153,13 @@ impl V1 {
                 return link.send_text(frame).await;
             }
         };
-        link.send_fragmented(history.frame.clone()).await?;
+        // Compressed once for every subscriber of this second, where agreed.
+        if link.outbox.deflates() {
+            link.send_fragmented(history.deflated().clone(), true)
+                .await?;
+        } else {
+            link.send_fragmented(history.frame.clone(), false).await?;
+        }
         self.generation += 1;
         let mode = Live {
             feed: Feed::V1(asset.id),

@@ -1,0 +1,470 @@
+//! WebSocket compression (RFC 7692, `permessage-deflate`), done over the
+//! outbox's prepared frames, since tungstenite 0.29 has none:
+//!
+//! - **Negotiation** ([`negotiate`]): accepted when the client offers it
+//!   (and `RATES_WS_DEFLATE` is on), always with `server_no_context_takeover`,
+//!   so that every message the server compresses stands alone and the same
+//!   compressed bytes can go to every subscriber: a history or a large
+//!   frame is compressed once, not once per connection ([`compress`]).
+//!   Small messages (live points, answers) go uncompressed, which the
+//!   extension allows message by message.
+//! - **Client frames** ([`Inflater`]): a client may compress what it sends;
+//!   its frames are inflated below tungstenite and handed on as the plain
+//!   frames tungstenite reads. The client's context (its window) is kept
+//!   from message to message unless it agreed to `client_no_context_takeover`;
+//!   the inflater is made on a connection's first compressed frame only.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use tokio::io::{AsyncRead, ReadBuf};
+
+/// Messages shorter than this go uncompressed: the frame header and the
+/// deflate block would eat most of the gain, and live points are this small.
+pub const MIN_COMPRESSED: usize = 512;
+
+/// The tail a sync flush ends with, which RFC 7692 leaves off the wire.
+const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// What was agreed for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    /// The client compresses each message alone too.
+    pub client_no_context_takeover: bool,
+}
+
+impl Negotiated {
+    /// The `Sec-WebSocket-Extensions` of the 101 answer.
+    pub fn header(self) -> HeaderValue {
+        if self.client_no_context_takeover {
+            HeaderValue::from_static(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            )
+        } else {
+            HeaderValue::from_static("permessage-deflate; server_no_context_takeover")
+        }
+    }
+}
+
+/// The first `permessage-deflate` offer of the request that the server can
+/// take: one that does not ask the server for a smaller window than its
+/// compressor's (32 KiB) and names no parameter the RFC does not define.
+pub fn negotiate(headers: &HeaderMap) -> Option<Negotiated> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|offer| {
+            let mut parts = offer.split(';').map(str::trim);
+            if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+                return None;
+            }
+            let mut agreed = Negotiated {
+                client_no_context_takeover: false,
+            };
+            for param in parts.filter(|p| !p.is_empty()) {
+                let (name, value) = match param.split_once('=') {
+                    Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                    None => (param, None),
+                };
+                match (name.to_ascii_lowercase().as_str(), value) {
+                    ("server_no_context_takeover", None) => {}
+                    ("client_no_context_takeover", None) => {
+                        agreed.client_no_context_takeover = true;
+                    }
+                    // The client may use any window up to 32 KiB: inflating
+                    // takes them all.
+                    ("client_max_window_bits", _) => {}
+                    // Compressing with a smaller window than 32 KiB is not
+                    // offered: decline this offer.
+                    ("server_max_window_bits", Some("15")) => {}
+                    _ => return None,
+                }
+            }
+            Some(agreed)
+        })
+}
+
+/// `payload` deflated alone (no context taken over), as a compressed
+/// message's payload: the sync flush's tail left off.
+pub fn compress(payload: &[u8]) -> Bytes {
+    let mut c = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(payload.len() / 4 + 64);
+    let mut input = payload;
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        let before = c.total_in();
+        // Writing into a Vec with room left cannot fail for a raw stream.
+        let _ = c.compress_vec(input, &mut out, FlushCompress::Sync);
+        let taken = usize::try_from(c.total_in() - before).unwrap_or(input.len());
+        input = &input[taken..];
+        if input.is_empty() && out.ends_with(&TAIL) {
+            break;
+        }
+    }
+    out.truncate(out.len() - TAIL.len());
+    out.into()
+}
+
+/// A client message being inflated.
+struct Message {
+    opcode: u8,
+    mask: [u8; 4],
+    inflated: Vec<u8>,
+}
+
+/// Client frames in, the same frames inflated out (see the module's doc).
+pub struct Inflater {
+    /// What the socket gave that is not a whole frame yet.
+    input: BytesMut,
+    /// Frames ready for tungstenite.
+    output: BytesMut,
+    decompress: Option<Decompress>,
+    message: Option<Message>,
+    no_context: bool,
+    /// The largest frame and message tungstenite takes.
+    max: usize,
+    /// Past a frame too large to hold: bytes go through as they are, for
+    /// tungstenite to refuse (1009).
+    passthrough: bool,
+}
+
+impl Inflater {
+    pub fn new(agreed: Negotiated, max: usize) -> Self {
+        Self {
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            decompress: None,
+            message: None,
+            no_context: agreed.client_no_context_takeover,
+            max,
+            passthrough: false,
+        }
+    }
+
+    /// Reads from `io` through the inflater.
+    pub fn poll_read(
+        &mut self,
+        mut io: Pin<&mut (dyn AsyncRead + Send + Unpin)>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.output.is_empty() {
+                let n = self.output.len().min(buf.remaining());
+                buf.put_slice(&self.output[..n]);
+                self.output.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            let mut chunk = [0u8; 4096];
+            let mut read = ReadBuf::new(&mut chunk);
+            std::task::ready!(io.as_mut().poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // The end of the stream: what is left goes as it is.
+                let rest = self.input.split();
+                buf.put_slice(&rest[..rest.len().min(buf.remaining())]);
+                return Poll::Ready(Ok(()));
+            }
+            self.feed(read.filled());
+        }
+    }
+
+    /// Takes bytes from the socket; whole frames come out in `output`.
+    fn feed(&mut self, bytes: &[u8]) {
+        if self.passthrough {
+            self.output.extend_from_slice(bytes);
+            return;
+        }
+        self.input.extend_from_slice(bytes);
+        while !self.passthrough
+            && let Some(frame) = self.next_frame()
+        {
+            self.frame(frame);
+        }
+        if self.passthrough {
+            let rest = self.input.split();
+            self.output.extend_from_slice(&rest);
+        }
+    }
+
+    /// The next whole frame of `input`: its header bytes and payload.
+    fn next_frame(&mut self) -> Option<Frame> {
+        let b = &self.input[..];
+        if b.len() < 2 {
+            return None;
+        }
+        let masked = b[1] & 0x80 != 0;
+        let (len, at) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().ok()?), 10),
+            126 | 127 => return None,
+            n => (u64::from(n), 2),
+        };
+        let header_len = at + if masked { 4 } else { 0 };
+        let too_large = usize::try_from(len).map_or(true, |l| l > self.max);
+        if too_large || !masked {
+            // Not for the inflater: tungstenite refuses it (1009, or an
+            // unmasked client frame); the reserved bit is cleared so that it
+            // says which.
+            self.input[0] &= !0x40;
+            self.passthrough = true;
+            return None;
+        }
+        let total = header_len + usize::try_from(len).ok()?;
+        if b.len() < total {
+            return None;
+        }
+        let frame = self.input.split_to(total).freeze();
+        Some(Frame {
+            bytes: frame,
+            header_len,
+        })
+    }
+
+    fn frame(&mut self, frame: Frame) {
+        let b0 = frame.bytes[0];
+        let (fin, rsv1, opcode) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x0f);
+        let control = opcode >= 0x8;
+        let compressed = !control && (rsv1 || (opcode == 0 && self.message.is_some()));
+        if !compressed {
+            self.output.extend_from_slice(&frame.bytes);
+            return;
+        }
+        let mask: [u8; 4] = frame.bytes[frame.header_len - 4..frame.header_len]
+            .try_into()
+            .unwrap_or_default();
+        let mut payload = frame.bytes[frame.header_len..].to_vec();
+        unmask(&mut payload, mask);
+        let message = self.message.get_or_insert(Message {
+            opcode,
+            mask,
+            inflated: Vec::new(),
+        });
+        let decompress = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new(false));
+        let limit = self.max + 1;
+        if inflate(decompress, &payload, &mut message.inflated, limit).is_err() {
+            self.corrupt();
+            return;
+        }
+        if !fin {
+            return;
+        }
+        if inflate(decompress, &TAIL, &mut message.inflated, limit).is_err() {
+            self.corrupt();
+            return;
+        }
+        let Some(message) = self.message.take() else {
+            return;
+        };
+        if self.no_context {
+            self.decompress = None;
+        }
+        write_frame(
+            &mut self.output,
+            message.opcode,
+            message.mask,
+            message.inflated,
+        );
+    }
+
+    /// Compressed data that does not inflate: a frame tungstenite refuses
+    /// as a protocol error (a reserved opcode), then nothing more.
+    fn corrupt(&mut self) {
+        self.output.extend_from_slice(&[0x83, 0x80, 0, 0, 0, 0]);
+        self.passthrough = true;
+        self.input.clear();
+    }
+}
+
+struct Frame {
+    bytes: Bytes,
+    header_len: usize,
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    for (i, b) in payload.iter_mut().enumerate() {
+        *b ^= mask[i % 4];
+    }
+}
+
+/// Inflates `input` onto `out`, at most `limit` bytes in all.
+fn inflate(d: &mut Decompress, input: &[u8], out: &mut Vec<u8>, limit: usize) -> io::Result<()> {
+    let mut input = input;
+    while out.len() < limit {
+        if out.len() == out.capacity() {
+            out.reserve((4 * input.len()).clamp(256, limit - out.len()));
+        }
+        let (taken_before, made_before) = (d.total_in(), d.total_out());
+        d.decompress_vec(input, out, FlushDecompress::Sync)
+            .map_err(io::Error::other)?;
+        let taken = usize::try_from(d.total_in() - taken_before).unwrap_or(input.len());
+        let made = d.total_out() - made_before;
+        input = &input[taken..];
+        // All of it taken and room left: nothing more to come out.
+        if input.is_empty() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if taken == 0 && made == 0 && out.len() < out.capacity() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// A plain, masked, final frame of `opcode` holding `payload`.
+fn write_frame(out: &mut BytesMut, opcode: u8, mask: [u8; 4], mut payload: Vec<u8>) {
+    out.put_u8(0x80 | opcode);
+    match payload.len() {
+        n if n < 126 => out.put_u8(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.put_u8(0x80 | 126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(0x80 | 127);
+            out.put_u64(n as u64);
+        }
+    }
+    out.put_slice(&mask);
+    unmask(&mut payload, mask);
+    out.put_slice(&payload);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offered(v: &'static str) -> Option<Negotiated> {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(v),
+        );
+        negotiate(&h)
+    }
+
+    #[test]
+    fn offers_are_taken_as_the_rfc_says() {
+        let agreed = Negotiated {
+            client_no_context_takeover: false,
+        };
+        let plain = Some(agreed);
+        // Chromium's and Python websockets' offers.
+        assert_eq!(offered("permessage-deflate; client_max_window_bits"), plain);
+        assert_eq!(
+            offered("permessage-deflate; server_max_window_bits=15; client_max_window_bits"),
+            plain
+        );
+        assert_eq!(
+            offered("permessage-deflate; client_no_context_takeover")
+                .map(|n| n.client_no_context_takeover),
+            Some(true)
+        );
+        assert_eq!(offered("x-webkit-deflate-frame"), None);
+        assert_eq!(
+            offered("permessage-deflate; server_max_window_bits=10"),
+            None
+        );
+        assert_eq!(offered("permessage-deflate; unheard_of"), None);
+        // A second offer is taken when the first cannot be.
+        assert_eq!(
+            offered("permessage-deflate; server_max_window_bits=9, permessage-deflate"),
+            plain
+        );
+        assert_eq!(negotiate(&HeaderMap::new()), None);
+        assert!(
+            plain
+                .unwrap()
+                .header()
+                .to_str()
+                .unwrap()
+                .contains("server_no_context_takeover")
+        );
+    }
+
+    /// A client's compressed text frame as a browser sends it.
+    fn client_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut deflated = compress(payload).to_vec();
+        unmask(&mut deflated, mask);
+        let mut f = vec![0x80 | 0x40 | 0x1];
+        match deflated.len() {
+            n if n < 126 => f.push(0x80 | n as u8),
+            n => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(&mask);
+        f.extend_from_slice(&deflated);
+        f
+    }
+
+    fn plain_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        write_frame(&mut out, 0x1, mask, payload.to_vec());
+        out.to_vec()
+    }
+
+    #[test]
+    fn what_is_compressed_inflates_back() {
+        let text =
+            br#"{"id":1,"method":"subscribe","params":{"streams":["EURUSD@point"]}}"#.repeat(20);
+        let deflated = compress(&text);
+        assert!(deflated.len() < text.len() / 5, "{}", deflated.len());
+        let mut d = Decompress::new(false);
+        let mut out = Vec::new();
+        let mut input = deflated.to_vec();
+        input.extend_from_slice(&TAIL);
+        inflate(&mut d, &input, &mut out, 1 << 20).unwrap();
+        assert_eq!(out, text);
+    }
+
+    #[test]
+    fn compressed_client_frames_come_out_plain_whatever_the_chunks() {
+        let mask = [1, 2, 3, 4];
+        let a = br#"{"id":1,"method":"list"}"#;
+        let b = br#"{"id":2,"method":"subscribe","params":{"streams":["EURUSD@point","USDJPY@point"]}}"#;
+        let mut wire = client_frame(a, mask);
+        wire.extend_from_slice(&[0x89, 0x80, 9, 9, 9, 9]); // a ping, as it is
+        wire.extend(client_frame(b, mask));
+        let mut expected = plain_frame(a, mask);
+        expected.extend_from_slice(&[0x89, 0x80, 9, 9, 9, 9]);
+        expected.extend(plain_frame(b, mask));
+        for chunk in [1, 3, 7, wire.len()] {
+            let mut inflater = Inflater::new(
+                Negotiated {
+                    client_no_context_takeover: true,
+                },
+                1 << 16,
+            );
+            for piece in wire.chunks(chunk) {
+                inflater.feed(piece);
+            }
+            assert_eq!(&inflater.output[..], &expected[..], "in chunks of {chunk}");
+        }
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_goes_to_tungstenite_to_refuse() {
+        let mut inflater = Inflater::new(
+            Negotiated {
+                client_no_context_takeover: false,
+            },
+            100,
+        );
+        let mut frame = vec![0xc1, 0x80 | 126, 0x01, 0x00, 1, 2, 3, 4];
+        frame.extend(vec![0u8; 256]);
+        inflater.feed(&frame);
+        assert_eq!(inflater.output[0], 0x81, "the reserved bit cleared");
+        assert_eq!(inflater.output.len(), frame.len(), "as it came");
+    }
+}
