@@ -382,8 +382,7 @@ mod tests {
         );
         assert_eq!(negotiate(&HeaderMap::new()), None);
         assert!(
-            plain
-                .unwrap()
+            agreed
                 .header()
                 .to_str()
                 .unwrap()
