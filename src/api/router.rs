@@ -113,7 +113,7 @@ impl Api {
     ),
     tags(
         (name = "rates", description = "Versioned REST API under /api/v1"),
-        (name = "websocket", description = "Live points over a WebSocket: GET /api/v1/ws (one asset a connection), GET /api/v2/ws (many streams a connection, resume)"),
+        (name = "websocket", description = "Live streams: GET /api/v1/ws (one asset a connection), GET /api/v2/ws (many streams a connection, resume, compression), GET /api/v2/events (the same streams as Server-Sent Events)"),
         (name = "health", description = "Liveness and readiness probes"),
     ),
     components(schemas(
@@ -130,6 +130,11 @@ impl Api {
         docs_v2::WsV2KlineSnapshot,
         docs_v2::WsV2PointData,
         docs_v2::WsV2KlineData,
+        docs_v2::WsV2TickerSnapshot,
+        docs_v2::WsV2TickerData,
+        docs_v2::WsV2AllPointsSnapshot,
+        docs_v2::WsV2AllPointsData,
+        docs_v2::WsV2AllTickersData,
     ))
 )]
 struct ApiDoc;

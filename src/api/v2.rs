@@ -32,6 +32,21 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
         .routes(routes!(events))
 }
 
+/// One event of `/api/v2/events`, as the event-stream format has it: its
+/// `data` a v2 frame's JSON (`subscribed`, `snapshot`, `data`, `error`), or
+/// only an `id` (`<second>@<epoch>`: the resume point).
+#[derive(utoipa::ToSchema)]
+#[expect(dead_code, reason = "a schema of the OpenAPI document, never built")]
+pub struct SseEvent {
+    /// `subscribed`, `snapshot`, `data` or `error`.
+    event: Option<String>,
+    data: Option<String>,
+    /// `<second>@<epoch>`
+    id: Option<String>,
+    /// Milliseconds a client waits before it reconnects (the first event).
+    retry: Option<u64>,
+}
+
 /// Streams named in the URL (`/api/v2/ws?streams=...`, `/api/v2/events`).
 /// Every field is read as text so that a bad value gets a problem naming
 /// it.
@@ -79,9 +94,15 @@ impl UrlStreams {
 
 /// Many streams on one WebSocket, with ids and resume.
 ///
-/// A **stream** is `<symbol>@point` (the asset's point every second) or
+/// A **stream** is `<symbol>@point` (the asset's point every second),
 /// `<symbol>@kline_<interval>` (its forming candle after every point; 1m,
-/// 5m, 15m, 30m, 1h, 4h, 1d). Symbols are case-insensitive, spelt as in REST.
+/// 5m, 15m, 30m, 1h, 4h, 1d), `<symbol>@ticker` (its 24-hour ticker after
+/// every point: `WsV2TickerSnapshot`, `WsV2TickerData`), `!all@point`
+/// (every asset's point of each second in one frame: `WsV2AllPointsSnapshot`,
+/// `WsV2AllPointsData`) or `!all@ticker` (every asset's ticker each second:
+/// `WsV2AllTickersData`). Symbols are case-insensitive, spelt as in REST.
+/// A client that offers `permessage-deflate` gets histories, snapshots and
+/// large frames compressed.
 ///
 /// **Requests** (`WsV2Request`) `{"id": 1, "method": ..., "params": {...}}`,
 /// each answered once under its id, by `{"id":..,"result":{...}}` or
@@ -157,7 +178,7 @@ async fn upgrade(
     params(UrlStreams,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event: `<second>@<epoch>`")),
     responses(
-        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: each event one v2 frame", content_type = "text/event-stream", body = SseEvent),
         InvalidParameter,
         TooManyConnectionsRefused,
         Unavailable,

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{AssetList, Candle, Point};
 use crate::stream::frame::ErrorType;
+use crate::stream::tickers::TickerData;
 
 /// A request: every one gets exactly one answer with its `id`.
 #[derive(Serialize, ToSchema)]
@@ -24,8 +25,9 @@ pub struct WsV2Request {
 /// The params of `subscribe` (all) and `unsubscribe` (`streams` only).
 #[derive(Serialize, ToSchema)]
 pub struct WsV2Params {
-    /// `<symbol>@point` or `<symbol>@kline_<interval>` (1m, 5m, 15m, 30m,
-    /// 1h, 4h, 1d); symbols case-insensitive, spelt as in REST.
+    /// `<symbol>@point`, `<symbol>@kline_<interval>` (1m, 5m, 15m, 30m,
+    /// 1h, 4h, 1d), `<symbol>@ticker`, `!all@point` or `!all@ticker`;
+    /// symbols case-insensitive, spelt as in REST.
     pub streams: Vec<String>,
     /// Seconds of history in each new stream's snapshot, 0..=1800 (default 0).
     pub history: Option<u32>,
@@ -133,4 +135,74 @@ pub struct WsV2PointData {
 pub struct WsV2KlineData {
     pub stream: String,
     pub data: Candle,
+}
+
+/// A ticker stream's first frame: the asset's 24-hour ticker now (`null`
+/// before it has one).
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"stream": "EURUSD@ticker", "snapshot": {"ticker": {"symbol": "EURUSD",
+    "assetId": 1, "openTime": 1455797100, "closeTime": 1455883484, "open": 1.109101,
+    "high": 1.112312, "low": 1.107954, "last": 1.110481, "change": 0.00138,
+    "changePercent": 0.1244, "count": 86385, "stale": false}}}))]
+pub struct WsV2TickerSnapshot {
+    pub stream: String,
+    pub snapshot: WsV2Ticker,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WsV2Ticker {
+    pub ticker: Option<TickerData>,
+}
+
+/// A ticker stream's live frame, after every point of the asset.
+#[derive(Serialize, ToSchema)]
+pub struct WsV2TickerData {
+    pub stream: String,
+    pub data: TickerData,
+}
+
+/// One second of the whole market: every asset's point of that second, in
+/// catalog order.
+#[derive(Serialize, ToSchema)]
+pub struct WsV2Second {
+    pub time: i64,
+    pub points: Vec<Point>,
+}
+
+/// `!all@point`'s first frame: the latest second, or with `since` each
+/// second after it; `recovered` as for a point stream.
+#[derive(Serialize, ToSchema)]
+pub struct WsV2AllPointsSnapshot {
+    pub stream: String,
+    pub snapshot: WsV2Seconds,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WsV2Seconds {
+    pub frames: Vec<WsV2Second>,
+    pub recovered: bool,
+}
+
+/// `!all@point`'s live frame, one a second.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"stream": "!all@point", "data": {"time": 1455883485, "points": [
+    {"assetName": "EURUSD", "time": 1455883485, "assetId": 1, "value": 1.110948}]}}))]
+pub struct WsV2AllPointsData {
+    pub stream: String,
+    pub data: WsV2Second,
+}
+
+/// Every asset's ticker as of one second.
+#[derive(Serialize, ToSchema)]
+pub struct WsV2Tickers {
+    pub time: i64,
+    pub tickers: Vec<TickerData>,
+}
+
+/// `!all@ticker`'s first frame (every asset's ticker now) and its live
+/// frame, one a second.
+#[derive(Serialize, ToSchema)]
+pub struct WsV2AllTickersData {
+    pub stream: String,
+    pub data: WsV2Tickers,
 }
