@@ -202,9 +202,19 @@ fn result_line(result: &Value) -> String {
 /// A snapshot in one line: `STREAM snapshot: N points FIRST..LAST
 /// recovered` (or `N candles`, with the candles' open times).
 fn snapshot_line(stream: &str, snapshot: &Value) -> String {
-    let (kind, items, time) = match snapshot.get("candles") {
-        Some(candles) => ("candles", candles, "openTime"),
-        None => ("points", &snapshot["points"], "time"),
+    if let Some(ticker) = snapshot.get("ticker") {
+        return match ticker {
+            Value::Null => format!("{stream} snapshot: no ticker yet"),
+            t => format!("{stream} snapshot: {}", ticker_text(t)),
+        };
+    }
+    if let Some(tickers) = snapshot.get("tickers").and_then(Value::as_array) {
+        return format!("{stream} snapshot: {} tickers at {}", tickers.len(), snapshot["time"]);
+    }
+    let (kind, items, time) = match (snapshot.get("candles"), snapshot.get("frames")) {
+        (Some(candles), _) => ("candles", candles, "openTime"),
+        (None, Some(frames)) => ("seconds", frames, "time"),
+        (None, None) => ("points", &snapshot["points"], "time"),
     };
     let items = items.as_array().map(Vec::as_slice).unwrap_or_default();
     let mut line = format!("{stream} snapshot: {} {kind}", items.len());
@@ -222,6 +232,19 @@ fn snapshot_line(stream: &str, snapshot: &Value) -> String {
 /// A live datum: `STREAM TIME VALUE` for a point, `STREAM OPEN_TIME o= h=
 /// l= c= n= forming|closed` for a candle.
 fn data_line(stream: &str, data: &Value) -> String {
+    if let Some(points) = data.get("points").and_then(Value::as_array) {
+        let values: Vec<String> = points
+            .iter()
+            .map(|p| format!("{}={}", p["assetName"].as_str().unwrap_or("?"), p["value"]))
+            .collect();
+        return format!("{stream} {} {}", data["time"], values.join(" "));
+    }
+    if let Some(tickers) = data.get("tickers").and_then(Value::as_array) {
+        return format!("{stream} {} {} tickers", data["time"], tickers.len());
+    }
+    if data.get("changePercent").is_some() {
+        return format!("{stream} {}", ticker_text(data));
+    }
     if data.get("openTime").is_some() {
         let state = if data["closed"] == true {
             "closed"
@@ -235,6 +258,14 @@ fn data_line(stream: &str, data: &Value) -> String {
     } else {
         format!("{stream} {} {}", data["time"], data["value"])
     }
+}
+
+/// A ticker: `CLOSE_TIME last=.. change=..% h=.. l=.. n=..`.
+fn ticker_text(t: &Value) -> String {
+    format!(
+        "{} last={} change={}% h={} l={} n={}",
+        t["closeTime"], t["last"], t["changePercent"], t["high"], t["low"], t["count"]
+    )
 }
 
 /// An error answer's `CODE: MESSAGE`.

@@ -54,8 +54,9 @@ pub struct ClientArgs {
     /// on the v1 path (/api/v1/ws or /) is moved to it.
     #[arg(long)]
     pub v2: bool,
-    /// A v2 stream: SYMBOL@point or SYMBOL@kline_INTERVAL (1m, 5m, 15m, 30m,
-    /// 1h, 4h, 1d); repeat for more (default: the --asset's point stream).
+    /// A v2 stream: SYMBOL@point, SYMBOL@kline_INTERVAL (1m, 5m, 15m, 30m,
+    /// 1h, 4h, 1d), SYMBOL@ticker, !all@point or !all@ticker; repeat for more
+    /// (default: the --asset's point stream).
     #[arg(
         long = "stream",
         value_name = "STREAM",
