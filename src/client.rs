@@ -209,7 +209,11 @@ fn snapshot_line(stream: &str, snapshot: &Value) -> String {
         };
     }
     if let Some(tickers) = snapshot.get("tickers").and_then(Value::as_array) {
-        return format!("{stream} snapshot: {} tickers at {}", tickers.len(), snapshot["time"]);
+        return format!(
+            "{stream} snapshot: {} tickers at {}",
+            tickers.len(),
+            snapshot["time"]
+        );
     }
     let (kind, items, time) = match (snapshot.get("candles"), snapshot.get("frames")) {
         (Some(candles), _) => ("candles", candles, "openTime"),

@@ -1,6 +1,7 @@
 //! The test page in a real browser: headless Chromium driven over WebDriver
 //! (chromedriver), against the real service. Saves screenshots to
-//! `target/browser-test.png` (v1) and `target/browser-test-v2.png` (v2).
+//! `target/browser-test.png` (v1), `target/browser-test-v2.png` (v2) and
+//! `target/browser-test-sse.png` (Server-Sent Events).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them.
 //! Without them the test fails under `CI=true` and is skipped elsewhere.
@@ -326,6 +327,74 @@ async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium
         "no error frame"
     );
     browser.screenshot("browser-test-v2.png").await;
+    browser.close().await;
+    app.cleanup().await;
+}
+
+/// The page's SSE mode: the same charts from `/api/v2/events` through a
+/// real `EventSource`; the network drops (a proxy between the browser and
+/// the service cuts the connection) and the browser reconnects by itself
+/// with `Last-Event-ID`: every stream resumes with no second twice, none
+/// lost, nothing loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_sse_charts_streams_and_resumes_after_a_drop_in_chromium() {
+    let Some((app, browser)) = page_and_browser().await else {
+        return;
+    };
+    let target = app.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = crate::helpers::CutProxy::start(target).await;
+    browser
+        .goto(&format!(
+            "http://{}/?mode=sse&assets=EURUSD,USDJPY&kline=USDJPY",
+            proxy.addr
+        ))
+        .await;
+    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "USDJPY@kline_1m");
+    let panels = eventually(
+        "two charts of 1,700+ points, live, and candles over an event stream",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            let charted = [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "points") >= 1700.0 && num(&p[s], "live") >= 2.0);
+            (charted && num(&p[kline], "candles") >= 30.0).then_some(p)
+        },
+    )
+    .await;
+    assert!(
+        (num(&panels[eur], "lastValue") - 1.08).abs() < 0.2,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[jpy], "lastValue") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
+    assert_eq!(num(&browser.dataset().await, "opens"), 1.0);
+    // The network drops; the browser's EventSource reconnects on its own.
+    proxy.cut();
+    let live = |p: &Value, s: &str| num(&p[s], "live");
+    let resumed = eventually(
+        "both point streams resumed by the browser and live again",
+        Duration::from_secs(20),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "resumed") >= 1.0 && live(&p, s) > live(&panels, s) + 1.0)
+                .then_some(p)
+        },
+    )
+    .await;
+    assert!(num(&browser.dataset().await, "opens") >= 2.0, "reconnected");
+    for s in [eur, jpy] {
+        let p = &resumed[s];
+        assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
+        assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
+        assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+    }
+    assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
+    browser.screenshot("browser-test-sse.png").await;
     browser.close().await;
     app.cleanup().await;
 }
