@@ -218,6 +218,20 @@ async fn an_event_stream_is_checked_first_and_capped_with_websockets(engine: Eng
     app.cleanup().await;
 }
 
+/// With the default settings, a comment at least every 15 seconds keeps
+/// proxies from closing the stream.
+async fn an_event_stream_has_a_keep_alive_within_15_seconds(engine: Engine) {
+    let Some(app) = service(engine, 300, &[]).await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let mut events = Events::new(open(&app, "streams=EURUSD@ticker", None).await);
+    events.until(|e| e.comment.as_deref() == Some("keep-alive")).await;
+    let after = started.elapsed();
+    assert!(after <= Duration::from_secs(16), "the first keep-alive after {after:?}");
+    app.cleanup().await;
+}
+
 /// `curl -N` reads the stream as it comes.
 async fn curl_reads_an_event_stream(engine: Engine) {
     let Some(app) = service(engine, 300, &[]).await else {
@@ -247,4 +261,5 @@ crate::helpers::on_both_engines!(
     an_event_stream_sends_snapshots_data_ids_and_resumes,
     an_event_stream_is_checked_first_and_capped_with_websockets,
     curl_reads_an_event_stream,
+    an_event_stream_has_a_keep_alive_within_15_seconds,
 );
