@@ -2,7 +2,7 @@
 //! that the common answer pays nothing for it (no boxed middleware):
 //!
 //! - an error answer that something other than a route made (405, 413, a
-//!   deadline's 503) gets a problem body ([`super::problem::with_problem_body`]);
+//!   deadline's 503) gets a problem body ([`super::problem_answers::with_problem_body`]);
 //! - a CORS preflight answered by the CORS layer gets 204, not 200.
 
 use std::convert::Infallible;
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tower::{BoxError, Layer, Service};
 
-use super::problem::{needs_problem_body, with_problem_body};
+use super::problem_answers::{needs_problem_body, with_problem_body};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EdgeLayer;

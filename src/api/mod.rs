@@ -7,7 +7,9 @@
 //! - [`v1`]: the versioned REST routes and the v1 WebSocket route.
 //! - [`v2`]: the v2 (many-stream) WebSocket route.
 //! - [`error`]: one error type for every route, answered as a problem.
-//! - [`problem`]: RFC 9457 problem details: kinds, pages, documented answers.
+//! - [`problem`]: RFC 9457 problem details: their kinds and bodies.
+//! - [`problem_answers`]: each kind's page, problem bodies for bare error answers.
+//! - [`responses`]: the error answers the OpenAPI document names.
 //! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
 //! - [`front_door`]: in front of every route: per-IP limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
@@ -30,6 +32,8 @@ pub mod limit;
 pub mod metrics;
 pub mod page;
 pub mod problem;
+pub mod problem_answers;
+pub mod responses;
 pub mod query;
 pub mod router;
 pub mod server;

@@ -23,7 +23,7 @@ use super::health::{self, HealthState, WorkerRole};
 use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
-use super::{error, metrics, page, problem};
+use super::{error, metrics, page, problem_answers};
 use crate::config::Config;
 use crate::store::{Archive, Engine};
 use crate::stream::Streams;
@@ -161,7 +161,7 @@ pub fn app(api: &Api) -> App {
             .merge(super::v2::router().with_state(api.v1.clone()))
             .merge(health::router().with_state(api.health.clone()))
             .merge(metrics::router())
-            .routes(utoipa_axum::routes!(problem::problem_page))
+            .routes(utoipa_axum::routes!(problem_answers::problem_page))
             .split_for_parts();
         let openapi = inline_primitive_schemas(openapi);
         routes

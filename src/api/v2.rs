@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, Result};
 use super::limit::client_ip;
-use super::problem::{InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused};
+use super::responses::{InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused};
 use super::query::Params;
 use super::v1::V1State;
 use super::v1::ws::accept_protocol;

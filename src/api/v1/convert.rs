@@ -13,7 +13,7 @@ use super::dto::Conversion;
 use super::rates::MAX_AGE_RATES;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
-use crate::api::problem::{InvalidParameter, NoConversion, RateLimited, Unavailable};
+use crate::api::responses::{InvalidParameter, NoConversion, RateLimited, Unavailable};
 use crate::api::query::Params;
 use crate::clock::unix_now;
 use crate::domain::convert::rate;

@@ -13,7 +13,7 @@ use super::dto::RateList;
 use super::moment::{self, RateOrPoint};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
-use crate::api::problem::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
+use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
 use crate::domain::{Asset, AssetId, AssetList, FindError};
 

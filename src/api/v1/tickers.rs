@@ -13,7 +13,7 @@ use super::dto::{TickerData, TickerList};
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::IfNoneMatch;
-use crate::api::problem::{InvalidParameter, NoPointAt, RateLimited, Unavailable};
+use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()

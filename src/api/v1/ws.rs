@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::V1State;
 use crate::api::error::ApiError;
 use crate::api::limit::client_ip;
-use crate::api::problem::WsUpgradeRefused;
+use crate::api::responses::WsUpgradeRefused;
 use crate::stream::session::Protocol;
 use crate::stream::v1::V1;
 use crate::stream::{self, WsUpgrade};
