@@ -16,8 +16,10 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, Result};
 use super::limit::client_ip;
-use super::responses::{InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused};
 use super::query::Params;
+use super::responses::{
+    InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused,
+};
 use super::v1::V1State;
 use super::v1::ws::accept_protocol;
 use crate::stream::stall::SocketFd;

@@ -226,9 +226,14 @@ async fn an_event_stream_has_a_keep_alive_within_15_seconds(engine: Engine) {
     };
     let started = std::time::Instant::now();
     let mut events = Events::new(open(&app, "streams=EURUSD@ticker", None).await);
-    events.until(|e| e.comment.as_deref() == Some("keep-alive")).await;
+    events
+        .until(|e| e.comment.as_deref() == Some("keep-alive"))
+        .await;
     let after = started.elapsed();
-    assert!(after <= Duration::from_secs(16), "the first keep-alive after {after:?}");
+    assert!(
+        after <= Duration::from_secs(16),
+        "the first keep-alive after {after:?}"
+    );
     app.cleanup().await;
 }
 

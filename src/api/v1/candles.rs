@@ -19,8 +19,8 @@ use super::history::{
 use super::rates::{MAX_AGE_RATES, resolve};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
-use crate::api::responses::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
+use crate::api::responses::{InvalidParameter, RateLimited, Unavailable, UnknownSymbol};
 use crate::clock::unix_now;
 use crate::domain::{Interval, UnixSeconds};
 use crate::store::history;

@@ -13,8 +13,8 @@ use super::dto::RateList;
 use super::moment::{self, RateOrPoint};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
-use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
 use crate::api::query::Params;
+use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
 use crate::domain::{Asset, AssetId, AssetList, FindError};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {

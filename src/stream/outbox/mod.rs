@@ -19,16 +19,13 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::task::{ArcWake, AtomicWaker, waker_ref};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
-
-use super::deflate::{Inflater, MIN_COMPRESSED, Negotiated, compress};
-use super::frame::{Encoded, Event, sse_event, text_wire, wire_with};
+use super::deflate::{Inflater, Negotiated};
+use super::frame::Encoded;
 use crate::domain::{AssetId, Interval, UnixSeconds};
 
 /// The connection's byte stream (an upgraded HTTP connection, or any
@@ -56,30 +53,6 @@ pub mod event {
     pub const INTERRUPTED: u8 = 4;
     /// A write failed: the client is gone.
     pub const BROKEN: u8 = 8;
-}
-
-/// How a connection's frames are written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
-    WebSocket,
-    /// Server-sent events: once every frame of a second the fan-out has is
-    /// written, an event with only `id: <second>@<epoch>` (which sets the
-    /// client's `Last-Event-ID` without an event of its own).
-    EventStream {
-        epoch: String,
-        /// The newest second an id was written for.
-        marked: UnixSeconds,
-    },
-}
-
-impl Transport {
-    /// An event stream whose ids carry `epoch`.
-    pub fn event_stream(epoch: String) -> Self {
-        Self::EventStream {
-            epoch,
-            marked: UnixSeconds::MIN,
-        }
-    }
 }
 
 /// What the fan-out writes, one frame set per tick and asset, encoded once
@@ -298,65 +271,6 @@ impl Outbox {
         Offer::Written
     }
 
-    /// Queues one second's frames in this connection's encoding.
-    fn push_frames(self: &Arc<Self>, inner: &mut Inner, frames: &[Encoded]) {
-        match &inner.transport {
-            Transport::WebSocket => {
-                for frame in frames {
-                    self.push(inner, frame.ws_for(self.deflate).clone());
-                }
-            }
-            Transport::EventStream { .. } => {
-                for frame in frames {
-                    self.push(inner, frame.sse().clone());
-                }
-            }
-        }
-    }
-
-    /// Whether the client agreed to `permessage-deflate`.
-    pub fn deflates(&self) -> bool {
-        self.deflate
-    }
-
-    /// Whether frames go out as server-sent events.
-    pub fn is_event_stream(&self) -> bool {
-        self.event_stream
-    }
-
-    /// An event stream's resume point: every frame the fan-out had for
-    /// second `time` (and before) is written; written as an event with only
-    /// an id, so that a client that reconnects resumes after it.
-    pub fn mark(self: &Arc<Self>, time: UnixSeconds) {
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let Transport::EventStream { epoch, marked } = &mut inner.transport else {
-            return;
-        };
-        if time <= *marked {
-            return;
-        }
-        *marked = time;
-        let id = Bytes::from(format!("id: {time}@{epoch}\n\n"));
-        self.push(inner, id);
-    }
-
-    /// Writes one whole message the session made (an answer, a snapshot),
-    /// in this connection's encoding. True when it waits in the queue
-    /// behind a full socket: flush before writing more.
-    pub fn write_event(self: &Arc<Self>, event: Event, json: Bytes) -> bool {
-        let mut inner = self.lock();
-        let bytes = match inner.transport {
-            Transport::WebSocket if self.deflate && json.len() >= MIN_COMPRESSED => {
-                wire_with(compress(&json), Data::Text, true, true)
-            }
-            Transport::WebSocket => text_wire(json),
-            Transport::EventStream { .. } => sse_event(event, &json),
-        };
-        self.push(&mut inner, bytes);
-        !inner.queue.is_empty()
-    }
-
     /// Writes out the queue; pending while the socket is full.
     pub fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut guard = self.lock();
@@ -391,48 +305,6 @@ impl Outbox {
     /// Stops the fan-out writing `feed` here (a v2 unsubscribe).
     pub fn leave_feed(&self, feed: Feed) {
         self.lock().live.retain(|l| l.feed != feed);
-    }
-
-    /// Ends the connection gracefully: writes out what is queued (the
-    /// close frame last), shuts the write side, and reads and drops what
-    /// the client still sends until it closes too, within `limit` and
-    /// `max_discard` bytes. Closing a socket with unread bytes in it resets
-    /// the connection, and a reset loses what was still on its way to the
-    /// client: the close frame.
-    pub async fn linger(&self, limit: Duration, max_discard: usize) {
-        let mut shut = false;
-        let mut discarded = 0usize;
-        // Only at the end of a connection.
-        let mut buf = vec![0u8; 16 * 1024];
-        let linger = std::future::poll_fn(|cx| {
-            let mut guard = self.lock();
-            let inner = &mut *guard;
-            let Some(io) = inner.io.as_mut() else {
-                return Poll::Ready(());
-            };
-            if !shut {
-                match inner.queue.drain(io.as_mut(), cx) {
-                    Poll::Ready(Ok(())) => shut = io.as_mut().poll_shutdown(cx).is_ready(),
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => {}
-                }
-            }
-            loop {
-                let mut read = ReadBuf::new(&mut buf);
-                match io.as_mut().poll_read(cx, &mut read) {
-                    Poll::Ready(Ok(())) if read.filled().is_empty() => return Poll::Ready(()),
-                    Poll::Ready(Ok(())) => {
-                        discarded += read.filled().len();
-                        if discarded > max_discard {
-                            return Poll::Ready(());
-                        }
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(()),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        });
-        let _ = tokio::time::timeout(limit, linger).await;
     }
 
     /// Closes the socket (the session ended).
@@ -505,8 +377,11 @@ impl Outbox {
     }
 }
 
+mod closing;
+mod encoding;
 mod shared_io;
 
+pub use self::encoding::Transport;
 pub use self::shared_io::SharedIo;
 
 #[cfg(test)]
