@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::history::HistoryCache;
+use super::history::{History, HistoryCache, HistoryError};
 use super::hub::LiveHub;
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::domain::{Catalog, UnixSeconds};
+use crate::domain::{AssetId, Catalog, UnixSeconds};
 use crate::store::{Archive, Engine, EngineError};
 
 #[derive(Debug, Clone)]
@@ -105,6 +105,24 @@ impl Streams {
             shutdown,
             epoch: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// An asset's history up to `newest` (the cache's one read a tick,
+    /// reaching into the archive where the window lacks seconds).
+    pub async fn history_of(
+        &self,
+        asset: AssetId,
+        newest: UnixSeconds,
+    ) -> Result<Arc<History>, HistoryError> {
+        self.history
+            .get(
+                &self.engine,
+                self.archive.as_ref(),
+                asset,
+                self.window_seconds,
+                newest,
+            )
+            .await
     }
 
     /// The engine's data epoch, read at most once a second however many

@@ -8,14 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::{Engine, Options, eventually, spawn_app};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+use crate::helpers::{Engine, Options, eventually, now, spawn_app};
 
 /// The worst pages a public client can ask for, each over the whole of time.
 fn worst_pages(i: usize) -> String {
@@ -42,12 +35,7 @@ fn worst_pages(i: usize) -> String {
 /// (503 problem, `Retry-After`), and meanwhile the archiver writes every
 /// second the worker wrote, each exactly once.
 async fn a_year_of_candles_cannot_starve_the_archiver(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let archive = app.archive.clone().unwrap();

@@ -6,35 +6,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Engine, Options, TestApp, eventually, fixture_path, spawn_app};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Every point of EURUSD with `from <= time <= to`, following cursors.
-async fn points(app: &TestApp, from: i64, to: i64) -> Vec<(i64, f64)> {
-    let mut out = Vec::new();
-    let mut url = format!("/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000");
-    loop {
-        let (status, page) = app.get_json(&url).await;
-        assert_eq!(status, 200, "{page}");
-        for p in page["points"].as_array().unwrap() {
-            out.push((p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap()));
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => {
-                url = format!(
-                    "/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000&cursor={c}"
-                )
-            }
-            None => return out,
-        }
-    }
-}
+use crate::helpers::{
+    Engine, Options, TestApp, eurusd_rows, eventually, fixture_path, now, spawn_app,
+};
 
 /// `(openTime, open, high, low, close, count)` of each candle of a page.
 fn ohlc(page: &Value) -> Vec<(i64, f64, f64, f64, f64, u64)> {
@@ -119,7 +93,7 @@ async fn every_minute_candle_equals_its_points(engine: Engine) {
     let last = (now() / 60) * 60 - 60;
     let first = last - 19 * 60;
     eventually("20 backfilled minutes", Duration::from_secs(15), || async {
-        (points(&app, first, last + 59).await.len() == 1_200).then_some(())
+        (app.history_points("EURUSD", first, last + 59).await.len() == 1_200).then_some(())
     })
     .await;
     let (status, page) = app
@@ -131,7 +105,7 @@ async fn every_minute_candle_equals_its_points(engine: Engine) {
     assert_eq!(page["symbol"], "EURUSD");
     assert_eq!(page["interval"], "1m");
     let got = ohlc(&page);
-    let want = expected(&points(&app, first, last + 59).await, 60);
+    let want = expected(&app.history_points("EURUSD", first, last + 59).await, 60);
     assert_eq!(got.len(), 20, "{got:?}");
     assert_same(&got, &want);
     assert!(
@@ -179,7 +153,7 @@ async fn buckets_are_aligned_in_utc(engine: Engine) {
     };
     let t = now();
     eventually("the whole backfill", Duration::from_secs(15), || async {
-        (points(&app, t - 1_700, t - 100).await.len() == 1_601).then_some(())
+        (app.history_points("EURUSD", t - 1_700, t - 100).await.len() == 1_601).then_some(())
     })
     .await;
     for (interval, secs) in [("5m", 300), ("1d", 86_400)] {
@@ -206,7 +180,10 @@ async fn buckets_are_aligned_in_utc(engine: Engine) {
         let first = got[0].0;
         let closed: Vec<_> = got.iter().filter(|c| c.0 + secs <= to).copied().collect();
         if let Some(last) = closed.last() {
-            let want = expected(&points(&app, first, last.0 + secs - 1).await, secs);
+            let want = expected(
+                &app.history_points("EURUSD", first, last.0 + secs - 1).await,
+                secs,
+            );
             assert_same(&closed, &want[..closed.len()]);
         }
     }
@@ -214,12 +191,7 @@ async fn buckets_are_aligned_in_utc(engine: Engine) {
 }
 
 async fn hour_candles_older_than_the_window_come_from_the_archive(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let archive = app.archive.clone().unwrap();
@@ -230,14 +202,7 @@ async fn hour_candles_older_than_the_window_come_from_the_archive(engine: Engine
         .filter(|t| t % 7 != 0)
         .map(|t| (t, 1.0 + ((t * 37) % 1_000) as f64 / 10_000.0))
         .collect();
-    let rows: Vec<ratesd::domain::ArchivedPoint> = old
-        .iter()
-        .map(|&(time, value)| ratesd::domain::ArchivedPoint {
-            asset_id: 1,
-            time,
-            value,
-        })
-        .collect();
+    let rows = eurusd_rows(&old);
     // Out of order and twice: the archive's minute rollup must end up as
     // if the points had come in order, once.
     let (evens, odds): (Vec<_>, Vec<_>) = rows.iter().partition(|p| p.time % 2 == 0);
@@ -311,12 +276,7 @@ async fn hour_candles_older_than_the_window_come_from_the_archive(engine: Engine
 /// points, and the window: each bucket made once from all of them, equal
 /// to what its points give.
 async fn long_candles_join_the_hour_and_minute_rollups_and_the_window(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let archive = app.archive.clone().unwrap();
@@ -339,14 +299,14 @@ async fn long_candles_join_the_hour_and_minute_rollups_and_the_window(engine: En
         let first = from - from.rem_euclid(secs);
         // Read until no tick lands between the points and the candles.
         let (got, want) = eventually(interval, Duration::from_secs(30), || async {
-            let before = points(&app, from, now() + 5).await;
+            let before = app.history_points("EURUSD", from, now() + 5).await;
             let (status, page) = app
                 .get_json(&format!(
                     "/api/v1/rates/EURUSD/candles?interval={interval}&from={first}"
                 ))
                 .await;
             assert_eq!(status, 200, "{page}");
-            let after = points(&app, from, now() + 5).await;
+            let after = app.history_points("EURUSD", from, now() + 5).await;
             (before == after && before.last().is_some_and(|p| p.0 >= started))
                 .then(|| (ohlc(&page), expected(&after, secs)))
         })

@@ -3,35 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Engine, Options, TestApp, eventually, spawn_app};
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-/// Every point of EURUSD with `from <= time <= to`, through history's pages.
-async fn paged(app: &TestApp, from: i64, to: i64) -> Vec<(i64, f64)> {
-    let mut out = Vec::new();
-    let mut url = format!("/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000");
-    loop {
-        let (status, page) = app.get_json(&url).await;
-        assert_eq!(status, 200, "{page}");
-        for p in page["points"].as_array().unwrap() {
-            out.push((p["time"].as_i64().unwrap(), p["value"].as_f64().unwrap()));
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => {
-                url = format!(
-                    "/api/v1/rates/EURUSD/history?from={from}&to={to}&limit=1000&cursor={c}"
-                )
-            }
-            None => return out,
-        }
-    }
-}
+use crate::helpers::{Engine, Options, TestApp, eurusd_rows, eventually, now, spawn_app};
 
 /// An archive holding `seconds` of EURUSD before `end`, the service's first
 /// tick (every 5th second missing), returned as `(first second, the points)`.
@@ -44,14 +16,7 @@ async fn with_old_points(app: &TestApp, seconds: i64, end: i64) -> (i64, Vec<(i6
         // Rounded to 6 decimals, as every point is.
         .map(|t| (t, (1_000_000 + (t * 7_919) % 10_000 * 10) as f64 / 1e6))
         .collect();
-    let rows: Vec<ratesd::domain::ArchivedPoint> = old
-        .iter()
-        .map(|&(time, value)| ratesd::domain::ArchivedPoint {
-            asset_id: 1,
-            time,
-            value,
-        })
-        .collect();
+    let rows = eurusd_rows(&old);
     for batch in rows.chunks(10_000) {
         archive.insert(batch).await.unwrap();
     }
@@ -60,22 +25,17 @@ async fn with_old_points(app: &TestApp, seconds: i64, end: i64) -> (i64, Vec<(i6
 
 async fn an_export_streams_the_whole_range_as_history_has_it(engine: Engine) {
     let started = now();
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     // More than one chunk of the archive (10,000), then the window.
     let (start, old) = with_old_points(&app, 15_000, started).await;
     eventually("live points", Duration::from_secs(15), || async {
-        (paged(&app, started, now()).await.len() >= 3).then_some(())
+        (app.history_points("EURUSD", started, now()).await.len() >= 3).then_some(())
     })
     .await;
     let to = now() - 1;
-    let want = paged(&app, start, to).await;
+    let want = app.history_points("EURUSD", start, to).await;
     let differ = want.iter().zip(&old).position(|(w, o)| w != o);
     assert_eq!(
         differ,
@@ -171,12 +131,7 @@ async fn an_export_streams_the_whole_range_as_history_has_it(engine: Engine) {
 
 async fn the_rate_at_a_moment_is_its_point_or_the_latest_before_it(engine: Engine) {
     let started = now();
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let (start, old) = with_old_points(&app, 600, started).await;

@@ -245,6 +245,36 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults on `engine`.
+    pub fn on(engine: Engine) -> Self {
+        Self {
+            engine,
+            ..Self::default()
+        }
+    }
+}
+
+/// `(time, value)` pairs of EURUSD (asset 1) as archive rows.
+pub fn eurusd_rows(points: &[(i64, f64)]) -> Vec<ratesd::domain::ArchivedPoint> {
+    points
+        .iter()
+        .map(|&(time, value)| ratesd::domain::ArchivedPoint {
+            asset_id: 1,
+            time,
+            value,
+        })
+        .collect()
+}
+
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
 /// An engine of `kind` with nothing in it, outside any service (for tests
 /// of the engine's own rules); `None` when Redis is needed and unreachable.
 pub fn bare_engine(kind: Engine) -> Option<ratesd::store::Engine> {
@@ -349,6 +379,26 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request")
+    }
+
+    /// Every point of `symbol` with `from <= time <= to`, following the
+    /// history route's cursors.
+    pub async fn history_points(&self, symbol: &str, from: i64, to: i64) -> Vec<(i64, f64)> {
+        let first = format!("/api/v1/rates/{symbol}/history?from={from}&to={to}&limit=1000");
+        let mut url = first.clone();
+        let mut out = Vec::new();
+        loop {
+            let (status, page) = self.get_json(&url).await;
+            assert_eq!(status, 200, "{page}");
+            for p in page["points"].as_array().expect("points") {
+                let time = p["time"].as_i64().expect("time");
+                out.push((time, p["value"].as_f64().expect("value")));
+            }
+            match page["next_cursor"].as_str() {
+                Some(cursor) => url = format!("{first}&cursor={cursor}"),
+                None => return out,
+            }
+        }
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {

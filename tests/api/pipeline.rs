@@ -22,12 +22,7 @@ async fn window(app: &crate::helpers::TestApp, asset: u32) -> Vec<Point> {
 }
 
 async fn one_point_per_asset_per_second_with_consecutive_times(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let eurusd = eventually("five live points", Duration::from_secs(10), || async {

@@ -5,12 +5,7 @@ use std::time::Duration;
 use crate::helpers::{Engine, Options, assert_consecutive, eventually, spawn_app, times};
 
 async fn a_fresh_service_answers_a_simulated_quote_within_3_seconds(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let quote = eventually("a EURUSD quote", Duration::from_secs(3), || async {
@@ -79,12 +74,7 @@ async fn catalog_rates_and_symbol_spellings(engine: Engine) {
 }
 
 async fn unknown_symbols_are_404_problems(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     for path in [
@@ -113,12 +103,7 @@ async fn unknown_symbols_are_404_problems(engine: Engine) {
 }
 
 async fn every_bad_parameter_is_a_400_naming_it(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     let forged = "djE6MTAwOjUwOjIwMDowMDAwMDAwMA"; // "v1:100:50:200:00000000"

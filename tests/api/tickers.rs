@@ -9,16 +9,9 @@ use ratesd::store::Archive;
 use serde_json::Value;
 
 use crate::helpers::{
-    Engine, Needs, Options, PG_BASE, TestApp, eventually, reachable, spawn_app, spawn_with,
+    Engine, Needs, Options, PG_BASE, TestApp, eventually, now, reachable, spawn_app, spawn_with,
     unique_id,
 };
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// `(open, high, low, last, count)` of the `1m` candles of `symbol` from
 /// `from` on, following cursors.

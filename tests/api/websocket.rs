@@ -37,12 +37,7 @@ fn point_times(history: &Value) -> Vec<i64> {
 }
 
 async fn assets_answer_lists_the_catalog_on_both_endpoints(engine: Engine) {
-    let Some(app) = spawn_app(Options {
-        engine,
-        ..Options::default()
-    })
-    .await
-    else {
+    let Some(app) = spawn_app(Options::on(engine)).await else {
         return;
     };
     for path in ["/api/v1/ws", "/"] {

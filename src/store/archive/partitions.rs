@@ -97,18 +97,25 @@ impl Archive {
             .collect())
     }
 
-    /// Creates the partitions of `days` that do not exist yet, in one
-    /// transaction under the partition lock; returns the names created.
-    pub(super) async fn create_partitions(
-        &self,
-        days: BTreeSet<DayPartition>,
-    ) -> Result<Vec<String>> {
+    /// A transaction holding the partition lock (waiting for it no longer
+    /// than the lock timeout).
+    async fn partition_lock(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(PARTITION_LOCK)
             .execute(&mut *tx)
             .await?;
+        Ok(tx)
+    }
+
+    /// Creates the partitions of `days` that do not exist yet, in one
+    /// transaction under the partition lock; returns the names created.
+    pub(super) async fn create_partitions(
+        &self,
+        days: BTreeSet<DayPartition>,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.partition_lock().await?;
         let mut created = Vec::new();
         for day in days {
             let name = day.name();
@@ -141,12 +148,7 @@ impl Archive {
         span: Option<(UnixSeconds, UnixSeconds)>,
     ) -> Result<bool> {
         let quoted = quote_ident(name);
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(PARTITION_LOCK)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.partition_lock().await?;
         let attached: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_inherits \
              WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass('points'))",

@@ -190,25 +190,14 @@ pub fn catch_up(
     live: &mut broadcast::Receiver<LiveEvent>,
     mut each: impl FnMut(&LivePoint),
 ) -> Result<(), End> {
-    loop {
-        match live.try_recv() {
-            Ok(LiveEvent::Point(p)) => each(&p),
-            Ok(LiveEvent::Interrupted) => return Err(End::interrupted()),
-            Ok(LiveEvent::ShuttingDown) => return Err(End::going_away()),
-            Err(TryRecvError::Empty) => return Ok(()),
-            Err(TryRecvError::Lagged(n)) => {
-                metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
-                    .increment(n);
-                return Err(End::Close(
-                    close::POLICY,
-                    format!("client too slow: fell {n} points behind; reconnect"),
-                ));
-            }
-            Err(TryRecvError::Closed) => {
-                return Err(End::Close(close::INTERNAL, "live feed ended".into()));
-            }
+    drain(live, "points", |event| match event {
+        LiveEvent::Point(p) => {
+            each(&p);
+            Ok(())
         }
-    }
+        LiveEvent::Interrupted => Err(End::interrupted()),
+        LiveEvent::ShuttingDown => Err(End::going_away()),
+    })
 }
 
 /// As [`catch_up`], for a whole-market stream's channel: each second it
@@ -217,18 +206,34 @@ pub fn catch_up_market(
     live: &mut broadcast::Receiver<MarketEvent>,
     mut each: impl FnMut(&MarketSecond),
 ) -> Result<(), End> {
+    drain(live, "seconds", |event| match event {
+        MarketEvent::Second(s) => {
+            each(&s);
+            Ok(())
+        }
+        MarketEvent::Interrupted => Err(End::interrupted()),
+        MarketEvent::ShuttingDown => Err(End::going_away()),
+    })
+}
+
+/// Takes what a channel holds, each to `take`, until it is empty or
+/// `take` ends the session; a channel that lagged (it fell more `unit`s
+/// behind than it keeps) or closed ends it too.
+fn drain<T: Clone>(
+    live: &mut broadcast::Receiver<T>,
+    unit: &str,
+    mut take: impl FnMut(T) -> Result<(), End>,
+) -> Result<(), End> {
     loop {
         match live.try_recv() {
-            Ok(MarketEvent::Second(s)) => each(&s),
-            Ok(MarketEvent::Interrupted) => return Err(End::interrupted()),
-            Ok(MarketEvent::ShuttingDown) => return Err(End::going_away()),
+            Ok(event) => take(event)?,
             Err(TryRecvError::Empty) => return Ok(()),
             Err(TryRecvError::Lagged(n)) => {
                 metrics::counter!("ratesd_ws_messages_dropped_total", "reason" => "lagged")
                     .increment(n);
                 return Err(End::Close(
                     close::POLICY,
-                    format!("client too slow: fell {n} seconds behind; reconnect"),
+                    format!("client too slow: fell {n} {unit} behind; reconnect"),
                 ));
             }
             Err(TryRecvError::Closed) => {

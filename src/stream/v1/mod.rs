@@ -136,16 +136,7 @@ impl V1 {
         // Read after attaching: every point of the asset up to this second
         // is in the engine, every later one on `live`.
         let newest = streams.hub.latest_of(asset.id);
-        let history = streams
-            .history
-            .get(
-                &streams.engine,
-                streams.archive.as_ref(),
-                asset.id,
-                streams.window_seconds,
-                newest,
-            )
-            .await;
+        let history = streams.history_of(asset.id, newest).await;
         let history = match history {
             Ok(h) => h,
             Err(e) => {

@@ -117,14 +117,7 @@ async fn open_points(
 ) -> Result<Opening, String> {
     let (receiver, newest) = attach(streams, asset)?;
     let history = streams
-        .history
-        .get(
-            &streams.engine,
-            streams.archive.as_ref(),
-            asset.id,
-            streams.window_seconds,
-            newest,
-        )
+        .history_of(asset.id, newest)
         .await
         .map_err(|_| unavailable())?;
     let (points, recovered, last) = match request.since {
@@ -254,14 +247,7 @@ async fn open_seconds(
             for asset in streams.catalog.assets() {
                 let newest = streams.hub.latest_of(asset.id);
                 let history = streams
-                    .history
-                    .get(
-                        &streams.engine,
-                        streams.archive.as_ref(),
-                        asset.id,
-                        streams.window_seconds,
-                        newest.min(last),
-                    )
+                    .history_of(asset.id, newest.min(last))
                     .await
                     .map_err(|_| unavailable())?;
                 reaches &= since >= history.from - 1;
