@@ -9,16 +9,21 @@
 //! passed and hides what it printed, so the binary ends its run with one
 //! line that tallies the skipped tests by reason.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
 use rand::Rng;
 use ratesd::app::App;
 use ratesd::config::{Config, RedisMode, Role};
 use ratesd::store::Archive;
 use sqlx::migrate::MigrateDatabase;
+
+mod poll;
+mod process;
+mod skip;
+mod ws;
+
+pub use self::poll::eventually;
+pub use self::process::Process;
+pub use self::skip::{Needs, reachable, skip};
+pub use self::ws::{CutProxy, close_frame, next_frame, until_action};
 
 /// The shared Redis the tests use (each under its own prefix).
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -92,98 +97,6 @@ macro_rules! on_both_engines {
     };
 }
 pub(crate) use on_both_engines;
-
-/// A service a test needs beside the one under test.
-#[derive(Debug, Clone, Copy)]
-pub enum Needs {
-    Redis,
-    Postgres,
-}
-
-/// The running tests skipped so far, by reason.
-static SKIPPED: Mutex<BTreeMap<String, BTreeSet<String>>> = Mutex::new(BTreeMap::new());
-
-/// Marks the running test as skipped for `reason`: says so in one line
-/// where it happens and counts it for the run's summary ([`skips_checked`]);
-/// under `CI=true` it fails the test instead. The caller then returns.
-#[track_caller]
-pub fn skip(reason: &str) {
-    skips_checked();
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{reason}, and CI=true needs it"
-    );
-    eprintln!("skipped: {reason}");
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("a test's task")
-        .to_owned();
-    SKIPPED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(reason.to_owned())
-        .or_default()
-        .insert(test);
-}
-
-/// Notes that a test looked for what it needs, so that the run ends with
-/// its summary of skipped tests (none at all for `--list`).
-pub fn skips_checked() {
-    static SUMMARY: std::sync::Once = std::sync::Once::new();
-    SUMMARY.call_once(|| {
-        // SAFETY: registers a plain function, run once as the process exits
-        // (libtest returns from main, or calls exit on a failure).
-        unsafe {
-            libc::atexit(print_skips);
-        }
-    });
-}
-
-/// The run's last line: how many tests passed without running, and why.
-extern "C" fn print_skips() {
-    use std::io::Write;
-    let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
-    let tests: BTreeSet<&String> = skipped.values().flatten().collect();
-    let line = if tests.is_empty() {
-        "skipped at run time: none (every service the tests need was there)".to_owned()
-    } else {
-        let reasons: Vec<String> = skipped
-            .iter()
-            .map(|(reason, tests)| format!("{reason} ({})", tests.len()))
-            .collect();
-        format!(
-            "skipped at run time: {} of the tests above passed without running: {}; \
-             CI=true makes them fail instead",
-            tests.len(),
-            reasons.join("; ")
-        )
-    };
-    let _ = writeln!(std::io::stderr(), "\n{line}\n");
-}
-
-/// Whether `service` answers on its loopback port. When it does not, says
-/// that the test is skipped ([`skip`]) and returns false; under `CI=true`
-/// it fails the test instead.
-pub fn reachable(service: Needs) -> bool {
-    static REDIS: OnceLock<bool> = OnceLock::new();
-    static POSTGRES: OnceLock<bool> = OnceLock::new();
-    let (cell, name, addr) = match service {
-        Needs::Redis => (&REDIS, "Redis", "127.0.0.1:6379"),
-        Needs::Postgres => (&POSTGRES, "PostgreSQL", "127.0.0.1:5432"),
-    };
-    let up = *cell.get_or_init(|| {
-        addr.parse()
-            .ok()
-            .and_then(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok())
-            .is_some()
-    });
-    if up {
-        skips_checked();
-    } else {
-        skip(&format!("{name} is not reachable at {addr}"));
-    }
-    up
-}
 
 /// A recorded upstream payload from `tests/fixtures/`.
 pub fn fixture(name: &str) -> String {
@@ -429,142 +342,6 @@ impl TestApp {
     }
 }
 
-/// The real `ratesd` binary on a free loopback port, for what only a whole
-/// process shows: signals, exit codes, what it writes to stdout.
-pub struct Process {
-    pub base: String,
-    pub port: u16,
-    child: std::process::Child,
-}
-
-impl Process {
-    /// Starts the binary with `envs` over its defaults (and `RATES_HTTP_ADDR`
-    /// on a free port); its stdout goes to `stdout`, its stderr nowhere.
-    pub fn spawn(envs: &[(&str, &str)], stdout: std::process::Stdio) -> Self {
-        Self::start(
-            std::process::Command::new(env!("CARGO_BIN_EXE_ratesd")),
-            envs,
-            stdout,
-        )
-    }
-
-    /// As [`Process::spawn`], with command-line arguments (a subcommand).
-    pub fn spawn_args(args: &[&str], envs: &[(&str, &str)], stdout: std::process::Stdio) -> Self {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"));
-        command.args(args);
-        Self::start(command, envs, stdout)
-    }
-
-    /// As [`Process::spawn`], under `ulimit -n files` (soft and hard).
-    pub fn spawn_with_file_limit(
-        files: u32,
-        envs: &[(&str, &str)],
-        stdout: std::process::Stdio,
-    ) -> Self {
-        let mut shell = std::process::Command::new("sh");
-        shell.args([
-            "-c",
-            &format!("ulimit -n {files} && exec \"$0\""),
-            env!("CARGO_BIN_EXE_ratesd"),
-        ]);
-        Self::start(shell, envs, stdout)
-    }
-
-    fn start(
-        mut command: std::process::Command,
-        envs: &[(&str, &str)],
-        stdout: std::process::Stdio,
-    ) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let child = command
-            .env("RATES_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .envs(envs.iter().copied())
-            .stdout(stdout)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("ratesd starts");
-        Self {
-            base: format!("http://127.0.0.1:{port}"),
-            port,
-            child,
-        }
-    }
-
-    /// Waits until `/health/ready` says 200.
-    pub async fn ready(&self, timeout: Duration) {
-        let http = reqwest::Client::new();
-        let url = format!("{}/health/ready", self.base);
-        eventually("ready", timeout, || async {
-            let r = http.get(&url).send().await.ok()?;
-            (r.status() == 200).then_some(())
-        })
-        .await;
-    }
-
-    /// What its `/health/ready` says of its worker (`leader`, `standby`),
-    /// `None` when it runs none or does not answer.
-    pub async fn worker_role(&self) -> Option<String> {
-        let url = format!("{}/health/ready", self.base);
-        let body: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
-        body["worker"].as_str().map(str::to_owned)
-    }
-
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
-        self.signal("TERM");
-    }
-
-    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`).
-    pub fn signal(&self, name: &str) {
-        let sent = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(sent.success(), "kill -{name}");
-    }
-
-    /// Waits for the process to exit.
-    pub async fn exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let child = std::sync::Mutex::new(&mut self.child);
-        eventually("exit", timeout, || async {
-            child.lock().unwrap().try_wait().ok().flatten()
-        })
-        .await
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A test that failed half-way leaves no server behind.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// Polls `check` until it yields `Some`, or panics after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The times of a JSON array of points.
 pub fn times(points: &serde_json::Value) -> Vec<i64> {
     points
@@ -578,132 +355,5 @@ pub fn times(points: &serde_json::Value) -> Vec<i64> {
 pub fn assert_consecutive(times: &[i64]) {
     for w in times.windows(2) {
         assert_eq!(w[1], w[0] + 1, "times not consecutive: {times:?}");
-    }
-}
-
-/// What the WebSocket helpers below read from: a client socket.
-pub trait WsStream:
-    futures_util::Stream<
-        Item = Result<
-            tokio_tungstenite::tungstenite::Message,
-            tokio_tungstenite::tungstenite::Error,
-        >,
-    > + Unpin
-{
-}
-
-impl<S> WsStream for S where
-    S: futures_util::Stream<
-            Item = Result<
-                tokio_tungstenite::tungstenite::Message,
-                tokio_tungstenite::tungstenite::Error,
-            >,
-        > + Unpin
-{
-}
-
-/// How long a test waits for the server's next WebSocket frame.
-pub const FRAME_WAIT: Duration = Duration::from_secs(10);
-
-/// The next text frame of a WebSocket as JSON, skipping pings; panics if
-/// none comes within [`FRAME_WAIT`] or the connection closes.
-pub async fn next_frame<S>(ws: &mut S) -> serde_json::Value
-where
-    S: WsStream,
-{
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let msg = tokio::time::timeout(FRAME_WAIT, ws.next())
-            .await
-            .expect("a frame within the deadline")
-            .expect("connection open")
-            .expect("no protocol error");
-        match msg {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(c) => panic!("closed: {c:?}"),
-            _ => {}
-        }
-    }
-}
-
-/// Frames until one with `action`, skipping others (points in flight).
-pub async fn until_action<S>(ws: &mut S, action: &str) -> serde_json::Value
-where
-    S: WsStream,
-{
-    loop {
-        let f = next_frame(ws).await;
-        if f["action"] == action {
-            return f;
-        }
-    }
-}
-
-/// Reads a WebSocket until its close frame, skipping other messages;
-/// panics if none comes within `timeout`, or if the connection ends
-/// without one.
-pub async fn close_frame<S>(
-    ws: &mut S,
-    timeout: Duration,
-) -> tokio_tungstenite::tungstenite::protocol::CloseFrame
-where
-    S: WsStream,
-{
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    let close = tokio::time::timeout(timeout, async {
-        while let Some(Ok(msg)) = ws.next().await {
-            if let Message::Close(c) = msg {
-                return c;
-            }
-        }
-        None
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no close frame within {timeout:?}"));
-    close.expect("the connection ended without a close frame")
-}
-
-/// A TCP proxy on a loopback port in front of `target`, whose live
-/// connections a test can cut at once (a network drop, as a client sees it).
-pub struct CutProxy {
-    pub addr: std::net::SocketAddr,
-    cut: tokio::sync::watch::Sender<u64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CutProxy {
-    pub async fn start(target: std::net::SocketAddr) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (cut, cuts) = tokio::sync::watch::channel(0u64);
-        let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut cuts = cuts.clone();
-                cuts.mark_unchanged();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cuts.changed() => {}
-                    }
-                });
-            }
-        });
-        Self { addr, cut, task }
-    }
-
-    /// Closes every connection open now; new ones go through.
-    pub fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
