@@ -15,7 +15,8 @@
 //! fan-out alone.
 //!
 //! `--v2` speaks the v2 protocol (`/api/v2/ws`, many streams a
-//! connection) instead: see [`v2`].
+//! connection) instead: see [`v2`]. `--stream NAME` (with `--sse`, over
+//! Server-Sent Events) measures one stream named in the URL: see [`feed`].
 //!
 //! Run (raise the descriptor limit for both processes first; the tool
 //! raises its own soft limit to the hard one, and refuses a run that needs
@@ -34,6 +35,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+mod feed;
 mod proto;
 mod stamped;
 mod track;
@@ -98,6 +100,15 @@ struct Args {
     /// Seconds the storm's clients have to catch up (connect retries included).
     #[arg(long, default_value_t = 60, requires = "reconnect_storm")]
     storm_timeout: u64,
+    /// Every client takes this one v2 stream named in the URL
+    /// (`/api/v2/ws?streams=NAME`), e.g. `EURUSD@point` or `!all@ticker`,
+    /// and each second's frame is measured: see [`feed`].
+    #[arg(long, conflicts_with = "v2")]
+    stream: Option<String>,
+    /// With `--stream`: take it as Server-Sent Events (`/api/v2/events`)
+    /// instead of a WebSocket.
+    #[arg(long, requires = "stream")]
+    sse: bool,
 }
 
 /// Descriptors the tool needs besides its connections (stdio, the
@@ -133,6 +144,17 @@ fn unix_nanos() -> u128 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos()
+}
+
+/// CPU time a process has used (user and system), in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks / hz.max(1) as f64)
 }
 
 /// VmRSS and VmHWM (peak) of a process, in MiB.
@@ -377,7 +399,9 @@ fn main() {
             .build(),
     };
     let runtime = runtime.expect("tokio runtime");
-    if args.v2 {
+    if let Some(stream) = args.stream.clone() {
+        runtime.block_on(feed::run(args, stream));
+    } else if args.v2 {
         runtime.block_on(v2::run(args));
     } else {
         runtime.block_on(run(args));
@@ -411,7 +435,15 @@ async fn measure<E: std::fmt::Display>(
         .stop_ns
         .store(started + args.seconds * 1_000_000_000, Ordering::Relaxed);
     window.start_ns.store(started, Ordering::Release);
+    let cpu_before = args.server_pid.and_then(cpu_seconds);
+    let clock = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds) + Duration::from_millis(1500)).await;
+    if let (Some(before), Some(after)) = (cpu_before, args.server_pid.and_then(cpu_seconds)) {
+        println!(
+            "server CPU over the window: {:.3} s a second",
+            (after - before) / clock.elapsed().as_secs_f64()
+        );
+    }
     args.server_pid.and_then(rss_mib)
 }
 
