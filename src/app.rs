@@ -51,6 +51,8 @@ pub enum StartupError {
 /// A running service.
 pub struct App {
     addr: Option<SocketAddr>,
+    /// Where the admin listener listens, when `RATES_ADMIN_ADDR` is set.
+    admin_addr: Option<SocketAddr>,
     engine: Engine,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
@@ -96,6 +98,7 @@ impl App {
         }
         let mut app = Self {
             addr: None,
+            admin_addr: None,
             engine: engine.clone(),
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
@@ -251,6 +254,10 @@ impl App {
         if probes_only {
             api = api.probes_only();
         }
+        if let Some(addr) = config.admin_addr {
+            self.start_admin(addr, &api).await?;
+            api = api.without_metrics();
+        }
         if let Some(limiter) = api.limiter() {
             self.tasks
                 .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
@@ -271,6 +278,24 @@ impl App {
         Ok(())
     }
 
+    /// The admin listener (`RATES_ADMIN_ADDR`): `/metrics` and `/health/*`
+    /// on an address of their own.
+    async fn start_admin(&mut self, addr: SocketAddr, api: &Api) -> Result<(), StartupError> {
+        let bind = |source| StartupError::Bind { addr, source };
+        let listener = TcpListener::bind(addr).await.map_err(bind)?;
+        let local = listener.local_addr().map_err(bind)?;
+        self.admin_addr = Some(local);
+        let (admin, token) = (api.admin(), self.shutdown.clone());
+        self.tasks.spawn(async move {
+            if let Err(e) = api::serve(listener, admin, token.clone()).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+            token.cancel();
+        });
+        tracing::info!(%local, "admin (health and metrics) listening");
+        Ok(())
+    }
+
     /// The engine this process writes to and reads from.
     pub fn engine(&self) -> &Engine {
         &self.engine
@@ -279,6 +304,12 @@ impl App {
     /// Where the API listens (its real port when configured with port 0).
     pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// Where the admin listener listens (its real port when configured
+    /// with port 0), when there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// Runs until `signal` completes or a part stops on its own, then stops.

@@ -30,6 +30,10 @@ use crate::stream::Streams;
 use crate::stream::v1::docs;
 use crate::stream::v2::docs as docs_v2;
 
+/// Connections the admin listener holds at once (scrapers and probes): its
+/// own budget, beside the public listener's.
+const ADMIN_MAX_OPEN: usize = 64;
+
 /// The API's state, built from the configuration and the stores.
 #[derive(Clone)]
 pub struct Api {
@@ -41,8 +45,10 @@ pub struct Api {
     connections: ConnectionSettings,
     /// `RATES_CORS_ORIGINS`.
     cors_origins: String,
-    /// Only the probes and metrics (`ratesd worker`).
+    /// Only the probes and metrics (`ratesd worker`, the admin listener).
     probes_only: bool,
+    /// `/metrics` is served here (not when an admin listener has it).
+    metrics_here: bool,
 }
 
 impl Api {
@@ -84,7 +90,31 @@ impl Api {
             ),
             cors_origins: config.cors_origins.clone(),
             probes_only: false,
+            metrics_here: true,
         }
+    }
+
+    /// What the admin listener (`RATES_ADMIN_ADDR`) serves: the probes and
+    /// `/metrics`, for the operator's network, without the public
+    /// listener's request limit and per-IP connection cap.
+    pub fn admin(&self) -> Self {
+        Self {
+            limiter: None,
+            connections: ConnectionSettings {
+                max_per_ip: 0,
+                max_open: ADMIN_MAX_OPEN,
+                ..self.connections.clone()
+            },
+            probes_only: true,
+            metrics_here: true,
+            ..self.clone()
+        }
+    }
+
+    /// Leaves `/metrics` to the admin listener: here it is a 404.
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics_here = false;
+        self
     }
 
     /// Serves only `/health/*` and `/metrics`: what a worker alone offers.
@@ -147,22 +177,30 @@ pub type App = Edge<Cors<RequestBodyLimit<Router>>>;
 /// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> App {
     let front_door = FrontDoorLayer::new(api.limiter.clone());
+    let with_metrics = |routes: OpenApiRouter| {
+        if api.metrics_here {
+            routes.merge(metrics::router())
+        } else {
+            routes
+        }
+    };
     let routes = if api.probes_only {
-        let (routes, _) = OpenApiRouter::new()
-            .merge(health::router().with_state(api.health.clone()))
-            .merge(metrics::router())
-            .split_for_parts();
+        let (routes, _) = with_metrics(
+            OpenApiRouter::new().merge(health::router().with_state(api.health.clone())),
+        )
+        .split_for_parts();
         routes
             .route_layer(front_door.clone())
             .fallback(error::not_found.layer(front_door))
     } else {
-        let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-            .merge(v1::router().with_state(api.v1.clone()))
-            .merge(super::v2::router().with_state(api.v1.clone()))
-            .merge(health::router().with_state(api.health.clone()))
-            .merge(metrics::router())
-            .routes(utoipa_axum::routes!(problem_answers::problem_page))
-            .split_for_parts();
+        let (routes, openapi) = with_metrics(
+            OpenApiRouter::with_openapi(ApiDoc::openapi())
+                .merge(v1::router().with_state(api.v1.clone()))
+                .merge(super::v2::router().with_state(api.v1.clone()))
+                .merge(health::router().with_state(api.health.clone())),
+        )
+        .routes(utoipa_axum::routes!(problem_answers::problem_page))
+        .split_for_parts();
         let openapi = inline_primitive_schemas(openapi);
         routes
             .merge(page::router().with_state(api.v1.clone()))

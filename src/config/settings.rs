@@ -22,6 +22,12 @@ pub struct Config {
     )]
     pub http_addr: SocketAddr,
 
+    /// A second address for `/metrics` and `/health/*` (e.g.
+    /// `127.0.0.1:9091`), for a network the public cannot reach; set,
+    /// `/metrics` is no longer served on the public address.
+    #[arg(long, env = "RATES_ADMIN_ADDR", global = true)]
+    pub admin_addr: Option<SocketAddr>,
+
     /// Seconds an HTTP connection may take to send a whole request header,
     /// counted from its opening or from the previous answer (so it is also
     /// the idle keep-alive deadline); then it is closed.

@@ -123,6 +123,8 @@ pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener's base URL, when the test set `--admin-addr`.
+    pub admin: Option<String>,
     pub database_url: Option<String>,
     /// The engine the service runs on (the same handle, for the embedded one).
     pub engine: ratesd::store::Engine,
@@ -272,10 +274,12 @@ pub async fn spawn_with(opts: Options, id: &str, role: Role) -> Option<TestApp> 
         .addr()
         .map(|a| format!("http://{a}"))
         .unwrap_or_default();
+    let admin = app.admin_addr().map(|a| format!("http://{a}"));
     let engine = app.engine().clone();
     let archive = database_url.as_deref().map(|u| Archive::new(u).unwrap());
     Some(TestApp {
         base,
+        admin,
         database_url,
         engine,
         archive,
