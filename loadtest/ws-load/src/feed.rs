@@ -11,15 +11,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Args, Delivery, Latencies, StampedTcp, Window, connect, measure, percentile, point_time,
-    ramp_pause, summary, unix_nanos,
+    Args, Delivery, StampedTcp, Window, await_ready, connect, measure, point_time, ramp_pause,
+    report, unix_nanos,
 };
 
 /// What a client does with each frame or event it reads.
@@ -68,7 +68,8 @@ fn record(window: &Window, seen: &mut Vec<Delivery>, time: i64, arrived_ns: u64)
     true
 }
 
-type Ready = tokio::sync::mpsc::Sender<Result<(), String>>;
+/// Where a client says it is subscribed (`Ok(0)`: [`super::await_ready`]) or why not.
+type Ready = tokio::sync::mpsc::Sender<Result<usize, String>>;
 
 async fn websocket(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delivery> {
     let mut seen = Vec::new();
@@ -90,7 +91,7 @@ async fn websocket(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delive
         match classify(text.as_str()) {
             Seen::Ready if !announced => {
                 announced = true;
-                let _ = ready.send(Ok(())).await;
+                let _ = ready.send(Ok(0)).await;
             }
             Seen::Data(time) if !record(&window, &mut seen, time, ws.get_ref().arrived_ns()) => {
                 break;
@@ -244,7 +245,7 @@ async fn events(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delivery>
             match classify(&String::from_utf8_lossy(data)) {
                 Seen::Ready if !announced => {
                     announced = true;
-                    let _ = ready.send(Ok(())).await;
+                    let _ = ready.send(Ok(0)).await;
                 }
                 Seen::Data(time) => past |= !record(&window, &mut seen, time, arrived),
                 _ => {}
@@ -294,46 +295,9 @@ pub async fn run(args: Args, stream: String) {
         });
     }
     drop(ready_tx);
-    let (mut ok, mut failed) = (0usize, Vec::new());
-    while ok + failed.len() < args.clients {
-        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
-            Ok(Some(Ok(()))) => ok += 1,
-            Ok(Some(Err(e))) => failed.push(e),
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let (ok, failed, _) = await_ready(&mut ready_rx, args.clients).await;
     let rss = measure(&args, &window, (ok, &failed), ramp_started, &stream).await;
-    let mut by_second: std::collections::BTreeMap<i64, Vec<Delivery>> = Default::default();
-    for t in tasks {
-        if let Ok(Ok(seen)) = tokio::time::timeout(Duration::from_secs(10), t).await {
-            for d in seen {
-                by_second.entry(d.time).or_default().push(d);
-            }
-        }
-    }
-    let mut lat = Latencies::default();
-    let mut missing = 0usize;
-    println!(
-        "\n     second   clients   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms"
-    );
-    for (time, deliveries) in &by_second {
-        lat.second(*time, deliveries, 7);
-        missing += ok.saturating_sub(deliveries.len());
-    }
-    lat.finish();
-    println!(
-        "\nSUMMARY clients={ok} seconds={} deliveries={} missing={missing} unstamped={} \
-         arrival_ms {} read_ms {} spread_ms p50={:.1} max={:.1}{}",
-        by_second.len(),
-        lat.reads.len(),
-        lat.unstamped,
-        summary(&lat.arrivals),
-        summary(&lat.reads),
-        percentile(&lat.spreads, 0.5),
-        percentile(&lat.spreads, 1.0),
-        rss.map(|(r, p)| format!(" server_rss_mib={r:.1} server_peak_mib={p:.1}"))
-            .unwrap_or_default()
-    );
+    report(tasks, ok, rss, "second", "seconds").await;
 }
 
 #[cfg(test)]

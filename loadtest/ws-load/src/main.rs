@@ -466,41 +466,66 @@ async fn run(args: Args) {
         )));
     }
     drop(ready_tx);
-    let (mut ok, mut failed, mut history) = (0usize, Vec::new(), 0usize);
-    while ok + failed.len() < args.clients {
-        match tokio::time::timeout(Duration::from_secs(60), ready_rx.recv()).await {
+    let (ok, failed, history) = await_ready(&mut ready_rx, args.clients).await;
+    let what = format!("history {history} points");
+    let rss = measure(&args, &window, (ok, &failed), ramp_started, &what).await;
+    report(tasks, ok, rss, "point time", "points").await;
+}
+
+/// Waits until each of `clients` said it is subscribed (with the size of
+/// what it got first) or failed, or a minute passes without word: how many
+/// are, the errors, and the largest first answer.
+async fn await_ready(
+    ready: &mut tokio::sync::mpsc::Receiver<Result<usize, String>>,
+    clients: usize,
+) -> (usize, Vec<String>, usize) {
+    let (mut ok, mut failed, mut largest) = (0usize, Vec::new(), 0usize);
+    while ok + failed.len() < clients {
+        match tokio::time::timeout(Duration::from_secs(60), ready.recv()).await {
             Ok(Some(Ok(n))) => {
                 ok += 1;
-                history = history.max(n);
+                largest = largest.max(n);
             }
             Ok(Some(Err(e))) => failed.push(e),
             Ok(None) | Err(_) => break,
         }
     }
-    let what = format!("history {history} points");
-    let rss = measure(&args, &window, (ok, &failed), ramp_started, &what).await;
-    // Stop the readers: each exits at its next point after `stop`.
-    let mut by_point: std::collections::BTreeMap<i64, Vec<Delivery>> = Default::default();
+    (ok, failed, largest)
+}
+
+/// Gathers the readers' deliveries (each reader ends at its first frame
+/// after the window; a dead server ends it too), prints a row per second
+/// (`first`: the first column's title) and the SUMMARY (`what`: what a
+/// second's delivery is called in it).
+async fn report(
+    tasks: Vec<tokio::task::JoinHandle<Vec<Delivery>>>,
+    ok: usize,
+    rss: Option<(f64, f64)>,
+    first: &str,
+    what: &str,
+) {
+    let mut by_second: std::collections::BTreeMap<i64, Vec<Delivery>> = Default::default();
     for t in tasks {
-        // A reader ends at its first point after the stop; a dead server ends it too.
         if let Ok(Ok(seen)) = tokio::time::timeout(Duration::from_secs(10), t).await {
             for d in seen {
-                by_point.entry(d.time).or_default().push(d);
+                by_second.entry(d.time).or_default().push(d);
             }
         }
     }
     let mut lat = Latencies::default();
     let mut missing = 0usize;
-    println!("\npoint time   clients   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms");
-    for (time, deliveries) in &by_point {
+    println!(
+        "\n{first:>10}   clients   arrival p50 ms   p99 ms   max ms   spread ms   read p99 ms"
+    );
+    for (time, deliveries) in &by_second {
         lat.second(*time, deliveries, 7);
         missing += ok.saturating_sub(deliveries.len());
     }
     lat.finish();
     println!(
-        "\nSUMMARY clients={ok} points={} deliveries={} missing={missing} unstamped={} \
+        "\nSUMMARY clients={ok} {what}={} deliveries={} missing={missing} unstamped={} \
          arrival_ms {} read_ms {} spread_ms p50={:.1} max={:.1}{}",
-        by_point.len(),
+        by_second.len(),
         lat.reads.len(),
         lat.unstamped,
         summary(&lat.arrivals),
