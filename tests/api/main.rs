@@ -18,6 +18,7 @@ mod export;
 mod front_door;
 mod fuzz;
 mod hostile;
+mod hostile_ws;
 mod http_edges;
 mod logs;
 mod outages;
