@@ -245,7 +245,7 @@ impl App {
             self.shutdown.clone(),
         ));
         if !probes_only {
-            self.tasks.spawn(crate::stream::tickers::keep_seeded(
+            self.tasks.spawn(crate::stream::ticker_seeding::keep_seeded(
                 streams.clone(),
                 self.shutdown.clone(),
             ));

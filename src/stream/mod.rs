@@ -38,6 +38,7 @@ pub mod session;
 pub mod sse;
 pub mod stall;
 pub mod state;
+pub mod ticker_seeding;
 pub mod tickers;
 pub mod upgrade;
 pub mod v1;

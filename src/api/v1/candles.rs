@@ -13,10 +13,9 @@ use utoipa_axum::routes;
 use super::V1State;
 use super::cursor::Cursor;
 use super::dto::CandlePage;
-use super::history::{
-    DEADLINE, PagedRange, SETTLED_AFTER, limit_param, paged_range, seconds_param,
-};
-use super::rates::{MAX_AGE_RATES, resolve};
+use super::freshness::{MAX_AGE_RATES, MAX_AGE_SETTLED_CANDLES, SETTLED_AFTER};
+use super::history::{DEADLINE, PagedRange, paged_range};
+use super::params::{limit_param, resolve, seconds_param};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -92,10 +91,6 @@ impl CandlePages {
         }
     }
 }
-
-/// A page whose last candle closed over [`SETTLED_AFTER`] seconds ago does
-/// not change any more (unless the archive catches up after an outage).
-pub const MAX_AGE_SETTLED_CANDLES: u32 = 600;
 
 /// Candles query. Every field is read as text so that a bad value gets a
 /// problem body naming it.

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::V1State;
 use super::dto::Conversion;
-use super::rates::MAX_AGE_RATES;
+use super::freshness::MAX_AGE_RATES;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;

@@ -16,7 +16,8 @@ use super::V1State;
 use super::cursor::{Cursor, CursorKey};
 use super::dto::HistoryPage;
 use super::export;
-use super::rates::{MAX_AGE_RATES, resolve};
+use super::freshness::{MAX_AGE_RATES, MAX_AGE_SETTLED_HISTORY, SETTLED_AFTER};
+use super::params::{limit_param, resolve, seconds_param};
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -41,10 +42,6 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 
 /// How long a history request may take.
 const HISTORY_DEADLINE: Duration = Duration::from_secs(10);
-/// A history page whose range ended more than [`SETTLED_AFTER`] seconds ago
-/// no longer changes.
-pub const MAX_AGE_SETTLED_HISTORY: u32 = 60;
-pub(super) const SETTLED_AFTER: UnixSeconds = 2;
 /// How long history and candles may take.
 pub(super) const DEADLINE: Duration = HISTORY_DEADLINE;
 
@@ -239,31 +236,4 @@ pub(super) fn paged_range(
     // `after < to` (checked when decoding): no overflow.
     let start = cursor.map_or(from, |c| c.after + 1);
     Ok(PagedRange { from, to, start })
-}
-
-/// `limit`: 1 to 1000, default 100.
-pub(super) fn limit_param(raw: Option<&str>) -> Result<usize> {
-    let Some(raw) = raw else { return Ok(100) };
-    match raw.trim().parse::<i64>() {
-        Ok(n) if (1..=1000).contains(&n) => Ok(n as usize),
-        Ok(n) => Err(ApiError::invalid(
-            "limit",
-            format!("limit must be between 1 and 1000, got {n}"),
-        )),
-        Err(_) => Err(ApiError::invalid(
-            "limit",
-            format!("limit must be an integer between 1 and 1000, got '{raw}'"),
-        )),
-    }
-}
-
-pub(super) fn seconds_param(name: &'static str, raw: Option<&str>) -> Result<Option<UnixSeconds>> {
-    let Some(raw) = raw else { return Ok(None) };
-    match raw.trim().parse::<i64>() {
-        Ok(n) if n >= 0 => Ok(Some(n)),
-        _ => Err(ApiError::invalid(
-            name,
-            format!("{name} must be Unix seconds (a non-negative integer), got '{raw}'"),
-        )),
-    }
 }

@@ -5,9 +5,8 @@
 use axum::response::Response;
 
 use super::V1State;
-use super::candles::MAX_AGE_SETTLED_CANDLES;
-use super::history::{SETTLED_AFTER, seconds_param};
-use super::rates::MAX_AGE_RATES;
+use super::freshness::{MAX_AGE_RATES, MAX_AGE_SETTLED_CANDLES, SETTLED_AFTER};
+use super::params::seconds_param;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::clock::unix_now;

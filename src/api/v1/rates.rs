@@ -10,12 +10,14 @@ use utoipa_axum::routes;
 
 use super::V1State;
 use super::dto::RateList;
+use super::freshness::{MAX_AGE_CATALOG, MAX_AGE_RATES};
 use super::moment::{self, RateOrPoint};
+use super::params::resolve;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
-use crate::domain::{Asset, AssetId, AssetList, FindError};
+use crate::domain::{AssetId, AssetList};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()
@@ -23,10 +25,6 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
         .routes(routes!(rates))
         .routes(routes!(rate))
 }
-
-/// How long clients may cache each answer, in seconds.
-pub const MAX_AGE_RATES: u32 = 1;
-pub const MAX_AGE_CATALOG: u32 = 300;
 
 /// The catalog: every asset with its stable id.
 ///
@@ -198,12 +196,4 @@ impl TryFrom<Params> for RateQuery {
     fn try_from(mut p: Params) -> Result<Self> {
         Ok(Self { at: p.take("at")? })
     }
-}
-
-/// The catalog asset a path's symbol names.
-pub(super) fn resolve<'a>(state: &'a V1State, raw: &str) -> Result<&'a Asset> {
-    state.catalog.find(raw).map_err(|e| match e {
-        FindError::Invalid(e) => ApiError::invalid("symbol", e.to_string()),
-        FindError::Unknown(symbol) => ApiError::UnknownSymbol(symbol.to_string()),
-    })
 }

@@ -160,8 +160,8 @@ impl RatesCache {
 
     async fn build_tickers(&self) -> Result<Tickers, String> {
         let builders = self.hub.tickers();
-        if !crate::stream::tickers::ready(&self.hub, &self.catalog) {
-            return Err(crate::stream::tickers::NotSeeded.to_string());
+        if !crate::stream::ticker_seeding::ready(&self.hub, &self.catalog) {
+            return Err(crate::stream::ticker_seeding::NotSeeded.to_string());
         }
         let rates = self.get().await;
         let rates = rates.value.as_ref().map_err(Clone::clone)?;

@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 
 use super::V1State;
 use super::dto::{TickerData, TickerList};
-use super::rates::{MAX_AGE_RATES, resolve};
+use super::freshness::MAX_AGE_RATES;
+use super::params::resolve;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::IfNoneMatch;
 use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable};
