@@ -5,18 +5,21 @@
 //! - [`conn`]: connections of either kind and the live feed's subscription.
 //! - [`archive_buffer`]: the archive buffer's commands.
 //! - [`lease`]: the writer's election.
+//! - [`tick`]: a tick's and a backfill's writes.
+//! - [`keyspace`]: the whole prefix at once (pre-group keys renamed, every key deleted).
 
 mod archive_buffer;
 mod conn;
 mod keys;
+mod keyspace;
 mod lease;
+mod tick;
 
 use futures_util::future::try_join_all;
 
 use self::conn::{Backend, Conn};
 pub use self::keys::CLUSTER_GROUPS;
 use self::keys::Keys;
-use super::records::{TickEntry, TickOutcome};
 use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 use deadpool_redis::PoolError;
 use deadpool_redis::redis::{self, AsyncCommands, Script};
@@ -50,79 +53,6 @@ impl RedisError {
 }
 
 pub type Result<T, E = RedisError> = std::result::Result<T, E>;
-
-/// Writes one group's share of a tick atomically in one round trip. A point
-/// is written only when its second is newer than the asset's newest point,
-/// so a second is never written twice and time never goes backwards.
-///
-/// It refuses a tick whose writer generation is older than the newest that
-/// wrote (the fence): a paused old leader cannot write after its successor.
-/// It also notices a Redis that lost its data (a restart without
-/// persistence, a flush): the epoch marker, set by every tick, is gone.
-///
-/// KEYS: latest hash, archive stream, live channel, epoch marker, fence,
-/// then one points key per asset (all of one group: one hash tag).
-/// ARGV: time, trim cutoff (scores <= it are dropped), archive flag, stream
-/// max length, generation, publish command, then per asset: id, point JSON,
-/// quote JSON.
-/// Returns {points written, 1 when the marker was missing}, or {-1, fence}
-/// when fenced off.
-const TICK_SCRIPT: &str = r#"
-local fence = tonumber(redis.call('GET', KEYS[5]) or '0')
-local generation = tonumber(ARGV[5])
-if generation < fence then
-  return {-1, fence}
-end
-if generation > fence then
-  redis.call('SET', KEYS[5], ARGV[5])
-end
-local t = tonumber(ARGV[1])
-local lost = 0
-if redis.call('EXISTS', KEYS[4]) == 0 then
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[4], now[1] .. string.format('%06d', tonumber(now[2])))
-  lost = 1
-end
-local written = {}
-for k = 6, #KEYS do
-  local a = 7 + (k - 6) * 3
-  local newest = redis.call('ZRANGE', KEYS[k], -1, -1, 'WITHSCORES')
-  if #newest == 0 or tonumber(newest[2]) < t then
-    redis.call('ZADD', KEYS[k], t, ARGV[a + 1])
-    redis.call('ZREMRANGEBYSCORE', KEYS[k], '-inf', ARGV[2])
-    redis.call('HSET', KEYS[1], ARGV[a], ARGV[a + 2])
-    written[#written + 1] = ARGV[a + 1]
-  end
-end
-if #written > 0 then
-  local payload = '[' .. table.concat(written, ',') .. ']'
-  if ARGV[3] == '1' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'points', payload)
-  end
-  redis.call(ARGV[6], KEYS[3], payload)
-end
-return {#written, lost}
-"#;
-
-/// Moves a pre-group key to its new name. The archiver may have created the
-/// new (empty) archive stream already: an empty stream gives way; any other
-/// existing key is kept, and the old one left where it is.
-/// KEYS: old name, new name. Returns 1 when moved, 0 when there was nothing
-/// to move, -1 when the new name holds data.
-const RENAME_LEGACY_SCRIPT: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  if redis.call('TYPE', KEYS[2])['ok'] == 'stream' and redis.call('XLEN', KEYS[2]) == 0 then
-    redis.call('DEL', KEYS[2])
-  else
-    return -1
-  end
-end
-redis.call('RENAME', KEYS[1], KEYS[2])
-return 1
-"#;
 
 /// The live channels: each message is one tick's new points of one group.
 pub struct LiveFeed {
@@ -168,7 +98,7 @@ impl RedisStore {
         Ok(Self {
             backend,
             keys: Keys::new(prefix, groups),
-            tick_script: Script::new(TICK_SCRIPT),
+            tick_script: Script::new(tick::TICK_SCRIPT),
         })
     }
 
@@ -192,63 +122,6 @@ impl RedisStore {
             groups.entry(self.keys.group_of(id)).or_default().push(item);
         }
         groups.into_iter().collect()
-    }
-
-    /// Writes one tick (see [`TICK_SCRIPT`]), one script per group, the
-    /// groups concurrently. `generation` is the writer's lease generation.
-    pub async fn write_tick(
-        &self,
-        time: UnixSeconds,
-        window_seconds: u32,
-        entries: &[TickEntry],
-        archive: Option<u64>,
-        generation: u64,
-    ) -> Result<TickOutcome> {
-        if entries.is_empty() {
-            return Ok(TickOutcome::default());
-        }
-        let publish = if self.backend.is_cluster() {
-            "SPUBLISH"
-        } else {
-            "PUBLISH"
-        };
-        let groups = self.by_group(entries.iter().map(|e| (e.point.asset_id, e)));
-        let writes = groups.iter().map(|(group, entries)| {
-            let mut inv = self.tick_script.prepare_invoke();
-            inv.key(self.keys.latest(*group))
-                .key(self.keys.archive(*group))
-                .key(self.keys.live(*group))
-                .key(self.keys.epoch(*group))
-                .key(self.keys.fence(*group))
-                .arg(time)
-                .arg(time - i64::from(window_seconds))
-                .arg(if archive.is_some() { "1" } else { "0" })
-                .arg(archive.unwrap_or(0))
-                .arg(generation)
-                .arg(publish);
-            for e in entries {
-                inv.key(self.keys.points(e.point.asset_id))
-                    .arg(e.point.asset_id)
-                    .arg(to_json(&e.point))
-                    .arg(to_json(&e.quote));
-            }
-            async move {
-                let mut conn = self.conn().await?;
-                let reply: (i64, u64) = inv.invoke_async(&mut conn).await?;
-                Ok::<_, RedisError>(reply)
-            }
-        });
-        let mut outcome = TickOutcome::default();
-        for (written, other) in try_join_all(writes).await? {
-            if written < 0 {
-                // A group refused (others may have taken theirs).
-                outcome.fenced_by = outcome.fenced_by.max(Some(other));
-            } else {
-                outcome.written += written as usize;
-                outcome.data_lost |= other == 1;
-            }
-        }
-        Ok(outcome)
     }
 
     /// Replaces the upstreams' status, by `"priority:name"`.
@@ -333,56 +206,6 @@ impl RedisStore {
         Ok(oldest)
     }
 
-    /// Writes past points (oldest first, grouped by second) into the windows
-    /// and, when `archive` is set, into the archive buffer. Live subscribers
-    /// are not told: these seconds are history.
-    pub async fn write_backfill(
-        &self,
-        seconds: &[Vec<Point>],
-        now: UnixSeconds,
-        window_seconds: u32,
-        archive: Option<u64>,
-    ) -> Result<()> {
-        const CHUNK_SECONDS: usize = 300;
-        let cutoff = now - i64::from(window_seconds);
-        for chunk in seconds.chunks(CHUNK_SECONDS) {
-            let groups = self.by_group(chunk.iter().flatten().map(|p| (p.asset_id, p)));
-            let writes = groups.iter().map(|(group, points)| async move {
-                let mut pipe = redis::pipe();
-                let mut all = Vec::with_capacity(points.len());
-                for point in points {
-                    let json = to_json(point);
-                    pipe.zadd(self.keys.points(point.asset_id), &json, point.time)
-                        .ignore();
-                    all.push(json);
-                }
-                if let Some(maxlen) = archive {
-                    pipe.cmd("XADD")
-                        .arg(self.keys.archive(*group))
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(maxlen)
-                        .arg("*")
-                        .arg("points")
-                        .arg(format!("[{}]", all.join(",")))
-                        .ignore();
-                }
-                let mut ids: Vec<AssetId> = points.iter().map(|p| p.asset_id).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                for id in ids {
-                    pipe.zrembyscore(self.keys.points(id), "-inf", cutoff)
-                        .ignore();
-                }
-                let mut conn = self.conn().await?;
-                let _: () = pipe.query_async(&mut conn).await?;
-                Ok::<_, RedisError>(())
-            });
-            try_join_all(writes).await?;
-        }
-        Ok(())
-    }
-
     /// The latest quote of every asset that has one.
     pub async fn latest_all(&self) -> Result<Vec<StoredQuote>> {
         let reads = (0..self.keys.groups()).map(|group| async move {
@@ -445,78 +268,6 @@ impl RedisStore {
             .await?;
         parse_points(&key, &members)
     }
-
-    /// Renames a standalone deployment's keys from before key groups (no
-    /// hash tag) to their group-0 names, so an upgrade keeps its windows,
-    /// latest quotes and unarchived buffer (with its consumer group). A key
-    /// whose new name already exists is left as it is, and said. Safe to
-    /// run by several processes at once: a key renamed by one is gone for
-    /// the others. Returns how many keys were renamed.
-    pub async fn rename_legacy_keys(&self) -> Result<u64> {
-        if self.backend.is_cluster() {
-            return Ok(0);
-        }
-        let (fixed, points_pattern) = self.keys.legacy_renames();
-        let mut conn = self.conn().await?;
-        let mut pairs = fixed;
-        let points: Vec<String> = scan(&mut conn, &points_pattern).await?;
-        pairs.extend(
-            points
-                .into_iter()
-                .filter_map(|old| Some((self.keys.legacy_points_rename(&old)?, old)))
-                .map(|(new, old)| (old, new)),
-        );
-        let script = Script::new(RENAME_LEGACY_SCRIPT);
-        let mut renamed = 0;
-        for (old, new) in pairs {
-            let done: i64 = script.key(&old).key(&new).invoke_async(&mut conn).await?;
-            match done {
-                1 => renamed += 1,
-                -1 => tracing::warn!(
-                    key = %old,
-                    new = %new,
-                    "pre-group redis key left in place: its new name holds data already"
-                ),
-                _ => {}
-            }
-        }
-        Ok(renamed)
-    }
-
-    /// Deletes every key under the prefix (for tests and tooling: on a
-    /// cluster it lists keys with `KEYS` on every master, which blocks each
-    /// for as long as the listing takes).
-    pub async fn delete_all(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        if self.backend.is_cluster() {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(self.keys.all())
-                .query_async(&mut conn)
-                .await?;
-            let mut deleted = 0;
-            // One key at a time: a cluster refuses a DEL across slots.
-            for key in keys {
-                let n: u64 = conn.del(&key).await?;
-                deleted += n;
-            }
-            return Ok(deleted);
-        }
-        let keys = scan(&mut conn, &self.keys.all()).await?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        Ok(conn.del(keys).await?)
-    }
-}
-
-/// Every key matching `pattern` (of a standalone Redis).
-async fn scan(conn: &mut Conn, pattern: &str) -> Result<Vec<String>> {
-    let mut iter: redis::AsyncIter<String> = conn.scan_match(pattern).await?;
-    let mut keys = Vec::new();
-    while let Some(k) = futures_util::StreamExt::next(&mut iter).await {
-        keys.push(k?);
-    }
-    Ok(keys)
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
