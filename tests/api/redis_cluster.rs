@@ -4,7 +4,8 @@
 //! Redis, each under its own key prefix. Its nodes are children of a thread
 //! that lives as long as the test binary and die with it (parent-death
 //! signal), so no run leaves a node behind (their state files stay in
-//! `$TMPDIR/ratesd-cluster-PID`).
+//! `$TMPDIR/ratesd-cluster-PID` until the next run, which removes those of
+//! runs that have ended).
 
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -20,6 +21,26 @@ fn free_node_port() -> u16 {
             .expect("a free port");
         if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return port;
+        }
+    }
+}
+
+/// Removes the state directories of earlier runs whose process is gone.
+fn remove_dead_runs_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("ratesd-cluster-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
         }
     }
 }
@@ -63,6 +84,7 @@ pub fn ports() -> Option<&'static [u16]> {
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
+                remove_dead_runs_dirs();
                 let dir =
                     std::env::temp_dir().join(format!("ratesd-cluster-{}", std::process::id()));
                 std::fs::create_dir_all(&dir).expect("a directory for the cluster");
