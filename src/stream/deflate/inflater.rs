@@ -130,6 +130,13 @@ impl Inflater {
         let b0 = frame.bytes[0];
         let (fin, rsv1, opcode) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x0f);
         let control = opcode >= 0x8;
+        // A new message while a compressed one is held, or the reserved bit
+        // on a continuation (RFC 7692 sets it on the first frame only): a
+        // protocol error, not something to pass on or append.
+        if !control && ((opcode != 0 && self.message.is_some()) || (opcode == 0 && rsv1)) {
+            self.corrupt();
+            return;
+        }
         let compressed = !control && (rsv1 || (opcode == 0 && self.message.is_some()));
         if !compressed {
             self.output.extend_from_slice(&frame.bytes);
@@ -199,7 +206,10 @@ fn inflate(d: &mut Decompress, input: &[u8], out: &mut Vec<u8>, limit: usize) ->
     let mut input = input;
     while out.len() < limit {
         if out.len() == out.capacity() {
-            out.reserve((4 * input.len()).clamp(256, limit - out.len()));
+            // Room for what this input likely makes, at least 256 bytes and
+            // never past the limit (which may be fewer than 256 bytes away).
+            let room = limit - out.len();
+            out.reserve_exact((4 * input.len()).max(256).min(room));
         }
         let (taken_before, made_before) = (d.total_in(), d.total_out());
         d.decompress_vec(input, out, FlushDecompress::Sync)
@@ -301,6 +311,78 @@ mod tests {
                 inflater.feed(piece);
             }
             assert_eq!(&inflater.output[..], &expected[..], "in chunks of {chunk}");
+        }
+    }
+
+    /// A compressed message in small continuation frames that inflates past
+    /// the limit: the inflated message stops at the limit (tungstenite then
+    /// refuses it with 1009), whatever the limit and the frames' sizes.
+    #[test]
+    fn a_message_inflating_past_the_limit_in_fragments_stops_at_it() {
+        let mask = [5, 6, 7, 8];
+        let deflated = compress(&[b' '; 200_000]).to_vec();
+        for (max, piece) in [(65_536, 50), (1_000, 7), (300, 1), (65_536, 125)] {
+            let mut wire = Vec::new();
+            let pieces: Vec<&[u8]> = deflated.chunks(piece).collect();
+            for (i, p) in pieces.iter().enumerate() {
+                let fin = if i + 1 == pieces.len() { 0x80 } else { 0 };
+                let first = if i == 0 { 0x40 | 0x1 } else { 0 };
+                wire.push(fin | first);
+                wire.push(0x80 | p.len() as u8);
+                wire.extend_from_slice(&mask);
+                let mut masked = p.to_vec();
+                unmask(&mut masked, mask);
+                wire.extend_from_slice(&masked);
+            }
+            let mut inflater = Inflater::new(
+                Negotiated {
+                    client_no_context_takeover: true,
+                },
+                max,
+            );
+            inflater.feed(&wire);
+            // One plain text frame of max + 1 bytes: 0x81, the length, the mask.
+            assert_eq!(inflater.output[0], 0x81, "max {max}");
+            let header = if max + 1 <= usize::from(u16::MAX) {
+                8
+            } else {
+                14
+            };
+            assert_eq!(
+                inflater.output.len(),
+                header + max + 1,
+                "max {max}, pieces of {piece}"
+            );
+        }
+    }
+
+    /// A data frame that is not a continuation while a compressed message
+    /// is held, or the reserved bit on a continuation, is a protocol error
+    /// for tungstenite to refuse (a reserved opcode), not a message.
+    #[test]
+    fn interleaved_or_marked_continuations_are_refused() {
+        let mask = [1, 1, 1, 1];
+        let mut deflated = compress(b"hello, hello, hello").to_vec();
+        unmask(&mut deflated, mask);
+        let (a, b) = deflated.split_at(deflated.len() / 2);
+        let frame = |b0: u8, payload: &[u8]| {
+            let mut f = vec![b0, 0x80 | payload.len() as u8];
+            f.extend_from_slice(&mask);
+            f.extend_from_slice(payload);
+            f
+        };
+        let refused = [0x83, 0x80, 0, 0, 0, 0];
+        for second in [frame(0x81, b"plain"), frame(0xc1, b), frame(0x80 | 0x40, b)] {
+            let mut inflater = Inflater::new(
+                Negotiated {
+                    client_no_context_takeover: true,
+                },
+                1 << 16,
+            );
+            let mut wire = frame(0x40 | 0x1, a);
+            wire.extend(second);
+            inflater.feed(&wire);
+            assert_eq!(&inflater.output[..], &refused[..]);
         }
     }
 

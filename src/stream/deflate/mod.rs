@@ -66,24 +66,35 @@ pub fn negotiate(headers: &HeaderMap) -> Option<Negotiated> {
             let mut agreed = Negotiated {
                 client_no_context_takeover: false,
             };
+            // RFC 7692 7: an offer naming a parameter twice, or with a
+            // value out of its range, is declined.
+            let mut seen = Vec::new();
             for param in parts.filter(|p| !p.is_empty()) {
                 let (name, value) = match param.split_once('=') {
                     Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
                     None => (param, None),
                 };
-                match (name.to_ascii_lowercase().as_str(), value) {
+                let name = name.to_ascii_lowercase();
+                if seen.contains(&name) {
+                    return None;
+                }
+                match (name.as_str(), value) {
                     ("server_no_context_takeover", None) => {}
                     ("client_no_context_takeover", None) => {
                         agreed.client_no_context_takeover = true;
                     }
                     // The client may use any window up to 32 KiB: inflating
                     // takes them all.
-                    ("client_max_window_bits", _) => {}
+                    ("client_max_window_bits", None) => {}
+                    ("client_max_window_bits", Some(bits))
+                        if bits.parse::<u8>().is_ok_and(|b| (8..=15).contains(&b))
+                            && !bits.starts_with('0') => {}
                     // Compressing with a smaller window than 32 KiB is not
                     // offered: decline this offer.
                     ("server_max_window_bits", Some("15")) => {}
                     _ => return None,
                 }
+                seen.push(name);
             }
             Some(agreed)
         })
@@ -148,6 +159,21 @@ mod tests {
             None
         );
         assert_eq!(offered("permessage-deflate; unheard_of"), None);
+        // Values out of range and parameters named twice are declined.
+        assert_eq!(
+            offered("permessage-deflate; client_max_window_bits=12"),
+            plain
+        );
+        for bad in [
+            "permessage-deflate; client_max_window_bits=abc",
+            "permessage-deflate; client_max_window_bits=99",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_max_window_bits=015",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_max_window_bits; client_max_window_bits=15",
+        ] {
+            assert_eq!(offered(bad), None, "{bad}");
+        }
         // A second offer is taken when the first cannot be.
         assert_eq!(
             offered("permessage-deflate; server_max_window_bits=9, permessage-deflate"),
