@@ -88,7 +88,7 @@ impl UrlStreams {
         .map_err(|(parameter, detail)| ApiError::invalid(parameter, detail))?;
         if let Some(request) = &request {
             V2::check(&state.streams, request)
-                .map_err(|detail| ApiError::invalid("streams", detail))?;
+                .map_err(|(parameter, detail)| ApiError::invalid(parameter, detail))?;
         }
         Ok(request)
     }
@@ -203,6 +203,10 @@ async fn events(
             .map_err(|detail| ApiError::invalid("Last-Event-ID", detail))?;
         request.since = Some(since);
         request.epoch = Some(epoch);
+        // A resume point ahead of the clock is refused before any event (a
+        // 400 stops EventSource's reconnecting), as a `since` would be.
+        V2::check(&state.streams, &request)
+            .map_err(|(_, detail)| ApiError::invalid("Last-Event-ID", detail))?;
     }
     let ip = client_ip(&state.trusted_proxies, peer.ip(), &headers);
     let Some(slot) = state.ws_connections.try_acquire(ip) else {

@@ -195,6 +195,14 @@ async fn an_event_stream_is_checked_first_and_capped_with_websockets(engine: Eng
         ("streams=XXXYYY@point", None, "streams"),
         ("streams=EURUSD@point&history=x", None, "history"),
         ("streams=EURUSD@point", Some("yesterday"), "Last-Event-ID"),
+        // A resume point ahead of the clock: refused, not an error event
+        // after which EventSource reconnects with it every second.
+        (
+            "streams=EURUSD@point",
+            Some("99999999999@1"),
+            "Last-Event-ID",
+        ),
+        ("streams=EURUSD@point&since=99999999999", None, "since"),
     ] {
         let resp = open(&app, query, last).await;
         assert_eq!(resp.status(), 400, "{query}");

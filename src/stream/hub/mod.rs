@@ -195,15 +195,18 @@ impl LiveHub {
                 if let Some(latest) = self.latest_of.get(&asset) {
                     latest.fetch_max(time, Ordering::AcqRel);
                 }
+                let live = LivePoint::new(point);
+                // No receivers is fine: nobody is subscribing to this asset now.
+                // Sent before the ticker's push: a seed being installed meanwhile
+                // then has the point in its channel or gets the push after it
+                // (a second pushed twice is counted once), never neither.
+                let _ = tx.send(LiveEvent::Point(live.clone()));
                 // A ticker is kept whether or not anyone streams it.
                 if let Some(ticker) = self.tickers.push(asset, time, point.value) {
                     let data = TickerData::new(&point.asset_name, asset, &ticker, false);
                     let frame = stream_wire(&ticker_name(&point.asset_name), data);
                     batch.push((Feed::Ticker(asset), time, vec![frame]));
                 }
-                let live = LivePoint::new(point);
-                // No receivers is fine: nobody is subscribing to this asset now.
-                let _ = tx.send(LiveEvent::Point(live.clone()));
                 batch.push((Feed::V1(asset), time, vec![live.wire]));
                 batch.push((Feed::Point(asset), time, vec![live.stream]));
                 self.klines

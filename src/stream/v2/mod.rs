@@ -137,11 +137,12 @@ impl V2 {
 
     /// Checks a subscribe named in a URL before anything is upgraded or
     /// streamed: every stream resolved, not too many, `since` not ahead.
-    pub fn check(streams: &Streams, request: &Subscribe) -> Result<(), String> {
-        Self::resolve_all(streams, &request.streams).map_err(|(_, text)| text)?;
+    pub fn check(streams: &Streams, request: &Subscribe) -> Result<(), (&'static str, String)> {
+        Self::resolve_all(streams, &request.streams).map_err(|(_, text)| ("streams", text))?;
         match request.since {
-            Some(since) if since > unix_now() + MAX_SINCE_AHEAD => Err(format!(
-                "since {since} is in the future; pass the last second you saw"
+            Some(since) if since > unix_now() + MAX_SINCE_AHEAD => Err((
+                "since",
+                format!("since {since} is in the future; pass the last second you saw"),
             )),
             _ => Ok(()),
         }
