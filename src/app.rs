@@ -232,7 +232,12 @@ impl App {
             .is_none()
             .then_some(i64::from(config.history_seconds));
         let ids: Vec<_> = catalog.assets().iter().map(|a| a.id).collect();
-        let hub = LiveHub::new(&catalog, ticker_window, engine.live_messages(&ids));
+        let hub = LiveHub::new(
+            &catalog,
+            ticker_window,
+            engine.live_messages(&ids),
+            i64::from(config.stale_after_seconds),
+        );
         self.tasks
             .spawn(hub.clone().run(engine.clone(), self.shutdown.clone()));
         let streams = Arc::new(Streams::new(

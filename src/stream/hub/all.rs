@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::QUEUE_POINTS;
+use crate::clock::unix_now;
 use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
 use crate::stream::frame::{ALL_POINTS, ALL_TICKERS, Encoded, stream_wire};
 use crate::stream::tickers::{TickerData, Tickers};
@@ -56,11 +57,14 @@ pub struct Market {
     tx: broadcast::Sender<MarketEvent>,
     /// Every asset, in catalog order.
     assets: Vec<(AssetId, String)>,
+    /// A ticker whose newest point is older than this is stale.
+    stale_after: i64,
 }
 
 impl Market {
-    /// The market of `catalog`, whose seconds come in `expected` messages.
-    pub fn new(catalog: &Catalog, expected: usize) -> Self {
+    /// The market of `catalog`, whose seconds come in `expected` messages;
+    /// a ticker whose newest point is over `stale_after` seconds old is stale.
+    pub fn new(catalog: &Catalog, expected: usize, stale_after: i64) -> Self {
         let order = catalog
             .assets()
             .iter()
@@ -76,6 +80,7 @@ impl Market {
                 .iter()
                 .map(|a| (a.id, a.name.clone()))
                 .collect(),
+            stale_after,
         }
     }
 
@@ -115,9 +120,11 @@ impl Market {
         second
     }
 
-    /// Every asset's ticker now, as of second `time`.
+    /// Every asset's ticker now, as of second `time`; `stale` as for the
+    /// latest quote (its newest point over the staleness limit old now).
     pub fn tickers(&self, time: UnixSeconds, tickers: &Tickers) -> AllTickers {
         let all = tickers.all();
+        let now = unix_now();
         AllTickers {
             time,
             tickers: self
@@ -125,7 +132,8 @@ impl Market {
                 .iter()
                 .filter_map(|(id, name)| {
                     let t = all.get(id).copied().flatten()?;
-                    Some(TickerData::new(name, *id, &t, false))
+                    let stale = now - t.close_time > self.stale_after;
+                    Some(TickerData::new(name, *id, &t, stale))
                 })
                 .collect(),
         }
@@ -278,6 +286,24 @@ mod tests {
     fn gathering(expected: usize) -> Gathering {
         let order = (1..=5).map(|id| (id, 5 - id as usize)).collect();
         Gathering::new(expected, Arc::new(order))
+    }
+
+    /// `stale` in the whole-market tickers is the latest quote's: true once
+    /// an asset's newest point is over the staleness limit old.
+    #[test]
+    fn whole_market_tickers_say_which_are_stale() {
+        let catalog = Catalog::with_extra("").unwrap();
+        let market = Market::new(&catalog, 1, 10);
+        let tickers = Tickers::new(None);
+        let now = unix_now();
+        for (asset, newest) in [(1, now), (2, now - 60)] {
+            let mut seed = crate::domain::ticker::Rolling::new(None);
+            assert!(seed.push(newest, 1.1));
+            assert!(tickers.seed(asset, seed, |_| Ok(())).is_ok());
+        }
+        let all = market.tickers(now, &tickers);
+        let stale: Vec<_> = all.tickers.iter().map(|t| (t.asset_id, t.stale)).collect();
+        assert_eq!(stale, vec![(1, false), (2, true)]);
     }
 
     #[test]

@@ -96,8 +96,14 @@ impl LiveHub {
     /// The hub of `catalog`'s assets; `ticker_window` is how far back the
     /// tickers' data reaches without an archive (the live window), `None`
     /// with one; a second's points come in `messages` messages of the live
-    /// feed (one per key group holding assets).
-    pub fn new(catalog: &Catalog, ticker_window: Option<i64>, messages: usize) -> Self {
+    /// feed (one per key group holding assets); a ticker whose newest point
+    /// is over `stale_after` seconds old is stale in the whole-market frames.
+    pub fn new(
+        catalog: &Catalog,
+        ticker_window: Option<i64>,
+        messages: usize,
+        stale_after: i64,
+    ) -> Self {
         let channels = catalog
             .assets()
             .iter()
@@ -120,7 +126,7 @@ impl LiveHub {
             connected: Arc::new(AtomicBool::new(false)),
             klines: Arc::default(),
             tickers: Arc::new(Tickers::new(ticker_window)),
-            market: Arc::new(Market::new(catalog, messages)),
+            market: Arc::new(Market::new(catalog, messages, stale_after)),
         }
     }
 

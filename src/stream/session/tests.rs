@@ -48,7 +48,7 @@ async fn connect_raw(
 ) -> (DuplexStream, CancellationToken, tokio::task::JoinHandle<()>) {
     let catalog = Arc::new(Catalog::with_extra("").unwrap());
     let engine = Engine::Embedded(Arc::new(Embedded::new(catalog.clone())));
-    let hub = LiveHub::new(&catalog, None, 1);
+    let hub = LiveHub::new(&catalog, None, 1, 10);
     let shutdown = CancellationToken::new();
     let max = settings.max_frame_bytes;
     let streams = Arc::new(Streams::new(
