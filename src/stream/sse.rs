@@ -30,9 +30,6 @@ use super::v2::request::Subscribe;
 /// the outbox queues, as behind a full socket.
 const PIPE: usize = 64 * 1024;
 
-/// A comment at least this often keeps proxies from closing a quiet stream.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-
 /// Starts an event stream of `request` (checked already): the answer's
 /// body, while a task of its own runs the stream until the client goes,
 /// the server shuts down or the stream ends. `guard` (its place under the
@@ -91,8 +88,8 @@ async fn live(
     is_live: bool,
 ) -> End {
     // At least every 15 s; as often as WebSocket pings where those are set
-    // more often.
-    let every = KEEP_ALIVE.min(streams.settings.ping_every);
+    // more often, and within half the HTTP idle deadline.
+    let every = streams.settings.keep_alive_every;
     let mut keep_alive = tokio::time::interval_at(Instant::now() + every, every);
     let mut stall = WriteStall::new(streams.settings.write_timeout);
     let shutdown = streams.shutdown.clone();

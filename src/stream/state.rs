@@ -31,7 +31,14 @@ pub struct WsSettings {
     pub stale_after_seconds: u32,
     /// Accept `permessage-deflate` when a client offers it.
     pub deflate: bool,
+    /// How often an event stream writes a keep-alive comment: at least
+    /// every 15 s, as often as WebSocket pings, and within half the HTTP
+    /// idle deadline (which would otherwise cut a quiet stream).
+    pub keep_alive_every: Duration,
 }
+
+/// The longest an event stream goes without a keep-alive comment.
+pub const EVENT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 impl Default for WsSettings {
     fn default() -> Self {
@@ -44,6 +51,7 @@ impl Default for WsSettings {
             frames_per_second: 10,
             max_streams: 64,
             stale_after_seconds: 10,
+            keep_alive_every: EVENT_KEEP_ALIVE,
             deflate: true,
         }
     }
@@ -60,6 +68,10 @@ impl WsSettings {
             max_streams: usize::try_from(config.ws_max_streams).unwrap_or(usize::MAX),
             stale_after_seconds: config.stale_after_seconds,
             deflate: config.ws_deflate,
+            keep_alive_every: EVENT_KEEP_ALIVE
+                .min(Duration::from_secs(config.ws_ping_seconds))
+                .min(Duration::from_secs(config.http_idle_timeout_seconds) / 2)
+                .max(Duration::from_millis(500)),
             ..Self::default()
         }
     }

@@ -245,6 +245,28 @@ async fn an_event_stream_has_a_keep_alive_within_15_seconds(engine: Engine) {
     app.cleanup().await;
 }
 
+/// With a short HTTP idle deadline, keep-alive comments come within half
+/// of it: the deadline counts only writes once the answer has begun, and
+/// must not cut a quiet stream.
+async fn keep_alives_come_within_half_the_http_idle_deadline(engine: Engine) {
+    let Some(app) = service(engine, 300, &["--http-idle-timeout-seconds", "2"]).await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let mut events = Events::new(open(&app, "streams=EURUSD@ticker", None).await);
+    for _ in 0..3 {
+        events
+            .until(|e| e.comment.as_deref() == Some("keep-alive"))
+            .await;
+    }
+    let after = started.elapsed();
+    assert!(
+        after <= Duration::from_secs(8),
+        "three keep-alives took {after:?} with a 2 s idle deadline"
+    );
+    app.cleanup().await;
+}
+
 /// `curl -N` reads the stream as it comes.
 async fn curl_reads_an_event_stream(engine: Engine) {
     let Some(app) = service(engine, 300, &[]).await else {
@@ -275,4 +297,5 @@ crate::helpers::on_both_engines!(
     an_event_stream_is_checked_first_and_capped_with_websockets,
     curl_reads_an_event_stream,
     an_event_stream_has_a_keep_alive_within_15_seconds,
+    keep_alives_come_within_half_the_http_idle_deadline,
 );
