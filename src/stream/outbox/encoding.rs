@@ -84,14 +84,16 @@ impl Outbox {
     /// in this connection's encoding. True when it waits in the queue
     /// behind a full socket: flush before writing more.
     pub fn write_event(self: &Arc<Self>, event: Event, json: Bytes) -> bool {
-        let mut inner = self.lock();
-        let bytes = match inner.transport {
-            Transport::WebSocket if self.deflate && json.len() >= MIN_COMPRESSED => {
-                wire_with(compress(&json), Data::Text, true, true)
-            }
-            Transport::WebSocket => text_wire(json),
-            Transport::EventStream { .. } => sse_event(event, &json),
+        // Encoded (and compressed) before the lock is taken: the hub's
+        // fan-out writes to this outbox under the same lock.
+        let bytes = if self.event_stream {
+            sse_event(event, &json)
+        } else if self.deflate && json.len() >= MIN_COMPRESSED {
+            wire_with(compress(&json), Data::Text, true, true)
+        } else {
+            text_wire(json)
         };
+        let mut inner = self.lock();
         self.push(&mut inner, bytes);
         !inner.queue.is_empty()
     }
