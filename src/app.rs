@@ -236,7 +236,7 @@ impl App {
             &catalog,
             ticker_window,
             engine.live_messages(&ids),
-            i64::from(config.stale_after_seconds),
+            config.stale_after_seconds,
         );
         self.tasks
             .spawn(hub.clone().run(engine.clone(), self.shutdown.clone()));

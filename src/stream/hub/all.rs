@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::QUEUE_POINTS;
 use crate::clock::unix_now;
-use crate::domain::{AssetId, Catalog, Point, UnixSeconds};
+use crate::domain::{AssetId, Catalog, Point, UnixSeconds, is_fresh};
 use crate::stream::frame::{ALL_POINTS, ALL_TICKERS, Encoded, stream_wire};
 use crate::stream::tickers::{TickerData, Tickers};
 
@@ -58,13 +58,13 @@ pub struct Market {
     /// Every asset, in catalog order.
     assets: Vec<(AssetId, String)>,
     /// A ticker whose newest point is older than this is stale.
-    stale_after: i64,
+    stale_after: u32,
 }
 
 impl Market {
     /// The market of `catalog`, whose seconds come in `expected` messages;
     /// a ticker whose newest point is over `stale_after` seconds old is stale.
-    pub fn new(catalog: &Catalog, expected: usize, stale_after: i64) -> Self {
+    pub fn new(catalog: &Catalog, expected: usize, stale_after: u32) -> Self {
         let order = catalog
             .assets()
             .iter()
@@ -132,7 +132,7 @@ impl Market {
                 .iter()
                 .filter_map(|(id, name)| {
                     let t = all.get(id).copied().flatten()?;
-                    let stale = now - t.close_time > self.stale_after;
+                    let stale = !is_fresh(t.close_time, now, self.stale_after);
                     Some(TickerData::new(name, *id, &t, stale))
                 })
                 .collect(),

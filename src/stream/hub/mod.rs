@@ -102,7 +102,7 @@ impl LiveHub {
         catalog: &Catalog,
         ticker_window: Option<i64>,
         messages: usize,
-        stale_after: i64,
+        stale_after: u32,
     ) -> Self {
         let channels = catalog
             .assets()

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use super::names::{Kind, Stream};
 use super::request::Subscribe;
 use crate::clock::unix_now;
-use crate::domain::{Asset, Candle, Interval, Point, UnixSeconds};
+use crate::domain::{Asset, Candle, Interval, Point, UnixSeconds, is_fresh};
 use crate::store::history::candles;
 use crate::stream::hub::LiveEvent;
 use crate::stream::hub::all::{AllPoints, AllTickers, MarketEvent};
@@ -209,9 +209,9 @@ async fn open_kline(
 fn open_ticker(streams: &Streams, stream: Stream, asset: &Asset) -> Result<Opening, String> {
     let (receiver, newest) = attach(streams, asset)?;
     let ticker = streams.hub.tickers().current(asset.id);
-    let stale_after = i64::from(streams.settings.stale_after_seconds);
+    let stale_after = streams.settings.stale_after_seconds;
     let data = ticker.map(|t| {
-        let stale = unix_now() - t.close_time > stale_after;
+        let stale = !is_fresh(t.close_time, unix_now(), stale_after);
         TickerData::new(&asset.name, asset.id, &t, stale)
     });
     Ok(Opening {
