@@ -10,7 +10,6 @@
 //! timestamps like the WebSocket's.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -48,26 +47,6 @@ fn classify(text: &str) -> Seen {
     }
 }
 
-/// Records `time`'s delivery if it is in the window; false once past it.
-fn record(window: &Window, seen: &mut Vec<Delivery>, time: i64, arrived_ns: u64) -> bool {
-    let started = window.start_ns.load(Ordering::Acquire);
-    if started == 0 {
-        return true;
-    }
-    let second_ns = i128::from(time) * 1_000_000_000;
-    if second_ns >= i128::from(window.stop_ns.load(Ordering::Relaxed)) {
-        return false;
-    }
-    if second_ns >= i128::from(started) {
-        seen.push(Delivery {
-            time,
-            arrived_ns: u128::from(arrived_ns),
-            read_ns: unix_nanos(),
-        });
-    }
-    true
-}
-
 /// Where a client says it is subscribed (`Ok(0)`: [`super::await_ready`]) or why not.
 type Ready = tokio::sync::mpsc::Sender<Result<usize, String>>;
 
@@ -93,7 +72,9 @@ async fn websocket(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delive
                 announced = true;
                 let _ = ready.send(Ok(0)).await;
             }
-            Seen::Data(time) if !record(&window, &mut seen, time, ws.get_ref().arrived_ns()) => {
+            Seen::Data(time)
+                if !window.record(&mut seen, time, ws.get_ref().arrived_ns(), unix_nanos()) =>
+            {
                 break;
             }
             _ => {}
@@ -247,7 +228,7 @@ async fn events(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delivery>
                     announced = true;
                     let _ = ready.send(Ok(0)).await;
                 }
-                Seen::Data(time) => past |= !record(&window, &mut seen, time, arrived),
+                Seen::Data(time) => past |= !window.record(&mut seen, time, arrived, unix_nanos()),
                 _ => {}
             }
         }

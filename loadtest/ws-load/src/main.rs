@@ -196,6 +196,31 @@ impl Window {
         window.stop_ns.store(u64::MAX, Ordering::Relaxed);
         Arc::new(window)
     }
+
+    /// Records the delivery of second `time` (arrived and read at these
+    /// Unix nanoseconds) when the second is in the window; false once it is
+    /// past the window's end (the reader stops). The window is a run of
+    /// whole seconds, decided by the frame's time, not by when it was read:
+    /// every client measures the same seconds however late it reads them.
+    fn record(&self, seen: &mut Vec<Delivery>, time: i64, arrived_ns: u64, read_ns: u128) -> bool {
+        let started = self.start_ns.load(Ordering::Acquire);
+        if started == 0 {
+            return true;
+        }
+        let second_ns = i128::from(time) * 1_000_000_000;
+        if second_ns >= i128::from(self.stop_ns.load(Ordering::Relaxed)) {
+            return false;
+        }
+        // Only seconds that began after everyone was subscribed.
+        if second_ns >= i128::from(started) {
+            seen.push(Delivery {
+                time,
+                arrived_ns: u128::from(arrived_ns),
+                read_ns,
+            });
+        }
+        true
+    }
 }
 
 /// Paces a ramp of `ramp` new connections a second, in tenths of a second:
@@ -327,26 +352,9 @@ async fn subscriber(
         // Points are read without a full JSON parse, so that the load
         // generator (on the same 2 cores) takes as little CPU as it can.
         if text.starts_with(r#"{"action":"point""#) {
-            let started = window.start_ns.load(Ordering::Acquire);
-            if started == 0 {
-                continue;
-            }
-            // The window is a run of whole seconds, decided by the point's
-            // time, not by when it was read: every client measures the
-            // same points however late it reads them.
-            let stop = window.stop_ns.load(Ordering::Relaxed);
             let time = point_time(text.as_str());
-            let second_ns = i128::from(time) * 1_000_000_000;
-            if second_ns >= i128::from(stop) {
+            if !window.record(&mut seen, time, ws.get_ref().arrived_ns(), now) {
                 break;
-            }
-            // Only points of seconds that began after everyone was subscribed.
-            if second_ns >= i128::from(started) {
-                seen.push(Delivery {
-                    time,
-                    arrived_ns: u128::from(ws.get_ref().arrived_ns()),
-                    read_ns: now,
-                });
             }
             continue;
         }
