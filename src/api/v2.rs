@@ -205,8 +205,8 @@ async fn events(
         request.epoch = Some(epoch);
         // A resume point ahead of the clock is refused before any event (a
         // 400 stops EventSource's reconnecting), as a `since` would be.
-        V2::check(&state.streams, &request)
-            .map_err(|(_, detail)| ApiError::invalid("Last-Event-ID", detail))?;
+        V2::check_since("since", request.since)
+            .map_err(|detail| ApiError::invalid("Last-Event-ID", detail))?;
     }
     let ip = client_ip(&state.trusted_proxies, peer.ip(), &headers);
     let Some(slot) = state.ws_connections.try_acquire(ip) else {

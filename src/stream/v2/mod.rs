@@ -30,7 +30,7 @@ use super::session::{End, Link, Protocol, Socket, Writer, catch_up, catch_up_mar
 use super::state::Streams;
 use super::tickers::TickerData;
 use crate::clock::unix_now;
-use crate::domain::AssetList;
+use crate::domain::{AssetList, UnixSeconds};
 
 /// A `since` this far past the server's clock is refused: the client's
 /// clock, not its data, is wrong.
@@ -139,10 +139,15 @@ impl V2 {
     /// streamed: every stream resolved, not too many, `since` not ahead.
     pub fn check(streams: &Streams, request: &Subscribe) -> Result<(), (&'static str, String)> {
         Self::resolve_all(streams, &request.streams).map_err(|(_, text)| ("streams", text))?;
-        match request.since {
-            Some(since) if since > unix_now() + MAX_SINCE_AHEAD => Err((
-                "since",
-                format!("since {since} is in the future; pass the last second you saw"),
+        Self::check_since("since", request.since).map_err(|text| ("since", text))
+    }
+
+    /// A resume point (`since`, or an event stream's `Last-Event-ID`) is
+    /// not ahead of the server's clock; the error names it as `name`.
+    pub fn check_since(name: &str, since: Option<UnixSeconds>) -> Result<(), String> {
+        match since {
+            Some(since) if since > unix_now() + MAX_SINCE_AHEAD => Err(format!(
+                "{name} {since} is in the future; pass the last second you saw"
             )),
             _ => Ok(()),
         }
@@ -247,11 +252,7 @@ impl V2 {
                 )
                 .await;
         }
-        if let Some(since) = request.since
-            && since > unix_now() + MAX_SINCE_AHEAD
-        {
-            let text =
-                format!("params.since {since} is in the future; pass the last second you saw");
+        if let Err(text) = Self::check_since("params.since", request.since) {
             return w
                 .send(
                     Event::Error,
