@@ -120,12 +120,10 @@ impl Encoded {
     /// The WebSocket frame for a connection that agreed to compression
     /// (`deflate`) or not: a large frame compressed, once for all.
     pub fn ws_for(&self, deflate: bool) -> &Bytes {
-        if !deflate || self.0.json.len() < MIN_COMPRESSED {
+        if !compresses(deflate, self.0.json.len()) {
             return &self.0.ws;
         }
-        self.0
-            .deflated
-            .get_or_init(|| wire_with(compress(&self.0.json), Data::Text, true, true))
+        self.0.deflated.get_or_init(|| deflated_text(&self.0.json))
     }
 
     /// The event-stream event (`event: data`), with no `id` (a
@@ -214,6 +212,17 @@ pub fn text_wire(payload: Bytes) -> Bytes {
 /// connection's life.
 pub fn wire(payload: Bytes, opcode: Data, fin: bool) -> Bytes {
     wire_with(payload, opcode, fin, false)
+}
+
+/// Whether a message of `len` bytes goes compressed to a connection that
+/// agreed to `permessage-deflate` (`deflate`): small ones never do.
+pub fn compresses(deflate: bool, len: usize) -> bool {
+    deflate && len >= MIN_COMPRESSED
+}
+
+/// A text message `json` as one compressed frame (RSV1 set).
+pub fn deflated_text(json: &[u8]) -> Bytes {
+    wire_with(compress(json), Data::Text, true, true)
 }
 
 /// As [`wire`]; `compressed` marks the first frame of a message whose

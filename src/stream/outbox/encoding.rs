@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 
 use super::{Inner, Outbox};
 use crate::domain::UnixSeconds;
-use crate::stream::deflate::{MIN_COMPRESSED, compress};
-use crate::stream::frame::{Encoded, Event, sse_event, text_wire, wire_with};
+use crate::stream::frame::{Encoded, Event, compresses, deflated_text, sse_event, text_wire};
 
 /// How a connection's frames are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,8 +86,8 @@ impl Outbox {
         // fan-out writes to this outbox under the same lock.
         let bytes = if self.event_stream {
             sse_event(event, &json)
-        } else if self.deflate && json.len() >= MIN_COMPRESSED {
-            wire_with(compress(&json), Data::Text, true, true)
+        } else if compresses(self.deflate, json.len()) {
+            deflated_text(&json)
         } else {
             text_wire(json)
         };
