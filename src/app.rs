@@ -267,14 +267,7 @@ impl App {
             self.tasks
                 .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
         }
-        let token = self.shutdown.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = api::serve(listener, api, token.clone()).await {
-                tracing::error!(error = %e, "http server failed");
-            }
-            // The server only ends on its own when it failed: stop the rest.
-            token.cancel();
-        });
+        self.serve(listener, api, "http");
         if probes_only {
             tracing::info!(%local, "worker health and metrics listening");
         } else {
@@ -290,15 +283,21 @@ impl App {
         let listener = TcpListener::bind(addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         self.admin_addr = Some(local);
-        let (admin, token) = (api.admin(), self.shutdown.clone());
-        self.tasks.spawn(async move {
-            if let Err(e) = api::serve(listener, admin, token.clone()).await {
-                tracing::error!(error = %e, "admin server failed");
-            }
-            token.cancel();
-        });
+        self.serve(listener, api.admin(), "admin");
         tracing::info!(%local, "admin (health and metrics) listening");
         Ok(())
+    }
+
+    /// Serves `api` on `listener` (the `which` server) until the shutdown.
+    fn serve(&mut self, listener: TcpListener, api: Api, which: &'static str) {
+        let token = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = api::serve(listener, api, token.clone()).await {
+                tracing::error!(error = %e, server = which, "server failed");
+            }
+            // A server only ends on its own when it failed: stop the rest.
+            token.cancel();
+        });
     }
 
     /// The engine this process writes to and reads from.
