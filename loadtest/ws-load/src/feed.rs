@@ -17,8 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    Args, Delivery, StampedTcp, Window, await_ready, connect, measure, point_time, ramp_pause,
-    report, unix_nanos,
+    Args, Delivery, Ready, StampedTcp, Window, await_ready, connect_or_say, measure, point_time,
+    ramp_pause, report, unix_nanos,
 };
 
 /// What a client does with each frame or event it reads.
@@ -47,17 +47,10 @@ fn classify(text: &str) -> Seen {
     }
 }
 
-/// Where a client says it is subscribed (`Ok(0)`: [`super::await_ready`]) or why not.
-type Ready = tokio::sync::mpsc::Sender<Result<usize, String>>;
-
 async fn websocket(url: String, ready: Ready, window: Arc<Window>) -> Vec<Delivery> {
     let mut seen = Vec::new();
-    let mut ws = match connect(&url).await {
-        Ok(ws) => ws,
-        Err(e) => {
-            let _ = ready.send(Err(format!("connect: {e}"))).await;
-            return seen;
-        }
+    let Some(mut ws) = connect_or_say(&url, &ready).await else {
+        return seen;
     };
     let mut announced = false;
     while let Some(msg) = ws.next().await {

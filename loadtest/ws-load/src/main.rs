@@ -319,21 +319,30 @@ async fn connect(
     Ok(ws)
 }
 
-/// One subscriber: connect, subscribe, wait for the history, then record
-/// every delivery between the window's start and stop.
-async fn subscriber(
-    url: String,
-    asset: u64,
-    ready: tokio::sync::mpsc::Sender<Result<usize, String>>,
-    window: Arc<Window>,
-) -> Vec<Delivery> {
-    let mut seen = Vec::new();
-    let mut ws = match connect(&url).await {
-        Ok(ws) => ws,
+/// Where a client says it is subscribed (with the size of what it got
+/// first: [`await_ready`]) or why not.
+type Ready = tokio::sync::mpsc::Sender<Result<usize, String>>;
+
+/// [`connect`], or `None` once the failure is said on `ready`.
+async fn connect_or_say(
+    url: &str,
+    ready: &Ready,
+) -> Option<tokio_tungstenite::WebSocketStream<StampedTcp>> {
+    match connect(url).await {
+        Ok(ws) => Some(ws),
         Err(e) => {
             let _ = ready.send(Err(format!("connect: {e}"))).await;
-            return seen;
+            None
         }
+    }
+}
+
+/// One subscriber: connect, subscribe, wait for the history, then record
+/// every delivery between the window's start and stop.
+async fn subscriber(url: String, asset: u64, ready: Ready, window: Arc<Window>) -> Vec<Delivery> {
+    let mut seen = Vec::new();
+    let Some(mut ws) = connect_or_say(&url, &ready).await else {
+        return seen;
     };
     let sub = format!(r#"{{"action":"subscribe","message":{{"assetId":{asset}}}}}"#);
     if let Err(e) = ws.send(Message::text(sub)).await {
