@@ -39,6 +39,8 @@ pub enum StartupError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
     #[error("RATES_DATABASE_URL is not set: there is no archive to migrate")]
     NoArchive,
     #[error(
@@ -255,7 +257,7 @@ impl App {
                 self.shutdown.clone(),
             ));
         }
-        let mut api = Api::new(config, engine, archive, streams, self.role.clone());
+        let mut api = Api::new(config, engine, archive, streams, self.role.clone())?;
         if probes_only {
             api = api.probes_only();
         }
@@ -263,9 +265,13 @@ impl App {
             self.start_admin(addr, &api).await?;
             api = api.without_metrics();
         }
-        if let Some(limiter) = api.limiter() {
+        if let Some(access) = api.access() {
+            if let Some(keys) = access.gate.keys() {
+                self.tasks
+                    .spawn(crate::access::keys::watch(keys, self.shutdown.clone()));
+            }
             self.tasks
-                .spawn(limit::forget_idle_clients(limiter, self.shutdown.clone()));
+                .spawn(limit::forget_idle_clients(access, self.shutdown.clone()));
         }
         self.serve(listener, api, "http");
         if probes_only {

@@ -39,6 +39,8 @@ pub enum ClientError {
     UnknownAsset(String),
     #[error("server error: {0}")]
     Server(String),
+    #[error("--key: not something an HTTP header can carry")]
+    BadKey,
 }
 
 /// Runs until the server closes, `args.points` live points were printed,
@@ -52,7 +54,7 @@ pub async fn run(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientEr
 }
 
 async fn run_v1(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(args.url.as_str()).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(args.url.as_str(), args)?).await?;
     ws.send(Message::text(
         json!({"action": "assets", "message": {}}).to_string(),
     ))
@@ -109,7 +111,7 @@ async fn run_v1(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientErr
 
 /// `--v2`: one subscribe for every stream, then a line per frame.
 async fn run_v2(args: &ClientArgs, out: &mut impl Write) -> Result<(), ClientError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(v2_url(&args.url)).await?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(request(&v2_url(&args.url), args)?).await?;
     let streams = if args.streams.is_empty() {
         vec![format!("{}@point", args.asset)]
     } else {
@@ -388,4 +390,21 @@ mod tests {
             "NotFound: unknown symbol 'XXXYYY' in stream 'XXXYYY@point'"
         );
     }
+}
+
+/// The upgrade request to `url`, with the key or token (`--key`) as
+/// `Authorization: Bearer`.
+fn request(
+    url: &str,
+    args: &ClientArgs,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = url.into_client_request()?;
+    if let Some(key) = args.key.as_deref() {
+        let value = HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .map_err(|_| ClientError::BadKey)?;
+        request.headers_mut().insert("authorization", value);
+    }
+    Ok(request)
 }

@@ -5,6 +5,7 @@
 //! - [`app`] — startup: composes the roles, stops them in order.
 //! - [`config`] — every setting (environment, `.env`, flags) and the roles.
 //! - [`telemetry`] — logs (text or JSON) and the Prometheus recorder.
+//! - [`access`] — who is calling: keys, tokens, tiers.
 //! - [`domain`] — assets and the catalog, symbols, quotes, points.
 //! - [`sources`] — upstreams (FXCM, Binance, a recorded file, a simulation)
 //!   behind one trait, with their payload parsers.
@@ -21,6 +22,7 @@
 //! - [`client`] — the demo WebSocket client, `ratesd client`.
 //! - [`clock`], [`backoff`], [`hash`] — the wall clock, retry delays, FNV.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod backoff;

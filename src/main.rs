@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use ratesd::app::{self, App};
-use ratesd::config::{Cli, ClientCli, Command, Role};
+use ratesd::config::{Cli, ClientCli, Command, KeysCommand, Role};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -29,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             return Ok(());
         }
+        Some(Command::Keys {
+            command: KeysCommand::New { tier, name },
+        }) => return new_key(&cli.config, &tier, &name),
         // `ratesd --flag client ...`: the client, after server flags.
         Some(Command::Client(args)) => return run_client(&args).await,
         Some(Command::Serve) => Role::Serve,
@@ -39,6 +42,31 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("starting ratesd")?;
     app.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// `ratesd keys new`: a new key on standard output (shown once), and the
+/// keys file's line for it.
+fn new_key(config: &ratesd::config::Config, tier: &str, name: &str) -> anyhow::Result<()> {
+    use ratesd::access::keys;
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b));
+    anyhow::ensure!(
+        name_ok,
+        "--name: one word of letters, digits, '-', '_', '.', '@' (at most 64)"
+    );
+    let tiers = ratesd::access::Gate::tiers_of(config).context("RATES_TIERS")?;
+    anyhow::ensure!(
+        tiers.get(tier).is_some(),
+        "--tier: RATES_TIERS has no tier '{tier}' (it has: {})",
+        tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let key = keys::new_key()?;
+    println!("key (shown once; give it to {name}):\n  {key}");
+    println!("line for the keys file (RATES_KEYS_FILE):\n  {}", keys::file_line(&key, tier, name));
     Ok(())
 }
 

@@ -34,8 +34,11 @@ pub enum ApiError {
     /// No point at a moment asked for.
     #[error("{0}")]
     NoPoint(String),
-    #[error("too many WebSocket connections from this address (at most {0})")]
+    #[error("too many WebSocket and event-stream connections for this client (at most {0})")]
     TooManyConnections(u32),
+    /// A token's `symbols` do not allow the asset.
+    #[error("{0}")]
+    Forbidden(String),
     /// A store failed earlier this second; the reason was logged then.
     #[error("{0}")]
     Unavailable(String),
@@ -71,6 +74,7 @@ impl ApiError {
             Self::TooManyConnections(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, Kind::TooManyConnections)
             }
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, Kind::Forbidden),
             Self::NoData(_) => (StatusCode::SERVICE_UNAVAILABLE, Kind::NoData),
             Self::NoPoint(_) => (StatusCode::NOT_FOUND, Kind::NoPoint),
             Self::Redis(RedisError::Corrupt { .. }) => {

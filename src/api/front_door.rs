@@ -1,5 +1,6 @@
-//! In front of every route: the per-IP request limit, then the request
-//! metrics.
+//! In front of every route: who is calling ([`Gate::identify`]: a 401
+//! for a credential refused), their tier's request limit, then the request
+//! metrics. The caller's [`Identity`] goes on in the request's extensions.
 //!
 //! A plain tower layer rather than a `from_fn` middleware: the cached rate
 //! routes answer in a few microseconds, and a boxed `Next` and a boxed
@@ -18,19 +19,30 @@ use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use super::limit::{HttpLimiter, Quota3, client_ip};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+
+use super::limit::{HttpLimiter, Quota3};
 use super::metrics;
+use super::problem::{Kind, Problem};
+use crate::access::{Gate, Identity, Refusal};
+
+/// Who is calling and how much they may: the gate and the tiers' limits.
+pub struct Access {
+    pub gate: Gate,
+    pub limiter: HttpLimiter,
+}
 
 /// Puts [`FrontDoor`] in front of a route.
 #[derive(Clone)]
 pub struct FrontDoorLayer {
-    limiter: Option<Arc<HttpLimiter>>,
+    access: Option<Arc<Access>>,
 }
 
 impl FrontDoorLayer {
-    /// `limiter`: the per-IP request limit, `None` when off.
-    pub fn new(limiter: Option<Arc<HttpLimiter>>) -> Self {
-        Self { limiter }
+    /// `access`: the gate and limits; `None` (the admin listener): every
+    /// request passes as it is.
+    pub fn new(access: Option<Arc<Access>>) -> Self {
+        Self { access }
     }
 }
 
@@ -41,7 +53,7 @@ impl<S> Layer<S> for FrontDoorLayer {
         FrontDoor {
             inner,
             shared: Arc::new(Shared {
-                limiter: self.limiter.clone(),
+                access: self.access.clone(),
                 route: OnceLock::new(),
             }),
         }
@@ -57,7 +69,7 @@ pub struct FrontDoor<S> {
 }
 
 struct Shared {
-    limiter: Option<Arc<HttpLimiter>>,
+    access: Option<Arc<Access>>,
     /// The route template this service was reached by, as the address of
     /// axum's copy of it and its interned label.
     route: OnceLock<(usize, &'static str)>,
@@ -95,20 +107,31 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let started = Instant::now();
         let method = metrics::method_label(request.method());
         let route = self.shared.route_label(&request);
-        let quota = match &self.shared.limiter {
+        let quota = match &self.shared.access {
             None => None,
-            Some(limiter) => {
+            Some(access) => {
                 let peer = request
                     .extensions()
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-                let ip = client_ip(limiter.trusted(), peer, request.headers());
-                match limiter.admit(request.uri().path(), ip) {
-                    Ok(quota) => quota,
+                let upgrade = is_upgrade(request.headers());
+                let admitted = access
+                    .gate
+                    .identify(peer, request.headers(), request.uri(), upgrade)
+                    .map_err(|refusal| Box::new(unauthorized(&refusal)))
+                    .and_then(|who| {
+                        let quota = access.limiter.admit(request.uri().path(), &who)?;
+                        Ok((who, quota))
+                    });
+                match admitted {
+                    Ok((who, quota)) => {
+                        request.extensions_mut().insert::<Identity>(who);
+                        quota
+                    }
                     Err(refused) => {
                         metrics::record(route, method, refused.status(), started.elapsed());
                         return FrontDoorFuture::Refused {
@@ -126,6 +149,28 @@ where
             quota,
         }
     }
+}
+
+/// Whether a request asks for a WebSocket.
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+/// The 401 of a refused credential, with its challenge. Nothing of the
+/// credential is in it.
+fn unauthorized(refusal: &Refusal) -> Response {
+    ::metrics::counter!("ratesd_http_unauthorized_total", "reason" => refusal.reason()).increment(1);
+    let mut response =
+        Problem::new(Kind::Unauthorized, StatusCode::UNAUTHORIZED, refusal.to_string()).respond();
+    if let Ok(challenge) = HeaderValue::from_str(&refusal.challenge()) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, challenge);
+    }
+    response
 }
 
 pin_project_lite::pin_project! {

@@ -1,9 +1,9 @@
-//! Rate limiting in front of the API: a GCRA bucket per client IP
-//! (`governor`), the client IP taken from `X-Forwarded-For` only when the
-//! peer is a configured trusted proxy; and a cap on WebSocket connections
-//! per IP.
+//! Rate limiting in front of the API: a GCRA bucket (`governor`) per
+//! client of each tier (an IP for `anonymous`, a key, a token's subject),
+//! and a cap on connections per client.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -16,94 +16,109 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::problem::{Kind, Problem};
+use crate::access::tiers::{Tier, Tiers};
+use crate::access::{Client, Identity};
 
 /// Paths outside the limit: probes, metrics, and the API docs' assets.
 const EXEMPT: [&str; 4] = ["/health/", "/metrics", "/docs", "/api-docs/"];
 
+/// A tier's bucket per client.
+struct TierLimiter {
+    tier: Arc<Tier>,
+    limiter: Option<DefaultKeyedRateLimiter<Client, StateInformationMiddleware>>,
+    /// `RateLimit-Policy`, made once.
+    policy: HeaderValue,
+    /// `ratesd_http_requests_by_tier_total{tier}`, looked up once.
+    requests: metrics::Counter,
+}
+
+/// The request limit of every tier: a GCRA bucket per client, counted by
+/// each tier's own rate and burst (a tier of rate 0 has none).
 pub struct HttpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>,
+    tiers: Vec<TierLimiter>,
     clock: DefaultClock,
-    per_second: u32,
-    burst: u32,
-    trusted_proxies: Vec<IpAddr>,
 }
 
 impl HttpLimiter {
-    /// `None` when `per_second` is 0: no limit.
-    pub fn new(per_second: u32, burst: u32, trusted_proxies: Vec<IpAddr>) -> Option<Self> {
-        let rate = NonZeroU32::new(per_second)?;
-        let burst = burst.max(1);
-        let quota = Quota::per_second(rate).allow_burst(NonZeroU32::new(burst)?);
-        Some(Self {
-            limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+    pub fn new(tiers: &Tiers) -> Self {
+        let tiers = tiers
+            .iter()
+            .map(|tier| {
+                let limiter = NonZeroU32::new(tier.per_second).and_then(|rate| {
+                    let quota = Quota::per_second(rate).allow_burst(NonZeroU32::new(tier.burst)?);
+                    Some(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
+                });
+                TierLimiter {
+                    tier: tier.clone(),
+                    limiter,
+                    policy: HeaderValue::from_str(&tier.policy())
+                        .unwrap_or(HeaderValue::from_static("0")),
+                    requests: metrics::counter!(
+                        "ratesd_http_requests_by_tier_total",
+                        "tier" => tier.name.clone()
+                    ),
+                }
+            })
+            .collect();
+        Self {
+            tiers,
             clock: DefaultClock::default(),
-            per_second,
-            burst,
-            trusted_proxies,
-        })
+        }
     }
 
-    pub fn trusted(&self) -> &[IpAddr] {
-        &self.trusted_proxies
-    }
-
-    /// Forgets idle clients; run now and then so memory follows live IPs.
+    /// Forgets idle clients; run now and then so memory follows live ones.
     pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        for t in &self.tiers {
+            if let Some(limiter) = &t.limiter {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
     }
 
-    /// Seconds until a bucket with `remaining` tokens is full again.
-    fn reset_after(&self, remaining: u32) -> u64 {
-        let missing = u64::from(self.burst.saturating_sub(remaining));
-        missing.div_ceil(u64::from(self.per_second))
+    fn of(&self, tier: &Arc<Tier>) -> Option<&TierLimiter> {
+        self.tiers
+            .iter()
+            .find(|t| Arc::ptr_eq(&t.tier, tier))
+            .or_else(|| self.tiers.iter().find(|t| t.tier.name == tier.name))
     }
-}
 
-/// The client's address: the peer, or, when the peer is a trusted proxy,
-/// the right-most `X-Forwarded-For` entry that is not itself one.
-pub fn client_ip(trusted: &[IpAddr], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .rev()
-        .find(|ip| !trusted.contains(ip))
-        .unwrap_or(peer)
-}
-
-impl HttpLimiter {
-    /// Whether a request to `path` from `ip` may pass: `Ok` with the headers
+    /// Whether a request of `who` to `path` may pass: `Ok` with the headers
     /// to add to its answer, or `Err` with the 429 answer.
-    pub fn admit(&self, path: &str, ip: IpAddr) -> Result<Option<Quota3>, Box<Response>> {
+    pub fn admit(&self, path: &str, who: &Identity) -> Result<Option<Quota3>, Box<Response>> {
         if EXEMPT.iter().any(|p| path.starts_with(p)) {
             return Ok(None);
         }
-        match self.limiter.check_key(&ip) {
+        let Some(t) = self.of(&who.tier) else {
+            return Ok(None);
+        };
+        t.requests.increment(1);
+        let Some(limiter) = &t.limiter else {
+            return Ok(None);
+        };
+        let tier = &t.tier;
+        match limiter.check_key(&who.client) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 Ok(Some(Quota3 {
-                    limit: self.burst,
+                    limit: tier.burst,
                     remaining,
-                    reset: self.reset_after(remaining),
+                    reset: reset_after(tier, remaining),
+                    policy: t.policy.clone(),
                 }))
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.clock.now());
                 let retry = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
                 metrics::counter!("ratesd_http_rate_limited_total").increment(1);
-                tracing::debug!(%ip, ?wait, "rate limited");
+                tracing::debug!(tier = %tier.name, kind = who.kind(), ?wait, "rate limited");
                 let mut resp = Problem::new(
                     Kind::RateLimited,
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
-                        "at most {} requests a second (bursts of {}) per client; retry in {retry} s",
-                        self.per_second, self.burst
+                        "at most {} requests a second (bursts of {}) per client of the {} tier; \
+                         retry in {retry} s",
+                        tier.per_second, tier.burst, tier.name
                     ),
                 )
                 .respond();
@@ -113,9 +128,10 @@ impl HttpLimiter {
                 let headers = resp.headers_mut();
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
                 Quota3 {
-                    limit: self.burst,
+                    limit: tier.burst,
                     remaining: 0,
                     reset: retry,
+                    policy: t.policy.clone(),
                 }
                 .set(headers);
                 Err(Box::new(resp))
@@ -124,12 +140,20 @@ impl HttpLimiter {
     }
 }
 
-/// The `RateLimit-Limit`, `-Remaining` and `-Reset` of an answer.
-#[derive(Debug, Clone, Copy)]
+/// Seconds until a tier's bucket with `remaining` tokens is full again.
+fn reset_after(tier: &Tier, remaining: u32) -> u64 {
+    let missing = u64::from(tier.burst.saturating_sub(remaining));
+    missing.div_ceil(u64::from(tier.per_second.max(1)))
+}
+
+/// The `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` of an
+/// answer.
+#[derive(Debug, Clone)]
 pub struct Quota3 {
     limit: u32,
     remaining: u32,
     reset: u64,
+    policy: HeaderValue,
 }
 
 impl Quota3 {
@@ -137,69 +161,65 @@ impl Quota3 {
         headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
         headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
         headers.insert("ratelimit-reset", HeaderValue::from(self.reset));
+        headers.insert("ratelimit-policy", self.policy);
     }
 }
 
 /// Keeps the limiter's memory to the clients seen lately.
 pub async fn forget_idle_clients(
-    limiter: Arc<HttpLimiter>,
+    access: Arc<super::front_door::Access>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => limiter.forget_idle(),
+            _ = every.tick() => access.limiter.forget_idle(),
         }
     }
 }
 
-/// Counts WebSocket connections per client IP.
-pub struct ConnectionLimiter {
-    max: u32,
-    open: Mutex<HashMap<IpAddr, u32>>,
+/// Counts open connections per client (an IP, or a caller's [`Client`]).
+pub struct ConnectionLimiter<K: Hash + Eq + Clone = IpAddr> {
+    open: Mutex<HashMap<K, u32>>,
 }
 
 /// Holds one connection's place; gives it back when dropped.
-pub struct ConnectionSlot {
-    limiter: Arc<ConnectionLimiter>,
-    ip: IpAddr,
+pub struct ConnectionSlot<K: Hash + Eq + Clone = IpAddr> {
+    limiter: Arc<ConnectionLimiter<K>>,
+    key: K,
 }
 
-impl ConnectionLimiter {
-    /// `max` 0 means no cap.
-    pub fn new(max: u32) -> Arc<Self> {
+impl<K: Hash + Eq + Clone> ConnectionLimiter<K> {
+    pub fn new() -> Arc<Self> {
         Arc::new(Self {
-            max,
             open: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn try_acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+    /// A place for one more connection of `key`, if it holds fewer than
+    /// `max` (0: no cap).
+    pub fn try_acquire(self: &Arc<Self>, key: K, max: u32) -> Option<ConnectionSlot<K>> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if self.max > 0 && *n >= self.max {
+        let n = open.entry(key.clone()).or_insert(0);
+        if max > 0 && *n >= max {
             return None;
         }
         *n += 1;
         Some(ConnectionSlot {
             limiter: self.clone(),
-            ip,
+            key,
         })
-    }
-
-    pub fn max(&self) -> u32 {
-        self.max
     }
 }
 
-impl Drop for ConnectionSlot {
+impl<K: Hash + Eq + Clone> Drop for ConnectionSlot<K> {
     fn drop(&mut self) {
         let mut open = self.limiter.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&self.key);
             }
         }
     }
@@ -208,68 +228,77 @@ impl Drop for ConnectionSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::tiers::ANONYMOUS;
 
-    fn xff(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_str(v).unwrap());
-        h
+    fn tiers(rate: u32, burst: u32) -> Tiers {
+        let anonymous = Tier {
+            name: ANONYMOUS.into(),
+            per_second: rate,
+            burst,
+            connections: 2,
+            streams: 4,
+        };
+        Tiers::parse("pro:1000/2000/8/64", anonymous).unwrap()
     }
 
-    #[test]
-    fn forwarded_for_is_trusted_only_from_proxies() {
-        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        let client: IpAddr = "203.0.113.9".parse().unwrap();
-        let other: IpAddr = "198.51.100.7".parse().unwrap();
-        // Untrusted peer: the header is ignored.
-        assert_eq!(client_ip(&[], other, &xff("203.0.113.9")), other);
-        // Trusted peer: the right-most untrusted entry (a client can forge the left ones).
-        assert_eq!(
-            client_ip(&[proxy], proxy, &xff("1.2.3.4, 203.0.113.9")),
-            client
-        );
-        assert_eq!(
-            client_ip(&[proxy], proxy, &xff("203.0.113.9, 10.0.0.1")),
-            client
-        );
-        assert_eq!(client_ip(&[proxy], proxy, &xff("garbage")), proxy);
-        assert_eq!(client_ip(&[proxy], proxy, &HeaderMap::new()), proxy);
+    fn anon(tiers: &Tiers, ip: &str) -> Identity {
+        Identity {
+            client: Client::Ip(ip.parse().unwrap()),
+            tier: tiers.anonymous().clone(),
+            symbols: None,
+            expires: None,
+        }
     }
 
     #[test]
     fn connection_slots_are_counted_and_returned() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let limiter = ConnectionLimiter::new(2);
-        let a = limiter.try_acquire(ip).unwrap();
-        let _b = limiter.try_acquire(ip).unwrap();
-        assert!(limiter.try_acquire(ip).is_none());
-        assert!(limiter.try_acquire("127.0.0.2".parse().unwrap()).is_some());
+        let limiter = ConnectionLimiter::new();
+        let a = limiter.try_acquire(ip, 2).unwrap();
+        let _b = limiter.try_acquire(ip, 2).unwrap();
+        assert!(limiter.try_acquire(ip, 2).is_none());
+        assert!(limiter.try_acquire("127.0.0.2".parse().unwrap(), 2).is_some());
         drop(a);
-        assert!(limiter.try_acquire(ip).is_some());
-        assert!(ConnectionLimiter::new(0).try_acquire(ip).is_some());
+        assert!(limiter.try_acquire(ip, 2).is_some());
+        assert!(ConnectionLimiter::new().try_acquire(ip, 0).is_some());
     }
 
     #[test]
     fn a_429_says_the_same_wait_in_both_headers() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
         // Two tokens a second, a burst of 4: the fifth request is refused.
-        let l = HttpLimiter::new(2, 4, vec![]).unwrap();
+        let t = tiers(2, 4);
+        let l = HttpLimiter::new(&t);
+        let who = anon(&t, "127.0.0.1");
         for _ in 0..4 {
-            assert!(l.admit("/api/v1/rates", ip).is_ok());
+            assert!(l.admit("/api/v1/rates", &who).is_ok());
         }
-        let refused = l.admit("/api/v1/rates", ip).unwrap_err();
+        let refused = l.admit("/api/v1/rates", &who).unwrap_err();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         let h = refused.headers();
         assert_eq!(h[header::RETRY_AFTER], "1");
         assert_eq!(h["ratelimit-reset"], h[header::RETRY_AFTER]);
         assert_eq!(h["ratelimit-remaining"], "0");
+        assert_eq!(h["ratelimit-policy"], "4;w=2;tier=\"anonymous\"");
+        // Another client, and another tier, have buckets of their own.
+        assert!(l.admit("/api/v1/rates", &anon(&t, "127.0.0.2")).is_ok());
+        let pro = Identity {
+            client: Client::Key("acme".into()),
+            tier: t.get("pro").unwrap().clone(),
+            symbols: None,
+            expires: None,
+        };
+        let mut h = HeaderMap::new();
+        l.admit("/api/v1/rates", &pro).unwrap().unwrap().set(&mut h);
+        assert_eq!(h["ratelimit-limit"], "2000");
+        assert_eq!(h["ratelimit-policy"], "2000;w=2;tier=\"pro\"");
     }
 
     #[test]
     fn reset_counts_seconds_to_a_full_bucket() {
-        let l = HttpLimiter::new(50, 100, vec![]).unwrap();
-        assert_eq!(l.reset_after(100), 0);
-        assert_eq!(l.reset_after(0), 2);
-        assert_eq!(l.reset_after(99), 1);
-        assert!(HttpLimiter::new(0, 100, vec![]).is_none());
+        let t = tiers(50, 100);
+        let a = t.anonymous();
+        assert_eq!(reset_after(a, 100), 0);
+        assert_eq!(reset_after(a, 0), 2);
+        assert_eq!(reset_after(a, 99), 1);
     }
 }

@@ -10,10 +10,11 @@
 //! - [`problem`]: RFC 9457 problem details: their kinds and bodies.
 //! - [`problem_answers`]: each kind's page, problem bodies for bare error answers.
 //! - [`responses`]: the error answers the OpenAPI document names.
+//! - [`caller`]: the caller the front door identified, as routes read it.
 //! - [`edge`]: the outermost layer: problem bodies for every error, 204 preflights.
-//! - [`front_door`]: in front of every route: per-IP limit, request metrics.
+//! - [`front_door`]: in front of every route: the caller, its tier's limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
-//! - [`limit`]: per-IP request limit and WebSocket connection cap.
+//! - [`limit`]: per-tier request limits and connection caps.
 //! - [`server`]: accepting connections, their caps and shutdown.
 //! - [`connection`]: one connection below hyper: its socket, idle deadline,
 //!   and problem bodies for hyper's own error answers.
@@ -22,6 +23,7 @@
 //! - [`health`], [`metrics`], [`page`].
 
 pub mod bare_errors;
+pub mod caller;
 pub mod connection;
 pub mod edge;
 pub mod error;

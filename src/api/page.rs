@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::caller::Caller;
 use super::error::ApiError;
 use super::v1::V1State;
 use super::v1::ws::accept;
@@ -26,11 +27,11 @@ pub fn router() -> Router<Arc<V1State>> {
 async fn root(
     State(state): State<Arc<V1State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: axum::http::HeaderMap,
+    caller: Caller,
     ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => accept(ws, &state, peer, &headers),
+        Ok(ws) => accept(ws, &state, peer, &caller),
         // An upgrade that is wrong gets its problem, as on /api/v1/ws; any
         // other request, the page.
         Err(rejection) if !matches!(rejection, UpgradeRejection::NotAnUpgrade) => {

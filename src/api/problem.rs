@@ -22,6 +22,8 @@ pub enum Kind {
     PayloadTooLarge,
     MalformedRequest,
     RequestTooLarge,
+    Unauthorized,
+    Forbidden,
     RateLimited,
     TooManyConnections,
     WebSocketUpgrade,
@@ -32,7 +34,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::InvalidParameter,
         Kind::UnknownSymbol,
         Kind::UnknownCurrency,
@@ -41,6 +43,8 @@ impl Kind {
         Kind::PayloadTooLarge,
         Kind::MalformedRequest,
         Kind::RequestTooLarge,
+        Kind::Unauthorized,
+        Kind::Forbidden,
         Kind::RateLimited,
         Kind::TooManyConnections,
         Kind::WebSocketUpgrade,
@@ -60,6 +64,8 @@ impl Kind {
             Kind::PayloadTooLarge => "payload-too-large",
             Kind::MalformedRequest => "malformed-request",
             Kind::RequestTooLarge => "request-too-large",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
             Kind::RateLimited => "rate-limited",
             Kind::TooManyConnections => "too-many-connections",
             Kind::WebSocketUpgrade => "websocket-upgrade",
@@ -80,6 +86,8 @@ impl Kind {
             Kind::PayloadTooLarge => "Payload too large",
             Kind::MalformedRequest => "Malformed request",
             Kind::RequestTooLarge => "Request too large",
+            Kind::Unauthorized => "Unauthorized",
+            Kind::Forbidden => "Forbidden",
             Kind::RateLimited => "Too many requests",
             Kind::TooManyConnections => "Too many connections",
             Kind::WebSocketUpgrade => "WebSocket upgrade required",
@@ -120,13 +128,26 @@ impl Kind {
                  are over what the server reads. No route needs long URLs or many headers. The \
                  connection is closed after this answer."
             }
+            Kind::Unauthorized => {
+                "This deployment needs an API key or token here (`RATES_AUTH`), and the \
+                 request had none, or an unknown, revoked or expired one; `detail` says which. \
+                 Send a key as `Authorization: Bearer rk_...` or `X-API-Key: rk_...`, a token \
+                 as `Authorization: Bearer ...`; where a browser cannot set headers \
+                 (WebSocket, `EventSource`), as `?token=...`. The answer carries \
+                 `WWW-Authenticate: Bearer`. An expired token: ask your backend for a fresh one."
+            }
+            Kind::Forbidden => {
+                "The request's token names the only assets it may read (its `symbols` claim), \
+                 and this asset is not among them. Ask for a token that allows it."
+            }
             Kind::RateLimited => {
-                "Over the per-client request limit. Wait `Retry-After` seconds; the \
+                "Over the per-client request limit of the client's tier. Wait `Retry-After` seconds; the \
                  `RateLimit-*` headers of every answer say how much is left."
             }
             Kind::TooManyConnections => {
-                "This address holds as many connections (HTTP or WebSocket) as it may. Close \
-                 some, or retry after `Retry-After` seconds."
+                "This client (an address, or a key or token's tier) holds as many connections \
+                 (HTTP, WebSocket or event stream) as it may. Close some, or retry after \
+                 `Retry-After` seconds."
             }
             Kind::WebSocketUpgrade => {
                 "This path takes WebSocket connections only: an HTTP/1.1 GET with \

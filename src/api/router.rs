@@ -18,9 +18,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::edge::{Edge, EdgeLayer};
-use super::front_door::FrontDoorLayer;
+use super::front_door::{Access, FrontDoorLayer};
 use super::health::{self, HealthState, WorkerRole};
 use super::limit::HttpLimiter;
+use crate::access::{AccessError, Gate};
 use super::server::ConnectionSettings;
 use super::v1::{self, V1State};
 use super::{error, metrics, page, problem_answers};
@@ -39,8 +40,9 @@ const ADMIN_MAX_OPEN: usize = 64;
 pub struct Api {
     v1: Arc<V1State>,
     health: Arc<HealthState>,
-    /// Per-IP request limit; `None` when off.
-    limiter: Option<Arc<HttpLimiter>>,
+    /// Who is calling and their tier's limits; `None` on the admin
+    /// listener.
+    access: Option<Arc<Access>>,
     /// Deadlines and caps of the HTTP connections.
     connections: ConnectionSettings,
     /// `RATES_CORS_ORIGINS`.
@@ -58,13 +60,10 @@ impl Api {
         archive: Option<Archive>,
         streams: Arc<Streams>,
         role: Option<WorkerRole>,
-    ) -> Self {
-        let limiter = HttpLimiter::new(
-            config.rate_limit_per_second,
-            config.rate_limit_burst,
-            config.trusted_proxies.0.clone(),
-        )
-        .map(Arc::new);
+    ) -> Result<Self, AccessError> {
+        let gate = Gate::new(config, streams.catalog.clone())?;
+        let limiter = HttpLimiter::new(gate.tiers());
+        let access = Some(Arc::new(Access { gate, limiter }));
         let v1 = Arc::new(V1State::new(
             config,
             engine.clone(),
@@ -80,10 +79,10 @@ impl Api {
             stale_after_seconds: config.stale_after_seconds,
             role,
         });
-        Self {
+        Ok(Self {
             v1,
             health,
-            limiter,
+            access,
             connections: ConnectionSettings::new(
                 std::time::Duration::from_secs(config.http_idle_timeout_seconds),
                 config.http_max_connections_per_ip,
@@ -91,7 +90,7 @@ impl Api {
             cors_origins: config.cors_origins.clone(),
             probes_only: false,
             metrics_here: true,
-        }
+        })
     }
 
     /// What the admin listener (`RATES_ADMIN_ADDR`) serves: the probes and
@@ -99,7 +98,7 @@ impl Api {
     /// listener's request limit and per-IP connection cap.
     pub fn admin(&self) -> Self {
         Self {
-            limiter: None,
+            access: None,
             connections: ConnectionSettings {
                 max_per_ip: 0,
                 max_open: ADMIN_MAX_OPEN,
@@ -123,10 +122,11 @@ impl Api {
         self
     }
 
-    /// The per-IP limiter, whose memory of idle clients wants pruning now
-    /// and then ([`super::limit::forget_idle_clients`]).
-    pub fn limiter(&self) -> Option<Arc<HttpLimiter>> {
-        self.limiter.clone()
+    /// The gate and limits: the limiter's memory of idle clients wants
+    /// pruning now and then ([`super::limit::forget_idle_clients`]), the
+    /// keys file watching ([`crate::access::keys::watch`]).
+    pub fn access(&self) -> Option<Arc<Access>> {
+        self.access.clone()
     }
 }
 
@@ -176,7 +176,7 @@ pub type App = Edge<Cors<RequestBodyLimit<Router>>>;
 
 /// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> App {
-    let front_door = FrontDoorLayer::new(api.limiter.clone());
+    let front_door = FrontDoorLayer::new(api.access.clone());
     let with_metrics = |routes: OpenApiRouter| {
         if api.metrics_here {
             routes.merge(metrics::router())
@@ -216,7 +216,12 @@ pub fn app(api: &Api) -> App {
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
     let routes = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
-        routes.layer(TraceLayer::new_for_http())
+        // The path, never the query: a `?token=` is a credential.
+        routes.layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
+            },
+        ))
     } else {
         routes
     };

@@ -133,7 +133,7 @@ where
         .timer(TokioTimer::new())
         .keep_alive_interval(None);
     let builder = Arc::new(builder);
-    let per_ip = ConnectionLimiter::new(settings.max_per_ip);
+    let per_ip = ConnectionLimiter::new();
     let open = Arc::new(OpenSockets::default());
     let connections = TaskTracker::new();
     tracing::info!(
@@ -171,7 +171,7 @@ where
             ));
             continue;
         }
-        let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+        let Some(slot) = per_ip.try_acquire(peer.ip(), settings.max_per_ip) else {
             metrics::counter!("ratesd_http_connections_refused_total", "reason" => "per_ip")
                 .increment(1);
             tracing::debug!(%peer, "refusing a connection: too many from this address");

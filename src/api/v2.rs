@@ -15,13 +15,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, Result};
-use super::limit::client_ip;
+use super::caller::Caller;
 use super::query::Params;
 use super::responses::{
     InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused,
 };
 use super::v1::V1State;
-use super::v1::ws::accept_protocol;
+use super::v1::ws::{accept_protocol, connection_slot};
+use crate::stream::frame::ErrorType;
 use crate::stream::stall::SocketFd;
 use crate::stream::v2::V2;
 use crate::stream::v2::query::{last_event_id, url_subscribe};
@@ -71,8 +72,9 @@ pub struct UrlStreams {
 }
 
 impl UrlStreams {
-    /// The subscribe the URL names (checked against the catalog), if any.
-    fn subscribe(mut p: Params, state: &V1State) -> Result<Option<Subscribe>> {
+    /// The subscribe the URL names (checked against the catalog and what
+    /// the caller may read), if any.
+    fn subscribe(mut p: Params, state: &V1State, caller: &Caller) -> Result<Option<Subscribe>> {
         let q = Self {
             streams: p.take("streams")?,
             history: p.take("history")?,
@@ -87,8 +89,12 @@ impl UrlStreams {
         )
         .map_err(|(parameter, detail)| ApiError::invalid(parameter, detail))?;
         if let Some(request) = &request {
-            V2::check(&state.streams, request)
-                .map_err(|(parameter, detail)| ApiError::invalid(parameter, detail))?;
+            V2::check(&state.streams, request, &caller.grant()).map_err(
+                |(kind, parameter, detail)| match kind {
+                    ErrorType::Forbidden => ApiError::Forbidden(detail),
+                    _ => ApiError::invalid(parameter, detail),
+                },
+            )?;
         }
         Ok(request)
     }
@@ -151,16 +157,17 @@ async fn upgrade(
     ws: Result<WsUpgrade, UpgradeRejection>,
     State(state): State<Arc<V1State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
     params: Params,
 ) -> Result<Response> {
     // The URL's streams first: a bad list is refused whatever the upgrade.
-    let protocol = match UrlStreams::subscribe(params, &state)? {
+    let protocol = match UrlStreams::subscribe(params, &state, &caller)? {
         Some(request) => V2::from_url(request),
         None => V2::default(),
-    };
+    }
+    .granted(caller.grant());
     Ok(match ws {
-        Ok(ws) => accept_protocol(ws, &state, peer, &headers, protocol),
+        Ok(ws) => accept_protocol(ws, &state, peer, &caller, protocol),
         Err(rejection) => rejection.into_response(),
     })
 }
@@ -187,12 +194,12 @@ async fn upgrade(
     ))]
 async fn events(
     State(state): State<Arc<V1State>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     headers: HeaderMap,
     params: Params,
     fd: Option<Extension<SocketFd>>,
 ) -> Result<Response> {
-    let mut request = UrlStreams::subscribe(params, &state)?.ok_or_else(|| {
+    let mut request = UrlStreams::subscribe(params, &state, &caller)?.ok_or_else(|| {
         ApiError::invalid("streams", "name at least one stream: ?streams=EURUSD@point")
     })?;
     if let Some(id) = headers.get("last-event-id") {
@@ -208,11 +215,7 @@ async fn events(
         V2::check_since("since", request.since)
             .map_err(|detail| ApiError::invalid("Last-Event-ID", detail))?;
     }
-    let ip = client_ip(&state.trusted_proxies, peer.ip(), &headers);
-    let Some(slot) = state.ws_connections.try_acquire(ip) else {
-        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
-        return Err(ApiError::TooManyConnections(state.ws_connections.max()));
-    };
+    let slot = connection_slot(&state, &caller)?;
     let epoch = state.streams.epoch().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the data epoch for an event stream");
         ApiError::Unavailable("the data epoch could not be read".into())
@@ -223,6 +226,7 @@ async fn events(
         epoch,
         fd.map(|Extension(fd)| fd),
         slot,
+        caller.grant(),
     );
     Ok((
         [

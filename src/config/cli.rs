@@ -32,10 +32,30 @@ pub enum Command {
     Worker,
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
+    /// API keys: `ratesd keys new --tier pro --name acme` prints a new key
+    /// once, and the line to add to the keys file (RATES_KEYS_FILE).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Demo client: subscribe to an asset over the WebSocket and print the
     /// history size, then each point, one line each; with `--v2`, several
     /// streams (points, candles) on one v2 connection, one line a frame.
     Client(ClientArgs),
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new key (32 bytes from the OS's random source).
+    New {
+        /// Its tier, as RATES_TIERS names it.
+        #[arg(long, default_value = "free")]
+        tier: String,
+        /// Its name: whom it is for (one word: letters, digits, `-`, `_`,
+        /// `.`, `@`).
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,6 +88,10 @@ pub struct ClientArgs {
     /// the server's, 0).
     #[arg(long, value_name = "SECONDS", requires = "v2")]
     pub history: Option<u32>,
+    /// An API key or token, sent as `Authorization: Bearer` (for a
+    /// deployment that asks for one).
+    #[arg(long, value_name = "KEY_OR_TOKEN")]
+    pub key: Option<String>,
 }
 
 /// `ratesd client ...` on its own: the demo client takes only its own

@@ -13,9 +13,9 @@ mod cli;
 mod settings;
 mod values;
 
-pub use self::cli::{Cli, ClientArgs, ClientCli, Command, Role};
+pub use self::cli::{Cli, ClientArgs, ClientCli, Command, KeysCommand, Role};
 pub use self::settings::{Config, ConfigError};
-pub use self::values::{IpList, LogFormat, Secret};
+pub use self::values::{AuthMode, IpList, LogFormat, Secret};
 pub use crate::store::redis::RedisMode;
 
 #[cfg(test)]

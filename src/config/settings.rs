@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
-use super::values::{IpList, LogFormat, Secret, parse_secret};
+use super::values::{AuthMode, IpList, LogFormat, Secret, parse_key_material, parse_secret};
 use crate::domain::{Catalog, CatalogError};
 use crate::sources::{SourceSpec, UpstreamSettings};
 use crate::store::redis::RedisMode;
@@ -222,6 +222,33 @@ pub struct Config {
         global = true
     )]
     pub rate_limit_burst: u32,
+
+    /// Who may call the API: `off` (anyone, limited per IP), `optional`
+    /// (anonymous clients get the `anonymous` tier, a key or token its own)
+    /// or `required` (`/api/`, both WebSockets and the event stream need a
+    /// key or token).
+    #[arg(long, env = "RATES_AUTH", value_enum, default_value_t = AuthMode::Off, global = true)]
+    pub auth: AuthMode,
+
+    /// The API keys file: one line per key, `SHA256-HEX TIER NAME`
+    /// (`ratesd keys new` prints both); re-read when it changes and on
+    /// SIGHUP.
+    #[arg(long, env = "RATES_KEYS_FILE", global = true)]
+    pub keys_file: Option<std::path::PathBuf>,
+
+    /// The key client tokens (JWTs) are checked with: an HS256 secret of
+    /// 32 bytes or more, or a PEM public key (RS256, ES256), inline or as
+    /// `file:PATH`.
+    #[arg(long, env = "RATES_JWT_KEY", hide_env_values = true, value_parser = parse_key_material, global = true)]
+    pub jwt_key: Option<Secret>,
+
+    /// Tiers, `NAME:RATE/BURST/CONNECTIONS/STREAMS` comma-separated (e.g.
+    /// `free:100/200/16/64,pro:1000/2000/256/1024`): requests a second,
+    /// burst, open WebSocket and event-stream connections, streams per
+    /// connection. `anonymous` (clients without a credential, counted per
+    /// IP) defaults to the per-IP settings: `anonymous:50/100/256/64`.
+    #[arg(long, env = "RATES_TIERS", default_value = "", global = true)]
+    pub tiers: String,
 
     /// Proxies (IP addresses, comma-separated) whose `X-Forwarded-For` is
     /// believed; from any other peer the header is ignored.

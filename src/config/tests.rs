@@ -105,7 +105,7 @@ fn the_client_shows_its_own_options_only() {
         .unwrap()
         .unwrap_err()
         .to_string();
-    for flag in ["--asset", "--url", "--v2", "--stream", "--history"] {
+    for flag in ["--asset", "--url", "--v2", "--stream", "--history", "--key"] {
         assert!(help.contains(flag), "--help lacks {flag}: {help}");
     }
     assert!(

@@ -1,5 +1,5 @@
 //! Setting types of their own: a secret that is never shown, a list of IP
-//! addresses, the log format.
+//! addresses, the log format, the access mode.
 
 /// How log lines are written to standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -8,6 +8,17 @@ pub enum LogFormat {
     Text,
     /// One JSON object a line: `timestamp`, `level`, `target`, `fields`.
     Json,
+}
+
+/// Who may call the API (`RATES_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Every client anonymous, limited per IP; credentials are not read.
+    Off,
+    /// Anonymous clients get the `anonymous` tier; a key or token its own.
+    Optional,
+    /// The API, both WebSockets and the event stream need a key or token.
+    Required,
 }
 
 /// A setting that must not be shown: its `Debug` says only that it is set.
@@ -30,6 +41,12 @@ pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.chars().count() < 16 {
         return Err("a key must be at least 16 characters".into());
     }
+    Ok(Secret(s.to_owned()))
+}
+
+/// Key material whose checks are its user's (a token key: a secret's
+/// length, or a PEM).
+pub(super) fn parse_key_material(s: &str) -> Result<Secret, String> {
     Ok(Secret(s.to_owned()))
 }
 

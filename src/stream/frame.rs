@@ -26,6 +26,8 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
     pub const SERVICE_RESTART: u16 = 1012;
+    /// The connection's token expired (ratesd's own, in the 4000s).
+    pub const TOKEN_EXPIRED: u16 = 4001;
 }
 
 /// The kinds of error a client is told of.
@@ -33,6 +35,10 @@ pub mod close {
 pub enum ErrorType {
     ValidationError,
     NotFound,
+    /// The connection's token does not allow the asset.
+    Forbidden,
+    /// The connection's token expired (an event stream's last event).
+    Unauthorized,
     RateLimited,
     Internal,
 }

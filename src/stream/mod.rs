@@ -30,6 +30,7 @@
 
 pub mod deflate;
 pub mod frame;
+pub mod grant;
 pub mod history;
 pub mod hub;
 pub mod klines;
@@ -44,6 +45,7 @@ pub mod upgrade;
 pub mod v1;
 pub mod v2;
 
+pub use self::grant::Grant;
 pub use self::hub::LiveHub;
 pub use self::state::{Streams, WsSettings};
 pub use self::upgrade::{UpgradeRejection, WsUpgrade, accept};

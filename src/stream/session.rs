@@ -87,6 +87,12 @@ impl End {
         Self::Close(close::GOING_AWAY, "server shutting down".into())
     }
 
+    /// The connection's token expired (4001): the client reconnects with
+    /// a fresh one.
+    pub fn token_expired() -> Self {
+        Self::Close(close::TOKEN_EXPIRED, "token expired".into())
+    }
+
     /// The live feed was lost (1012): points would stop with no word.
     pub fn interrupted() -> Self {
         Self::Close(
@@ -106,6 +112,8 @@ pub struct Session<P> {
     inbound: Option<governor::DefaultDirectRateLimiter>,
     violations: u32,
     sent: metrics::Counter,
+    /// Time left until the connection's token expires: closed then (4001).
+    expires_in: Option<Duration>,
 }
 
 impl<P: Protocol> Session<P> {
@@ -122,7 +130,14 @@ impl<P: Protocol> Session<P> {
             inbound,
             violations: 0,
             sent: metrics::counter!("ratesd_ws_messages_sent_total"),
+            expires_in: None,
         }
+    }
+
+    /// Closes the connection (4001, "token expired") once `left` has passed.
+    pub fn expiring(mut self, left: Option<Duration>) -> Self {
+        self.expires_in = left;
+        self
     }
 
     /// Checks the client's socket for a stall ([`super::stall`]).
@@ -162,6 +177,14 @@ impl<P: Protocol> Session<P> {
         let mut stall = WriteStall::new(settings.write_timeout);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let expires_in = self.expires_in;
+        let expired = async move {
+            match expires_in {
+                Some(left) => tokio::time::sleep(left).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         let outbox = self.outbox.clone();
         let mut link = Link {
             sink: &mut socket,
@@ -179,6 +202,7 @@ impl<P: Protocol> Session<P> {
                 let step = tokio::select! {
                     biased;
                     () = &mut cancelled => Err(End::going_away()),
+                    () = &mut expired => Err(End::token_expired()),
                     events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
                         self.on_events(events, &mut socket).await
                     }

@@ -19,6 +19,8 @@ use axum::body::Body;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use super::frame::{ErrorType, Event, close};
+use super::grant::Grant;
 use super::outbox::{Outbox, Transport, event};
 use super::session::{End, Protocol, Writer};
 use super::stall::{Sends, SocketFd, WriteStall};
@@ -40,6 +42,7 @@ pub fn start(
     epoch: String,
     fd: Option<SocketFd>,
     guard: impl Send + 'static,
+    grant: Grant,
 ) -> Body {
     let (server, client) = tokio::io::duplex(PIPE);
     let outbox = Outbox::with_transport(server, Transport::event_stream(epoch));
@@ -48,26 +51,44 @@ pub fn start(
     tokio::spawn(async move {
         let _guard = guard;
         metrics::gauge!("ratesd_sse_connections").increment(1.0);
-        run(&streams, &outbox, request, fd).await;
+        run(&streams, &outbox, request, fd, grant).await;
         metrics::gauge!("ratesd_sse_connections").decrement(1.0);
     });
     Body::from_stream(tokio_util::io::ReaderStream::new(client))
 }
 
-async fn run(streams: &Streams, outbox: &Arc<Outbox>, request: Subscribe, fd: Option<SocketFd>) {
+async fn run(
+    streams: &Streams,
+    outbox: &Arc<Outbox>,
+    request: Subscribe,
+    fd: Option<SocketFd>,
+    grant: Grant,
+) {
     let sent = metrics::counter!("ratesd_ws_messages_sent_total");
     let mut w = Writer {
         streams,
         outbox,
         sent: &sent,
     };
-    let mut v2 = V2::default();
+    let expires_in = grant.time_left();
+    let mut v2 = V2::default().granted(grant);
     let end = match v2.open_url(request, &mut w).await {
         // Refused (the store unavailable): the error event is the answer.
         Ok(()) if !v2.is_live() => End::Gone,
-        Ok(()) => live(streams, outbox, &mut w, fd, v2.is_live()).await,
+        Ok(()) => live(streams, outbox, &mut w, fd, v2.is_live(), expires_in).await,
         Err(end) => end,
     };
+    if let End::Close(code, _) = &end
+        && *code == close::TOKEN_EXPIRED
+    {
+        // No close code on an event stream: its last event says why.
+        let _ = w
+            .send(
+                Event::Error,
+                super::v2::error_event(ErrorType::Unauthorized, "token expired"),
+            )
+            .await;
+    }
     if let End::Close(_, reason) = end {
         tracing::debug!(%reason, "ending an event stream");
     }
@@ -86,7 +107,15 @@ async fn live(
     w: &mut Writer<'_>,
     fd: Option<SocketFd>,
     is_live: bool,
+    expires_in: Option<Duration>,
 ) -> End {
+    let expired = async move {
+        match expires_in {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     // At least every 15 s; as often as WebSocket pings where those are set
     // more often, and within half the HTTP idle deadline.
     let every = streams.settings.keep_alive_every;
@@ -97,6 +126,7 @@ async fn live(
         let step = tokio::select! {
             biased;
             () = shutdown.cancelled() => Err(End::going_away()),
+            () = &mut expired => Err(End::token_expired()),
             events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
                 if events & event::BROKEN != 0 {
                     Err(End::Gone)

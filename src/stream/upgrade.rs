@@ -165,15 +165,17 @@ impl WsUpgrade {
 }
 
 /// Accepts an upgrade: answers 101 and runs `protocol`'s session on the
-/// connection. `guard` (the connection's slot under the per-IP cap) is held
-/// as long as the connection.
+/// connection. `guard` (the connection's slot under the connection cap) is
+/// held as long as the connection; at `expires` (a token's) it is closed.
 pub fn accept<P: Protocol + 'static>(
     ws: WsUpgrade,
     streams: Arc<Streams>,
     protocol: P,
     peer: std::net::SocketAddr,
     guard: impl Send + 'static,
+    expires: &super::Grant,
 ) -> Response {
+    let expires_in = expires.time_left();
     let max = streams.settings.max_frame_bytes;
     let fd = ws.fd;
     // Small buffers: clients send little (a larger frame grows the read
@@ -193,6 +195,7 @@ pub fn accept<P: Protocol + 'static>(
         metrics::gauge!("ratesd_ws_connections").increment(1.0);
         Session::new(streams, outbox, protocol)
             .watching(fd)
+            .expiring(expires_in)
             .run(socket)
             .await;
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);

@@ -16,6 +16,7 @@ use super::dto::CandlePage;
 use super::freshness::{MAX_AGE_RATES, MAX_AGE_SETTLED_CANDLES, SETTLED_AFTER};
 use super::history::{DEADLINE, PagedRange, paged_range};
 use super::params::{limit_param, resolve, seconds_param};
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -155,14 +156,15 @@ impl TryFrom<Params> for CandlesQuery {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, caller, params, if_none_match))]
 async fn rate_candles(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
+    caller: Caller,
     params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
-    let asset = resolve(&state, &symbol)?;
+    let asset = resolve(&state, &symbol, &caller)?;
     let query = CandlesQuery::try_from(params)?;
     let interval: Interval = match query.interval.as_deref() {
         None => Interval::M1,

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::V1State;
 use super::dto::Conversion;
 use super::freshness::MAX_AGE_RATES;
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -80,9 +81,10 @@ fn currency(name: &'static str, raw: Option<&str>) -> Result<String> {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, caller, params, if_none_match))]
 async fn convert(
     State(state): State<Arc<V1State>>,
+    caller: Caller,
     params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
@@ -118,6 +120,12 @@ async fn convert(
             parameter: None,
             detail: format!("no chain of at most two assets joins {from} and {to}"),
         })?;
+    // A token that allows some assets converts through those only.
+    for leg in &legs {
+        if let Some(asset) = state.catalog.by_id(leg.asset) {
+            caller.may_read(asset)?;
+        }
+    }
     let snapshot = state.rates.get().await;
     let rates = snapshot
         .value

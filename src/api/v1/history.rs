@@ -18,6 +18,7 @@ use super::dto::HistoryPage;
 use super::export;
 use super::freshness::{MAX_AGE_RATES, MAX_AGE_SETTLED_HISTORY, SETTLED_AFTER};
 use super::params::{limit_param, resolve, seconds_param};
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -113,15 +114,16 @@ impl TryFrom<Params> for HistoryQuery {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match, accept))]
+#[tracing::instrument(level = "debug", skip(state, caller, params, if_none_match, accept))]
 async fn rate_history(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
+    caller: Caller,
     params: Params,
     if_none_match: IfNoneMatch,
     accept: export::Accept,
 ) -> Result<Response> {
-    let asset = resolve(&state, &symbol)?;
+    let asset = resolve(&state, &symbol, &caller)?;
     let query = HistoryQuery::try_from(params)?;
     let from = seconds_param("from", query.from.as_deref())?;
     let to = seconds_param("to", query.to.as_deref())?;

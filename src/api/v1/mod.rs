@@ -16,7 +16,6 @@ mod snapshot;
 mod tickers;
 pub mod ws;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -26,6 +25,7 @@ pub use self::dto::{CandlePage, Conversion, HistoryPage, Rate, RateList};
 pub use self::snapshot::RatesCache;
 use super::http_cache::Prepared;
 use super::limit::ConnectionLimiter;
+use crate::access::Client;
 use crate::config::Config;
 use crate::domain::convert::Converter;
 use crate::domain::{AssetList, Catalog};
@@ -46,9 +46,8 @@ pub struct V1State {
     pub catalog_json: Prepared,
     /// What the WebSocket sessions share.
     pub streams: Arc<Streams>,
-    pub ws_connections: Arc<ConnectionLimiter>,
-    /// Peers whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Open WebSockets and event streams per client.
+    pub ws_connections: Arc<ConnectionLimiter<Client>>,
     /// The test page on `/`.
     pub enable_ui: bool,
     /// Signs and checks history cursors.
@@ -83,8 +82,7 @@ impl V1State {
             window_seconds: config.history_seconds,
             stale_after_seconds: config.stale_after_seconds,
             streams,
-            ws_connections: ConnectionLimiter::new(config.ws_max_connections_per_ip),
-            trusted_proxies: config.trusted_proxies.0.clone(),
+            ws_connections: ConnectionLimiter::new(),
             enable_ui: config.enable_ui,
             cursor_key: match &config.cursor_key {
                 Some(secret) => CursorKey::new(secret.expose().as_bytes()),

@@ -2,15 +2,19 @@
 //! symbol names, Unix seconds, a page's limit.
 
 use super::V1State;
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
 use crate::domain::{Asset, FindError, UnixSeconds};
 
-/// The catalog asset a path's symbol names.
-pub(super) fn resolve<'a>(state: &'a V1State, raw: &str) -> Result<&'a Asset> {
-    state.catalog.find(raw).map_err(|e| match e {
+/// The catalog asset a path's symbol names, if the caller may read it
+/// (403 when its token does not allow it).
+pub(super) fn resolve<'a>(state: &'a V1State, raw: &str, caller: &Caller) -> Result<&'a Asset> {
+    let asset = state.catalog.find(raw).map_err(|e| match e {
         FindError::Invalid(e) => ApiError::invalid("symbol", e.to_string()),
         FindError::Unknown(symbol) => ApiError::UnknownSymbol(symbol.to_string()),
-    })
+    })?;
+    caller.may_read(asset)?;
+    Ok(asset)
 }
 
 /// `limit`: 1 to 1000, default 100.

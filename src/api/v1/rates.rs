@@ -13,6 +13,7 @@ use super::dto::RateList;
 use super::freshness::{MAX_AGE_CATALOG, MAX_AGE_RATES};
 use super::moment::{self, RateOrPoint};
 use super::params::resolve;
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
@@ -61,20 +62,26 @@ async fn assets(State(state): State<Arc<V1State>>, if_none_match: IfNoneMatch) -
 #[tracing::instrument(level = "debug", skip_all)]
 async fn rates(
     State(state): State<Arc<V1State>>,
+    caller: Caller,
     params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let wanted = RatesQuery::try_from(params)?
         .symbols
-        .map(|raw| wanted_assets(&state, &raw))
+        .map(|raw| wanted_assets(&state, &raw, &caller))
         .transpose()?;
     let snapshot = state.rates.get().await;
     let rates = snapshot
         .value
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
-    let Some(wanted) = wanted else {
-        return Ok(rates.all.respond(&if_none_match, MAX_AGE_RATES));
+    let wanted = match wanted {
+        Some(wanted) => wanted,
+        None if caller.reads_all() => {
+            return Ok(rates.all.respond(&if_none_match, MAX_AGE_RATES));
+        }
+        // A token that allows some assets sees those.
+        None => caller.0.symbols.as_deref().unwrap_or_default().to_vec(),
     };
     let subset = RateList {
         rates: rates
@@ -112,7 +119,7 @@ impl TryFrom<Params> for RatesQuery {
 
 /// The asset ids a `symbols` list names: 400 for a malformed list, 404
 /// naming the first symbol that is no asset.
-fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
+fn wanted_assets(state: &V1State, raw: &str, caller: &Caller) -> Result<Vec<AssetId>> {
     let names: Vec<&str> = raw.split(',').map(str::trim).collect();
     if names.iter().any(|n| n.is_empty()) {
         return Err(ApiError::invalid(
@@ -128,7 +135,7 @@ fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
     }
     names
         .into_iter()
-        .map(|name| match resolve(state, name) {
+        .map(|name| match resolve(state, name, caller) {
             Err(ApiError::InvalidParameter { detail, .. }) => {
                 Err(ApiError::invalid("symbols", detail))
             }
@@ -157,14 +164,15 @@ fn wanted_assets(state: &V1State, raw: &str) -> Result<Vec<AssetId>> {
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, params, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, caller, params, if_none_match))]
 async fn rate(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
+    caller: Caller,
     params: Params,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
-    let asset = resolve(&state, &symbol)?;
+    let asset = resolve(&state, &symbol, &caller)?;
     if let Some(at) = RateQuery::try_from(params)?.at {
         return moment::respond(&state, asset, &at, &if_none_match).await;
     }

@@ -107,6 +107,8 @@ pub struct RatesCache {
 pub struct Tickers {
     pub all: Prepared,
     pub by_asset: HashMap<AssetId, Prepared>,
+    /// The tickers themselves, for a caller who may read only some.
+    pub list: Vec<TickerData>,
 }
 
 impl RatesCache {
@@ -183,8 +185,11 @@ impl RatesCache {
             .map(|t| (t.asset_id, Prepared::json(t)))
             .collect();
         Ok(Tickers {
-            all: Prepared::json(&TickerList { tickers: list }),
+            all: Prepared::json(&TickerList {
+                tickers: list.clone(),
+            }),
             by_asset,
+            list,
         })
     }
 }

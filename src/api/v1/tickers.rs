@@ -12,8 +12,9 @@ use super::V1State;
 use super::dto::{TickerData, TickerList};
 use super::freshness::MAX_AGE_RATES;
 use super::params::resolve;
+use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
-use crate::api::http_cache::IfNoneMatch;
+use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
@@ -39,6 +40,7 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
 #[tracing::instrument(level = "debug", skip_all)]
 async fn tickers(
     State(state): State<Arc<V1State>>,
+    caller: Caller,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
     let snapshot = state.rates.tickers().await;
@@ -46,7 +48,19 @@ async fn tickers(
         .value
         .as_ref()
         .map_err(|e| ApiError::Unavailable(e.clone()))?;
-    Ok(tickers.all.respond(&if_none_match, MAX_AGE_RATES))
+    if caller.reads_all() {
+        return Ok(tickers.all.respond(&if_none_match, MAX_AGE_RATES));
+    }
+    // A token that allows some assets sees those.
+    let mine = TickerList {
+        tickers: tickers
+            .list
+            .iter()
+            .filter(|t| caller.0.may_read(t.asset_id))
+            .cloned()
+            .collect(),
+    };
+    Ok(Prepared::json(&mine).respond(&if_none_match, MAX_AGE_RATES))
 }
 
 /// One asset's 24-hour statistics (as in `/api/v1/tickers`).
@@ -62,13 +76,14 @@ async fn tickers(
         Unavailable,
         RateLimited,
     ))]
-#[tracing::instrument(level = "debug", skip(state, if_none_match))]
+#[tracing::instrument(level = "debug", skip(state, caller, if_none_match))]
 async fn ticker(
     State(state): State<Arc<V1State>>,
     Path(symbol): Path<String>,
+    caller: Caller,
     if_none_match: IfNoneMatch,
 ) -> Result<Response> {
-    let asset = resolve(&state, &symbol)?;
+    let asset = resolve(&state, &symbol, &caller)?;
     let snapshot = state.rates.tickers().await;
     let tickers = snapshot
         .value

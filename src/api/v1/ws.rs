@@ -1,18 +1,19 @@
 //! The v1 WebSocket's route, `/api/v1/ws` (and `/`, see `api::page`):
-//! the per-IP connection cap, then the session of [`crate::stream`].
+//! the caller's connection cap, then the session of [`crate::stream`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::V1State;
+use crate::access::Client;
+use crate::api::caller::Caller;
 use crate::api::error::ApiError;
-use crate::api::limit::client_ip;
+use crate::api::limit::ConnectionSlot;
 use crate::api::responses::WsUpgradeRefused;
 use crate::stream::session::Protocol;
 use crate::stream::v1::V1;
@@ -62,34 +63,52 @@ async fn upgrade(
     ws: WsUpgrade,
     State(state): State<Arc<V1State>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    caller: Caller,
 ) -> Response {
-    accept(ws, &state, peer, &headers)
+    accept(ws, &state, peer, &caller)
 }
 
-/// Starts a v1 session on an accepted upgrade, within the per-IP cap.
-pub fn accept(
-    ws: WsUpgrade,
-    state: &Arc<V1State>,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-) -> Response {
-    accept_protocol(ws, state, peer, headers, V1::default())
+/// Starts a v1 session on an accepted upgrade, within the caller's
+/// connection cap.
+pub fn accept(ws: WsUpgrade, state: &Arc<V1State>, peer: SocketAddr, caller: &Caller) -> Response {
+    accept_protocol(ws, state, peer, caller, V1::granted(caller.grant()))
 }
 
 /// Starts a session of `protocol` on an accepted upgrade, within the
-/// per-IP cap (one cap for v1 and v2 connections together).
+/// caller's connection cap (one cap for v1, v2 and event streams
+/// together).
 pub fn accept_protocol<P: Protocol + 'static>(
     ws: WsUpgrade,
     state: &Arc<V1State>,
     peer: SocketAddr,
-    headers: &HeaderMap,
+    caller: &Caller,
     protocol: P,
 ) -> Response {
-    let ip = client_ip(&state.trusted_proxies, peer.ip(), headers);
-    let Some(slot) = state.ws_connections.try_acquire(ip) else {
-        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
-        return ApiError::TooManyConnections(state.ws_connections.max()).into_response();
-    };
-    stream::accept(ws, state.streams.clone(), protocol, peer, slot)
+    match connection_slot(state, caller) {
+        Ok(slot) => stream::accept(
+            ws,
+            state.streams.clone(),
+            protocol,
+            peer,
+            slot,
+            &caller.grant(),
+        ),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// A place under the caller's tier's connection cap (WebSockets and event
+/// streams together), counted per client.
+pub fn connection_slot(
+    state: &V1State,
+    caller: &Caller,
+) -> Result<ConnectionSlot<Client>, ApiError> {
+    let max = caller.0.tier.connections;
+    state
+        .ws_connections
+        .try_acquire(caller.0.client.clone(), max)
+        .ok_or_else(|| {
+            metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
+            ApiError::TooManyConnections(max)
+        })
 }

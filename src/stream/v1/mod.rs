@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::frame::{ErrorType, Frame, error_frame};
+use super::grant::Grant;
 use super::outbox::{Feed, Live};
 use super::session::{End, Link, Protocol, Socket, catch_up};
 use crate::domain::{Asset, AssetId, AssetList, UnixSeconds};
@@ -80,6 +81,8 @@ fn truncate(s: &str, max: usize) -> String {
 /// A v1 connection's state: which subscribe it is on.
 #[derive(Debug, Default)]
 pub struct V1 {
+    /// What the connection's credential allows.
+    grant: Grant,
     /// In the live fan-out (it has its history).
     subscribed: bool,
     /// Counts subscribes, so that the fan-out can tell this one from an earlier.
@@ -97,6 +100,11 @@ impl Protocol for V1 {
                 link.send_text(frame.to_text()).await
             }
             Ok(Request::Subscribe(id)) => match link.streams.catalog.by_id(id) {
+                Some(asset) if !self.grant.may_read(asset.id) => {
+                    let text = format!("this connection's token does not allow {}", asset.name);
+                    link.send_text(error_frame(ErrorType::Forbidden, &text))
+                        .await
+                }
                 Some(asset) => self.subscribe(asset.clone(), link).await,
                 None => {
                     let text = format!("unknown assetId {id}; the assets action lists them");
@@ -118,6 +126,14 @@ impl Protocol for V1 {
 }
 
 impl V1 {
+    /// A connection that may do what `grant` allows.
+    pub fn granted(grant: Grant) -> Self {
+        Self {
+            grant,
+            ..Self::default()
+        }
+    }
+
     /// Attaches to the live feed first, then reads the history: every point
     /// is in one or the other (or both, and then dropped from the live side).
     async fn subscribe<S: Socket>(

@@ -25,6 +25,7 @@ use self::names::{Kind, Stream, resolve};
 use self::open::{Opening, Receiver, open};
 use self::request::{Method, Refusal, Request, Subscribe, parse_request};
 use super::frame::{ErrorType, Event, stream_wire};
+use super::grant::Grant;
 use super::outbox::{Feed, Live};
 use super::session::{End, Link, Protocol, Socket, Writer, catch_up, catch_up_market};
 use super::state::Streams;
@@ -54,6 +55,12 @@ pub fn error_frame(id: &Value, code: ErrorType, message: &str) -> Utf8Bytes {
 }
 
 /// `{"id": ..., "error": {"code": ..., "message": ...}}`
+/// An error that answers no request (`"id":null`), as an event stream's
+/// last event.
+pub fn error_event(code: ErrorType, message: &str) -> Bytes {
+    error_json(&Value::Null, code, message)
+}
+
 fn error_json(id: &Value, code: ErrorType, message: &str) -> Bytes {
     #[derive(Serialize)]
     struct Error<'a> {
@@ -82,6 +89,8 @@ pub struct V2 {
     generation: u64,
     /// The subscribe the URL named, done as the session begins.
     from_url: Option<Subscribe>,
+    /// What the connection's credential allows.
+    grant: Grant,
 }
 
 /// The id a subscribe named in the URL is answered under.
@@ -135,11 +144,33 @@ impl V2 {
         }
     }
 
+    /// A connection that may do what `grant` allows.
+    pub fn granted(mut self, grant: Grant) -> Self {
+        self.grant = grant;
+        self
+    }
+
     /// Checks a subscribe named in a URL before anything is upgraded or
-    /// streamed: every stream resolved, not too many, `since` not ahead.
-    pub fn check(streams: &Streams, request: &Subscribe) -> Result<(), (&'static str, String)> {
-        Self::resolve_all(streams, &request.streams).map_err(|(_, text)| ("streams", text))?;
-        Self::check_since("since", request.since).map_err(|text| ("since", text))
+    /// streamed: every stream resolved, not too many, each allowed by
+    /// `grant`, `since` not ahead. The error: its kind, the parameter, the
+    /// text.
+    pub fn check(
+        streams: &Streams,
+        request: &Subscribe,
+        grant: &Grant,
+    ) -> Result<(), (ErrorType, &'static str, String)> {
+        let max = Self::max_streams(streams, grant);
+        let resolved = Self::resolve_all(streams, &request.streams, max)
+            .map_err(|(kind, text)| (kind, "streams", text))?;
+        if let Some(text) = forbidden(grant, &resolved) {
+            return Err((ErrorType::Forbidden, "streams", text));
+        }
+        Self::check_since("since", request.since)
+            .map_err(|text| (ErrorType::ValidationError, "since", text))
+    }
+
+    fn max_streams(streams: &Streams, grant: &Grant) -> usize {
+        grant.max_streams.unwrap_or(streams.settings.max_streams)
     }
 
     /// A resume point (`since`, or an event stream's `Last-Event-ID`) is
@@ -159,6 +190,17 @@ impl V2 {
         self.subscribe(&Value::String(URL_ID.into()), request, w)
             .await
     }
+}
+
+/// Why `grant` does not allow one of `streams`, if it does not.
+fn forbidden(grant: &Grant, streams: &[Stream]) -> Option<String> {
+    streams.iter().find_map(|s| {
+        let allowed = match &s.kind {
+            Kind::Point(a) | Kind::Kline(a, _) | Kind::Ticker(a) => grant.may_read(a.id),
+            Kind::AllPoints | Kind::AllTickers => grant.may_read_all(),
+        };
+        (!allowed).then(|| format!("this connection's token does not allow the stream '{}'", s.name))
+    })
 }
 
 #[derive(Serialize)]
@@ -185,8 +227,8 @@ impl V2 {
     fn resolve_all(
         streams: &Streams,
         names: &[String],
+        max: usize,
     ) -> Result<Vec<Stream>, (ErrorType, String)> {
-        let max = streams.settings.max_streams;
         if names.len() > max {
             return Err((
                 ErrorType::ValidationError,
@@ -205,7 +247,7 @@ impl V2 {
         names: &[String],
         w: &mut Writer<'_>,
     ) -> Result<(), End> {
-        let gone = match Self::resolve_all(w.streams, names) {
+        let gone = match Self::resolve_all(w.streams, names, usize::MAX) {
             Ok(gone) => gone,
             Err((kind, text)) => return w.send(Event::Error, error_json(id, kind, &text)).await,
         };
@@ -227,10 +269,16 @@ impl V2 {
         w: &mut Writer<'_>,
     ) -> Result<(), End> {
         let streams = w.streams;
-        let mut new = match Self::resolve_all(streams, &request.streams) {
+        let max = Self::max_streams(streams, &self.grant);
+        let mut new = match Self::resolve_all(streams, &request.streams, max) {
             Ok(new) => new,
             Err((kind, text)) => return w.send(Event::Error, error_json(id, kind, &text)).await,
         };
+        if let Some(text) = forbidden(&self.grant, &new) {
+            return w
+                .send(Event::Error, error_json(id, ErrorType::Forbidden, &text))
+                .await;
+        }
         // Streams the connection has, or that a request names twice, are
         // opened once.
         let mut seen = std::collections::HashSet::new();
@@ -238,7 +286,6 @@ impl V2 {
             let feed = s.feed();
             !self.has(feed) && seen.insert(feed)
         });
-        let max = streams.settings.max_streams;
         if self.streams.len() + new.len() > max {
             let text = format!(
                 "too many streams: at most {max} a connection; it has {} and this subscribe adds {}",
