@@ -62,11 +62,18 @@ fn new_key(config: &ratesd::config::Config, tier: &str, name: &str) -> anyhow::R
     anyhow::ensure!(
         tiers.get(tier).is_some(),
         "--tier: RATES_TIERS has no tier '{tier}' (it has: {})",
-        tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+        tiers
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let key = keys::new_key()?;
     println!("key (shown once; give it to {name}):\n  {key}");
-    println!("line for the keys file (RATES_KEYS_FILE):\n  {}", keys::file_line(&key, tier, name));
+    println!(
+        "line for the keys file (RATES_KEYS_FILE):\n  {}",
+        keys::file_line(&key, tier, name)
+    );
     Ok(())
 }
 

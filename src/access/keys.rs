@@ -139,7 +139,10 @@ fn parse(text: &str, tiers: &Tiers) -> Ring {
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
         let [hex, tier, name] = fields[..] else {
-            tracing::warn!(line = n, "keys file: expected `SHA256 TIER NAME`; line skipped");
+            tracing::warn!(
+                line = n,
+                "keys file: expected `SHA256 TIER NAME`; line skipped"
+            );
             continue;
         };
         let Some(digest) = from_hex(hex) else {
@@ -147,11 +150,20 @@ fn parse(text: &str, tiers: &Tiers) -> Ring {
             continue;
         };
         let Some(tier) = tiers.get(tier) else {
-            tracing::warn!(line = n, tier, "keys file: no such tier in RATES_TIERS; line skipped");
+            tracing::warn!(
+                line = n,
+                tier,
+                "keys file: no such tier in RATES_TIERS; line skipped"
+            );
             continue;
         };
         if let Some(first) = names.insert(name, n) {
-            tracing::warn!(line = n, first, name, "keys file: a key name used twice; line skipped");
+            tracing::warn!(
+                line = n,
+                first,
+                name,
+                "keys file: a key name used twice; line skipped"
+            );
             continue;
         }
         ring.insert(
@@ -207,8 +219,7 @@ pub fn file_line(key: &str, tier: &str, name: &str) -> String {
 /// Re-reads the keys file when it changes and on SIGHUP, until `shutdown`.
 pub async fn watch(ring: Arc<KeyRing>, shutdown: tokio_util::sync::CancellationToken) {
     #[cfg(unix)]
-    let mut hangup =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut every = tokio::time::interval(POLL);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -254,7 +265,11 @@ mod tests {
         let b = new_key().unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with(PREFIX) && a.len() >= PREFIX.len() + 32, "{a}");
-        assert!(a[3..].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            a[3..]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
     }
 
     #[test]
@@ -268,8 +283,14 @@ mod tests {
         );
         assert!(!text.contains(&key));
         let ring = parse(&text, &tiers());
-        assert_eq!(ring.len(), 1, "bad tier, malformed line and twice-used name skipped");
-        let entry = ring.get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes()))).unwrap();
+        assert_eq!(
+            ring.len(),
+            1,
+            "bad tier, malformed line and twice-used name skipped"
+        );
+        let entry = ring
+            .get(&<[u8; 32]>::from(Sha256::digest(key.as_bytes())))
+            .unwrap();
         assert_eq!((&*entry.name, entry.tier.name.as_str()), ("acme", "pro"));
     }
 
@@ -282,13 +303,20 @@ mod tests {
         let ring = KeyRing::open(&path, tiers()).unwrap();
         assert!(ring.lookup("rk_one").is_some());
         assert!(ring.lookup("rk_two").is_none());
-        std::fs::write(&path, format!("{}\n# longer now\n", file_line("rk_two", "pro", "two"))).unwrap();
+        std::fs::write(
+            &path,
+            format!("{}\n# longer now\n", file_line("rk_two", "pro", "two")),
+        )
+        .unwrap();
         ring.reload_if_changed();
         assert!(ring.lookup("rk_one").is_none());
         assert!(ring.lookup("rk_two").is_some());
         std::fs::remove_file(&path).unwrap();
         ring.reload_if_changed();
-        assert!(ring.lookup("rk_two").is_some(), "an unreadable file keeps the keys");
+        assert!(
+            ring.lookup("rk_two").is_some(),
+            "an unreadable file keeps the keys"
+        );
         assert!(KeyRing::open(&path, tiers()).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -158,7 +158,11 @@ impl Gate {
                 .map(|key| Verifier::from_setting(key.expose()))
                 .transpose()?;
             if keys.is_none() && verifier.is_none() {
-                let name = if mode == AuthMode::Required { "required" } else { "optional" };
+                let name = if mode == AuthMode::Required {
+                    "required"
+                } else {
+                    "optional"
+                };
                 return Err(AccessError::NoCredentials(name));
             }
             (keys, verifier)
@@ -268,7 +272,11 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     let header_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    if let Some(found) = bearer.or(header_key).map(str::trim).filter(|k| !k.is_empty()) {
+    if let Some(found) = bearer
+        .or(header_key)
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+    {
         return Some(found.to_owned());
     }
     form_urlencoded::parse(query?.as_bytes())

@@ -132,7 +132,10 @@ mod tests {
         .unwrap();
         assert_eq!(t.anonymous().connections, 8);
         let pro = t.get("pro").unwrap();
-        assert_eq!((pro.per_second, pro.burst, pro.connections, pro.streams), (1000, 2000, 256, 1024));
+        assert_eq!(
+            (pro.per_second, pro.burst, pro.connections, pro.streams),
+            (1000, 2000, 256, 1024)
+        );
         assert_eq!(t.iter().count(), 3);
         assert_eq!(pro.policy(), "2000;w=2;tier=\"pro\"");
     }
@@ -148,8 +151,19 @@ mod tests {
 
     #[test]
     fn bad_specs_are_refused() {
-        for bad in ["pro", "pro:1/2/3", "pro:1/2/3/4/5", "pro:a/2/3/4", ":1/2/3/4", "p o:1/2/3/4", "pro:-1/2/3/4"] {
-            assert!(matches!(Tiers::parse(bad, anon()), Err(TiersError::Malformed(_))), "{bad}");
+        for bad in [
+            "pro",
+            "pro:1/2/3",
+            "pro:1/2/3/4/5",
+            "pro:a/2/3/4",
+            ":1/2/3/4",
+            "p o:1/2/3/4",
+            "pro:-1/2/3/4",
+        ] {
+            assert!(
+                matches!(Tiers::parse(bad, anon()), Err(TiersError::Malformed(_))),
+                "{bad}"
+            );
         }
         assert_eq!(
             Tiers::parse("pro:1/2/3/4,pro:1/2/3/4", anon()).unwrap_err(),

@@ -82,7 +82,8 @@ impl Verifier {
         } else if value.len() < MIN_SECRET_BYTES {
             return Err(KeyError::ShortSecret);
         } else {
-            let key = DecodingKey::from_secret(value.as_bytes()).map_err(|_| KeyError::ShortSecret)?;
+            let key =
+                DecodingKey::from_secret(value.as_bytes()).map_err(|_| KeyError::ShortSecret)?;
             (key, Algorithm::HS256)
         };
         let mut validation = Validation::new(algorithm);

@@ -162,9 +162,14 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// The 401 of a refused credential, with its challenge. Nothing of the
 /// credential is in it.
 fn unauthorized(refusal: &Refusal) -> Response {
-    ::metrics::counter!("ratesd_http_unauthorized_total", "reason" => refusal.reason()).increment(1);
-    let mut response =
-        Problem::new(Kind::Unauthorized, StatusCode::UNAUTHORIZED, refusal.to_string()).respond();
+    ::metrics::counter!("ratesd_http_unauthorized_total", "reason" => refusal.reason())
+        .increment(1);
+    let mut response = Problem::new(
+        Kind::Unauthorized,
+        StatusCode::UNAUTHORIZED,
+        refusal.to_string(),
+    )
+    .respond();
     if let Ok(challenge) = HeaderValue::from_str(&refusal.challenge()) {
         response
             .headers_mut()

@@ -257,7 +257,11 @@ mod tests {
         let a = limiter.try_acquire(ip, 2).unwrap();
         let _b = limiter.try_acquire(ip, 2).unwrap();
         assert!(limiter.try_acquire(ip, 2).is_none());
-        assert!(limiter.try_acquire("127.0.0.2".parse().unwrap(), 2).is_some());
+        assert!(
+            limiter
+                .try_acquire("127.0.0.2".parse().unwrap(), 2)
+                .is_some()
+        );
         drop(a);
         assert!(limiter.try_acquire(ip, 2).is_some());
         assert!(ConnectionLimiter::new().try_acquire(ip, 0).is_some());

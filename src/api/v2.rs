@@ -14,8 +14,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::error::{ApiError, Result};
 use super::caller::Caller;
+use super::error::{ApiError, Result};
 use super::query::Params;
 use super::responses::{
     InvalidParameter, TooManyConnectionsRefused, Unavailable, WsUpgradeRefused,

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod access;
 mod admin;
 mod archive_reads;
 mod bare_machine;

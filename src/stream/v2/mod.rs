@@ -199,7 +199,12 @@ fn forbidden(grant: &Grant, streams: &[Stream]) -> Option<String> {
             Kind::Point(a) | Kind::Kline(a, _) | Kind::Ticker(a) => grant.may_read(a.id),
             Kind::AllPoints | Kind::AllTickers => grant.may_read_all(),
         };
-        (!allowed).then(|| format!("this connection's token does not allow the stream '{}'", s.name))
+        (!allowed).then(|| {
+            format!(
+                "this connection's token does not allow the stream '{}'",
+                s.name
+            )
+        })
     })
 }
 

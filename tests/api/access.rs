@@ -1,0 +1,550 @@
+//! Who may call (`RATES_AUTH`): keys, tokens, tiers, at the front door of
+//! the real service, on every engine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::SinkExt;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use crate::helpers::{
+    Engine, Options, TestApp, close_frame, eventually, next_frame, now, spawn_app, unique_id,
+    until_action,
+};
+
+const SECRET: &str = "a-test-secret-of-more-than-32-bytes-0123456789";
+
+/// A keys file of its own, holding `keys` (key, tier, name).
+struct KeysFile(PathBuf);
+
+impl KeysFile {
+    fn new(keys: &[(&str, &str, &str)]) -> Self {
+        let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
+        let file = Self(path);
+        file.write(keys);
+        file
+    }
+
+    fn write(&self, keys: &[(&str, &str, &str)]) {
+        let text: String = keys
+            .iter()
+            .map(|(key, tier, name)| ratesd::access::keys::file_line(key, tier, name) + "\n")
+            .collect();
+        // Written aside and renamed: a reader never sees half a file.
+        let aside = self.0.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &self.0).unwrap();
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for KeysFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+fn options(engine: Engine, mode: &str, keys: &KeysFile, more: &[&str]) -> Options {
+    let mut extra: Vec<String> = [
+        "--auth",
+        mode,
+        "--keys-file",
+        &keys.path(),
+        "--jwt-key",
+        SECRET,
+        "--tiers",
+        "free:100/200/16/64,pro:1000/2000/2/3",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    extra.extend(more.iter().map(|s| (*s).to_owned()));
+    Options {
+        engine,
+        archive: false,
+        extra,
+        ..Options::default()
+    }
+}
+
+async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = app.http.get(app.url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("request")
+}
+
+fn ws_url(app: &TestApp, path: &str) -> String {
+    app.url(path).replacen("http", "ws", 1)
+}
+
+/// A WebSocket upgrade to `path` with `headers`: the socket, or the
+/// refusal's status.
+async fn ws_with(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    let mut request = ws_url(app, path).into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+async fn problem(resp: reqwest::Response) -> serde_json::Value {
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    resp.json().await.unwrap()
+}
+
+async fn each_credential_form_is_accepted_and_each_bad_one_refused(engine: Engine) {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let keys = KeysFile::new(&[(&key, "pro", "acme")]);
+    let Some(app) = spawn_app(options(engine, "required", &keys, &[])).await else {
+        return;
+    };
+    let bearer = format!("Bearer {key}");
+
+    // No credential: 401 with the challenge and the problem.
+    let resp = app.get("/api/v1/rates").await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"ratesd\""
+    );
+    let body = problem(resp).await;
+    assert_eq!(body["type"], "/problems/unauthorized");
+
+    // A key in either header, a token as a bearer.
+    for headers in [
+        [("authorization", bearer.as_str())],
+        [("x-api-key", key.as_str())],
+    ] {
+        let resp = get_with(&app, "/api/v1/assets", &headers).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{:?}", headers[0].0);
+        assert_eq!(resp.headers()["ratelimit-policy"], "2000;w=2;tier=\"pro\"");
+    }
+    let good = token(json!({"sub": "browser-1", "exp": now() + 300, "tier": "free"}));
+    let resp = get_with(
+        &app,
+        "/api/v1/assets",
+        &[("authorization", &format!("Bearer {good}"))],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["ratelimit-policy"], "200;w=2;tier=\"free\"");
+
+    // Bad ones: each a 401 naming why, never the credential.
+    let expired = token(json!({"sub": "browser-1", "exp": now() - 60}));
+    let other_secret = encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "x", "exp": now() + 300}),
+        &EncodingKey::from_secret(b"some-other-secret-of-32-bytes-or-more").unwrap(),
+    )
+    .unwrap();
+    let none = {
+        use base64::Engine as _;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(json!({"sub": "x", "exp": now() + 300}))
+        )
+    };
+    let unknown_key = ratesd::access::keys::new_key().unwrap();
+    for (what, credential, says) in [
+        ("unknown key", unknown_key.as_str(), "unknown or revoked"),
+        ("expired token", expired.as_str(), "expired"),
+        ("bad signature", other_secret.as_str(), "signature"),
+        ("alg none", none.as_str(), ""),
+        ("garbage", "garbage", ""),
+    ] {
+        let resp = get_with(
+            &app,
+            "/api/v1/rates",
+            &[("authorization", &format!("Bearer {credential}"))],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what}");
+        let challenge = resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with("Bearer realm=\"ratesd\", error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(says), "{what}: {text}");
+        assert!(
+            !text.contains(credential) && !challenge.contains(credential),
+            "{what} echoed"
+        );
+    }
+
+    // `?token=` opens WebSockets and event streams, not REST routes.
+    let resp = app.get(&format!("/api/v1/rates?token={key}")).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(ws_with(&app, "/api/v1/ws", &[]).await.err(), Some(401));
+    assert_eq!(ws_with(&app, "/", &[]).await.err(), Some(401));
+    let mut ws = ws_with(&app, &format!("/api/v1/ws?token={key}"), &[])
+        .await
+        .expect("v1 with ?token=");
+    ws.send(Message::text(
+        json!({"action": "assets", "message": {}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(until_action(&mut ws, "assets").await["action"], "assets");
+    let ws2 = ws_with(&app, "/api/v2/ws", &[("authorization", &bearer)]).await;
+    assert!(ws2.is_ok(), "v2 with a bearer header");
+    let events = app
+        .get(&format!("/api/v2/events?streams=EURUSD@point&token={good}"))
+        .await;
+    assert_eq!(events.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v2/events?streams=EURUSD@point")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // What stays open: the page, the docs, the problems, the probes.
+    for open in [
+        "/",
+        "/docs/",
+        "/api-docs/openapi.json",
+        "/problems/unauthorized",
+        "/health/live",
+    ] {
+        assert_eq!(app.get(open).await.status(), StatusCode::OK, "{open}");
+    }
+    app.cleanup().await;
+}
+
+async fn a_tokens_symbols_forbid_other_assets_on_rest_v1_and_v2(engine: Engine) {
+    let keys = KeysFile::new(&[]);
+    let Some(app) = spawn_app(options(engine, "required", &keys, &[])).await else {
+        return;
+    };
+    let t = token(json!({"sub": "eur-only", "exp": now() + 300, "symbols": ["EURUSD"]}));
+    let auth = format!("Bearer {t}");
+    let h = [("authorization", auth.as_str())];
+    let rate = eventually("EURUSD's rate", Duration::from_secs(15), || async {
+        let resp = get_with(&app, "/api/v1/rates/EURUSD", &h).await;
+        (resp.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let () = rate;
+    for path in [
+        "/api/v1/rates/USDJPY",
+        "/api/v1/rates/USDJPY/history",
+        "/api/v1/rates/USDJPY/candles?interval=1m",
+        "/api/v1/rates/USDJPY/ticker",
+        "/api/v1/rates?symbols=EURUSD,USDJPY",
+        "/api/v1/convert?from=USD&to=JPY",
+    ] {
+        let resp = get_with(&app, path, &h).await;
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(problem(resp).await["type"], "/problems/forbidden", "{path}");
+    }
+    // The lists show what the token may read.
+    let list: serde_json::Value = get_with(&app, "/api/v1/rates", &h)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let symbols: Vec<&str> = list["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["symbol"].as_str().unwrap())
+        .collect();
+    assert_eq!(symbols, ["EURUSD"]);
+
+    // v1: USDJPY (asset 4? by the catalog) refused, EURUSD served.
+    let assets: serde_json::Value = get_with(&app, "/api/v1/assets", &h)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id_of = |name: &str| {
+        assets["assets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut v1 = ws_with(&app, &format!("/api/v1/ws?token={t}"), &[])
+        .await
+        .unwrap();
+    v1.send(Message::text(
+        json!({"action": "subscribe", "message": {"assetId": id_of("USDJPY")}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let refused = next_frame(&mut v1).await;
+    assert_eq!(refused["message"]["error_type"], "Forbidden", "{refused}");
+    v1.send(Message::text(
+        json!({"action": "subscribe", "message": {"assetId": id_of("EURUSD")}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        until_action(&mut v1, "asset_history").await["action"],
+        "asset_history"
+    );
+
+    // v2: a stream of another asset, and the whole market, refused.
+    let mut v2 = ws_with(&app, &format!("/api/v2/ws?token={t}"), &[])
+        .await
+        .unwrap();
+    for (id, stream) in [
+        (1, "USDJPY@point"),
+        (2, "!all@point"),
+        (3, "USDJPY@kline_1m"),
+    ] {
+        v2.send(Message::text(
+            json!({"id": id, "method": "subscribe", "params": {"streams": [stream]}}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let answer = next_frame(&mut v2).await;
+        assert_eq!(answer["id"], id);
+        assert_eq!(answer["error"]["code"], "Forbidden", "{stream}: {answer}");
+    }
+    v2.send(Message::text(
+        json!({"id": 4, "method": "subscribe", "params": {"streams": ["EURUSD@point"]}})
+            .to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = next_frame(&mut v2).await;
+    assert_eq!(
+        answer["result"]["streams"],
+        json!(["EURUSD@point"]),
+        "{answer}"
+    );
+    // Named in the URL: the upgrade is refused with a 403.
+    assert_eq!(
+        ws_with(
+            &app,
+            &format!("/api/v2/ws?streams=USDJPY@point&token={t}"),
+            &[]
+        )
+        .await
+        .err(),
+        Some(403)
+    );
+    let events = app
+        .get(&format!("/api/v2/events?streams=USDJPY@point&token={t}"))
+        .await;
+    assert_eq!(events.status(), StatusCode::FORBIDDEN);
+    app.cleanup().await;
+}
+
+async fn a_websocket_is_closed_with_4001_when_its_token_expires(engine: Engine) {
+    let keys = KeysFile::new(&[]);
+    let Some(app) = spawn_app(options(engine, "required", &keys, &[])).await else {
+        return;
+    };
+    let exp = now() + 3;
+    let t = token(json!({"sub": "short", "exp": exp}));
+    let mut ws = ws_with(
+        &app,
+        &format!("/api/v2/ws?streams=EURUSD@point&token={t}"),
+        &[],
+    )
+    .await
+    .unwrap();
+    let close = close_frame(&mut ws, Duration::from_secs(20)).await;
+    assert_eq!(u16::from(close.code), 4001);
+    assert_eq!(close.reason.as_str(), "token expired");
+    let at = now();
+    assert!(at >= exp && at <= exp + 5, "closed at {at}, exp {exp}");
+
+    // An event stream's last event says so, and it ends.
+    let t = token(json!({"sub": "short", "exp": now() + 3}));
+    let body = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.get(&format!("/api/v2/events?streams=EURUSD@point&token={t}"))
+            .await
+            .text(),
+    )
+    .await
+    .expect("the event stream ends")
+    .unwrap();
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.contains("event: error")
+            && last.contains("\"Unauthorized\"")
+            && last.contains("token expired"),
+        "{last}"
+    );
+    // Past its few seconds of leeway, the expired token is refused.
+    let path = format!("/api/v2/ws?token={t}");
+    eventually(
+        "the expired token refused",
+        Duration::from_secs(10),
+        || async { (ws_with(&app, &path, &[]).await.err() == Some(401)).then_some(()) },
+    )
+    .await;
+    app.cleanup().await;
+}
+
+async fn tiers_give_each_their_own_limit_and_connection_cap(engine: Engine) {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let keys = KeysFile::new(&[(&key, "pro", "acme")]);
+    let Some(app) = spawn_app(options(
+        engine,
+        "optional",
+        &keys,
+        &["--rate-limit-per-second", "1", "--rate-limit-burst", "3"],
+    ))
+    .await
+    else {
+        return;
+    };
+    let h = [("x-api-key", key.as_str())];
+    // Anonymous: three, then 429 with its tier's headers.
+    for _ in 0..3 {
+        assert_eq!(app.get("/api/v1/assets").await.status(), StatusCode::OK);
+    }
+    let refused = app.get("/api/v1/assets").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        refused.headers()["ratelimit-policy"],
+        "3;w=3;tier=\"anonymous\""
+    );
+    // The key, from the same address, is counted on its own.
+    for _ in 0..20 {
+        let resp = get_with(&app, "/api/v1/assets", &h).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["ratelimit-limit"], "2000");
+    }
+    // pro: two connections, three streams each.
+    let mut a = ws_with(&app, "/api/v2/ws", &h).await.expect("first");
+    let _b = ws_with(&app, "/api/v2/ws", &h).await.expect("second");
+    assert_eq!(ws_with(&app, "/api/v2/ws", &h).await.err(), Some(429));
+    let streams = [
+        "EURUSD@point",
+        "USDJPY@point",
+        "GBPUSD@point",
+        "EURUSD@kline_1m",
+    ];
+    a.send(Message::text(
+        json!({"id": 1, "method": "subscribe", "params": {"streams": streams}}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let answer = next_frame(&mut a).await;
+    assert_eq!(answer["error"]["code"], "ValidationError", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
+        "{answer}"
+    );
+    drop(a);
+    eventually("a place freed", Duration::from_secs(10), || async {
+        ws_with(&app, "/api/v2/ws", &h).await.ok()
+    })
+    .await;
+    app.cleanup().await;
+}
+
+async fn a_key_removed_from_the_file_is_refused_on_every_node_within_5_s(engine: Engine) {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let other = ratesd::access::keys::new_key().unwrap();
+    let keys = KeysFile::new(&[(&key, "pro", "acme"), (&other, "free", "other")]);
+    let Some(a) = spawn_app(options(engine, "required", &keys, &[])).await else {
+        return;
+    };
+    let Some(b) = spawn_app(options(engine, "required", &keys, &[])).await else {
+        return;
+    };
+    let h = [("x-api-key", key.as_str())];
+    for node in [&a, &b] {
+        assert_eq!(
+            get_with(node, "/api/v1/assets", &h).await.status(),
+            StatusCode::OK
+        );
+    }
+    keys.write(&[(&other, "free", "other")]);
+    let removed = std::time::Instant::now();
+    for node in [&a, &b] {
+        eventually("the key revoked", Duration::from_secs(5), || async {
+            let status = get_with(node, "/api/v1/assets", &h).await.status();
+            (status == StatusCode::UNAUTHORIZED).then_some(())
+        })
+        .await;
+        let still = get_with(node, "/api/v1/assets", &[("x-api-key", &other)]).await;
+        assert_eq!(still.status(), StatusCode::OK, "the other key stays");
+    }
+    assert!(removed.elapsed() < Duration::from_secs(5));
+    a.cleanup().await;
+    b.cleanup().await;
+}
+
+crate::helpers::on_both_engines!(
+    each_credential_form_is_accepted_and_each_bad_one_refused,
+    a_tokens_symbols_forbid_other_assets_on_rest_v1_and_v2,
+    a_websocket_is_closed_with_4001_when_its_token_expires,
+    tiers_give_each_their_own_limit_and_connection_cap,
+    a_key_removed_from_the_file_is_refused_on_every_node_within_5_s,
+);
+
+/// `RATES_AUTH=off` (the default) reads no credential: a garbage one is
+/// nothing, the anonymous tier's headers as before.
+#[tokio::test]
+async fn off_reads_no_credential() {
+    let Some(app) = spawn_app(Options {
+        archive: false,
+        extra: vec!["--rate-limit-per-second".into(), "50".into()],
+        ..Options::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let resp = get_with(
+        &app,
+        "/api/v1/assets",
+        &[("authorization", "Bearer garbage")],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["ratelimit-limit"], "100");
+    assert_eq!(
+        resp.headers()["ratelimit-policy"],
+        "100;w=2;tier=\"anonymous\""
+    );
+    app.cleanup().await;
+}
