@@ -21,7 +21,7 @@ use tower::{Layer, Service};
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 
-use super::limit::{HttpLimiter, Quota3};
+use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
 use super::problem::{Kind, Problem};
 use crate::access::{Gate, Identity, Refusal};
@@ -29,7 +29,7 @@ use crate::access::{Gate, Identity, Refusal};
 /// Who is calling and how much they may: the gate and the tiers' limits.
 pub struct Access {
     pub gate: Gate,
-    pub limiter: HttpLimiter,
+    pub limiter: Arc<HttpLimiter>,
 }
 
 /// Puts [`FrontDoor`] in front of a route.
@@ -97,7 +97,8 @@ impl Shared {
 
 impl<S> Service<Request> for FrontDoor<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
 {
     type Response = Response;
     type Error = Infallible;
@@ -119,23 +120,45 @@ where
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
                 let upgrade = is_upgrade(request.headers());
-                let admitted = access
-                    .gate
-                    .identify(peer, request.headers(), request.uri(), upgrade)
-                    .map_err(|refusal| Box::new(unauthorized(&refusal)))
-                    .and_then(|who| {
-                        let quota = access.limiter.admit(request.uri().path(), &who)?;
-                        Ok((who, quota))
-                    });
-                match admitted {
-                    Ok((who, quota)) => {
-                        request.extensions_mut().insert::<Identity>(who);
-                        quota
+                let who =
+                    match access
+                        .gate
+                        .identify(peer, request.headers(), request.uri(), upgrade)
+                    {
+                        Ok(who) => who,
+                        Err(refusal) => {
+                            return self.refused(unauthorized(&refusal), route, method, started);
+                        }
+                    };
+                let admission = access.limiter.admit(request.uri().path(), &who);
+                request.extensions_mut().insert::<Identity>(who);
+                match admission {
+                    Admission::Now(Ok(quota)) => quota,
+                    Admission::Now(Err(refused)) => {
+                        return self.refused(*refused, route, method, started);
                     }
-                    Err(refused) => {
-                        metrics::record(route, method, refused.status(), started.elapsed());
-                        return FrontDoorFuture::Refused {
-                            response: Some(*refused),
+                    // Redis decides (once per lease): the route is called
+                    // when it has.
+                    Admission::Later(check) => {
+                        let inner = self.inner.clone();
+                        let inner = std::mem::replace(&mut self.inner, inner);
+                        return FrontDoorFuture::Waiting {
+                            fut: Box::pin(async move {
+                                match check.await {
+                                    Ok(quota) => {
+                                        let Ok(mut response) =
+                                            tower::ServiceExt::oneshot(inner, request).await;
+                                        if let Some(quota) = quota {
+                                            quota.set(response.headers_mut());
+                                        }
+                                        response
+                                    }
+                                    Err(refused) => *refused,
+                                }
+                            }),
+                            started,
+                            route,
+                            method,
                         };
                     }
                 }
@@ -147,6 +170,21 @@ where
             route,
             method,
             quota,
+        }
+    }
+}
+
+impl<S> FrontDoor<S> {
+    fn refused<F>(
+        &self,
+        response: Response,
+        route: &'static str,
+        method: &'static str,
+        started: Instant,
+    ) -> FrontDoorFuture<F> {
+        metrics::record(route, method, response.status(), started.elapsed());
+        FrontDoorFuture::Refused {
+            response: Some(response),
         }
     }
 }
@@ -182,6 +220,12 @@ pin_project_lite::pin_project! {
     #[project = FrontDoorProj]
     pub enum FrontDoorFuture<F> {
         Refused { response: Option<Response> },
+        Waiting {
+            fut: Pin<Box<dyn Future<Output = Response> + Send>>,
+            started: Instant,
+            route: &'static str,
+            method: &'static str,
+        },
         Inner {
             #[pin]
             fut: F,
@@ -204,6 +248,16 @@ where
             FrontDoorProj::Refused { response } => {
                 // Polled once: a refusal is ready at once.
                 Poll::Ready(Ok(response.take().unwrap_or_default()))
+            }
+            FrontDoorProj::Waiting {
+                fut,
+                started,
+                route,
+                method,
+            } => {
+                let response = ready!(fut.as_mut().poll(cx));
+                metrics::record(route, method, response.status(), started.elapsed());
+                Poll::Ready(Ok(response))
             }
             FrontDoorProj::Inner {
                 fut,

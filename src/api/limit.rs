@@ -3,9 +3,11 @@
 //! and a cap on connections per client.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::problem::{Kind, Problem};
+use super::shared_limit::{Asked, SharedLimits};
 use crate::access::tiers::{Tier, Tiers};
 use crate::access::{Client, Identity};
 
@@ -33,14 +36,24 @@ struct TierLimiter {
 }
 
 /// The request limit of every tier: a GCRA bucket per client, counted by
-/// each tier's own rate and burst (a tier of rate 0 has none).
+/// each tier's own rate and burst (a tier of rate 0 has none); with Redis,
+/// one bucket for every node ([`SharedLimits`]), this node's own buckets
+/// standing in while Redis is away.
 pub struct HttpLimiter {
     tiers: Vec<TierLimiter>,
     clock: DefaultClock,
+    shared: Option<SharedLimits>,
+}
+
+/// A request's admission: decided at once, or once Redis has answered.
+pub enum Admission {
+    Now(Result<Option<Quota3>, Box<Response>>),
+    Later(Pin<Box<dyn Future<Output = Result<Option<Quota3>, Box<Response>>> + Send>>),
 }
 
 impl HttpLimiter {
-    pub fn new(tiers: &Tiers) -> Self {
+    /// With `shared`, the buckets live in Redis.
+    pub fn new(tiers: &Tiers, shared: Option<SharedLimits>) -> Self {
         let tiers = tiers
             .iter()
             .map(|tier| {
@@ -63,11 +76,15 @@ impl HttpLimiter {
         Self {
             tiers,
             clock: DefaultClock::default(),
+            shared,
         }
     }
 
     /// Forgets idle clients; run now and then so memory follows live ones.
     pub fn forget_idle(&self) {
+        if let Some(shared) = &self.shared {
+            shared.forget_idle();
+        }
         for t in &self.tiers {
             if let Some(limiter) = &t.limiter {
                 limiter.retain_recent();
@@ -84,59 +101,95 @@ impl HttpLimiter {
     }
 
     /// Whether a request of `who` to `path` may pass: `Ok` with the headers
-    /// to add to its answer, or `Err` with the 429 answer.
-    pub fn admit(&self, path: &str, who: &Identity) -> Result<Option<Quota3>, Box<Response>> {
+    /// to add to its answer, or `Err` with the 429 answer; with shared
+    /// limits, at once while this node holds a lease for the client, else
+    /// once Redis has answered.
+    pub fn admit(self: &Arc<Self>, path: &str, who: &Identity) -> Admission {
         if EXEMPT.iter().any(|p| path.starts_with(p)) {
-            return Ok(None);
+            return Admission::Now(Ok(None));
         }
         let Some(t) = self.of(&who.tier) else {
-            return Ok(None);
+            return Admission::Now(Ok(None));
         };
         t.requests.increment(1);
+        if t.limiter.is_none() {
+            return Admission::Now(Ok(None));
+        }
+        let Some(shared) = &self.shared else {
+            return Admission::Now(self.admit_here(t, who));
+        };
+        if let Some(remaining) = shared.spend_leased(&t.tier, &who.client) {
+            return Admission::Now(Ok(Some(self.quota(t, remaining))));
+        }
+        if shared.is_down() {
+            return Admission::Now(self.admit_here(t, who));
+        }
+        let this = self.clone();
+        let who = who.clone();
+        Admission::Later(Box::pin(async move {
+            let Some(t) = this.of(&who.tier) else {
+                return Ok(None);
+            };
+            let Some(shared) = &this.shared else {
+                return this.admit_here(t, &who);
+            };
+            match shared.ask(&t.tier, &who.client).await {
+                Asked::Granted { remaining } => Ok(Some(this.quota(t, remaining))),
+                Asked::Refused { wait } => Err(this.refuse(t, &who, wait)),
+                Asked::Unavailable => this.admit_here(t, &who),
+            }
+        }))
+    }
+
+    fn quota(&self, t: &TierLimiter, remaining: u32) -> Quota3 {
+        Quota3 {
+            limit: t.tier.burst,
+            remaining,
+            reset: reset_after(&t.tier, remaining),
+            policy: t.policy.clone(),
+        }
+    }
+
+    /// The decision of this node's own bucket for the client.
+    fn admit_here(&self, t: &TierLimiter, who: &Identity) -> Result<Option<Quota3>, Box<Response>> {
         let Some(limiter) = &t.limiter else {
             return Ok(None);
         };
-        let tier = &t.tier;
         match limiter.check_key(&who.client) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                Ok(Some(Quota3 {
-                    limit: tier.burst,
-                    remaining,
-                    reset: reset_after(tier, remaining),
-                    policy: t.policy.clone(),
-                }))
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(self.clock.now());
-                let retry = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
-                metrics::counter!("ratesd_http_rate_limited_total").increment(1);
-                tracing::debug!(tier = %tier.name, kind = who.kind(), ?wait, "rate limited");
-                let mut resp = Problem::new(
-                    Kind::RateLimited,
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "at most {} requests a second (bursts of {}) per client of the {} tier; \
-                         retry in {retry} s",
-                        tier.per_second, tier.burst, tier.name
-                    ),
-                )
-                .respond();
-                // One figure for both headers: the seconds until the next
-                // request is let through (RateLimit-Reset on a 429 says when
-                // there is quota again, as Retry-After does).
-                let headers = resp.headers_mut();
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
-                Quota3 {
-                    limit: tier.burst,
-                    remaining: 0,
-                    reset: retry,
-                    policy: t.policy.clone(),
-                }
-                .set(headers);
-                Err(Box::new(resp))
-            }
+            Ok(snapshot) => Ok(Some(self.quota(t, snapshot.remaining_burst_capacity()))),
+            Err(not_until) => Err(self.refuse(t, who, not_until.wait_time_from(self.clock.now()))),
         }
+    }
+
+    /// The 429 of a client who may pass again after `wait`.
+    fn refuse(&self, t: &TierLimiter, who: &Identity, wait: Duration) -> Box<Response> {
+        let tier = &t.tier;
+        let retry = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+        metrics::counter!("ratesd_http_rate_limited_total").increment(1);
+        tracing::debug!(tier = %tier.name, kind = who.kind(), ?wait, "rate limited");
+        let mut resp = Problem::new(
+            Kind::RateLimited,
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "at most {} requests a second (bursts of {}) per client of the {} tier; \
+                 retry in {retry} s",
+                tier.per_second, tier.burst, tier.name
+            ),
+        )
+        .respond();
+        // One figure for both headers: the seconds until the next request is
+        // let through (RateLimit-Reset on a 429 says when there is quota
+        // again, as Retry-After does).
+        let headers = resp.headers_mut();
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        Quota3 {
+            limit: tier.burst,
+            remaining: 0,
+            reset: retry,
+            policy: t.policy.clone(),
+        }
+        .set(headers);
+        Box::new(resp)
     }
 }
 
@@ -271,12 +324,16 @@ mod tests {
     fn a_429_says_the_same_wait_in_both_headers() {
         // Two tokens a second, a burst of 4: the fifth request is refused.
         let t = tiers(2, 4);
-        let l = HttpLimiter::new(&t);
+        let l = Arc::new(HttpLimiter::new(&t, None));
+        let now = |a: Admission| match a {
+            Admission::Now(decided) => decided,
+            Admission::Later(_) => panic!("no Redis here"),
+        };
         let who = anon(&t, "127.0.0.1");
         for _ in 0..4 {
-            assert!(l.admit("/api/v1/rates", &who).is_ok());
+            assert!(now(l.admit("/api/v1/rates", &who)).is_ok());
         }
-        let refused = l.admit("/api/v1/rates", &who).unwrap_err();
+        let refused = now(l.admit("/api/v1/rates", &who)).unwrap_err();
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         let h = refused.headers();
         assert_eq!(h[header::RETRY_AFTER], "1");
@@ -284,7 +341,7 @@ mod tests {
         assert_eq!(h["ratelimit-remaining"], "0");
         assert_eq!(h["ratelimit-policy"], "4;w=2;tier=\"anonymous\"");
         // Another client, and another tier, have buckets of their own.
-        assert!(l.admit("/api/v1/rates", &anon(&t, "127.0.0.2")).is_ok());
+        assert!(now(l.admit("/api/v1/rates", &anon(&t, "127.0.0.2"))).is_ok());
         let pro = Identity {
             client: Client::Key("acme".into()),
             tier: t.get("pro").unwrap().clone(),
@@ -292,7 +349,10 @@ mod tests {
             expires: None,
         };
         let mut h = HeaderMap::new();
-        l.admit("/api/v1/rates", &pro).unwrap().unwrap().set(&mut h);
+        now(l.admit("/api/v1/rates", &pro))
+            .unwrap()
+            .unwrap()
+            .set(&mut h);
         assert_eq!(h["ratelimit-limit"], "2000");
         assert_eq!(h["ratelimit-policy"], "2000;w=2;tier=\"pro\"");
     }

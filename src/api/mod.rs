@@ -15,6 +15,7 @@
 //! - [`front_door`]: in front of every route: the caller, its tier's limit, request metrics.
 //! - [`http_cache`]: `ETag`, `If-None-Match`, `Cache-Control`.
 //! - [`limit`]: per-tier request limits and connection caps.
+//! - [`shared_limit`]: request limits shared by the nodes on one Redis (leases).
 //! - [`server`]: accepting connections, their caps and shutdown.
 //! - [`connection`]: one connection below hyper: its socket, idle deadline,
 //!   and problem bodies for hyper's own error answers.
@@ -39,6 +40,7 @@ pub mod query;
 pub mod responses;
 pub mod router;
 pub mod server;
+pub mod shared_limit;
 pub mod v1;
 pub mod v2;
 

@@ -3,10 +3,15 @@
 
 use super::problem::Problem;
 
-/// The answer of every v1 route to a client over its per-IP limit.
+/// The answer of every API route to a client over its tier's limit, or
+/// without the credential the deployment asks for.
 #[derive(utoipa::IntoResponses)]
 pub enum RateLimited {
-    /// Over the per-IP rate limit; see `Retry-After` and the `RateLimit-*` headers.
+    /// No API key or token where `RATES_AUTH` asks for one, or an unknown,
+    /// revoked or expired one; see `WWW-Authenticate`.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// Over the tier's rate limit; see `Retry-After` and the `RateLimit-*` headers.
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
 }
@@ -21,7 +26,14 @@ pub enum WsUpgradeRefused {
     /// Not a WebSocket upgrade request (Upgrade: websocket)
     #[response(status = 426, content_type = "application/problem+json")]
     UpgradeRequired(Problem),
-    /// Too many connections from this address, or over the per-IP rate limit
+    /// No API key or token where `RATES_AUTH` asks for one (here also as
+    /// `?token=`), or a bad one
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token does not allow a stream the URL names
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Too many connections for this client, or over its tier's rate limit
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
 }
@@ -29,8 +41,15 @@ pub enum WsUpgradeRefused {
 /// The answer of a streaming route to a client at its connection cap.
 #[derive(utoipa::IntoResponses)]
 pub enum TooManyConnectionsRefused {
-    /// Too many connections (WebSocket and event streams) from this
-    /// address, or over the per-IP rate limit; see `Retry-After`.
+    /// No API key or token where `RATES_AUTH` asks for one (here also as
+    /// `?token=`), or a bad one
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The token does not allow a stream the URL names
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// Too many connections (WebSocket and event streams) for this client,
+    /// or over its tier's rate limit; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json")]
     TooManyRequests(Problem),
 }
@@ -43,18 +62,26 @@ pub enum InvalidParameter {
     BadRequest(Problem),
 }
 
-/// The answer of a route whose `{symbol}` names no asset.
+/// The answer of a route whose `{symbol}` names no asset, or one the
+/// caller's token does not allow.
 #[derive(utoipa::IntoResponses)]
 pub enum UnknownSymbol {
+    /// The token's `symbols` do not allow this asset.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// No asset has this symbol.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(Problem),
 }
 
 /// The answer of the rate and ticker routes to an unknown symbol, or to an
-/// asset with no point (at the moment asked, or yet).
+/// asset with no point (at the moment asked, or yet), or one the caller's
+/// token does not allow.
 #[derive(utoipa::IntoResponses)]
 pub enum NoPointAt {
+    /// The token's `symbols` do not allow this asset.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// No asset has this symbol, or the asset has no point: (with `at`) at
     /// that second nor within the staleness limit before it, or (a ticker)
     /// yet.
@@ -62,9 +89,13 @@ pub enum NoPointAt {
     NotFound(Problem),
 }
 
-/// The answer of the conversion route when no rate can be had.
+/// The answer of the conversion route when no rate can be had, or a leg
+/// is an asset the caller's token does not allow.
 #[derive(utoipa::IntoResponses)]
 pub enum NoConversion {
+    /// The token's `symbols` do not allow an asset of the conversion.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
     /// No asset names a currency (`parameter` says which), or no chain of
     /// at most two assets joins the two.
     #[response(status = 404, content_type = "application/problem+json")]

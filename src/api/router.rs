@@ -22,6 +22,7 @@ use super::front_door::{Access, FrontDoorLayer};
 use super::health::{self, HealthState, WorkerRole};
 use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
+use super::shared_limit::SharedLimits;
 use super::v1::{self, V1State};
 use super::{error, metrics, page, problem_answers};
 use crate::access::{AccessError, Gate};
@@ -62,7 +63,12 @@ impl Api {
         role: Option<WorkerRole>,
     ) -> Result<Self, AccessError> {
         let gate = Gate::new(config, streams.catalog.clone())?;
-        let limiter = HttpLimiter::new(gate.tiers());
+        // With Redis, one bucket per client for every node.
+        let shared = match &engine {
+            crate::store::Engine::Redis(store) => Some(SharedLimits::new(store.clone())),
+            crate::store::Engine::Embedded(_) => None,
+        };
+        let limiter = Arc::new(HttpLimiter::new(gate.tiers(), shared));
         let access = Some(Arc::new(Access { gate, limiter }));
         let v1 = Arc::new(V1State::new(
             config,
@@ -146,6 +152,7 @@ impl Api {
         (name = "websocket", description = "Live streams: GET /api/v1/ws (one asset a connection), GET /api/v2/ws (many streams a connection, resume, compression), GET /api/v2/events (the same streams as Server-Sent Events)"),
         (name = "health", description = "Liveness and readiness probes"),
     ),
+    modifiers(&Credentials),
     components(schemas(
         docs::WsRequest,
         docs::WsAssetsFrame,
@@ -168,6 +175,51 @@ impl Api {
     ))
 )]
 struct ApiDoc;
+
+/// The credentials a deployment with `RATES_AUTH` set asks for: an API
+/// key or token as a bearer, a key in `X-API-Key`, either as `?token=` on
+/// a WebSocket or event stream. None of them is needed where `RATES_AUTH`
+/// is `off` or `optional` (the empty requirement).
+struct Credentials;
+
+impl utoipa::Modify for Credentials {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key (`rk_...`) or a token (a JWT)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key (`rk_...`)",
+            ))),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "token",
+                "A key or token, on WebSocket upgrades and event streams only",
+            ))),
+        );
+        let none: [&str; 0] = [];
+        openapi.security = Some(vec![
+            SecurityRequirement::default(),
+            SecurityRequirement::new("bearer", none),
+            SecurityRequirement::new("apiKey", none),
+            SecurityRequirement::new("token", none),
+        ]);
+    }
+}
 
 /// The whole application as one service: the routes, and in front of them
 /// the layers every answer passes (outside the router, so that a request

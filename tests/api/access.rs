@@ -548,3 +548,131 @@ async fn off_reads_no_credential() {
     );
     app.cleanup().await;
 }
+
+/// `ratesd keys new` prints a key and its line; the key works once the
+/// line is in the file, and neither it nor a token nor a refused key is
+/// ever written to the log (at `debug`, with request spans), to
+/// `/metrics` or to a problem; SIGHUP re-reads the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_new_makes_a_working_key_that_never_reaches_logs_or_metrics() {
+    use std::process::Stdio;
+
+    use crate::helpers::Process;
+
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"))
+        .args(["keys", "new", "--tier", "pro", "--name", "acme"])
+        .env("RATES_TIERS", "pro:1000/2000/8/64")
+        .output()
+        .expect("ratesd keys new runs");
+    assert!(made.status.success(), "{made:?}");
+    let out = String::from_utf8(made.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let key = lines
+        .iter()
+        .find(|l| l.starts_with("rk_"))
+        .expect("a key")
+        .to_string();
+    assert!(key.len() >= 35, "{key}");
+    let line = lines
+        .iter()
+        .find(|l| l.ends_with(" pro acme"))
+        .expect("the file's line")
+        .to_string();
+    assert!(
+        !line.contains(&key[3..]),
+        "the line holds the digest, not the key"
+    );
+    // An unknown tier is refused.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ratesd"))
+        .args(["keys", "new", "--tier", "gold", "--name", "x"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+
+    let keys = KeysFile::new(&[]);
+    let id = unique_id();
+    let log_path = std::env::temp_dir().join(format!("ratesd-access-log-{id}.txt"));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut server = Process::spawn(
+        &[
+            ("RATES_DATABASE_URL", "off"),
+            ("RATES_LOG", "debug"),
+            ("RATES_AUTH", "required"),
+            ("RATES_KEYS_FILE", &keys.path()),
+            ("RATES_JWT_KEY", SECRET),
+            ("RATES_TIERS", "pro:1000/2000/8/64"),
+        ],
+        Stdio::from(log),
+    );
+    server.ready(Duration::from_secs(15)).await;
+    let http = reqwest::Client::new();
+    let get = |path: String, key: Option<&str>| {
+        let mut request = http.get(format!("{}{path}", server.base));
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        async move { request.send().await.unwrap() }
+    };
+    assert_eq!(
+        get("/api/v1/assets".into(), Some(&key)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Written in place (no rename) and SIGHUP: read at once.
+    std::fs::write(&keys.0, format!("{line}\n")).unwrap();
+    server.signal("HUP");
+    eventually("the key accepted", Duration::from_secs(5), || async {
+        (get("/api/v1/assets".into(), Some(&key)).await.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let t = token(json!({"sub": "someone", "exp": now() + 300}));
+    let refused = ratesd::access::keys::new_key().unwrap();
+    let mut bodies = String::new();
+    for (path, credential) in [
+        (format!("/api/v1/rates/EURUSD?token={key}"), None),
+        (format!("/api/v1/rates/EURUSD/history?token={t}"), None),
+        ("/api/v1/rates".to_owned(), Some(refused.as_str())),
+        ("/api/v1/rates/NOPE".to_owned(), Some(key.as_str())),
+        ("/api/v1/rates".to_owned(), Some(t.as_str())),
+        (
+            format!("/api/v2/events?streams=NOPE@point&token={key}"),
+            None,
+        ),
+    ] {
+        bodies.push_str(&get(path, credential).await.text().await.unwrap());
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{}/api/v1/ws?token={key}",
+        server.port
+    ))
+    .await
+    .expect("upgrade with ?token=");
+    drop(ws);
+    bodies.push_str(
+        &get("/metrics".into(), Some(&key))
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    server.terminate();
+    assert_eq!(server.exit(Duration::from_secs(20)).await.code(), Some(0));
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logged.contains("API keys loaded"),
+        "the log was written: {logged:.300}"
+    );
+    assert!(
+        logged.contains("/api/v1/rates"),
+        "request spans were logged"
+    );
+    for secret in [&key, &t, &refused] {
+        let tail = &secret[secret.len() - 20..];
+        assert!(!logged.contains(tail), "a credential in the log");
+        assert!(!bodies.contains(tail), "a credential in a body or /metrics");
+    }
+    assert!(
+        bodies.contains("ratesd_http_requests_by_tier_total{tier=\"pro\"}"),
+        "metrics by tier"
+    );
+}

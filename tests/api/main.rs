@@ -28,6 +28,7 @@ mod pipeline;
 mod redis_cluster;
 mod rest_api;
 mod scale_out;
+mod shared_limits;
 mod shutdown;
 mod streams_v2;
 mod tickers;

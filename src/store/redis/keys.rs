@@ -27,6 +27,13 @@
 //!   `"generation:node"`.
 //! - `P{meta}:generation` (string): the last generation handed out.
 //!
+//! Per client of a tier, its own tag (one key a script, spread over a
+//! cluster's slots):
+//! - `P{quota:TIER:HASH}` (string, expiring when the bucket is full): the
+//!   client's theoretical arrival time in microseconds (GCRA), `HASH` the
+//!   first 16 bytes of the SHA-256 of the client (IP, key name, token
+//!   subject) in hex.
+//!
 //! Before groups, keys had no tag (`P latest`, `P points:ID`, `P archive`,
 //! `P sources`, `P epoch`); [`Keys::legacy_renames`] maps them onto group 0
 //! of a standalone Redis.
@@ -94,6 +101,15 @@ impl Keys {
     pub(crate) fn generation(&self) -> String {
         self.meta("generation")
     }
+    /// A client's request bucket in `tier` (`client` as the limiter names
+    /// it: never a credential).
+    pub(crate) fn quota(&self, tier: &str, client: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(client.as_bytes());
+        let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}{{quota:{tier}:{hash}}}", self.prefix)
+    }
+
     /// The pattern that matches every key of the deployment.
     pub(crate) fn all(&self) -> String {
         format!("{}*", self.prefix)

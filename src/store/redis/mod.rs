@@ -13,6 +13,7 @@ mod conn;
 mod keys;
 mod keyspace;
 mod lease;
+mod quota;
 mod tick;
 
 use futures_util::future::try_join_all;
@@ -20,6 +21,7 @@ use futures_util::future::try_join_all;
 use self::conn::{Backend, Conn};
 pub use self::keys::CLUSTER_GROUPS;
 use self::keys::Keys;
+pub use self::quota::Taken;
 use crate::domain::{AssetId, Point, SourceStatus, StoredQuote, UnixSeconds};
 use deadpool_redis::PoolError;
 use deadpool_redis::redis::{self, AsyncCommands, Script};

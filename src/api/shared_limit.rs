@@ -1,0 +1,186 @@
+//! Request limits that hold across every API node on one Redis: each
+//! client's GCRA bucket lives in Redis ([`RedisStore::take_quota`]), and a
+//! node takes a tenth of a second's allowance at a time (a lease), spent
+//! locally, so that the hot path asks Redis once per lease rather than per
+//! request. What a node has leased and not spent is at most that tenth of
+//! a second: the contract's bound on the overshoot per node.
+//!
+//! Redis unreachable (or slower than [`ASK_TIMEOUT`]): the node falls back
+//! to its own per-node limits for [`DOWN_FOR`] at a time, with a warning
+//! and `ratesd_rate_limit_shared_fallbacks_total`; never a 5xx.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::access::Client;
+use crate::access::tiers::Tier;
+use crate::store::RedisStore;
+
+/// How long a leased allowance may be spent: what is left is dropped.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// A take that takes longer counts as Redis down.
+const ASK_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Once Redis failed, how long the node counts alone before asking again.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// A client's allowance leased by this node.
+#[derive(Debug)]
+struct Lease {
+    tokens: u32,
+    /// What the bucket held after the take.
+    remaining: u32,
+    expires: Instant,
+    /// A take of a whole lease is under way: others take one at a time.
+    asking: bool,
+}
+
+/// What Redis said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Let through; about this many requests are left in the bucket.
+    Granted { remaining: u32 },
+    /// Over the limit: one request will pass after `wait`.
+    Refused { wait: Duration },
+    /// Redis did not answer: count on this node alone.
+    Unavailable,
+}
+
+pub struct SharedLimits {
+    store: Arc<RedisStore>,
+    leases: Mutex<HashMap<(Arc<str>, Client), Lease>>,
+    down_until: Mutex<Option<Instant>>,
+    fallbacks: metrics::Counter,
+}
+
+impl SharedLimits {
+    pub fn new(store: Arc<RedisStore>) -> Self {
+        Self {
+            store,
+            leases: Mutex::new(HashMap::new()),
+            down_until: Mutex::new(None),
+            fallbacks: metrics::counter!("ratesd_rate_limit_shared_fallbacks_total"),
+        }
+    }
+
+    /// Spends one request of a lease this node holds for `client`, if it
+    /// holds one: about how many are left in the bucket.
+    pub fn spend_leased(&self, tier: &Tier, client: &Client) -> Option<u32> {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.get_mut(&(Arc::from(tier.name.as_str()), client.clone()))?;
+        if lease.tokens == 0 || lease.expires <= Instant::now() {
+            return None;
+        }
+        lease.tokens -= 1;
+        Some(lease.remaining + lease.tokens)
+    }
+
+    /// Whether Redis failed lately (the node counts alone meanwhile).
+    pub fn is_down(&self) -> bool {
+        let down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        down.is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Takes a lease from Redis and spends one request of it.
+    pub async fn ask(&self, tier: &Tier, client: &Client) -> Asked {
+        let key = (Arc::<str>::from(tier.name.as_str()), client.clone());
+        // A tenth of a second's rate, or one when another take is under way
+        // (what this node leases and leaves unspent stays within one lease).
+        let batch = tier.per_second.div_ceil(10).max(1);
+        let want = {
+            let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let lease = leases.entry(key.clone()).or_insert(Lease {
+                tokens: 0,
+                remaining: 0,
+                expires: Instant::now(),
+                asking: false,
+            });
+            if lease.asking {
+                1
+            } else {
+                lease.asking = batch > 1;
+                batch
+            }
+        };
+        let name = match client {
+            Client::Ip(ip) => format!("ip:{ip}"),
+            Client::Key(name) => format!("key:{name}"),
+            Client::Subject(sub) => format!("sub:{sub}"),
+        };
+        let taken = tokio::time::timeout(
+            ASK_TIMEOUT,
+            self.store
+                .take_quota(&tier.name, &name, tier.per_second, tier.burst, want),
+        )
+        .await;
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.get_mut(&key);
+        if want > 1
+            && let Some(lease) = lease
+        {
+            lease.asking = false;
+        }
+        match taken {
+            Ok(Ok(taken)) if taken.granted > 0 => {
+                if let Some(lease) = leases.get_mut(&key) {
+                    lease.tokens = taken.granted - 1;
+                    lease.remaining = taken.remaining;
+                    lease.expires = Instant::now() + LEASE_TTL;
+                }
+                self.up();
+                Asked::Granted {
+                    remaining: taken.remaining + taken.granted - 1,
+                }
+            }
+            Ok(Ok(taken)) => {
+                self.up();
+                Asked::Refused {
+                    wait: Duration::from_micros(taken.wait_us),
+                }
+            }
+            Ok(Err(e)) => {
+                drop(leases);
+                self.down(&e.to_string());
+                Asked::Unavailable
+            }
+            Err(_) => {
+                drop(leases);
+                self.down("no answer within 250 ms");
+                Asked::Unavailable
+            }
+        }
+    }
+
+    fn up(&self) {
+        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if down.take().is_some() {
+            metrics::gauge!("ratesd_rate_limit_shared_up").set(1.0);
+            tracing::info!("redis answers again: request limits are shared across nodes again");
+        }
+    }
+
+    fn down(&self, why: &str) {
+        self.fallbacks.increment(1);
+        let mut down = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        if down.is_none() {
+            metrics::gauge!("ratesd_rate_limit_shared_up").set(0.0);
+            tracing::warn!(
+                error = why,
+                "redis unavailable: request limits counted on this node alone"
+            );
+        }
+        *down = Some(Instant::now() + DOWN_FOR);
+    }
+
+    /// Drops leases that expired.
+    pub fn forget_idle(&self) {
+        let now = Instant::now();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        leases.retain(|_, l| l.asking || l.expires > now);
+        leases.shrink_to_fit();
+    }
+}

@@ -1,0 +1,185 @@
+//! Request limits that hold across API nodes on one Redis: one key
+//! hammered on two nodes stays within the contract's bound (`rate x T +
+//! burst` plus a tenth of a second's rate per node), where per-node limits
+//! would give it twice that; Redis away, each node counts alone and
+//! nothing answers 5xx.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use ratesd::config::Role;
+use reqwest::StatusCode;
+
+use crate::helpers::{Engine, Options, TestApp, spawn_with, unique_id};
+
+const RATE: u32 = 20;
+const BURST: u32 = 20;
+
+fn keyed(engine: Engine, keys: &str, more: &[&str]) -> Options {
+    let mut extra: Vec<String> = [
+        "--auth",
+        "required",
+        "--keys-file",
+        keys,
+        "--tiers",
+        &format!("pro:{RATE}/{BURST}/16/64"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    extra.extend(more.iter().map(|s| (*s).to_owned()));
+    Options {
+        engine,
+        archive: false,
+        extra,
+        ..Options::default()
+    }
+}
+
+/// Sends requests with `key` to every node from four clients each for
+/// `seconds`: (answers 200, answers 429, the seconds it took).
+async fn hammer(nodes: &[&TestApp], key: &str, seconds: f64) -> (u32, u32, f64) {
+    let ok = Arc::new(AtomicU32::new(0));
+    let limited = Arc::new(AtomicU32::new(0));
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for node in nodes {
+        for _ in 0..4 {
+            let (http, url) = (node.http.clone(), node.url("/api/v1/assets"));
+            let (ok, limited, key) = (ok.clone(), limited.clone(), key.to_owned());
+            tasks.push(tokio::spawn(async move {
+                while Instant::now() < until {
+                    let resp = http
+                        .get(&url)
+                        .header("x-api-key", &key)
+                        .send()
+                        .await
+                        .unwrap();
+                    match resp.status() {
+                        StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                        StatusCode::TOO_MANY_REQUESTS => limited.fetch_add(1, Ordering::Relaxed),
+                        other => panic!("{other}: {}", resp.text().await.unwrap_or_default()),
+                    };
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (
+        ok.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+async fn one_key_on_two_nodes_keeps_one_limit(engine: Engine) {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
+    std::fs::write(
+        &path,
+        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
+    )
+    .unwrap();
+    let keys = path.display().to_string();
+    let id = unique_id();
+    let Some(a) = spawn_with(keyed(engine, &keys, &[]), &id, Role::All).await else {
+        return;
+    };
+    let Some(b) = spawn_with(keyed(engine, &keys, &[]), &id, Role::Serve).await else {
+        return;
+    };
+    let (ok, limited, took) = hammer(&[&a, &b], &key, 3.0).await;
+    // The contract's bound over the time it took, and a tenth of a
+    // second's rate per node for what each may have leased and not spent.
+    let bound = f64::from(RATE) * took + f64::from(BURST) + 2.0 * f64::from(RATE) / 10.0;
+    assert!(
+        f64::from(ok) <= bound,
+        "{ok} answers in {took:.2} s on two nodes, over the bound {bound:.0} (per-node limits give ~{:.0})",
+        2.0 * (f64::from(RATE) * took + f64::from(BURST))
+    );
+    // And the limit still lets the rate through (not one lease per node
+    // and nothing else).
+    assert!(
+        f64::from(ok) >= 0.7 * (f64::from(RATE) * took + f64::from(BURST)),
+        "only {ok} answers in {took:.2} s"
+    );
+    assert!(limited > 0, "nothing was refused: {ok} answered");
+    let _ = std::fs::remove_file(&path);
+    b.cleanup().await;
+    a.cleanup().await;
+}
+
+mod redis {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_key_on_two_nodes_keeps_one_limit() {
+        super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Redis).await
+    }
+}
+
+mod redis_cluster {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_key_on_two_nodes_keeps_one_limit() {
+        super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Cluster).await
+    }
+}
+
+/// Redis unreachable from the start: the limits are each node's own (the
+/// burst passes, then 429s), no answer is a 5xx, and the fall back is
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_away_each_node_limits_alone_and_nothing_fails() {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
+    std::fs::write(
+        &path,
+        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
+    )
+    .unwrap();
+    let keys = path.display().to_string();
+    let Some(app) = spawn_with(
+        keyed(
+            Engine::Embedded,
+            &keys,
+            &[
+                "--redis-url",
+                "redis://127.0.0.1:1",
+                "--rate-limit-per-second",
+                "5",
+            ],
+        ),
+        &unique_id(),
+        Role::Serve,
+    )
+    .await
+    else {
+        return;
+    };
+    let (ok, limited, took) = hammer(&[&app], &key, 2.0).await;
+    let bound = f64::from(RATE) * took + f64::from(BURST);
+    assert!(
+        f64::from(ok) <= bound + 1.0,
+        "{ok} answers in {took:.2} s: no limit at all"
+    );
+    assert!(
+        ok >= BURST,
+        "only {ok} answered: the node refused instead of limiting alone"
+    );
+    assert!(limited > 0);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let fallbacks = metrics
+        .lines()
+        .find(|l| l.starts_with("ratesd_rate_limit_shared_fallbacks_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        fallbacks >= 1.0,
+        "the fall back is not counted: {fallbacks}"
+    );
+    let _ = std::fs::remove_file(&path);
+    app.cleanup().await;
+}
