@@ -300,6 +300,23 @@ fn pick_asset(catalog: &Value, wanted: &str) -> Result<u64, ClientError> {
         .ok_or_else(|| ClientError::UnknownAsset(wanted.to_owned()))
 }
 
+/// The upgrade request to `url`, with the key or token (`--key`) as
+/// `Authorization: Bearer`.
+fn request(
+    url: &str,
+    args: &ClientArgs,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let mut request = url.into_client_request()?;
+    if let Some(key) = args.key.as_deref() {
+        let value = HeaderValue::from_str(&format!("Bearer {}", key.trim()))
+            .map_err(|_| ClientError::BadKey)?;
+        request.headers_mut().insert("authorization", value);
+    }
+    Ok(request)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,21 +407,4 @@ mod tests {
             "NotFound: unknown symbol 'XXXYYY' in stream 'XXXYYY@point'"
         );
     }
-}
-
-/// The upgrade request to `url`, with the key or token (`--key`) as
-/// `Authorization: Bearer`.
-fn request(
-    url: &str,
-    args: &ClientArgs,
-) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ClientError> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    use tokio_tungstenite::tungstenite::http::HeaderValue;
-    let mut request = url.into_client_request()?;
-    if let Some(key) = args.key.as_deref() {
-        let value = HeaderValue::from_str(&format!("Bearer {}", key.trim()))
-            .map_err(|_| ClientError::BadKey)?;
-        request.headers_mut().insert("authorization", value);
-    }
-    Ok(request)
 }

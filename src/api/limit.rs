@@ -45,10 +45,13 @@ pub struct HttpLimiter {
     shared: Option<SharedLimits>,
 }
 
+/// Let through with these headers, or refused with this answer.
+pub type Decision = Result<Option<Quota3>, Box<Response>>;
+
 /// A request's admission: decided at once, or once Redis has answered.
 pub enum Admission {
-    Now(Result<Option<Quota3>, Box<Response>>),
-    Later(Pin<Box<dyn Future<Output = Result<Option<Quota3>, Box<Response>>> + Send>>),
+    Now(Decision),
+    Later(Pin<Box<dyn Future<Output = Decision> + Send>>),
 }
 
 impl HttpLimiter {

@@ -31,7 +31,7 @@ async fn root(
     ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => accept(ws, &state, peer, &caller),
+        Ok(ws) => accept(ws, &state, peer, &caller).await,
         // An upgrade that is wrong gets its problem, as on /api/v1/ws; any
         // other request, the page.
         Err(rejection) if !matches!(rejection, UpgradeRejection::NotAnUpgrade) => {

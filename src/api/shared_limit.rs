@@ -106,11 +106,7 @@ impl SharedLimits {
                 batch
             }
         };
-        let name = match client {
-            Client::Ip(ip) => format!("ip:{ip}"),
-            Client::Key(name) => format!("key:{name}"),
-            Client::Subject(sub) => format!("sub:{sub}"),
-        };
+        let name = client_name(client);
         let taken = tokio::time::timeout(
             ASK_TIMEOUT,
             self.store
@@ -182,5 +178,163 @@ impl SharedLimits {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
         leases.retain(|_, l| l.asking || l.expires > now);
         leases.shrink_to_fit();
+    }
+}
+
+/// How long a node vouches for a connection it holds; it renews every
+/// third of it. A node that dies stops renewing: its connections leave the
+/// count within this.
+const CONNECTION_TTL: Duration = Duration::from_secs(30);
+
+/// A tier and a client, as named in Redis.
+type Holder = (Arc<str>, String);
+
+/// Each client's open WebSockets and event streams counted on every node.
+pub struct SharedConnections {
+    store: Arc<RedisStore>,
+    /// This process, in the members it adds.
+    node: String,
+    next: std::sync::atomic::AtomicU64,
+    /// What this node holds: per tier and client, its members.
+    held: Mutex<HashMap<Holder, Vec<String>>>,
+}
+
+/// A connection counted on every node; counted out when dropped.
+pub struct SharedSlot {
+    shared: Arc<SharedConnections>,
+    tier: Arc<str>,
+    client: String,
+    member: String,
+}
+
+impl SharedConnections {
+    /// Starts the renewals too, for as long as it lives.
+    pub fn new(store: Arc<RedisStore>) -> Arc<Self> {
+        use rand::Rng;
+        let shared = Arc::new(Self {
+            store,
+            node: format!("{:016x}", rand::rng().random::<u64>()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            held: Mutex::new(HashMap::new()),
+        });
+        let weak = Arc::downgrade(&shared);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(CONNECTION_TTL / 3);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(shared) = weak.upgrade() else { return };
+                shared.renew().await;
+            }
+        });
+        shared
+    }
+
+    /// Counts a connection of `client` in when it holds fewer than the
+    /// tier's cap on every node: `Ok(None)` when it holds as many, `Err`
+    /// when Redis cannot say (the caller counts on this node alone).
+    pub async fn open(
+        self: &Arc<Self>,
+        tier: &Tier,
+        client: &Client,
+    ) -> Result<Option<SharedSlot>, ()> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let member = format!("{}:{n}", self.node);
+        let name = client_name(client);
+        let asked = tokio::time::timeout(
+            ASK_TIMEOUT,
+            self.store.open_connection(
+                &tier.name,
+                &name,
+                &member,
+                tier.connections,
+                CONNECTION_TTL,
+            ),
+        )
+        .await;
+        match asked {
+            Ok(Ok(true)) => {
+                let tier: Arc<str> = Arc::from(tier.name.as_str());
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry((tier.clone(), name.clone()))
+                    .or_default()
+                    .push(member.clone());
+                Ok(Some(SharedSlot {
+                    shared: self.clone(),
+                    tier,
+                    client: name,
+                    member,
+                }))
+            }
+            Ok(Ok(false)) => Ok(None),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis unavailable: connections counted on this node alone");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!("redis did not answer: connections counted on this node alone");
+                Err(())
+            }
+        }
+    }
+
+    async fn renew(&self) {
+        let held: Vec<(Holder, Vec<String>)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((tier, client), members) in held {
+            if let Err(e) = self
+                .store
+                .renew_connections(&tier, &client, &members, CONNECTION_TTL)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot renew this node's connections in redis");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for SharedSlot {
+    fn drop(&mut self) {
+        {
+            let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (self.tier.clone(), std::mem::take(&mut self.client));
+            if let Some(members) = held.get_mut(&key) {
+                members.retain(|m| *m != self.member);
+                if members.is_empty() {
+                    held.remove(&key);
+                }
+            }
+            self.client = key.1;
+        }
+        let (shared, tier, client, member) = (
+            self.shared.clone(),
+            self.tier.clone(),
+            std::mem::take(&mut self.client),
+            std::mem::take(&mut self.member),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = shared.store.close_connection(&tier, &client, &member).await {
+                    tracing::debug!(error = %e, "cannot count a closed connection out (it expires)");
+                }
+            });
+        }
+    }
+}
+
+/// How a client is named in Redis (hashed there): never a credential.
+fn client_name(client: &Client) -> String {
+    match client {
+        Client::Ip(ip) => format!("ip:{ip}"),
+        Client::Key(name) => format!("key:{name}"),
+        Client::Subject(sub) => format!("sub:{sub}"),
     }
 }

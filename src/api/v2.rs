@@ -167,7 +167,7 @@ async fn upgrade(
     }
     .granted(caller.grant());
     Ok(match ws {
-        Ok(ws) => accept_protocol(ws, &state, peer, &caller, protocol),
+        Ok(ws) => accept_protocol(ws, &state, peer, &caller, protocol).await,
         Err(rejection) => rejection.into_response(),
     })
 }
@@ -215,7 +215,7 @@ async fn events(
         V2::check_since("since", request.since)
             .map_err(|detail| ApiError::invalid("Last-Event-ID", detail))?;
     }
-    let slot = connection_slot(&state, &caller)?;
+    let slot = connection_slot(&state, &caller).await?;
     let epoch = state.streams.epoch().await.map_err(|e| {
         tracing::warn!(error = %e, "cannot read the data epoch for an event stream");
         ApiError::Unavailable("the data epoch could not be read".into())

@@ -17,17 +17,13 @@ const RATE: u32 = 20;
 const BURST: u32 = 20;
 
 fn keyed(engine: Engine, keys: &str, more: &[&str]) -> Options {
-    let mut extra: Vec<String> = [
-        "--auth",
-        "required",
-        "--keys-file",
-        keys,
-        "--tiers",
-        &format!("pro:{RATE}/{BURST}/16/64"),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut extra: Vec<String> = ["--auth", "required", "--keys-file", keys]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    if !more.contains(&"--tiers") {
+        extra.extend(["--tiers".to_owned(), format!("pro:{RATE}/{BURST}/16/64")]);
+    }
     extra.extend(more.iter().map(|s| (*s).to_owned()));
     Options {
         engine,
@@ -113,10 +109,71 @@ async fn one_key_on_two_nodes_keeps_one_limit(engine: Engine) {
     a.cleanup().await;
 }
 
+/// A WebSocket upgrade of `node` with `key`: the socket, or the refusal's
+/// status.
+async fn connect(
+    node: &TestApp,
+    key: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    u16,
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = node.url("/api/v2/ws").replacen("http", "ws", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-api-key", key.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("upgrade failed: {e}"),
+    }
+}
+
+async fn the_connection_cap_counts_every_node(engine: Engine) {
+    let key = ratesd::access::keys::new_key().unwrap();
+    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
+    std::fs::write(
+        &path,
+        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
+    )
+    .unwrap();
+    let keys = path.display().to_string();
+    let id = unique_id();
+    // pro: two connections.
+    let tiers = ["--tiers", "pro:1000/1000/2/8"];
+    let Some(a) = spawn_with(keyed(engine, &keys, &tiers), &id, Role::All).await else {
+        return;
+    };
+    let Some(b) = spawn_with(keyed(engine, &keys, &tiers), &id, Role::Serve).await else {
+        return;
+    };
+    let on_a = connect(&a, &key).await.expect("one on a");
+    let _on_b = connect(&b, &key).await.expect("one on b");
+    assert_eq!(connect(&a, &key).await.err(), Some(429), "a third, on a");
+    assert_eq!(connect(&b, &key).await.err(), Some(429), "a third, on b");
+    drop(on_a);
+    crate::helpers::eventually(
+        "the closed one counted out",
+        Duration::from_secs(10),
+        || async { connect(&b, &key).await.ok() },
+    )
+    .await;
+    let _ = std::fs::remove_file(&path);
+    b.cleanup().await;
+    a.cleanup().await;
+}
+
 mod redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_on_two_nodes_keeps_one_limit() {
         super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Redis).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_connection_cap_counts_every_node() {
+        super::the_connection_cap_counts_every_node(crate::helpers::Engine::Redis).await
     }
 }
 
@@ -124,6 +181,11 @@ mod redis_cluster {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_on_two_nodes_keeps_one_limit() {
         super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Cluster).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_connection_cap_counts_every_node() {
+        super::the_connection_cap_counts_every_node(crate::helpers::Engine::Cluster).await
     }
 }
 

@@ -25,6 +25,7 @@ pub use self::dto::{CandlePage, Conversion, HistoryPage, Rate, RateList};
 pub use self::snapshot::RatesCache;
 use super::http_cache::Prepared;
 use super::limit::ConnectionLimiter;
+use super::shared_limit::SharedConnections;
 use crate::access::Client;
 use crate::config::Config;
 use crate::domain::convert::Converter;
@@ -46,8 +47,10 @@ pub struct V1State {
     pub catalog_json: Prepared,
     /// What the WebSocket sessions share.
     pub streams: Arc<Streams>,
-    /// Open WebSockets and event streams per client.
+    /// Open WebSockets and event streams per client, on this node.
     pub ws_connections: Arc<ConnectionLimiter<Client>>,
+    /// With Redis, the same on every node.
+    pub shared_connections: Option<Arc<SharedConnections>>,
     /// The test page on `/`.
     pub enable_ui: bool,
     /// Signs and checks history cursors.
@@ -66,6 +69,11 @@ impl V1State {
         streams: Arc<Streams>,
     ) -> Self {
         let catalog = streams.catalog.clone();
+        // With Redis, connections are counted on every node together.
+        let shared_connections = match &engine {
+            Engine::Redis(store) => Some(SharedConnections::new(store.clone())),
+            Engine::Embedded(_) => None,
+        };
         Self {
             rates: Arc::new(RatesCache::new(
                 catalog.clone(),
@@ -83,6 +91,7 @@ impl V1State {
             stale_after_seconds: config.stale_after_seconds,
             streams,
             ws_connections: ConnectionLimiter::new(),
+            shared_connections,
             enable_ui: config.enable_ui,
             cursor_key: match &config.cursor_key {
                 Some(secret) => CursorKey::new(secret.expose().as_bytes()),

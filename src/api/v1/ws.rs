@@ -15,6 +15,7 @@ use crate::api::caller::Caller;
 use crate::api::error::ApiError;
 use crate::api::limit::ConnectionSlot;
 use crate::api::responses::WsUpgradeRefused;
+use crate::api::shared_limit::SharedSlot;
 use crate::stream::session::Protocol;
 use crate::stream::v1::V1;
 use crate::stream::{self, WsUpgrade};
@@ -65,26 +66,31 @@ async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
 ) -> Response {
-    accept(ws, &state, peer, &caller)
+    accept(ws, &state, peer, &caller).await
 }
 
 /// Starts a v1 session on an accepted upgrade, within the caller's
 /// connection cap.
-pub fn accept(ws: WsUpgrade, state: &Arc<V1State>, peer: SocketAddr, caller: &Caller) -> Response {
-    accept_protocol(ws, state, peer, caller, V1::granted(caller.grant()))
+pub async fn accept(
+    ws: WsUpgrade,
+    state: &Arc<V1State>,
+    peer: SocketAddr,
+    caller: &Caller,
+) -> Response {
+    accept_protocol(ws, state, peer, caller, V1::granted(caller.grant())).await
 }
 
 /// Starts a session of `protocol` on an accepted upgrade, within the
 /// caller's connection cap (one cap for v1, v2 and event streams
 /// together).
-pub fn accept_protocol<P: Protocol + 'static>(
+pub async fn accept_protocol<P: Protocol + 'static>(
     ws: WsUpgrade,
     state: &Arc<V1State>,
     peer: SocketAddr,
     caller: &Caller,
     protocol: P,
 ) -> Response {
-    match connection_slot(state, caller) {
+    match connection_slot(state, caller).await {
         Ok(slot) => stream::accept(
             ws,
             state.streams.clone(),
@@ -97,18 +103,31 @@ pub fn accept_protocol<P: Protocol + 'static>(
     }
 }
 
+/// A connection's places under its caller's cap.
+pub type Slots = (ConnectionSlot<Client>, Option<SharedSlot>);
+
 /// A place under the caller's tier's connection cap (WebSockets and event
-/// streams together), counted per client.
-pub fn connection_slot(
-    state: &V1State,
-    caller: &Caller,
-) -> Result<ConnectionSlot<Client>, ApiError> {
+/// streams together), counted per client: on every node with Redis, on
+/// this node alone without it (or while Redis cannot say).
+pub async fn connection_slot(state: &V1State, caller: &Caller) -> Result<Slots, ApiError> {
     let max = caller.0.tier.connections;
-    state
-        .ws_connections
-        .try_acquire(caller.0.client.clone(), max)
-        .ok_or_else(|| {
-            metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
-            ApiError::TooManyConnections(max)
-        })
+    let client = &caller.0.client;
+    let refused = || {
+        metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
+        ApiError::TooManyConnections(max)
+    };
+    // No cap (0): nothing to count across nodes.
+    if let Some(shared) = state.shared_connections.as_ref().filter(|_| max > 0) {
+        match shared.open(&caller.0.tier, client).await {
+            // This node keeps its own count too, for when Redis is away.
+            Ok(Some(slot)) => {
+                let here = state.ws_connections.try_acquire(client.clone(), 0);
+                return here.map(|here| (here, Some(slot))).ok_or_else(refused);
+            }
+            Ok(None) => return Err(refused()),
+            Err(()) => {}
+        }
+    }
+    let here = state.ws_connections.try_acquire(client.clone(), max);
+    here.map(|here| (here, None)).ok_or_else(refused)
 }

@@ -33,6 +33,9 @@
 //!   client's theoretical arrival time in microseconds (GCRA), `HASH` the
 //!   first 16 bytes of the SHA-256 of the client (IP, key name, token
 //!   subject) in hex.
+//! - `P{conns:TIER:HASH}` (sorted set, expiring): the client's open
+//!   WebSockets and event streams on every node, member `NODE:N`, score the
+//!   millisecond (Redis's clock) until which the node vouches for it.
 //!
 //! Before groups, keys had no tag (`P latest`, `P points:ID`, `P archive`,
 //! `P sources`, `P epoch`); [`Keys::legacy_renames`] maps them onto group 0
@@ -104,10 +107,12 @@ impl Keys {
     /// A client's request bucket in `tier` (`client` as the limiter names
     /// it: never a credential).
     pub(crate) fn quota(&self, tier: &str, client: &str) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(client.as_bytes());
-        let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("{}{{quota:{tier}:{hash}}}", self.prefix)
+        format!("{}{{quota:{tier}:{}}}", self.prefix, client_hash(client))
+    }
+
+    /// A client's open connections in `tier`, on every node.
+    pub(crate) fn conns(&self, tier: &str, client: &str) -> String {
+        format!("{}{{conns:{tier}:{}}}", self.prefix, client_hash(client))
     }
 
     /// The pattern that matches every key of the deployment.
@@ -137,6 +142,13 @@ impl Keys {
             .ok()?;
         Some(self.points(id))
     }
+}
+
+/// A client's name in a key: the first 16 bytes of its SHA-256, in hex.
+fn client_hash(client: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(client.as_bytes());
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

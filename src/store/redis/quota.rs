@@ -1,7 +1,9 @@
-//! Request limits shared by every API node: a GCRA bucket per client in
-//! Redis, from which a node takes a few requests' allowance at a time (a
-//! lease), so that its hot path asks Redis once per lease, not once per
-//! request.
+//! Limits shared by every API node: a GCRA bucket per client in Redis,
+//! from which a node takes a few requests' allowance at a time (a lease),
+//! so that its hot path asks Redis once per lease, not once per request;
+//! and each client's open connections on every node, each vouched for by
+//! its node until a deadline it renews (a node that dies stops renewing,
+//! and its connections drop out of the count).
 
 use std::sync::LazyLock;
 
@@ -41,6 +43,40 @@ return {n, room - n, 0}
 
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_SCRIPT));
 
+/// Counts a connection in when the client has fewer than `max` (0: no cap).
+///
+/// KEYS: the client's connections. ARGV: member, max, TTL in ms. 1 when
+/// counted in.
+const OPEN_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local max = tonumber(ARGV[2])
+if max > 0 and redis.call('ZCARD', KEYS[1]) >= max then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"#;
+
+/// Vouches again for connections still open.
+///
+/// KEYS: the client's connections. ARGV: TTL in ms, members.
+const RENEW_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+return 1
+"#;
+
+static OPEN: LazyLock<Script> = LazyLock::new(|| Script::new(OPEN_SCRIPT));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW_SCRIPT));
+
 /// What a take got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {
@@ -76,5 +112,60 @@ impl RedisStore {
             remaining: u32::try_from(remaining).unwrap_or(0),
             wait_us: u64::try_from(wait).unwrap_or(0),
         })
+    }
+}
+
+impl RedisStore {
+    /// Counts connection `member` of `client` in `tier` when the client
+    /// has fewer than `max` open on every node: false when it has.
+    pub async fn open_connection(
+        &self,
+        tier: &str,
+        client: &str,
+        member: &str,
+        max: u32,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let mut conn = self.conn().await?;
+        let counted: i64 = OPEN
+            .key(self.keys.conns(tier, client))
+            .arg(member)
+            .arg(max)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(counted == 1)
+    }
+
+    /// Vouches for `members` of `client` for another `ttl`.
+    pub async fn renew_connections(
+        &self,
+        tier: &str,
+        client: &str,
+        members: &[String],
+        ttl: std::time::Duration,
+    ) -> Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut call = RENEW.key(self.keys.conns(tier, client));
+        call.arg(ttl.as_millis().max(1) as u64);
+        for m in members {
+            call.arg(m);
+        }
+        let _: i64 = call.invoke_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Counts a closed connection out.
+    pub async fn close_connection(&self, tier: &str, client: &str, member: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: i64 = deadpool_redis::redis::cmd("ZREM")
+            .arg(self.keys.conns(tier, client))
+            .arg(member)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 }
