@@ -2,8 +2,8 @@
 # Issue 24's figures, on one release binary, in one run:
 #
 # 1. `GET /api/v1/rates/EURUSD` (wrk -t2 -c64) on three servers side by
-#    side, interleaved rounds: RATES_AUTH=off (anonymous, limit off, the
-#    embedded engine); RATES_AUTH=required with an API key in X-API-Key
+#    side, interleaved rounds: RATES_AUTH=off (anonymous, the per-IP limit
+#    on but above what wrk reaches, the embedded engine); RATES_AUTH=required with an API key in X-API-Key
 #    (embedded engine, the key's tier limit on but above what wrk reaches);
 #    the same on the Redis engine, where the key's limit is shared by the
 #    nodes (a bucket in Redis, leased a tenth of a second's rate at a time).
@@ -45,7 +45,9 @@ wait_up() { # port header
   done
 }
 targets=()
-targets+=("$(start off 18400 RATES_RATE_LIMIT_PER_SECOND=0)|X-Ignored: 1")
+# off: the default, the per-IP limit on (above what wrk reaches, as the
+# key's tier below).
+targets+=("$(start off 18400 RATES_RATE_LIMIT_PER_SECOND=1000000 RATES_RATE_LIMIT_BURST=1000000)|X-Ignored: 1")
 targets+=("$(start required 18401 RATES_AUTH=required RATES_KEYS_FILE="$work/keys" \
   RATES_TIERS=pro:1000000/1000000/256/64 RATES_RATE_LIMIT_PER_SECOND=0)|X-API-Key: $key")
 targets+=("$(start required-redis 18402 RATES_AUTH=required RATES_KEYS_FILE="$work/keys" \
@@ -91,10 +93,12 @@ for port in 18411 18412; do
 done
 for port in 18410 18411 18412; do wait_up "$port" "X-API-Key: $key"; done
 sleep 3 # the waits above spent some of the bucket; let it fill
+loads=()
 for port in 18411 18412; do
   wrk -t1 -c16 -d30s -H "X-API-Key: $key" "http://127.0.0.1:$port/api/v1/assets" >"$work/wrk$port" &
+  loads+=($!)
 done
-wait %2 %3 2>/dev/null || wait
+wait "${loads[@]}"
 total=0
 ok=0
 for port in 18411 18412; do

@@ -322,6 +322,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_key_goes_as_a_bearer_and_nowhere_else() {
+        use clap::Parser;
+        let args = |extra: &[&str]| {
+            let argv = ["ratesd client"].iter().chain(extra).copied();
+            crate::config::ClientCli::try_parse_from(argv).unwrap().args
+        };
+        let keyed = request("ws://127.0.0.1:1/api/v1/ws", &args(&["--key", "rk_abc"])).unwrap();
+        assert_eq!(keyed.headers()["authorization"], "Bearer rk_abc");
+        assert!(!keyed.uri().to_string().contains("rk_abc"));
+        let plain = request("ws://127.0.0.1:1/api/v1/ws", &args(&[])).unwrap();
+        assert!(plain.headers().get("authorization").is_none());
+        assert!(matches!(
+            request("ws://127.0.0.1:1/", &args(&["--key", "bad\nkey"])),
+            Err(ClientError::BadKey)
+        ));
+    }
+
+    #[test]
     fn assets_are_picked_by_any_spelling_or_id() {
         let catalog = json!({"assets": [{"id": 1, "name": "EURUSD"}, {"id": 2, "name": "USDJPY"}]});
         assert_eq!(pick_asset(&catalog, "usd-jpy").unwrap(), 2);

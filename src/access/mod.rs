@@ -12,6 +12,7 @@ pub mod keys;
 pub mod tiers;
 pub mod token;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -263,7 +264,7 @@ impl Gate {
 
 /// The credential a request carries: `Authorization: Bearer`, `X-API-Key`,
 /// or (given `query`) `?token=`.
-fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+fn credential<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<Cow<'a, str>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -277,11 +278,11 @@ fn credential(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .map(str::trim)
         .filter(|k| !k.is_empty())
     {
-        return Some(found.to_owned());
+        return Some(Cow::Borrowed(found));
     }
     form_urlencoded::parse(query?.as_bytes())
         .find(|(name, _)| name == "token")
-        .map(|(_, value)| value.trim().to_owned())
+        .map(|(_, value)| Cow::<str>::Owned(value.trim().to_owned()))
         .filter(|v| !v.is_empty())
 }
 

@@ -52,7 +52,8 @@ pub enum Asked {
 
 pub struct SharedLimits {
     store: Arc<RedisStore>,
-    leases: Mutex<HashMap<(Arc<str>, Client), Lease>>,
+    /// By tier (its address: tiers live as long as the process) and client.
+    leases: Mutex<HashMap<(usize, Client), Lease>>,
     down_until: Mutex<Option<Instant>>,
     fallbacks: metrics::Counter,
 }
@@ -69,9 +70,9 @@ impl SharedLimits {
 
     /// Spends one request of a lease this node holds for `client`, if it
     /// holds one: about how many are left in the bucket.
-    pub fn spend_leased(&self, tier: &Tier, client: &Client) -> Option<u32> {
+    pub fn spend_leased(&self, tier: &Arc<Tier>, client: &Client) -> Option<u32> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let lease = leases.get_mut(&(Arc::from(tier.name.as_str()), client.clone()))?;
+        let lease = leases.get_mut(&(tier_id(tier), client.clone()))?;
         if lease.tokens == 0 || lease.expires <= Instant::now() {
             return None;
         }
@@ -86,8 +87,8 @@ impl SharedLimits {
     }
 
     /// Takes a lease from Redis and spends one request of it.
-    pub async fn ask(&self, tier: &Tier, client: &Client) -> Asked {
-        let key = (Arc::<str>::from(tier.name.as_str()), client.clone());
+    pub async fn ask(&self, tier: &Arc<Tier>, client: &Client) -> Asked {
+        let key = (tier_id(tier), client.clone());
         // A tenth of a second's rate, or one when another take is under way
         // (what this node leases and leaves unspent stays within one lease).
         let batch = tier.per_second.div_ceil(10).max(1);
@@ -122,10 +123,19 @@ impl SharedLimits {
         }
         match taken {
             Ok(Ok(taken)) if taken.granted > 0 => {
-                if let Some(lease) = leases.get_mut(&key) {
-                    lease.tokens = taken.granted - 1;
+                // One of the grant is this request's; the rest joins what the
+                // lease holds (a one-request take, answered after a whole
+                // lease's, must not wipe it).
+                if let Some(lease) = leases.get_mut(&key)
+                    && taken.granted > 1
+                {
+                    let now = Instant::now();
+                    if lease.expires <= now {
+                        lease.tokens = 0;
+                    }
+                    lease.tokens += taken.granted - 1;
                     lease.remaining = taken.remaining;
-                    lease.expires = Instant::now() + LEASE_TTL;
+                    lease.expires = now + LEASE_TTL;
                 }
                 self.up();
                 Asked::Granted {
@@ -328,6 +338,11 @@ impl Drop for SharedSlot {
             });
         }
     }
+}
+
+/// A tier's identity in this process.
+fn tier_id(tier: &Arc<Tier>) -> usize {
+    Arc::as_ptr(tier) as usize
 }
 
 /// How a client is named in Redis (hashed there): never a credential.
