@@ -270,8 +270,10 @@ impl App {
                 self.tasks
                     .spawn(crate::access::keys::watch(keys, self.shutdown.clone()));
             }
-            self.tasks
-                .spawn(limit::forget_idle_clients(access, self.shutdown.clone()));
+            self.tasks.spawn(limit::forget_idle_clients(
+                access.limiter.clone(),
+                self.shutdown.clone(),
+            ));
         }
         self.serve(listener, api, "http");
         if probes_only {

@@ -22,7 +22,7 @@ use self::keys::{KeyRing, KeysError};
 use self::tiers::{ANONYMOUS, Tier, Tiers, TiersError};
 use self::token::{KeyError, TokenError, Verifier};
 use crate::config::{AuthMode, Config};
-use crate::domain::{AssetId, Catalog, UnixSeconds};
+use crate::domain::{Catalog, Scope, UnixSeconds};
 
 /// Whom a tier's limits are counted for: an IP (the `anonymous` tier), a
 /// key (by its name), a token's `sub`.
@@ -38,19 +38,13 @@ pub enum Client {
 pub struct Identity {
     pub client: Client,
     pub tier: Arc<Tier>,
-    /// The only assets a token allows (sorted); `None`: every asset.
-    pub symbols: Option<Arc<[AssetId]>>,
+    /// The assets it may read (a token's `symbols`).
+    pub scope: Scope,
     /// When a token expires.
     pub expires: Option<UnixSeconds>,
 }
 
 impl Identity {
-    pub fn may_read(&self, id: AssetId) -> bool {
-        self.symbols
-            .as_ref()
-            .is_none_or(|ids| ids.binary_search(&id).is_ok())
-    }
-
     /// `anonymous`, `key` or `token`.
     pub fn kind(&self) -> &'static str {
         match self.client {
@@ -222,7 +216,7 @@ impl Gate {
                 Ok(Identity {
                     client: Client::Key(entry.name.clone()),
                     tier: entry.tier.clone(),
-                    symbols: None,
+                    scope: Scope::All,
                     expires: None,
                 })
             }
@@ -233,19 +227,17 @@ impl Gate {
                     None => self.tiers.anonymous().clone(),
                     Some(name) => self.tiers.get(name).ok_or(Refusal::UnknownTier)?.clone(),
                 };
-                let symbols = claims.symbols.map(|symbols| {
-                    let mut ids: Vec<AssetId> = symbols
-                        .iter()
-                        .filter_map(|s| self.catalog.find(s).ok().map(|a| a.id))
-                        .collect();
-                    ids.sort_unstable();
-                    ids.dedup();
-                    Arc::from(ids)
+                let scope = claims.symbols.map_or(Scope::All, |symbols| {
+                    Scope::only(
+                        symbols
+                            .iter()
+                            .filter_map(|s| self.catalog.find(s).ok().map(|a| a.id)),
+                    )
                 });
                 Ok(Identity {
                     client: Client::Subject(claims.sub.into()),
                     tier,
-                    symbols,
+                    scope,
                     expires: Some(claims.exp),
                 })
             }
@@ -256,7 +248,7 @@ impl Gate {
         Identity {
             client: Client::Ip(ip),
             tier: self.tiers.anonymous().clone(),
-            symbols: None,
+            scope: Scope::All,
             expires: None,
         }
     }

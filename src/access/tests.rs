@@ -170,7 +170,7 @@ fn the_gate_reads_credentials_only_where_they_matter() {
     assert_eq!(who.client, Client::Subject("user-1".into()));
     assert_eq!(who.tier.name, "pro");
     // EURUSD and USDJPY; the unknown symbol is dropped.
-    assert_eq!(who.symbols.as_deref().map(<[u32]>::len), Some(2));
+    assert_eq!(who.scope.ids().map(<[u32]>::len), Some(2));
     assert!(who.expires.is_some());
 
     // `?token=` only on upgrades and the event stream.

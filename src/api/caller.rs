@@ -32,7 +32,7 @@ impl Caller {
     /// `Ok` when the caller may read `asset`; a 403 problem when its token
     /// does not allow it.
     pub fn may_read(&self, asset: &Asset) -> Result<(), ApiError> {
-        if self.0.may_read(asset.id) {
+        if self.0.scope.allows(asset.id) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
@@ -45,14 +45,14 @@ impl Caller {
     /// Whether the caller may read every asset (a token's `symbols` list
     /// none).
     pub fn reads_all(&self) -> bool {
-        self.0.symbols.is_none()
+        self.0.scope.is_all()
     }
 
     /// What a WebSocket or event stream of this caller may do.
     pub fn grant(&self) -> Grant {
         Grant {
             max_streams: usize::try_from(self.0.tier.streams).ok(),
-            symbols: self.0.symbols.clone(),
+            scope: self.0.scope.clone(),
             expires: self.0.expires,
         }
     }

@@ -223,14 +223,14 @@ impl Quota3 {
 
 /// Keeps the limiter's memory to the clients seen lately.
 pub async fn forget_idle_clients(
-    access: Arc<super::front_door::Access>,
+    limiter: Arc<HttpLimiter>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = every.tick() => access.limiter.forget_idle(),
+            _ = every.tick() => limiter.forget_idle(),
         }
     }
 }
@@ -301,7 +301,7 @@ mod tests {
         Identity {
             client: Client::Ip(ip.parse().unwrap()),
             tier: tiers.anonymous().clone(),
-            symbols: None,
+            scope: crate::domain::Scope::All,
             expires: None,
         }
     }
@@ -348,7 +348,7 @@ mod tests {
         let pro = Identity {
             client: Client::Key("acme".into()),
             tier: t.get("pro").unwrap().clone(),
-            symbols: None,
+            scope: crate::domain::Scope::All,
             expires: None,
         };
         let mut h = HeaderMap::new();

@@ -39,6 +39,21 @@ struct Lease {
     asking: bool,
 }
 
+/// Marks a client's whole-lease take as over when dropped.
+struct Asking<'a> {
+    leases: &'a Mutex<HashMap<(usize, Client), Lease>>,
+    key: (usize, Client),
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lease) = leases.get_mut(&self.key) {
+            lease.asking = false;
+        }
+    }
+}
+
 /// What Redis said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Asked {
@@ -107,6 +122,12 @@ impl SharedLimits {
                 batch
             }
         };
+        // Whatever becomes of this take (an answer, or the request dropped
+        // mid-way by a client that went), the next may be a whole lease.
+        let _asking = (want > 1).then(|| Asking {
+            leases: &self.leases,
+            key: key.clone(),
+        });
         let name = client_name(client);
         let taken = tokio::time::timeout(
             ASK_TIMEOUT,
@@ -115,12 +136,6 @@ impl SharedLimits {
         )
         .await;
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let lease = leases.get_mut(&key);
-        if want > 1
-            && let Some(lease) = lease
-        {
-            lease.asking = false;
-        }
         match taken {
             Ok(Ok(taken)) if taken.granted > 0 => {
                 // One of the grant is this request's; the rest joins what the

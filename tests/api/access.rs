@@ -1,7 +1,6 @@
 //! Who may call (`RATES_AUTH`): keys, tokens, tiers, at the front door of
 //! the real service, on every engine.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::SinkExt;
@@ -12,44 +11,11 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
-    Engine, Options, TestApp, close_frame, eventually, next_frame, now, spawn_app, unique_id,
-    until_action,
+    Engine, KeysFile, Options, TestApp, close_frame, eventually, next_frame, now, spawn_app,
+    unique_id, until_action,
 };
 
 const SECRET: &str = "a-test-secret-of-more-than-32-bytes-0123456789";
-
-/// A keys file of its own, holding `keys` (key, tier, name).
-struct KeysFile(PathBuf);
-
-impl KeysFile {
-    fn new(keys: &[(&str, &str, &str)]) -> Self {
-        let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
-        let file = Self(path);
-        file.write(keys);
-        file
-    }
-
-    fn write(&self, keys: &[(&str, &str, &str)]) {
-        let text: String = keys
-            .iter()
-            .map(|(key, tier, name)| ratesd::access::keys::file_line(key, tier, name) + "\n")
-            .collect();
-        // Written aside and renamed: a reader never sees half a file.
-        let aside = self.0.with_extension("new");
-        std::fs::write(&aside, text).unwrap();
-        std::fs::rename(&aside, &self.0).unwrap();
-    }
-
-    fn path(&self) -> String {
-        self.0.display().to_string()
-    }
-}
-
-impl Drop for KeysFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn token(claims: serde_json::Value) -> String {
     let key = EncodingKey::from_secret(SECRET.as_bytes()).unwrap();
@@ -618,7 +584,7 @@ async fn keys_new_makes_a_working_key_that_never_reaches_logs_or_metrics() {
         StatusCode::UNAUTHORIZED
     );
     // Written in place (no rename) and SIGHUP: read at once.
-    std::fs::write(&keys.0, format!("{line}\n")).unwrap();
+    std::fs::write(keys.file(), format!("{line}\n")).unwrap();
     server.signal("HUP");
     eventually("the key accepted", Duration::from_secs(5), || async {
         (get("/api/v1/assets".into(), Some(&key)).await.status() == StatusCode::OK).then_some(())

@@ -407,9 +407,7 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
     let Some(binaries) = Browser::binaries() else {
         return;
     };
-    let key = ratesd::access::keys::new_key().unwrap();
-    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", crate::helpers::unique_id()));
-    std::fs::write(&path, ratesd::access::keys::file_line(&key, "pro", "page") + "\n").unwrap();
+    let (keys, key) = crate::helpers::KeysFile::with_new_key("pro");
     let Some(app) = spawn_app(Options {
         backfill_seconds: 1800,
         archive: false,
@@ -417,7 +415,7 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
             "--auth",
             "required",
             "--keys-file",
-            &path.display().to_string(),
+            &keys.path(),
             "--tiers",
             "pro:1000/1000/16/64",
         ]
@@ -434,19 +432,24 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
     browser
         .goto(&format!("{}/?asset=USDJPY&key={key}", app.base))
         .await;
-    eventually("v1: a chart with the key", Duration::from_secs(30), || async {
-        (num(&browser.dataset().await, "points") >= 60.0).then_some(())
-    })
+    eventually(
+        "v1: a chart with the key",
+        Duration::from_secs(30),
+        || async { (num(&browser.dataset().await, "points") >= 60.0).then_some(()) },
+    )
     .await;
     browser
         .goto(&format!("{}/?mode=sse&assets=USDJPY&key={key}", app.base))
         .await;
-    eventually("sse: a chart with the key", Duration::from_secs(30), || async {
-        let p = browser.script(V2_PANELS).await;
-        (num(&p["USDJPY@point"], "points") >= 60.0).then_some(())
-    })
+    eventually(
+        "sse: a chart with the key",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            (num(&p["USDJPY@point"], "points") >= 60.0).then_some(())
+        },
+    )
     .await;
     browser.close().await;
     app.cleanup().await;
-    let _ = std::fs::remove_file(&path);
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ratesd::config::Role;
 use reqwest::StatusCode;
 
-use crate::helpers::{Engine, Options, TestApp, spawn_with, unique_id};
+use crate::helpers::{Engine, KeysFile, Options, TestApp, spawn_with, unique_id};
 
 const RATE: u32 = 20;
 const BURST: u32 = 20;
@@ -73,14 +73,8 @@ async fn hammer(nodes: &[&TestApp], key: &str, seconds: f64) -> (u32, u32, f64) 
 }
 
 async fn one_key_on_two_nodes_keeps_one_limit(engine: Engine) {
-    let key = ratesd::access::keys::new_key().unwrap();
-    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
-    std::fs::write(
-        &path,
-        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
-    )
-    .unwrap();
-    let keys = path.display().to_string();
+    let (file, key) = KeysFile::with_new_key("pro");
+    let keys = file.path();
     let id = unique_id();
     let Some(a) = spawn_with(keyed(engine, &keys, &[]), &id, Role::All).await else {
         return;
@@ -104,7 +98,6 @@ async fn one_key_on_two_nodes_keeps_one_limit(engine: Engine) {
         "only {ok} answers in {took:.2} s"
     );
     assert!(limited > 0, "nothing was refused: {ok} answered");
-    let _ = std::fs::remove_file(&path);
     b.cleanup().await;
     a.cleanup().await;
 }
@@ -132,14 +125,8 @@ async fn connect(
 }
 
 async fn the_connection_cap_counts_every_node(engine: Engine) {
-    let key = ratesd::access::keys::new_key().unwrap();
-    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
-    std::fs::write(
-        &path,
-        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
-    )
-    .unwrap();
-    let keys = path.display().to_string();
+    let (file, key) = KeysFile::with_new_key("pro");
+    let keys = file.path();
     let id = unique_id();
     // pro: two connections.
     let tiers = ["--tiers", "pro:1000/1000/2/8"];
@@ -160,7 +147,6 @@ async fn the_connection_cap_counts_every_node(engine: Engine) {
         || async { connect(&b, &key).await.ok() },
     )
     .await;
-    let _ = std::fs::remove_file(&path);
     b.cleanup().await;
     a.cleanup().await;
 }
@@ -194,14 +180,8 @@ mod redis_cluster {
 /// counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_away_each_node_limits_alone_and_nothing_fails() {
-    let key = ratesd::access::keys::new_key().unwrap();
-    let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
-    std::fs::write(
-        &path,
-        ratesd::access::keys::file_line(&key, "pro", "acme") + "\n",
-    )
-    .unwrap();
-    let keys = path.display().to_string();
+    let (file, key) = KeysFile::with_new_key("pro");
+    let keys = file.path();
     let Some(app) = spawn_with(
         keyed(
             Engine::Embedded,
@@ -242,6 +222,5 @@ async fn with_redis_away_each_node_limits_alone_and_nothing_fails() {
         fallbacks >= 1.0,
         "the fall back is not counted: {fallbacks}"
     );
-    let _ = std::fs::remove_file(&path);
     app.cleanup().await;
 }

@@ -100,7 +100,7 @@ impl Protocol for V1 {
                 link.send_text(frame.to_text()).await
             }
             Ok(Request::Subscribe(id)) => match link.streams.catalog.by_id(id) {
-                Some(asset) if !self.grant.may_read(asset.id) => {
+                Some(asset) if !self.grant.scope.allows(asset.id) => {
                     let text = format!("this connection's token does not allow {}", asset.name);
                     link.send_text(error_frame(ErrorType::Forbidden, &text))
                         .await

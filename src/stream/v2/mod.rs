@@ -196,8 +196,8 @@ impl V2 {
 fn forbidden(grant: &Grant, streams: &[Stream]) -> Option<String> {
     streams.iter().find_map(|s| {
         let allowed = match &s.kind {
-            Kind::Point(a) | Kind::Kline(a, _) | Kind::Ticker(a) => grant.may_read(a.id),
-            Kind::AllPoints | Kind::AllTickers => grant.may_read_all(),
+            Kind::Point(a) | Kind::Kline(a, _) | Kind::Ticker(a) => grant.scope.allows(a.id),
+            Kind::AllPoints | Kind::AllTickers => grant.scope.is_all(),
         };
         (!allowed).then(|| {
             format!(

@@ -119,6 +119,49 @@ pub async fn archived(archive: &Archive, asset: u32, from: i64, to: i64) -> Vec<
     points.into_iter().map(|p| (p.time, p.value)).collect()
 }
 
+/// A keys file of its own, holding `keys` (key, tier, name).
+pub struct KeysFile(std::path::PathBuf);
+
+impl KeysFile {
+    pub fn new(keys: &[(&str, &str, &str)]) -> Self {
+        let path = std::env::temp_dir().join(format!("ratesd-keys-{}", unique_id()));
+        let file = Self(path);
+        file.write(keys);
+        file
+    }
+
+    pub fn write(&self, keys: &[(&str, &str, &str)]) {
+        let text: String = keys
+            .iter()
+            .map(|(key, tier, name)| ratesd::access::keys::file_line(key, tier, name) + "\n")
+            .collect();
+        // Written aside and renamed: a reader never sees half a file.
+        let aside = self.0.with_extension("new");
+        std::fs::write(&aside, text).unwrap();
+        std::fs::rename(&aside, &self.0).unwrap();
+    }
+
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+
+    pub fn file(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// A file holding one new key of `tier` (named `test`), and the key.
+    pub fn with_new_key(tier: &str) -> (Self, String) {
+        let key = ratesd::access::keys::new_key().unwrap();
+        (Self::new(&[(&key, tier, "test")]), key)
+    }
+}
+
+impl Drop for KeysFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 pub const PG_BASE: &str = "postgres://postgres@127.0.0.1:5432";
 
 pub struct TestApp {
