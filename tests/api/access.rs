@@ -23,26 +23,19 @@ fn token(claims: serde_json::Value) -> String {
 }
 
 fn options(engine: Engine, mode: &str, keys: &KeysFile, more: &[&str]) -> Options {
-    let mut extra: Vec<String> = [
+    let path = keys.path();
+    let mut flags = vec![
         "--auth",
         mode,
         "--keys-file",
-        &keys.path(),
+        &path,
         "--jwt-key",
         SECRET,
         "--tiers",
         "free:100/200/16/64,pro:1000/2000/2/3",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    extra.extend(more.iter().map(|s| (*s).to_owned()));
-    Options {
-        engine,
-        archive: false,
-        extra,
-        ..Options::default()
-    }
+    ];
+    flags.extend(more);
+    Options::flags(engine, &flags)
 }
 
 async fn get_with(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {

@@ -9,19 +9,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 fn limited(engine: Engine, per_second: u32, burst: u32, more: &[&str]) -> Options {
-    let mut extra = vec![
+    let mut flags = vec![
         "--rate-limit-per-second".to_owned(),
         per_second.to_string(),
         "--rate-limit-burst".to_owned(),
         burst.to_string(),
     ];
-    extra.extend(more.iter().map(|s| (*s).to_owned()));
-    Options {
-        engine,
-        archive: false,
-        extra,
-        ..Options::default()
-    }
+    flags.extend(more.iter().map(|s| (*s).to_owned()));
+    Options::flags(engine, &flags)
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {

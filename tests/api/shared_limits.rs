@@ -17,20 +17,13 @@ const RATE: u32 = 20;
 const BURST: u32 = 20;
 
 fn keyed(engine: Engine, keys: &str, more: &[&str]) -> Options {
-    let mut extra: Vec<String> = ["--auth", "required", "--keys-file", keys]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let tiers = format!("pro:{RATE}/{BURST}/16/64");
+    let mut flags = vec!["--auth", "required", "--keys-file", keys];
     if !more.contains(&"--tiers") {
-        extra.extend(["--tiers".to_owned(), format!("pro:{RATE}/{BURST}/16/64")]);
+        flags.extend(["--tiers", &tiers]);
     }
-    extra.extend(more.iter().map(|s| (*s).to_owned()));
-    Options {
-        engine,
-        archive: false,
-        extra,
-        ..Options::default()
-    }
+    flags.extend(more);
+    Options::flags(engine, &flags)
 }
 
 /// Sends requests with `key` to every node from four clients each for

@@ -204,6 +204,16 @@ impl Default for Options {
 }
 
 impl Options {
+    /// On `engine`, no archive, with these flags.
+    pub fn flags<S: AsRef<str>>(engine: Engine, flags: &[S]) -> Self {
+        Self {
+            engine,
+            archive: false,
+            extra: flags.iter().map(|s| s.as_ref().to_owned()).collect(),
+            ..Self::default()
+        }
+    }
+
     /// The defaults on `engine`.
     pub fn on(engine: Engine) -> Self {
         Self {
