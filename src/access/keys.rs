@@ -46,8 +46,8 @@ pub struct KeyRing {
     path: PathBuf,
     tiers: Tiers,
     ring: RwLock<Arc<Ring>>,
-    /// The file's modification time and length when last read.
-    seen: RwLock<Option<(SystemTime, u64)>>,
+    /// The file's modification time, length and inode when last read.
+    seen: RwLock<Option<Stamp>>,
 }
 
 impl KeyRing {
@@ -101,7 +101,12 @@ impl KeyRing {
         let seen = *self.seen.read().unwrap_or_else(|e| e.into_inner());
         match now {
             Ok(now) if Some(now) == seen => {}
-            Ok(_) => self.reload_or_warn(),
+            Ok(now) => {
+                self.reload_or_warn();
+                // Read or not, this version is seen: a file that cannot be
+                // read warns once, not every second.
+                *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
+            }
             Err(e) => {
                 if seen.is_some() {
                     tracing::warn!(error = %e, path = %self.path.display(),
@@ -120,9 +125,17 @@ impl KeyRing {
     }
 }
 
-fn stamp(path: &Path) -> std::io::Result<(SystemTime, u64)> {
+/// What tells a changed file: modification time, length, inode (a file
+/// renamed over the old one keeps neither).
+type Stamp = (SystemTime, u64, u64);
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
     let meta = std::fs::metadata(path)?;
-    Ok((meta.modified()?, meta.len()))
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Ok((meta.modified()?, meta.len(), inode))
 }
 
 /// The keys file's lines: `DIGEST TIER NAME`, `#` comments and blank lines

@@ -244,6 +244,12 @@ impl Gate {
         }
     }
 
+    /// The anonymous caller a request from `peer` is (whatever credential
+    /// it carries).
+    pub fn anonymous_at(&self, peer: IpAddr, headers: &HeaderMap) -> Identity {
+        self.anonymous(client_ip(&self.trusted_proxies, peer, headers))
+    }
+
     fn anonymous(&self, ip: IpAddr) -> Identity {
         Identity {
             client: Client::Ip(ip),

@@ -19,7 +19,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 
 use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
@@ -112,6 +112,7 @@ where
         let started = Instant::now();
         let method = metrics::method_label(request.method());
         let route = self.shared.route_label(&request);
+        let mut private = false;
         let quota = match &self.shared.access {
             None => None,
             Some(access) => {
@@ -119,7 +120,7 @@ where
                     .extensions()
                     .get::<ConnectInfo<SocketAddr>>()
                     .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-                let upgrade = is_upgrade(request.headers());
+                let upgrade = crate::stream::upgrade::asks_for_websocket(request.headers());
                 let who =
                     match access
                         .gate
@@ -127,10 +128,34 @@ where
                     {
                         Ok(who) => who,
                         Err(refusal) => {
-                            return self.refused(unauthorized(&refusal), route, method, started);
+                            // Counted against the address's anonymous limit:
+                            // guessing costs what asking does.
+                            let anonymous = access.gate.anonymous_at(peer, request.headers());
+                            let refused = unauthorized(&refusal);
+                            return match access.limiter.admit(request.uri().path(), &anonymous) {
+                                Admission::Now(Err(limited)) => {
+                                    self.refused(*limited, route, method, started)
+                                }
+                                Admission::Now(Ok(_)) => {
+                                    self.refused(refused, route, method, started)
+                                }
+                                Admission::Later(check) => FrontDoorFuture::Waiting {
+                                    fut: Box::pin(async move {
+                                        match check.await {
+                                            Err(limited) => *limited,
+                                            Ok(_) => refused,
+                                        }
+                                    }),
+                                    started,
+                                    route,
+                                    method,
+                                },
+                            };
                         }
                     };
                 let admission = access.limiter.admit(request.uri().path(), &who);
+                // A caller's answers are its own: no shared cache may keep them.
+                private = who.kind() != "anonymous";
                 request.extensions_mut().insert::<Identity>(who);
                 match admission {
                     Admission::Now(Ok(quota)) => quota,
@@ -151,6 +176,9 @@ where
                                         if let Some(quota) = quota {
                                             quota.set(response.headers_mut());
                                         }
+                                        if private {
+                                            keep_private(&mut response);
+                                        }
                                         response
                                     }
                                     Err(refused) => *refused,
@@ -170,6 +198,7 @@ where
             route,
             method,
             quota,
+            private,
         }
     }
 }
@@ -189,12 +218,23 @@ impl<S> FrontDoor<S> {
     }
 }
 
-/// Whether a request asks for a WebSocket.
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
+/// Marks an answer to a caller with a credential as its own: `private`
+/// where it said `public`, and varying by the credential headers, so that
+/// no shared cache hands it to another caller.
+fn keep_private(response: &mut Response) {
+    let headers = response.headers_mut();
+    if let Some(private) = headers
+        .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+        .and_then(|v| v.strip_prefix("public"))
+        .and_then(|rest| HeaderValue::from_str(&format!("private{rest}")).ok())
+    {
+        headers.insert(header::CACHE_CONTROL, private);
+    }
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static("Authorization, X-API-Key"),
+    );
 }
 
 /// The 401 of a refused credential, with its challenge. Nothing of the
@@ -233,6 +273,7 @@ pin_project_lite::pin_project! {
             route: &'static str,
             method: &'static str,
             quota: Option<Quota3>,
+            private: bool,
         },
     }
 }
@@ -265,10 +306,14 @@ where
                 route,
                 method,
                 quota,
+                private,
             } => {
                 let Ok(mut response) = ready!(fut.poll(cx));
                 if let Some(quota) = quota.take() {
                     quota.set(response.headers_mut());
+                }
+                if *private {
+                    keep_private(&mut response);
                 }
                 metrics::record(route, method, response.status(), started.elapsed());
                 Poll::Ready(Ok(response))

@@ -41,6 +41,7 @@ async fn root(
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-cache"),
+                (header::REFERRER_POLICY, "no-referrer"),
             ],
             PAGE,
         )

@@ -346,7 +346,13 @@ fn cors(origins: &str) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .allow_headers([header::IF_NONE_MATCH, header::ACCEPT, header::CACHE_CONTROL])
+        .allow_headers([
+            header::IF_NONE_MATCH,
+            header::ACCEPT,
+            header::CACHE_CONTROL,
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+        ])
         .expose_headers([
             header::ETAG,
             header::LINK,
@@ -354,6 +360,8 @@ fn cors(origins: &str) -> CorsLayer {
             HeaderName::from_static("ratelimit-limit"),
             HeaderName::from_static("ratelimit-remaining"),
             HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static("ratelimit-policy"),
+            header::WWW_AUTHENTICATE,
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

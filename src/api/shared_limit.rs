@@ -92,7 +92,7 @@ impl SharedLimits {
             return None;
         }
         lease.tokens -= 1;
-        Some(lease.remaining + lease.tokens)
+        Some(lease.remaining.saturating_add(lease.tokens))
     }
 
     /// Whether Redis failed lately (the node counts alone meanwhile).
@@ -115,6 +115,14 @@ impl SharedLimits {
                 expires: Instant::now(),
                 asking: false,
             });
+            // A lease came back since this request looked: spend from it
+            // (a node holds one lease at a time).
+            if lease.tokens > 0 && lease.expires > Instant::now() {
+                lease.tokens -= 1;
+                return Asked::Granted {
+                    remaining: lease.remaining.saturating_add(lease.tokens),
+                };
+            }
             if lease.asking {
                 1
             } else {
@@ -154,7 +162,7 @@ impl SharedLimits {
                 }
                 self.up();
                 Asked::Granted {
-                    remaining: taken.remaining + taken.granted - 1,
+                    remaining: taken.remaining.saturating_add(taken.granted - 1),
                 }
             }
             Ok(Ok(taken)) => {
@@ -266,33 +274,34 @@ impl SharedConnections {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let member = format!("{}:{n}", self.node);
         let name = client_name(client);
+        let tier_name: Arc<str> = Arc::from(tier.name.as_str());
+        // Held (and renewed) from before Redis is asked: a request dropped
+        // while Redis counts it in still counts it out (the slot's drop).
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((tier_name.clone(), name.clone()))
+            .or_default()
+            .push(member.clone());
+        let slot = SharedSlot {
+            shared: self.clone(),
+            tier: tier_name,
+            client: name,
+            member,
+        };
         let asked = tokio::time::timeout(
             ASK_TIMEOUT,
             self.store.open_connection(
                 &tier.name,
-                &name,
-                &member,
+                &slot.client,
+                &slot.member,
                 tier.connections,
                 CONNECTION_TTL,
             ),
         )
         .await;
         match asked {
-            Ok(Ok(true)) => {
-                let tier: Arc<str> = Arc::from(tier.name.as_str());
-                self.held
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .entry((tier.clone(), name.clone()))
-                    .or_default()
-                    .push(member.clone());
-                Ok(Some(SharedSlot {
-                    shared: self.clone(),
-                    tier,
-                    client: name,
-                    member,
-                }))
-            }
+            Ok(Ok(true)) => Ok(Some(slot)),
             Ok(Ok(false)) => Ok(None),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis unavailable: connections counted on this node alone");

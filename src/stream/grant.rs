@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use crate::clock::unix_now;
 use crate::domain::{Scope, UnixSeconds};
 
 #[derive(Debug, Clone, Default)]
@@ -18,10 +17,15 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The time left until `expires`, if it has one (zero once past).
+    /// The time left until `expires`, if it has one (zero once past), to
+    /// the millisecond.
     pub fn time_left(&self) -> Option<Duration> {
         self.expires.map(|at| {
-            Duration::from_secs(u64::try_from(at.saturating_sub(unix_now())).unwrap_or(0))
+            let at = Duration::from_secs(u64::try_from(at).unwrap_or(0));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            at.saturating_sub(now)
         })
     }
 }
@@ -32,6 +36,7 @@ mod tests {
 
     #[test]
     fn time_left_is_zero_once_past() {
+        use crate::clock::unix_now;
         let open = Grant::default();
         let past = Grant {
             expires: Some(unix_now() - 5),

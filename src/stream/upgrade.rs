@@ -56,6 +56,14 @@ pub enum UpgradeRejection {
     NotUpgradable,
 }
 
+/// Whether a request asks for a WebSocket (`websocket` among its
+/// `Upgrade` tokens, in any of its `Upgrade` headers): as the upgrade
+/// itself reads it, so that nothing upgrades that the gate took for a plain
+/// request.
+pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    header_has(headers, header::UPGRADE, "websocket")
+}
+
 fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.to_str()
@@ -70,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         if parts.method != Method::GET
             || parts.version != Version::HTTP_11
             || !header_has(&parts.headers, header::CONNECTION, "upgrade")
-            || !header_has(&parts.headers, header::UPGRADE, "websocket")
+            || !asks_for_websocket(&parts.headers)
         {
             return Err(UpgradeRejection::NotAnUpgrade);
         }

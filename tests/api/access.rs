@@ -191,6 +191,44 @@ async fn each_credential_form_is_accepted_and_each_bad_one_refused(engine: Engin
         StatusCode::UNAUTHORIZED
     );
 
+    // An upgrade however its headers list it is an upgrade to the gate.
+    let sneaky = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "foo, websocket"),
+    ];
+    assert_eq!(ws_with(&app, "/", &sneaky).await.err(), Some(401));
+
+    // A keyed answer is the caller's own: no shared cache keeps it.
+    let resp = get_with(&app, "/api/v1/assets", &[("x-api-key", &key)]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cache = resp.headers()["cache-control"].to_str().unwrap();
+    assert!(cache.starts_with("private, max-age="), "{cache}");
+    let vary: Vec<_> = resp
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(vary.iter().any(|v| v.contains("Authorization")), "{vary:?}");
+    // A browser on another origin may send a key or token.
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/rates"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization, x-api-key")
+        .send()
+        .await
+        .unwrap();
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("x-api-key"),
+        "{allowed}"
+    );
+
     // What stays open: the page, the docs, the problems, the probes.
     for open in [
         "/",

@@ -399,7 +399,7 @@ async fn test_page_sse_charts_streams_and_resumes_after_a_drop_in_chromium() {
     app.cleanup().await;
 }
 
-/// On a deployment that needs a key, the page given one (`?key=`) charts
+/// On a deployment that needs a key, the page given one (`#key=`) charts
 /// over its WebSocket and over its event stream (the key as `?token=`,
 /// and as a bearer to REST).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -430,7 +430,7 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
     };
     let browser = Browser::start(&binaries).await;
     browser
-        .goto(&format!("{}/?asset=USDJPY&key={key}", app.base))
+        .goto(&format!("{}/?asset=USDJPY#key={key}", app.base))
         .await;
     eventually(
         "v1: a chart with the key",
@@ -439,7 +439,7 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
     )
     .await;
     browser
-        .goto(&format!("{}/?mode=sse&assets=USDJPY&key={key}", app.base))
+        .goto(&format!("{}/?mode=sse&assets=USDJPY#key={key}", app.base))
         .await;
     eventually(
         "sse: a chart with the key",
