@@ -223,12 +223,18 @@ impl<S> FrontDoor<S> {
 /// no shared cache hands it to another caller.
 fn keep_private(response: &mut Response) {
     let headers = response.headers_mut();
-    if let Some(private) = headers
-        .get(header::CACHE_CONTROL)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("public"))
-        .and_then(|rest| HeaderValue::from_str(&format!("private{rest}")).ok())
-    {
+    let private = match headers.get(header::CACHE_CONTROL).map(HeaderValue::as_bytes) {
+        // The usual ones without building a string.
+        Some(b"public, max-age=1") => Some(HeaderValue::from_static("private, max-age=1")),
+        Some(b"public, max-age=60") => Some(HeaderValue::from_static("private, max-age=60")),
+        Some(b"public, max-age=300") => Some(HeaderValue::from_static("private, max-age=300")),
+        Some(other) => other
+            .strip_prefix(b"public")
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .and_then(|rest| HeaderValue::from_str(&format!("private{rest}")).ok()),
+        None => None,
+    };
+    if let Some(private) = private {
         headers.insert(header::CACHE_CONTROL, private);
     }
     headers.append(
