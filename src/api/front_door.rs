@@ -223,7 +223,10 @@ impl<S> FrontDoor<S> {
 /// no shared cache hands it to another caller.
 fn keep_private(response: &mut Response) {
     let headers = response.headers_mut();
-    let private = match headers.get(header::CACHE_CONTROL).map(HeaderValue::as_bytes) {
+    let private = match headers
+        .get(header::CACHE_CONTROL)
+        .map(HeaderValue::as_bytes)
+    {
         // The usual ones without building a string.
         Some(b"public, max-age=1") => Some(HeaderValue::from_static("private, max-age=1")),
         Some(b"public, max-age=60") => Some(HeaderValue::from_static("private, max-age=60")),
