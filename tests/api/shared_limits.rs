@@ -144,7 +144,10 @@ async fn the_connection_cap_counts_every_node(engine: Engine) {
     a.cleanup().await;
 }
 
-mod redis {
+// Only Redis shares anything across nodes: these run on the Redis
+// engines alone (the embedded one is one node), named apart from the
+// behaviour suite that runs on every engine.
+mod across_redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_on_two_nodes_keeps_one_limit() {
         super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Redis).await
@@ -156,7 +159,7 @@ mod redis {
     }
 }
 
-mod redis_cluster {
+mod across_redis_cluster {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_key_on_two_nodes_keeps_one_limit() {
         super::one_key_on_two_nodes_keeps_one_limit(crate::helpers::Engine::Cluster).await
