@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::tiers::{Tier, Tiers};
 
@@ -26,6 +27,8 @@ const POLL: Duration = Duration::from_secs(1);
 pub struct KeyEntry {
     pub name: Arc<str>,
     pub tier: Arc<Tier>,
+    /// Cancelled when the key leaves the file: what it opened is closed.
+    pub revoked: CancellationToken,
 }
 
 type Ring = HashMap<[u8; 32], Arc<KeyEntry>>;
@@ -87,8 +90,20 @@ impl KeyRing {
     pub fn reload(&self) -> std::io::Result<()> {
         let stamp = stamp(&self.path)?;
         let text = std::fs::read_to_string(&self.path)?;
-        let ring = parse(&text, &self.tiers);
+        let mut ring = parse(&text, &self.tiers);
         let n = ring.len();
+        let old = self.ring.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // A key still listed keeps its token (its connections go on); a key
+        // gone has its token cancelled (they are closed).
+        for (digest, entry) in old.iter() {
+            match ring.get_mut(digest).and_then(Arc::get_mut) {
+                Some(new) => new.revoked = entry.revoked.clone(),
+                None => {
+                    tracing::info!(name = %entry.name, "API key revoked: closing what it opened");
+                    entry.revoked.cancel();
+                }
+            }
+        }
         *self.ring.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ring);
         *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Some(stamp);
         tracing::info!(keys = n, path = %self.path.display(), "API keys loaded");
@@ -184,6 +199,7 @@ fn parse(text: &str, tiers: &Tiers) -> Ring {
             Arc::new(KeyEntry {
                 name: name.into(),
                 tier: tier.clone(),
+                revoked: CancellationToken::new(),
             }),
         );
     }
@@ -316,12 +332,28 @@ mod tests {
         let ring = KeyRing::open(&path, tiers()).unwrap();
         assert!(ring.lookup("rk_one").is_some());
         assert!(ring.lookup("rk_two").is_none());
+        let one = ring.lookup("rk_one").unwrap().revoked.clone();
         std::fs::write(
             &path,
             format!("{}\n# longer now\n", file_line("rk_two", "pro", "two")),
         )
         .unwrap();
         ring.reload_if_changed();
+        assert!(one.is_cancelled(), "a key gone has its connections closed");
+        let two = ring.lookup("rk_two").unwrap().revoked.clone();
+        std::fs::write(
+            &path,
+            format!(
+                "{}\n# and longer still\n",
+                file_line("rk_two", "pro", "two")
+            ),
+        )
+        .unwrap();
+        ring.reload_if_changed();
+        assert!(
+            !two.is_cancelled(),
+            "a key still listed keeps its connections"
+        );
         assert!(ring.lookup("rk_one").is_none());
         assert!(ring.lookup("rk_two").is_some());
         std::fs::remove_file(&path).unwrap();

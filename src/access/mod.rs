@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, Uri, header};
+use tokio_util::sync::CancellationToken;
 
 use self::keys::{KeyRing, KeysError};
 use self::tiers::{ANONYMOUS, Tier, Tiers, TiersError};
@@ -42,6 +43,8 @@ pub struct Identity {
     pub scope: Scope,
     /// When a token expires.
     pub expires: Option<UnixSeconds>,
+    /// A key's: cancelled when the key is revoked.
+    pub revoked: Option<CancellationToken>,
 }
 
 impl Identity {
@@ -218,6 +221,7 @@ impl Gate {
                     tier: entry.tier.clone(),
                     scope: Scope::All,
                     expires: None,
+                    revoked: Some(entry.revoked.clone()),
                 })
             }
             Some(token) => {
@@ -239,6 +243,7 @@ impl Gate {
                     tier,
                     scope,
                     expires: Some(claims.exp),
+                    revoked: None,
                 })
             }
         }
@@ -256,6 +261,7 @@ impl Gate {
             tier: self.tiers.anonymous().clone(),
             scope: Scope::All,
             expires: None,
+            revoked: None,
         }
     }
 }

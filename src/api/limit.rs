@@ -303,6 +303,7 @@ mod tests {
             tier: tiers.anonymous().clone(),
             scope: crate::domain::Scope::All,
             expires: None,
+            revoked: None,
         }
     }
 
@@ -350,6 +351,7 @@ mod tests {
             tier: t.get("pro").unwrap().clone(),
             scope: crate::domain::Scope::All,
             expires: None,
+            revoked: None,
         };
         let mut h = HeaderMap::new();
         now(l.admit("/api/v1/rates", &pro))

@@ -28,6 +28,8 @@ pub mod close {
     pub const SERVICE_RESTART: u16 = 1012;
     /// The connection's token expired (ratesd's own, in the 4000s).
     pub const TOKEN_EXPIRED: u16 = 4001;
+    /// The connection's API key was revoked.
+    pub const KEY_REVOKED: u16 = 4003;
 }
 
 /// The kinds of error a client is told of.

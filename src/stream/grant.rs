@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::domain::{Scope, UnixSeconds};
 
 #[derive(Debug, Clone, Default)]
@@ -14,6 +16,8 @@ pub struct Grant {
     pub scope: Scope,
     /// When its token expires (Unix seconds): the connection is closed then.
     pub expires: Option<UnixSeconds>,
+    /// Its key's revocation: the connection is closed when it comes.
+    pub revoked: Option<CancellationToken>,
 }
 
 impl Grant {
@@ -27,6 +31,37 @@ impl Grant {
                 .unwrap_or_default();
             at.saturating_sub(now)
         })
+    }
+}
+
+impl Grant {
+    /// Why the connection must end, when it must: at its token's expiry
+    /// (4001) or its key's revocation (4003). Pending for ever otherwise.
+    pub fn ended(&self) -> impl std::future::Future<Output = (u16, &'static str)> + Send + 'static {
+        // The deadline is taken now, not when the future is first polled
+        // (after a subscribe's snapshot, say).
+        let deadline = self
+            .time_left()
+            .map(|left| tokio::time::Instant::now() + left);
+        let revoked = self.revoked.clone();
+        async move {
+            let expired = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let revoked = async {
+                match revoked {
+                    Some(token) => token.cancelled_owned().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = expired => (super::frame::close::TOKEN_EXPIRED, "token expired"),
+                () = revoked => (super::frame::close::KEY_REVOKED, "key revoked"),
+            }
+        }
     }
 }
 

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::frame::{ErrorType, close, close_wire};
+use super::grant::Grant;
 use super::outbox::{Outbox, QUEUE_FRAMES, event};
 use super::stall::{Sends, SocketFd, WriteStall};
 use super::state::Streams;
@@ -87,12 +88,6 @@ impl End {
         Self::Close(close::GOING_AWAY, "server shutting down".into())
     }
 
-    /// The connection's token expired (4001): the client reconnects with
-    /// a fresh one.
-    pub fn token_expired() -> Self {
-        Self::Close(close::TOKEN_EXPIRED, "token expired".into())
-    }
-
     /// The live feed was lost (1012): points would stop with no word.
     pub fn interrupted() -> Self {
         Self::Close(
@@ -112,8 +107,9 @@ pub struct Session<P> {
     inbound: Option<governor::DefaultDirectRateLimiter>,
     violations: u32,
     sent: metrics::Counter,
-    /// Time left until the connection's token expires: closed then (4001).
-    expires_in: Option<Duration>,
+    /// What the connection's credential allows: closed at its token's
+    /// expiry (4001) or its key's revocation (4003).
+    grant: Grant,
 }
 
 impl<P: Protocol> Session<P> {
@@ -130,13 +126,14 @@ impl<P: Protocol> Session<P> {
             inbound,
             violations: 0,
             sent: metrics::counter!("ratesd_ws_messages_sent_total"),
-            expires_in: None,
+            grant: Grant::default(),
         }
     }
 
-    /// Closes the connection (4001, "token expired") once `left` has passed.
-    pub fn expiring(mut self, left: Option<Duration>) -> Self {
-        self.expires_in = left;
+    /// Closes the connection when `grant` ends: at its token's expiry, or
+    /// its key's revocation.
+    pub fn granted(mut self, grant: Grant) -> Self {
+        self.grant = grant;
         self
     }
 
@@ -177,14 +174,8 @@ impl<P: Protocol> Session<P> {
         let mut stall = WriteStall::new(settings.write_timeout);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
-        let expires_in = self.expires_in;
-        let expired = async move {
-            match expires_in {
-                Some(left) => tokio::time::sleep(left).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(expired);
+        let ended = self.grant.ended();
+        tokio::pin!(ended);
         let outbox = self.outbox.clone();
         let mut link = Link {
             sink: &mut socket,
@@ -202,7 +193,7 @@ impl<P: Protocol> Session<P> {
                 let step = tokio::select! {
                     biased;
                     () = &mut cancelled => Err(End::going_away()),
-                    () = &mut expired => Err(End::token_expired()),
+                    (code, reason) = &mut ended => Err(End::Close(code, reason.into())),
                     events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
                         self.on_events(events, &mut socket).await
                     }

@@ -70,22 +70,22 @@ async fn run(
         outbox,
         sent: &sent,
     };
-    let expires_in = grant.time_left();
+    let ended = grant.ended();
     let mut v2 = V2::default().granted(grant);
     let end = match v2.open_url(request, &mut w).await {
         // Refused (the store unavailable): the error event is the answer.
         Ok(()) if !v2.is_live() => End::Gone,
-        Ok(()) => live(streams, outbox, &mut w, fd, v2.is_live(), expires_in).await,
+        Ok(()) => live(streams, outbox, &mut w, fd, v2.is_live(), ended).await,
         Err(end) => end,
     };
-    if let End::Close(code, _) = &end
-        && *code == close::TOKEN_EXPIRED
+    if let End::Close(code, reason) = &end
+        && matches!(*code, close::TOKEN_EXPIRED | close::KEY_REVOKED)
     {
         // No close code on an event stream: its last event says why.
         let _ = w
             .send(
                 Event::Error,
-                super::v2::error_event(ErrorType::Unauthorized, "token expired"),
+                super::v2::error_event(ErrorType::Unauthorized, reason),
             )
             .await;
     }
@@ -107,15 +107,9 @@ async fn live(
     w: &mut Writer<'_>,
     fd: Option<SocketFd>,
     is_live: bool,
-    expires_in: Option<Duration>,
+    ended: impl std::future::Future<Output = (u16, &'static str)>,
 ) -> End {
-    let expired = async move {
-        match expires_in {
-            Some(left) => tokio::time::sleep(left).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expired);
+    tokio::pin!(ended);
     // At least every 15 s; as often as WebSocket pings where those are set
     // more often, and within half the HTTP idle deadline.
     let every = streams.settings.keep_alive_every;
@@ -126,7 +120,7 @@ async fn live(
         let step = tokio::select! {
             biased;
             () = shutdown.cancelled() => Err(End::going_away()),
-            () = &mut expired => Err(End::token_expired()),
+            (code, reason) = &mut ended => Err(End::Close(code, reason.into())),
             events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
                 if events & event::BROKEN != 0 {
                     Err(End::Gone)

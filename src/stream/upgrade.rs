@@ -181,9 +181,9 @@ pub fn accept<P: Protocol + 'static>(
     protocol: P,
     peer: std::net::SocketAddr,
     guard: impl Send + 'static,
-    expires: &super::Grant,
+    grant: &super::Grant,
 ) -> Response {
-    let expires_in = expires.time_left();
+    let grant = grant.clone();
     let max = streams.settings.max_frame_bytes;
     let fd = ws.fd;
     // Small buffers: clients send little (a larger frame grows the read
@@ -203,7 +203,7 @@ pub fn accept<P: Protocol + 'static>(
         metrics::gauge!("ratesd_ws_connections").increment(1.0);
         Session::new(streams, outbox, protocol)
             .watching(fd)
-            .expiring(expires_in)
+            .granted(grant)
             .run(socket)
             .await;
         metrics::gauge!("ratesd_ws_connections").decrement(1.0);

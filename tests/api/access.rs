@@ -494,8 +494,45 @@ async fn a_key_removed_from_the_file_is_refused_on_every_node_within_5_s(engine:
             StatusCode::OK
         );
     }
+    // What the key opened before: a WebSocket on one node, an event
+    // stream on the other, and one of the key that stays.
+    let mut ws = ws_with(&a, "/api/v2/ws?streams=EURUSD@point", &h)
+        .await
+        .unwrap();
+    let mut kept = ws_with(&a, "/api/v2/ws", &[("x-api-key", &other)])
+        .await
+        .unwrap();
+    let events = b
+        .http
+        .get(b.url("/api/v2/events?streams=EURUSD@point"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), StatusCode::OK);
     keys.write(&[(&other, "free", "other")]);
     let removed = std::time::Instant::now();
+    let close = close_frame(&mut ws, Duration::from_secs(10)).await;
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4003, "key revoked")
+    );
+    let body = tokio::time::timeout(Duration::from_secs(10), events.text())
+        .await
+        .expect("the event stream ends")
+        .unwrap();
+    let last = body.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(
+        last.contains("event: error") && last.contains("key revoked"),
+        "{last}"
+    );
+    // The other key's connection goes on.
+    kept.send(Message::text(
+        json!({"id": 1, "method": "list"}).to_string(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_frame(&mut kept).await["id"], 1);
     for node in [&a, &b] {
         eventually("the key revoked", Duration::from_secs(5), || async {
             let status = get_with(node, "/api/v1/assets", &h).await.status();

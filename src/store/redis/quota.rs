@@ -60,7 +60,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 "#;
 
-/// Vouches again for connections still open.
+/// Vouches again for connections still open: only members still there
+/// (`XX`), so that a renewal racing a close cannot count it back in.
 ///
 /// KEYS: the client's connections. ARGV: TTL in ms, members.
 const RENEW_SCRIPT: &str = r#"
@@ -68,7 +69,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = tonumber(ARGV[1])
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  redis.call('ZADD', KEYS[1], 'XX', now + ttl, ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], ttl)
 return 1
