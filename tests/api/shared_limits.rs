@@ -220,3 +220,50 @@ async fn with_redis_away_each_node_limits_alone_and_nothing_fails() {
     );
     app.cleanup().await;
 }
+
+/// The store's connection counts: a cap holds, a closed connection is
+/// counted out, and a renewal racing its close does not count it back in.
+async fn connection_counts_in_the_store(engine: Engine) {
+    let Some(ratesd::store::Engine::Redis(store)) = crate::helpers::bare_engine(engine) else {
+        return;
+    };
+    let ttl = Duration::from_secs(30);
+    let open = |member: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .open_connection("pro", "key:acme", member, 2, ttl)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(open("n1:1").await);
+    assert!(open("n2:1").await);
+    assert!(!open("n1:2").await, "a third over the cap of two");
+    store
+        .close_connection("pro", "key:acme", "n1:1")
+        .await
+        .unwrap();
+    // The node's renewal, from a list taken before the close.
+    store
+        .renew_connections("pro", "key:acme", &["n1:1".into(), "n2:1".into()], ttl)
+        .await
+        .unwrap();
+    assert!(
+        open("n1:3").await,
+        "the closed one stays out after a renewal"
+    );
+    assert!(!open("n1:4").await);
+}
+
+mod store_counts {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_redis() {
+        super::connection_counts_in_the_store(crate::helpers::Engine::Redis).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_redis_cluster() {
+        super::connection_counts_in_the_store(crate::helpers::Engine::Cluster).await
+    }
+}
