@@ -17,9 +17,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, Uri, header};
-use tokio_util::sync::CancellationToken;
 
-use self::keys::{KeyRing, KeysError};
+use self::keys::{KeyEntry, KeyRing, KeysError};
 use self::tiers::{ANONYMOUS, Tier, Tiers, TiersError};
 use self::token::{KeyError, TokenError, Verifier};
 use crate::config::{AuthMode, Config};
@@ -43,8 +42,8 @@ pub struct Identity {
     pub scope: Scope,
     /// When a token expires.
     pub expires: Option<UnixSeconds>,
-    /// A key's: cancelled when the key is revoked.
-    pub revoked: Option<CancellationToken>,
+    /// The key's entry, for a key (its revocation).
+    pub key: Option<Arc<KeyEntry>>,
 }
 
 impl Identity {
@@ -221,7 +220,7 @@ impl Gate {
                     tier: entry.tier.clone(),
                     scope: Scope::All,
                     expires: None,
-                    revoked: Some(entry.revoked.clone()),
+                    key: Some(entry),
                 })
             }
             Some(token) => {
@@ -243,7 +242,7 @@ impl Gate {
                     tier,
                     scope,
                     expires: Some(claims.exp),
-                    revoked: None,
+                    key: None,
                 })
             }
         }
@@ -261,7 +260,7 @@ impl Gate {
             tier: self.tiers.anonymous().clone(),
             scope: Scope::All,
             expires: None,
-            revoked: None,
+            key: None,
         }
     }
 }

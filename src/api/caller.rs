@@ -54,7 +54,7 @@ impl Caller {
             max_streams: usize::try_from(self.0.tier.streams).ok(),
             scope: self.0.scope.clone(),
             expires: self.0.expires,
-            revoked: self.0.revoked.clone(),
+            revoked: self.0.key.as_ref().map(|k| k.revoked.clone()),
         }
     }
 }

@@ -303,7 +303,7 @@ mod tests {
             tier: tiers.anonymous().clone(),
             scope: crate::domain::Scope::All,
             expires: None,
-            revoked: None,
+            key: None,
         }
     }
 
@@ -351,7 +351,7 @@ mod tests {
             tier: t.get("pro").unwrap().clone(),
             scope: crate::domain::Scope::All,
             expires: None,
-            revoked: None,
+            key: None,
         };
         let mut h = HeaderMap::new();
         now(l.admit("/api/v1/rates", &pro))
