@@ -41,7 +41,7 @@ wait_up() { # port header
   local t0=$SECONDS
   until curl -fs -H "$2" "http://127.0.0.1:$1/api/v1/rates/EURUSD" >/dev/null; do
     sleep 0.2
-    if ((SECONDS - t0 > 60)); then echo "port $1 never answered" >&2; exit 1; fi
+    if ((SECONDS - t0 > 60)); then echo "port $1 never answered:" >&2; curl -s -H "$2" "http://127.0.0.1:$1/api/v1/rates/EURUSD" >&2; cat "$work"/*.log >&2; exit 1; fi
   done
 }
 targets=()
