@@ -157,11 +157,15 @@ pub async fn respond(
         Format::Csv => Some(Ok(Bytes::from_static(b"time,value\n"))),
         Format::Ndjson => None,
     };
-    let body = futures_util::stream::iter(header).chain(chunks.map(move |chunk| {
-        chunk.map(|values| encode(format, &name, id, &values)).inspect_err(|e| {
-            tracing::warn!(error = %e, "an export stopped part-way: the archive could not be read");
-        })
-    }));
+    // Fused: the compression layer polls a body again after its end, and
+    // an unfold polled past its end panics.
+    let body = futures_util::stream::iter(header)
+        .chain(chunks.map(move |chunk| {
+            chunk.map(|values| encode(format, &name, id, &values)).inspect_err(|e| {
+                tracing::warn!(error = %e, "an export stopped part-way: the archive could not be read");
+            })
+        }))
+        .fuse();
     let mut resp = Response::new(Body::from_stream(body));
     let headers = resp.headers_mut();
     headers.insert(
