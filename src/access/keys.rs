@@ -14,6 +14,8 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::hash::{from_hex, to_hex};
+
 use super::tiers::{Tier, Tiers};
 
 /// Every key starts so, which also tells a key from a token.
@@ -76,14 +78,6 @@ impl KeyRing {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let ring = self.ring.read().unwrap_or_else(|e| e.into_inner()).clone();
         ring.get(&digest).cloned()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ring.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Reads the file again and swaps the keys in.
@@ -206,25 +200,9 @@ fn parse(text: &str, tiers: &Tiers) -> Ring {
     ring
 }
 
-fn from_hex(hex: &str) -> Option<[u8; 32]> {
-    let bytes = hex.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks_exact(2).enumerate() {
-        let s = std::str::from_utf8(pair).ok()?;
-        out[i] = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// The SHA-256 of a key, in lower-case hex: what the keys file holds.
 pub fn digest_hex(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    to_hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// A new key: `rk_` and 43 characters (32 bytes from the OS).

@@ -183,10 +183,6 @@ impl Gate {
         self.keys.clone()
     }
 
-    pub fn trusted_proxies(&self) -> &[IpAddr] {
-        &self.trusted_proxies
-    }
-
     /// The caller of a request from `peer` to `uri`; `upgrade` when it asks
     /// for a WebSocket. A credential is read only where it matters (under
     /// `/api/`, and a WebSocket upgrade on `/`); elsewhere every caller is

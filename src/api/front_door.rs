@@ -24,7 +24,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
 use super::problem::{Kind, Problem};
-use crate::access::{Gate, Identity, Refusal};
+use crate::access::{Client, Gate, Identity, Refusal};
 
 /// Who is calling and how much they may: the gate and the tiers' limits.
 pub struct Access {
@@ -155,7 +155,7 @@ where
                     };
                 let admission = access.limiter.admit(request.uri().path(), &who);
                 // A caller's answers are its own: no shared cache may keep them.
-                private = who.kind() != "anonymous";
+                private = !matches!(who.client, Client::Ip(_));
                 request.extensions_mut().insert::<Identity>(who);
                 match admission {
                     Admission::Now(Ok(quota)) => quota,

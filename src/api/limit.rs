@@ -96,11 +96,12 @@ impl HttpLimiter {
         }
     }
 
-    fn of(&self, tier: &Arc<Tier>) -> Option<&TierLimiter> {
+    /// Where `tier`'s limiter is in [`Self::tiers`].
+    fn position(&self, tier: &Arc<Tier>) -> Option<usize> {
         self.tiers
             .iter()
-            .find(|t| Arc::ptr_eq(&t.tier, tier))
-            .or_else(|| self.tiers.iter().find(|t| t.tier.name == tier.name))
+            .position(|t| Arc::ptr_eq(&t.tier, tier))
+            .or_else(|| self.tiers.iter().position(|t| t.tier.name == tier.name))
     }
 
     /// Whether a request of `who` to `path` may pass: `Ok` with the headers
@@ -111,9 +112,10 @@ impl HttpLimiter {
         if EXEMPT.iter().any(|p| path.starts_with(p)) {
             return Admission::Now(Ok(None));
         }
-        let Some(t) = self.of(&who.tier) else {
+        let Some(i) = self.position(&who.tier) else {
             return Admission::Now(Ok(None));
         };
+        let t = &self.tiers[i];
         t.requests.increment(1);
         if t.limiter.is_none() {
             return Admission::Now(Ok(None));
@@ -130,9 +132,7 @@ impl HttpLimiter {
         let this = self.clone();
         let who = who.clone();
         Admission::Later(Box::pin(async move {
-            let Some(t) = this.of(&who.tier) else {
-                return Ok(None);
-            };
+            let t = &this.tiers[i];
             let Some(shared) = &this.shared else {
                 return this.admit_here(t, &who);
             };

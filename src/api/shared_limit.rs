@@ -39,6 +39,18 @@ struct Lease {
     asking: bool,
 }
 
+impl Lease {
+    /// Spends one request of it, if it has one left and has not expired:
+    /// about how many are left in the bucket.
+    fn spend(&mut self) -> Option<u32> {
+        if self.tokens == 0 || self.expires <= Instant::now() {
+            return None;
+        }
+        self.tokens -= 1;
+        Some(self.remaining.saturating_add(self.tokens))
+    }
+}
+
 /// Marks a client's whole-lease take as over when dropped.
 struct Asking<'a> {
     leases: &'a Mutex<HashMap<(usize, Client), Lease>>,
@@ -87,12 +99,7 @@ impl SharedLimits {
     /// holds one: about how many are left in the bucket.
     pub fn spend_leased(&self, tier: &Arc<Tier>, client: &Client) -> Option<u32> {
         let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-        let lease = leases.get_mut(&(tier_id(tier), client.clone()))?;
-        if lease.tokens == 0 || lease.expires <= Instant::now() {
-            return None;
-        }
-        lease.tokens -= 1;
-        Some(lease.remaining.saturating_add(lease.tokens))
+        leases.get_mut(&(tier_id(tier), client.clone()))?.spend()
     }
 
     /// Whether Redis failed lately (the node counts alone meanwhile).
@@ -117,11 +124,8 @@ impl SharedLimits {
             });
             // A lease came back since this request looked: spend from it
             // (a node holds one lease at a time).
-            if lease.tokens > 0 && lease.expires > Instant::now() {
-                lease.tokens -= 1;
-                return Asked::Granted {
-                    remaining: lease.remaining.saturating_add(lease.tokens),
-                };
+            if let Some(remaining) = lease.spend() {
+                return Asked::Granted { remaining };
             }
             if lease.asking {
                 1
@@ -337,23 +341,22 @@ impl SharedConnections {
 
 impl Drop for SharedSlot {
     fn drop(&mut self) {
-        {
-            let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
-            let key = (self.tier.clone(), std::mem::take(&mut self.client));
-            if let Some(members) = held.get_mut(&key) {
-                members.retain(|m| *m != self.member);
-                if members.is_empty() {
-                    held.remove(&key);
-                }
-            }
-            self.client = key.1;
-        }
-        let (shared, tier, client, member) = (
-            self.shared.clone(),
+        let (tier, client, member) = (
             self.tier.clone(),
             std::mem::take(&mut self.client),
             std::mem::take(&mut self.member),
         );
+        let key = (tier, client);
+        {
+            let mut held = self.shared.held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(members) = held.get_mut(&key) {
+                members.retain(|m| *m != member);
+                if members.is_empty() {
+                    held.remove(&key);
+                }
+            }
+        }
+        let (shared, (tier, client)) = (self.shared.clone(), key);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(e) = shared.store.close_connection(&tier, &client, &member).await {

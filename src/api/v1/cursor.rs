@@ -12,6 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::domain::{AssetId, UnixSeconds};
+use crate::hash::{from_hex, to_hex};
 
 /// Bytes of the MAC a cursor carries (128 bits).
 const MAC_BYTES: usize = 16;
@@ -99,7 +100,7 @@ impl Cursor {
             self.from,
             self.to
         );
-        let mac = hex(&key.mac(&body));
+        let mac = to_hex(&key.mac(&body));
         URL_SAFE_NO_PAD.encode(format!("{body}:{mac}"))
     }
 
@@ -141,29 +142,13 @@ impl Cursor {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// A tag written by [`hex`]: exactly [`MAC_BYTES`] bytes in lowercase hex.
+/// A tag as [`to_hex`] writes it: exactly [`MAC_BYTES`] bytes in
+/// lowercase hex.
 fn unhex(text: &str) -> Option<[u8; MAC_BYTES]> {
-    let digits = text.as_bytes();
-    if digits.len() != 2 * MAC_BYTES
-        || !digits
-            .iter()
-            .all(|d| matches!(d, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if text.bytes().any(|d| d.is_ascii_uppercase()) {
         return None;
     }
-    let mut tag = [0; MAC_BYTES];
-    for (byte, pair) in tag.iter_mut().zip(digits.chunks(2)) {
-        *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-    }
-    Some(tag)
+    from_hex(text)
 }
 
 #[cfg(test)]
@@ -196,7 +181,7 @@ mod tests {
 
     /// A cursor body signed with `key`, whatever it says.
     fn signed(key: &CursorKey, body: &str) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{body}:{}", hex(&key.mac(body))))
+        URL_SAFE_NO_PAD.encode(format!("{body}:{}", to_hex(&key.mac(body))))
     }
 
     #[test]

@@ -148,7 +148,7 @@ impl Keys {
 fn client_hash(client: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(client.as_bytes());
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    crate::hash::to_hex(&digest[..16])
 }
 
 #[cfg(test)]
