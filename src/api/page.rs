@@ -2,7 +2,7 @@
 //! service, which connect to `ws://host:8080/`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
@@ -16,8 +16,13 @@ use super::v1::V1State;
 use super::v1::ws::accept;
 use crate::stream::{UpgradeRejection, WsUpgrade};
 
-/// One self-contained page: no build step, no external assets.
-const PAGE: &str = include_str!("page.html");
+/// One self-contained page, no external assets: `page.html` with the
+/// JavaScript client (`clients/js`, built by `npm run embed` into
+/// `ratesd-client.js`, which `.ci/run` checks against a fresh build) put
+/// in its script, so that serving it needs no Node.
+static PAGE: LazyLock<String> = LazyLock::new(|| {
+    include_str!("page.html").replacen("/*@ratesd-client@*/", include_str!("ratesd-client.js"), 1)
+});
 
 /// `/`: the test page, or the v1 WebSocket.
 pub fn router() -> Router<Arc<V1State>> {
@@ -43,10 +48,21 @@ async fn root(
                 (header::CACHE_CONTROL, "no-cache"),
                 (header::REFERRER_POLICY, "no-referrer"),
             ],
-            PAGE,
+            PAGE.as_str(),
         )
             .into_response(),
         Err(_) => ApiError::NotFound("the test page is disabled (RATES_ENABLE_UI=false)".into())
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_page_holds_the_client() {
+        let page = super::PAGE.as_str();
+        assert!(!page.contains("/*@ratesd-client@*/"));
+        assert!(page.contains("export class RatesClient"));
+        assert!(page.contains("new RatesClient("));
     }
 }

@@ -296,7 +296,9 @@ async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium
     // A reconnect resumes each point stream after the last second it saw:
     // no second is drawn twice, none is lost, nothing is loaded again.
     let live = |p: &Value, s: &str| num(&p[s], "live");
-    browser.script("ws.close(); return 1;").await;
+    // The page runs on ratesd-client: its socket closed under it, the
+    // client reconnects and resumes.
+    browser.script("window.page.dropSocket(); return 1;").await;
     let resumed = eventually(
         "both point streams resumed and live again",
         Duration::from_secs(20),
@@ -314,6 +316,7 @@ async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium
         assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
         assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
         assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+        assert_eq!(num(p, "snapshots"), 1.0, "{s}: loaded again: {p}");
         assert!(
             num(p, "points") >= num(&panels[s], "points"),
             "{s}: the chart kept its history: {p}"
@@ -327,6 +330,70 @@ async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium
         "no error frame"
     );
     browser.screenshot("browser-test-v2.png").await;
+    browser.close().await;
+    app.cleanup().await;
+}
+
+/// The page's v2 mode runs on ratesd-client: the network drops (a proxy
+/// between the browser and the service cuts the connection); the client
+/// reconnects by itself and resumes every stream with `since` + `epoch`:
+/// no second twice, none lost, nothing loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_v2_resumes_after_a_network_drop_in_chromium() {
+    let Some((app, browser)) = page_and_browser().await else {
+        return;
+    };
+    let target = app.base.trim_start_matches("http://").parse().unwrap();
+    let proxy = crate::helpers::CutProxy::start(target).await;
+    browser
+        .goto(&format!(
+            "http://{}/?mode=v2&assets=EURUSD,USDJPY&kline=EURUSD",
+            proxy.addr
+        ))
+        .await;
+    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "EURUSD@kline_1m");
+    let live = |p: &Value, s: &str| num(&p[s], "live");
+    let panels = eventually(
+        "two charts of 1,700+ points, live, and candles",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            let charted = [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "points") >= 1700.0 && live(&p, s) >= 2.0);
+            (charted && num(&p[kline], "candles") >= 30.0).then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(num(&browser.dataset().await, "opens"), 1.0);
+    proxy.cut();
+    let resumed = eventually(
+        "both point streams resumed by the client and live again",
+        Duration::from_secs(20),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            [eur, jpy]
+                .iter()
+                .all(|s| num(&p[s], "resumed") >= 1.0 && live(&p, s) > live(&panels, s) + 1.0)
+                .then_some(p)
+        },
+    )
+    .await;
+    assert!(num(&browser.dataset().await, "opens") >= 2.0, "reconnected");
+    for s in [eur, jpy] {
+        let p = &resumed[s];
+        assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
+        assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
+        assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+        assert_eq!(num(p, "snapshots"), 1.0, "{s}: loaded again: {p}");
+        assert!(
+            num(p, "points") >= num(&panels[s], "points"),
+            "{s}: the chart kept its history: {p}"
+        );
+    }
+    assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
+    assert!(num(&resumed[kline], "candles") >= 30.0, "{resumed}");
+    assert_eq!(num(&browser.dataset().await, "errors"), 0.0);
     browser.close().await;
     app.cleanup().await;
 }
@@ -392,6 +459,7 @@ async fn test_page_sse_charts_streams_and_resumes_after_a_drop_in_chromium() {
         assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
         assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
         assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
+        assert_eq!(num(p, "snapshots"), 1.0, "{s}: loaded again: {p}");
     }
     assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
     browser.screenshot("browser-test-sse.png").await;
@@ -436,6 +504,18 @@ async fn test_page_with_a_key_charts_on_a_keyed_deployment_in_chromium() {
         "v1: a chart with the key",
         Duration::from_secs(30),
         || async { (num(&browser.dataset().await, "points") >= 60.0).then_some(()) },
+    )
+    .await;
+    browser
+        .goto(&format!("{}/?mode=v2&assets=USDJPY#key={key}", app.base))
+        .await;
+    eventually(
+        "v2: a chart with the key (ratesd-client's getToken)",
+        Duration::from_secs(30),
+        || async {
+            let p = browser.script(V2_PANELS).await;
+            (num(&p["USDJPY@point"], "points") >= 60.0).then_some(())
+        },
     )
     .await;
     browser
