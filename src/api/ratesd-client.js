@@ -91,6 +91,8 @@ export class RatesClient {
         this.pending = new Map();
         this.socket = null;
         this.timer = null;
+        /** Gives up on a socket that does not open (a network that drops packets). */
+        this.openTimer = null;
         this.nextId = 1;
         this.attempt = 0;
         this.openedAt = 0;
@@ -175,6 +177,7 @@ export class RatesClient {
         if (this.timer !== null)
             clearTimeout(this.timer);
         this.timer = null;
+        this.stopOpenTimer();
         const socket = this.socket;
         this.socket = null;
         if (socket) {
@@ -276,6 +279,20 @@ export class RatesClient {
             return;
         }
         this.socket = socket;
+        this.openTimer = setTimeout(() => {
+            this.openTimer = null;
+            if (this.socket !== socket)
+                return;
+            this.socket = null;
+            detach(socket);
+            try {
+                socket.close();
+            }
+            catch {
+                // A socket still connecting may refuse to close; it is dropped.
+            }
+            this.dropped(1006);
+        }, this.options.connectTimeoutMs ?? 10000);
         socket.onopen = () => this.opened();
         socket.onmessage = (event) => this.received(event.data);
         socket.onerror = () => {
@@ -285,10 +302,17 @@ export class RatesClient {
             if (this.socket !== socket)
                 return;
             this.socket = null;
+            this.stopOpenTimer();
             this.dropped(event?.code ?? 1006);
         };
     }
+    stopOpenTimer() {
+        if (this.openTimer !== null)
+            clearTimeout(this.openTimer);
+        this.openTimer = null;
+    }
     opened() {
+        this.stopOpenTimer();
         this.openedAt = Date.now();
         this.setState("open");
         this.resume();

@@ -149,6 +149,8 @@ export interface ClientOptions {
   /** The WebSocket class; the global one by default (browsers, Node 22+). */
   WebSocket?: WebSocketConstructor;
   backoff?: BackoffOptions;
+  /** A connection not open after this long is given up and retried (default 10000). */
+  connectTimeoutMs?: number;
   /** Candles kept in each kline stream's series (default 1500). */
   maxCandles?: number;
   /** Random numbers in [0, 1) for the jitter (tests pass their own). */
@@ -277,6 +279,8 @@ export class RatesClient {
   private readonly pending = new Map<string, Pending>();
   private socket: WebSocketLike | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
+  /** Gives up on a socket that does not open (a network that drops packets). */
+  private openTimer: ReturnType<typeof setTimeout> | null = null;
   private nextId = 1;
   private attempt = 0;
   private openedAt = 0;
@@ -370,6 +374,7 @@ export class RatesClient {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
+    this.stopOpenTimer();
     const socket = this.socket;
     this.socket = null;
     if (socket) {
@@ -469,6 +474,18 @@ export class RatesClient {
       return;
     }
     this.socket = socket;
+    this.openTimer = setTimeout(() => {
+      this.openTimer = null;
+      if (this.socket !== socket) return;
+      this.socket = null;
+      detach(socket);
+      try {
+        socket.close();
+      } catch {
+        // A socket still connecting may refuse to close; it is dropped.
+      }
+      this.dropped(1006);
+    }, this.options.connectTimeoutMs ?? 10000);
     socket.onopen = () => this.opened();
     socket.onmessage = (event: { data: unknown }) => this.received(event.data);
     socket.onerror = () => {
@@ -477,11 +494,18 @@ export class RatesClient {
     socket.onclose = (event: { code?: number }) => {
       if (this.socket !== socket) return;
       this.socket = null;
+      this.stopOpenTimer();
       this.dropped(event?.code ?? 1006);
     };
   }
 
+  private stopOpenTimer(): void {
+    if (this.openTimer !== null) clearTimeout(this.openTimer);
+    this.openTimer = null;
+  }
+
   private opened(): void {
+    this.stopOpenTimer();
     this.openedAt = Date.now();
     this.setState("open");
     this.resume();

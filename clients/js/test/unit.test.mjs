@@ -176,3 +176,36 @@ test("the backoff grows while connects fail and starts over after a stable conne
   ScriptedSocket.last().drop();
   assert.equal(await next(), 199);
 });
+
+test("a socket that does not open within connectTimeoutMs is given up and retried", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  ScriptedSocket.all = [];
+  const c = new RatesClient("ws://x", {
+    WebSocket: ScriptedSocket,
+    connectTimeoutMs: 3000,
+    backoff: { minMs: 100, maxMs: 100 },
+    random: () => 0,
+  });
+  t.after(() => c.close());
+  const states = [];
+  c.on("state", (s) => states.push(s));
+  const flush = async () => { for (let i = 0; i < 5; i++) await Promise.resolve(); };
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 1);
+  t.mock.timers.tick(2999);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 1, "still waiting");
+  t.mock.timers.tick(1);
+  await flush();
+  assert.equal(ScriptedSocket.all[0].readyState, 3, "the first socket closed");
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 2, "retried");
+  // One that opens in time stays.
+  ScriptedSocket.last().open();
+  t.mock.timers.tick(10_000);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 2);
+  assert.deepEqual(states, ["connecting", "closed", "connecting", "open"]);
+});
