@@ -86,12 +86,13 @@ for (let round = 1; round <= ROUNDS; round++) {
   await sleep(DOWN);
   refusing = false;
   const back = Date.now();
-  const goal = now; // every stream must reach the second current now
+  // Caught up: reconnected, and every stream holds the second current now.
+  const goal = now;
   const caught = new Array(N).fill(0);
   const sinceOpen = new Array(N).fill(0);
   while (caught.some((t) => !t) && Date.now() - back < 60_000) {
     for (let i = 0; i < N; i++) {
-      if (!caught[i] && cursorOf(clients[i]) >= goal) {
+      if (!caught[i] && clients[i].openedAt > cut && cursorOf(clients[i]) >= goal) {
         const t = Date.now();
         caught[i] = t - back;
         sinceOpen[i] = t - clients[i].openedAt;
