@@ -340,6 +340,22 @@ async fn test_page_v2_charts_several_streams_and_candles_and_resumes_in_chromium
 /// no second twice, none lost, nothing loaded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_page_v2_resumes_after_a_network_drop_in_chromium() {
+    resumes_after_a_network_drop("v2", "browser-test-v2-drop.png").await;
+}
+
+/// The page's SSE mode: the same charts from `/api/v2/events` through a
+/// real `EventSource`; the network drops and the browser reconnects by
+/// itself with `Last-Event-ID`: every stream resumes with no second twice,
+/// none lost, nothing loaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_page_sse_charts_streams_and_resumes_after_a_drop_in_chromium() {
+    resumes_after_a_network_drop("sse", "browser-test-sse.png").await;
+}
+
+/// The page in `mode` (`v2` or `sse`) through a proxy that the test cuts:
+/// two point charts and a candle chart, then a drop, then each point
+/// stream resumed (no second twice, none lost, no second snapshot).
+async fn resumes_after_a_network_drop(mode: &str, screenshot: &str) {
     let Some((app, browser)) = page_and_browser().await else {
         return;
     };
@@ -347,11 +363,11 @@ async fn test_page_v2_resumes_after_a_network_drop_in_chromium() {
     let proxy = crate::helpers::CutProxy::start(target).await;
     browser
         .goto(&format!(
-            "http://{}/?mode=v2&assets=EURUSD,USDJPY&kline=EURUSD",
+            "http://{}/?mode={mode}&assets=EURUSD,USDJPY&kline=USDJPY",
             proxy.addr
         ))
         .await;
-    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "EURUSD@kline_1m");
+    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "USDJPY@kline_1m");
     let live = |p: &Value, s: &str| num(&p[s], "live");
     let panels = eventually(
         "two charts of 1,700+ points, live, and candles",
@@ -365,10 +381,18 @@ async fn test_page_v2_resumes_after_a_network_drop_in_chromium() {
         },
     )
     .await;
+    assert!(
+        (num(&panels[eur], "lastValue") - 1.08).abs() < 0.2,
+        "{panels}"
+    );
+    assert!(
+        (num(&panels[jpy], "lastValue") - 150.0).abs() < 10.0,
+        "{panels}"
+    );
     assert_eq!(num(&browser.dataset().await, "opens"), 1.0);
     proxy.cut();
     let resumed = eventually(
-        "both point streams resumed by the client and live again",
+        "both point streams resumed and live again",
         Duration::from_secs(20),
         || async {
             let p = browser.script(V2_PANELS).await;
@@ -394,75 +418,7 @@ async fn test_page_v2_resumes_after_a_network_drop_in_chromium() {
     assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
     assert!(num(&resumed[kline], "candles") >= 30.0, "{resumed}");
     assert_eq!(num(&browser.dataset().await, "errors"), 0.0);
-    browser.close().await;
-    app.cleanup().await;
-}
-
-/// The page's SSE mode: the same charts from `/api/v2/events` through a
-/// real `EventSource`; the network drops (a proxy between the browser and
-/// the service cuts the connection) and the browser reconnects by itself
-/// with `Last-Event-ID`: every stream resumes with no second twice, none
-/// lost, nothing loaded again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn test_page_sse_charts_streams_and_resumes_after_a_drop_in_chromium() {
-    let Some((app, browser)) = page_and_browser().await else {
-        return;
-    };
-    let target = app.base.trim_start_matches("http://").parse().unwrap();
-    let proxy = crate::helpers::CutProxy::start(target).await;
-    browser
-        .goto(&format!(
-            "http://{}/?mode=sse&assets=EURUSD,USDJPY&kline=USDJPY",
-            proxy.addr
-        ))
-        .await;
-    let (eur, jpy, kline) = ("EURUSD@point", "USDJPY@point", "USDJPY@kline_1m");
-    let panels = eventually(
-        "two charts of 1,700+ points, live, and candles over an event stream",
-        Duration::from_secs(30),
-        || async {
-            let p = browser.script(V2_PANELS).await;
-            let charted = [eur, jpy]
-                .iter()
-                .all(|s| num(&p[s], "points") >= 1700.0 && num(&p[s], "live") >= 2.0);
-            (charted && num(&p[kline], "candles") >= 30.0).then_some(p)
-        },
-    )
-    .await;
-    assert!(
-        (num(&panels[eur], "lastValue") - 1.08).abs() < 0.2,
-        "{panels}"
-    );
-    assert!(
-        (num(&panels[jpy], "lastValue") - 150.0).abs() < 10.0,
-        "{panels}"
-    );
-    assert_eq!(num(&browser.dataset().await, "opens"), 1.0);
-    // The network drops; the browser's EventSource reconnects on its own.
-    proxy.cut();
-    let live = |p: &Value, s: &str| num(&p[s], "live");
-    let resumed = eventually(
-        "both point streams resumed by the browser and live again",
-        Duration::from_secs(20),
-        || async {
-            let p = browser.script(V2_PANELS).await;
-            [eur, jpy]
-                .iter()
-                .all(|s| num(&p[s], "resumed") >= 1.0 && live(&p, s) > live(&panels, s) + 1.0)
-                .then_some(p)
-        },
-    )
-    .await;
-    assert!(num(&browser.dataset().await, "opens") >= 2.0, "reconnected");
-    for s in [eur, jpy] {
-        let p = &resumed[s];
-        assert_eq!(num(p, "dups"), 0.0, "{s}: a second drawn twice: {p}");
-        assert_eq!(num(p, "gaps"), 0.0, "{s}: a second lost: {p}");
-        assert_eq!(num(p, "refetched"), 0.0, "{s}: not recovered: {p}");
-        assert_eq!(num(p, "snapshots"), 1.0, "{s}: loaded again: {p}");
-    }
-    assert_eq!(num(&resumed[kline], "dups"), 0.0, "{resumed}");
-    browser.screenshot("browser-test-sse.png").await;
+    browser.screenshot(screenshot).await;
     browser.close().await;
     app.cleanup().await;
 }

@@ -101,6 +101,9 @@ impl LiveHub {
         while !shutdown.is_cancelled() {
             let mut feed = match engine.subscribe_live().await {
                 Ok(feed) => {
+                    if published.is_empty() {
+                        seed_published(engine, &mut published).await;
+                    }
                     self.connected.store(true, Ordering::Release);
                     if failing {
                         tracing::info!("live feed resubscribed");
@@ -154,10 +157,96 @@ impl LiveHub {
     }
 }
 
+/// Before the first subscription each asset counts as published up to
+/// the second before its newest in the store: a tick written just before
+/// the feed was subscribed (the worker may start first) was sent to no
+/// one, and the next tick fills it from the window, so that a client who
+/// subscribed meanwhile, reading up to the second before, gets no hole. A
+/// second filled that a client has already is dropped by its connection.
+async fn seed_published(engine: &Engine, published: &mut HashMap<AssetId, UnixSeconds>) {
+    match engine.latest_all().await {
+        Ok(quotes) => {
+            for q in quotes {
+                published.insert(q.asset_id, q.time - 1);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "no latest quotes to start the live feed from"),
+    }
+}
+
 /// Sleeps until `at`, or forever without one.
 async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{Catalog, StoredQuote};
+    use crate::store::Embedded;
+    use crate::store::records::TickEntry;
+
+    fn entry(asset: &crate::domain::Asset, time: UnixSeconds) -> TickEntry {
+        TickEntry {
+            point: Point::of(asset, time, 1.0),
+            quote: StoredQuote {
+                asset_id: asset.id,
+                bid: 1.0,
+                ask: 1.0,
+                value: 1.0,
+                time,
+                quoted_at: time,
+                source: "simulated".into(),
+            },
+        }
+    }
+
+    async fn next_point(rx: &mut tokio::sync::broadcast::Receiver<LiveEvent>) -> UnixSeconds {
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("a live event within 10 s")
+                .expect("the channel is open");
+            if let LiveEvent::Point(p) = event {
+                return p.time;
+            }
+        }
+    }
+
+    /// The worker may write a tick before the hub has subscribed to the
+    /// live feed: that second is published with the next one, not lost to
+    /// the clients who subscribed in between.
+    #[tokio::test]
+    async fn a_tick_written_before_the_feed_was_subscribed_is_published_with_the_next() {
+        let catalog = Arc::new(Catalog::with_extra("").unwrap());
+        let embedded = Arc::new(Embedded::new(catalog.clone()));
+        let eur = catalog.by_id(1).unwrap().clone();
+        embedded.write_tick(100, 1800, &[entry(&eur, 100)], None, 1);
+
+        let hub = LiveHub::new(&catalog, None, 1, 10);
+        let mut rx = hub.subscribe(eur.id).unwrap();
+        let shutdown = CancellationToken::new();
+        let run = tokio::spawn(
+            hub.clone()
+                .run(Engine::Embedded(embedded.clone()), shutdown.clone()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !hub.is_connected() {
+            assert!(tokio::time::Instant::now() < deadline, "the hub subscribes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        embedded.write_tick(101, 1800, &[entry(&eur, 101)], None, 1);
+        assert_eq!(next_point(&mut rx).await, 100, "the unsent second first");
+        assert_eq!(next_point(&mut rx).await, 101);
+        embedded.write_tick(102, 1800, &[entry(&eur, 102)], None, 1);
+        assert_eq!(next_point(&mut rx).await, 102, "then one a tick");
+        shutdown.cancel();
+        run.await.unwrap();
     }
 }
