@@ -160,6 +160,15 @@ pub fn register_metrics(sources: &[&'static str]) {
         Unit::Seconds,
         "Upstream fetch time, by source"
     );
+    describe_gauge!("ratesd_sse_connections", "Open Server-Sent Events streams");
+    describe_gauge!(
+        "ratesd_live_feed_connected",
+        "1 while the engine's live feed is subscribed, 0 while it is lost (Redis unreachable)"
+    );
+    describe_gauge!(
+        "ratesd_stale_assets",
+        "Assets whose newest quote is older than the staleness limit, at the scrape"
+    );
     describe_counter!("ratesd_redis_errors_total", "Redis errors, by operation");
     describe_counter!(
         "ratesd_postgres_errors_total",
@@ -180,6 +189,7 @@ pub fn register_metrics(sources: &[&'static str]) {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!("ratesd_ws_connections").increment(0.0);
+    metrics::gauge!("ratesd_sse_connections").increment(0.0);
     metrics::gauge!("ratesd_archive_backlog_ticks").increment(0.0);
     metrics::gauge!("ratesd_archive_lag_seconds").increment(0.0);
     for kind in ["page", "export"] {

@@ -33,6 +33,35 @@ pub struct HealthState {
 }
 
 /// Where a worker's role is read.
+impl HealthState {
+    /// Assets whose newest quote is older than the staleness limit (or
+    /// that never had one).
+    fn stale(&self, rates: &[super::v1::Rate]) -> Vec<String> {
+        self.catalog
+            .assets()
+            .iter()
+            .filter(|a| !rates.iter().any(|r| r.asset_id == a.id && !r.stale))
+            .map(|a| a.name.clone())
+            .collect()
+    }
+
+    /// Sets the gauges that describe readiness, for a scrape:
+    /// `ratesd_live_feed_connected` (0 while the engine's live feed is lost:
+    /// Redis unreachable) and `ratesd_stale_assets` (every asset while the
+    /// latest quotes cannot be read).
+    pub async fn observe(&self) {
+        let connected = self.hub.is_connected();
+        metrics::gauge!("ratesd_live_feed_connected").set(if connected { 1.0 } else { 0.0 });
+        let snapshot = self.rates.get().await;
+        let stale = match &snapshot.value {
+            Ok(rates) if connected => self.stale(&rates.list).len(),
+            _ => self.catalog.assets().len(),
+        };
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("ratesd_stale_assets").set(stale as f64);
+    }
+}
+
 pub type WorkerRole = tokio::sync::watch::Receiver<crate::worker::election::Role>;
 
 pub fn router() -> OpenApiRouter<Arc<HealthState>> {
@@ -127,13 +156,7 @@ async fn ready(State(state): State<Arc<HealthState>>) -> (StatusCode, Json<Healt
     };
     let sources = state.engine.source_statuses().await.unwrap_or_default();
     let limit = state.stale_after_seconds;
-    let stale: Vec<String> = state
-        .catalog
-        .assets()
-        .iter()
-        .filter(|a| !rates.list.iter().any(|r| r.asset_id == a.id && !r.stale))
-        .map(|a| a.name.clone())
-        .collect();
+    let stale = state.stale(&rates.list);
     let none_fresh = stale.len() == state.catalog.assets().len();
     (
         if none_fresh {

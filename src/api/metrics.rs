@@ -1,11 +1,16 @@
 //! `GET /metrics` (Prometheus text format) and the HTTP request metrics.
 
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub fn router() -> OpenApiRouter {
+use super::health::HealthState;
+
+pub fn router() -> OpenApiRouter<Arc<HealthState>> {
     OpenApiRouter::new().routes(routes!(render))
 }
 
@@ -22,10 +27,12 @@ pub fn router() -> OpenApiRouter {
 /// `points_written_total`; `archive_points_total`, `archive_backlog_ticks`,
 /// `archive_lag_seconds`; `upstream_fetch_errors_total` and
 /// `upstream_fetch_duration_seconds` by source; `redis_errors_total` and
-/// `postgres_errors_total` by operation.
+/// `postgres_errors_total` by operation; `live_feed_connected` and
+/// `stale_assets`, read at each scrape.
 #[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")))]
-async fn render() -> Response {
+async fn render(State(health): State<Arc<HealthState>>) -> Response {
+    health.observe().await;
     let body = crate::telemetry::metrics().render();
     (
         [(

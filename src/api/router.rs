@@ -231,7 +231,7 @@ pub fn app(api: &Api) -> App {
     let front_door = FrontDoorLayer::new(api.access.clone());
     let with_metrics = |routes: OpenApiRouter| {
         if api.metrics_here {
-            routes.merge(metrics::router())
+            routes.merge(metrics::router().with_state(api.health.clone()))
         } else {
             routes
         }

@@ -22,6 +22,7 @@ mod hostile;
 mod hostile_ws;
 mod http_edges;
 mod logs;
+mod monitoring;
 mod outages;
 mod partitions;
 mod pipeline;

@@ -283,6 +283,17 @@ async fn redis_killed_and_restarted_empty_is_survived_and_rebuilt() {
         "application/problem+json"
     );
     assert_eq!(problem.headers()["retry-after"], "1");
+    // What the alerts read says so too (RatesdRedisUnreachable, RatesdStaleAsset).
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let assets = app.config.catalog().unwrap().assets().len();
+    assert!(
+        metrics.contains("\nratesd_live_feed_connected 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("\nratesd_stale_assets {assets}\n")),
+        "{metrics}"
+    );
 
     redis.restart().await;
     let fresh = eventually("fresh rates again", Duration::from_secs(20), || async {
