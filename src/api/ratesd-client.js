@@ -29,6 +29,10 @@ export class RatesError extends Error {
 }
 const OPEN = 1;
 const TOKEN_EXPIRED = 4001;
+/** The longest history a subscribe may ask for. */
+const MAX_HISTORY = 1800;
+/** Error codes that refuse a stream itself; any other is of the moment. */
+const STREAM_REFUSED = new Set(["NotFound", "Forbidden", "ValidationError"]);
 /** The key a stream is known by: its symbol in any spelling, case-insensitive. */
 function streamKey(name) {
     const at = name.lastIndexOf("@");
@@ -89,6 +93,13 @@ export class RatesClient {
         /** The streams the server has confirmed, by key. */
         this.streams = new Map();
         this.pending = new Map();
+        /** The request counter when each stream was last unsubscribed. */
+        this.unsubscribed = new Map();
+        /** Frames waiting for the pace (see `framesPerSecond`). */
+        this.outbox = [];
+        this.tokens = 0;
+        this.refilledAt = 0;
+        this.paceTimer = null;
         this.socket = null;
         this.timer = null;
         /** Gives up on a socket that does not open (a network that drops packets). */
@@ -139,15 +150,20 @@ export class RatesClient {
         const params = { streams };
         if (history)
             params.history = history;
+        const asked = this.nextId;
         return this.request("subscribe", params, false, (result, error) => {
+            // A stream unsubscribed after this was asked stays unsubscribed.
+            const kept = streams.filter((n) => (this.unsubscribed.get(streamKey(n)) ?? -1) < asked);
             if (!error)
-                this.confirm(streams, result, history);
+                this.confirm(kept, result, history);
         });
     }
     /** Unsubscribes; answered with the streams that remain. */
     unsubscribe(streams) {
-        for (const name of streams)
+        for (const name of streams) {
             this.streams.delete(streamKey(name));
+            this.unsubscribed.set(streamKey(name), this.nextId);
+        }
         return this.request("unsubscribe", { streams });
     }
     /** The connection's streams, as the server has them. */
@@ -178,6 +194,7 @@ export class RatesClient {
             clearTimeout(this.timer);
         this.timer = null;
         this.stopOpenTimer();
+        this.stopPace();
         const socket = this.socket;
         this.socket = null;
         if (socket) {
@@ -206,10 +223,47 @@ export class RatesClient {
             this.send(frame);
         });
     }
+    /**
+     * Sends `frame` on the open socket, no faster than the server reads
+     * (beyond its frame rate it answers `RateLimited` with no id, which
+     * would leave a promise unanswered): a token bucket of twice the rate.
+     */
     send(frame) {
         const socket = this.socket;
-        if (socket && socket.readyState === OPEN)
-            socket.send(JSON.stringify(frame));
+        if (!socket || socket.readyState !== OPEN)
+            return;
+        this.outbox.push(JSON.stringify(frame));
+        this.flush();
+    }
+    flush() {
+        const socket = this.socket;
+        if (!socket || socket.readyState !== OPEN)
+            return;
+        const rate = this.options.framesPerSecond ?? 10;
+        if (rate <= 0) {
+            for (const text of this.outbox.splice(0))
+                socket.send(text);
+            return;
+        }
+        const now = Date.now();
+        this.tokens = Math.min(2 * rate, this.tokens + ((now - this.refilledAt) * rate) / 1000);
+        this.refilledAt = now;
+        while (this.outbox.length && this.tokens >= 1) {
+            this.tokens -= 1;
+            socket.send(this.outbox.shift());
+        }
+        if (this.outbox.length && this.paceTimer === null) {
+            this.paceTimer = setTimeout(() => {
+                this.paceTimer = null;
+                this.flush();
+            }, Math.ceil(1000 / rate));
+        }
+    }
+    stopPace() {
+        if (this.paceTimer !== null)
+            clearTimeout(this.paceTimer);
+        this.paceTimer = null;
+        this.outbox = [];
     }
     /** A subscribe was answered: its streams are the connection's now. */
     confirm(asked, result, history) {
@@ -255,7 +309,7 @@ export class RatesClient {
         if (this.options.getToken) {
             let token;
             try {
-                token = await this.options.getToken();
+                token = await withTimeout(this.options.getToken(), this.options.connectTimeoutMs ?? 10000);
             }
             catch (e) {
                 if (this.closed)
@@ -314,6 +368,8 @@ export class RatesClient {
     opened() {
         this.stopOpenTimer();
         this.openedAt = Date.now();
+        this.tokens = 2 * (this.options.framesPerSecond ?? 10);
+        this.refilledAt = this.openedAt;
         this.setState("open");
         this.resume();
         // Requests the application made meanwhile (or whose answer the drop
@@ -323,6 +379,10 @@ export class RatesClient {
                 this.send(p.frame);
     }
     dropped(code) {
+        this.stopPace();
+        // A token refused at once again (one already expired) must not spin:
+        // at once only after a connection that lived.
+        const lived = this.openedAt > 0 && Date.now() - this.openedAt >= 1000;
         // A resume's answer will not come on another socket.
         for (const [id, p] of this.pending) {
             if (p.internal) {
@@ -333,7 +393,7 @@ export class RatesClient {
         this.setState("closed");
         if (this.closed)
             return;
-        this.retry(code === TOKEN_EXPIRED);
+        this.retry(code === TOKEN_EXPIRED && lived);
     }
     retry(now) {
         if (this.closed)
@@ -359,56 +419,78 @@ export class RatesClient {
      */
     resume() {
         const since = new Map();
-        const fresh = new Map();
+        const fresh = [];
         for (const st of this.streams.values()) {
             st.resumeSince = null;
-            const group = st.cursor !== null ? since : fresh;
-            const at = st.cursor !== null ? st.cursor : st.history;
-            const list = group.get(at) ?? [];
-            list.push(st);
-            group.set(at, list);
-        }
-        for (const [second, list] of since) {
-            const epoch = this.epoch;
-            for (const st of list) {
-                st.resumeSince = second;
-                st.resumeEpoch = epoch;
+            if (st.cursor === null) {
+                fresh.push(st);
+                continue;
             }
-            const params = { streams: list.map((s) => s.name), since: second };
-            if (epoch)
-                params.epoch = epoch;
-            this.internal(params, (r, e) => {
-                if (!e) {
-                    if (r.epoch)
-                        this.epoch = r.epoch;
-                }
-                else {
-                    // The resume was refused: the streams start afresh, with a hole.
-                    for (const st of list) {
-                        if (!this.streams.has(streamKey(st.name)))
-                            continue;
-                        this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
-                        st.cursor = null;
-                        st.resumeSince = null;
-                    }
-                    this.resubscribe(list);
-                }
-            });
+            const list = since.get(st.cursor) ?? [];
+            list.push(st);
+            since.set(st.cursor, list);
         }
-        for (const list of fresh.values())
-            this.resubscribe(list);
+        for (const [second, list] of since)
+            this.resumeAfter(second, list);
+        this.resubscribe(fresh);
     }
-    /** A subscribe of the client's own: answered through `onAnswer` alone. */
-    internal(params, onAnswer) {
-        this.request("subscribe", params, true, onAnswer).catch(() => {
-            // Dropped with its socket (or the client closed): resumed again on
-            // the next connection.
+    /** Whether `st` is still one of the client's streams (not unsubscribed since). */
+    isCurrent(st) {
+        return this.streams.get(streamKey(st.name)) === st;
+    }
+    /**
+     * Resumes `list` after `second`. A refusal of the moment (the store
+     * unreadable, a rate limit) makes the connection again after the
+     * backoff, every cursor kept; a refusal of a stream itself is found by
+     * asking for each stream alone, and that one starts afresh, with a gap.
+     */
+    resumeAfter(second, list) {
+        const epoch = this.epoch;
+        for (const st of list) {
+            st.resumeSince = second;
+            st.resumeEpoch = epoch;
+        }
+        const params = { streams: list.map((s) => s.name), since: second };
+        if (epoch)
+            params.epoch = epoch;
+        this.internal(params, (r, e) => {
+            if (!e) {
+                if (r.epoch)
+                    this.epoch = r.epoch;
+                return;
+            }
+            const still = list.filter((st) => this.isCurrent(st));
+            for (const st of still)
+                st.resumeSince = null;
+            if (!STREAM_REFUSED.has(e.code)) {
+                this.emit("error", e);
+                this.reconnectLater();
+            }
+            else if (still.length > 1) {
+                for (const st of still)
+                    this.resumeAfter(second, [st]);
+            }
+            else {
+                for (const st of still) {
+                    this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
+                    st.cursor = null;
+                }
+                this.resubscribe(still);
+            }
         });
     }
+    /**
+     * Subscribes `list` afresh, with each stream's history (a kline stream's
+     * reaching back to its last candle, so that a bucket that closed while
+     * the client was away is had whole). Refusals as for `resumeAfter`; a
+     * stream refused alone is dropped, told as an `error`.
+     */
     resubscribe(list) {
         const byHistory = new Map();
-        for (const st of list)
-            byHistory.set(st.history, (byHistory.get(st.history) ?? []).concat(st));
+        for (const st of list) {
+            const history = this.historyOf(st);
+            byHistory.set(history, (byHistory.get(history) ?? []).concat(st));
+        }
         for (const [history, group] of byHistory) {
             const params = { streams: group.map((s) => s.name) };
             if (history)
@@ -417,15 +499,55 @@ export class RatesClient {
                 if (!e) {
                     if (r.epoch)
                         this.epoch = r.epoch;
+                    return;
+                }
+                const still = group.filter((st) => this.isCurrent(st));
+                if (!STREAM_REFUSED.has(e.code)) {
+                    this.emit("error", e);
+                    this.reconnectLater();
+                }
+                else if (still.length > 1) {
+                    for (const st of still)
+                        this.resubscribe([st]);
                 }
                 else {
                     // Gone from the server (a symbol removed, a scope narrowed).
-                    for (const st of group)
+                    for (const st of still)
                         this.streams.delete(streamKey(st.name));
                     this.emit("error", e);
                 }
             });
         }
+    }
+    historyOf(st) {
+        const last = st.candles[st.candles.length - 1];
+        if (st.kind !== "kline" || !last)
+            return st.history;
+        const back = Math.ceil(Date.now() / 1000) - last.openTime + 1;
+        return Math.max(st.history, Math.min(MAX_HISTORY, back));
+    }
+    /** Drops the connection to make it again after the backoff. */
+    reconnectLater() {
+        const socket = this.socket;
+        if (!socket)
+            return;
+        this.socket = null;
+        detach(socket);
+        try {
+            socket.close(1000, "resubscribing later");
+        }
+        catch {
+            // Gone either way.
+        }
+        this.stopOpenTimer();
+        this.dropped(1000);
+    }
+    /** A subscribe of the client's own: answered through `onAnswer` alone. */
+    internal(params, onAnswer) {
+        this.request("subscribe", params, true, onAnswer).catch(() => {
+            // Dropped with its socket (or the client closed): resumed again on
+            // the next connection.
+        });
     }
     // ---- frames
     received(data) {
@@ -477,8 +599,11 @@ export class RatesClient {
                 const seconds = st.kind === "point" ? snap.points ?? [] : snap.frames ?? [];
                 if (since !== null && snap.recovered !== false) {
                     // Resumed: the missed seconds arrive as live data, in order.
-                    for (const item of seconds)
+                    for (const item of seconds) {
+                        if (this.closed)
+                            return;
                         this.data(st, item);
+                    }
                     return;
                 }
                 if (since !== null) {
@@ -556,6 +681,14 @@ export class RatesClient {
             }
         }
     }
+}
+/** `promise`, or a rejection after `ms`. */
+function withTimeout(promise, ms) {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+    });
+    return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
 }
 function detach(socket) {
     socket.onopen = socket.onmessage = socket.onclose = null;

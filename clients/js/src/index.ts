@@ -149,8 +149,16 @@ export interface ClientOptions {
   /** The WebSocket class; the global one by default (browsers, Node 22+). */
   WebSocket?: WebSocketConstructor;
   backoff?: BackoffOptions;
-  /** A connection not open after this long is given up and retried (default 10000). */
+  /**
+   * A connection not open after this long (`getToken` included) is given
+   * up and retried (default 10000).
+   */
   connectTimeoutMs?: number;
+  /**
+   * Frames the client sends a second at most, in bursts of twice that: the
+   * server's `RATES_WS_FRAMES_PER_SECOND` (default 10). 0: unpaced.
+   */
+  framesPerSecond?: number;
   /** Candles kept in each kline stream's series (default 1500). */
   maxCandles?: number;
   /** Random numbers in [0, 1) for the jitter (tests pass their own). */
@@ -217,6 +225,10 @@ interface Pending {
 
 const OPEN = 1;
 const TOKEN_EXPIRED = 4001;
+/** The longest history a subscribe may ask for. */
+const MAX_HISTORY = 1800;
+/** Error codes that refuse a stream itself; any other is of the moment. */
+const STREAM_REFUSED = new Set(["NotFound", "Forbidden", "ValidationError"]);
 
 /** The key a stream is known by: its symbol in any spelling, case-insensitive. */
 function streamKey(name: string): string {
@@ -277,6 +289,13 @@ export class RatesClient {
   /** The streams the server has confirmed, by key. */
   private readonly streams = new Map<string, StreamState>();
   private readonly pending = new Map<string, Pending>();
+  /** The request counter when each stream was last unsubscribed. */
+  private readonly unsubscribed = new Map<string, number>();
+  /** Frames waiting for the pace (see `framesPerSecond`). */
+  private outbox: string[] = [];
+  private tokens = 0;
+  private refilledAt = 0;
+  private paceTimer: ReturnType<typeof setTimeout> | null = null;
   private socket: WebSocketLike | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
   /** Gives up on a socket that does not open (a network that drops packets). */
@@ -334,14 +353,20 @@ export class RatesClient {
     const history = options.history ?? 0;
     const params: Record<string, unknown> = { streams };
     if (history) params.history = history;
+    const asked = this.nextId;
     return this.request<SubscribeResult>("subscribe", params, false, (result, error) => {
-      if (!error) this.confirm(streams, result, history);
+      // A stream unsubscribed after this was asked stays unsubscribed.
+      const kept = streams.filter((n) => (this.unsubscribed.get(streamKey(n)) ?? -1) < asked);
+      if (!error) this.confirm(kept, result, history);
     });
   }
 
   /** Unsubscribes; answered with the streams that remain. */
   unsubscribe(streams: string[]): Promise<StreamsResult> {
-    for (const name of streams) this.streams.delete(streamKey(name));
+    for (const name of streams) {
+      this.streams.delete(streamKey(name));
+      this.unsubscribed.set(streamKey(name), this.nextId);
+    }
     return this.request<StreamsResult>("unsubscribe", { streams });
   }
 
@@ -375,6 +400,7 @@ export class RatesClient {
     if (this.timer !== null) clearTimeout(this.timer);
     this.timer = null;
     this.stopOpenTimer();
+    this.stopPace();
     const socket = this.socket;
     this.socket = null;
     if (socket) {
@@ -408,9 +434,45 @@ export class RatesClient {
     });
   }
 
+  /**
+   * Sends `frame` on the open socket, no faster than the server reads
+   * (beyond its frame rate it answers `RateLimited` with no id, which
+   * would leave a promise unanswered): a token bucket of twice the rate.
+   */
   private send(frame: object): void {
     const socket = this.socket;
-    if (socket && socket.readyState === OPEN) socket.send(JSON.stringify(frame));
+    if (!socket || socket.readyState !== OPEN) return;
+    this.outbox.push(JSON.stringify(frame));
+    this.flush();
+  }
+
+  private flush(): void {
+    const socket = this.socket;
+    if (!socket || socket.readyState !== OPEN) return;
+    const rate = this.options.framesPerSecond ?? 10;
+    if (rate <= 0) {
+      for (const text of this.outbox.splice(0)) socket.send(text);
+      return;
+    }
+    const now = Date.now();
+    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.refilledAt) * rate) / 1000);
+    this.refilledAt = now;
+    while (this.outbox.length && this.tokens >= 1) {
+      this.tokens -= 1;
+      socket.send(this.outbox.shift() as string);
+    }
+    if (this.outbox.length && this.paceTimer === null) {
+      this.paceTimer = setTimeout(() => {
+        this.paceTimer = null;
+        this.flush();
+      }, Math.ceil(1000 / rate));
+    }
+  }
+
+  private stopPace(): void {
+    if (this.paceTimer !== null) clearTimeout(this.paceTimer);
+    this.paceTimer = null;
+    this.outbox = [];
   }
 
   /** A subscribe was answered: its streams are the connection's now. */
@@ -455,7 +517,7 @@ export class RatesClient {
     if (this.options.getToken) {
       let token: string | null | undefined;
       try {
-        token = await this.options.getToken();
+        token = await withTimeout(this.options.getToken(), this.options.connectTimeoutMs ?? 10000);
       } catch (e) {
         if (this.closed) return;
         this.emit("error", new RatesError("Token", "getToken failed: " + String(e)));
@@ -507,6 +569,8 @@ export class RatesClient {
   private opened(): void {
     this.stopOpenTimer();
     this.openedAt = Date.now();
+    this.tokens = 2 * (this.options.framesPerSecond ?? 10);
+    this.refilledAt = this.openedAt;
     this.setState("open");
     this.resume();
     // Requests the application made meanwhile (or whose answer the drop
@@ -515,6 +579,10 @@ export class RatesClient {
   }
 
   private dropped(code: number): void {
+    this.stopPace();
+    // A token refused at once again (one already expired) must not spin:
+    // at once only after a connection that lived.
+    const lived = this.openedAt > 0 && Date.now() - this.openedAt >= 1000;
     // A resume's answer will not come on another socket.
     for (const [id, p] of this.pending) {
       if (p.internal) {
@@ -524,7 +592,7 @@ export class RatesClient {
     }
     this.setState("closed");
     if (this.closed) return;
-    this.retry(code === TOKEN_EXPIRED);
+    this.retry(code === TOKEN_EXPIRED && lived);
   }
 
   private retry(now: boolean): void {
@@ -550,39 +618,117 @@ export class RatesClient {
    */
   private resume(): void {
     const since = new Map<number, StreamState[]>();
-    const fresh = new Map<number, StreamState[]>();
+    const fresh: StreamState[] = [];
     for (const st of this.streams.values()) {
       st.resumeSince = null;
-      const group = st.cursor !== null ? since : fresh;
-      const at = st.cursor !== null ? st.cursor : st.history;
-      const list = group.get(at) ?? [];
-      list.push(st);
-      group.set(at, list);
-    }
-    for (const [second, list] of since) {
-      const epoch = this.epoch;
-      for (const st of list) {
-        st.resumeSince = second;
-        st.resumeEpoch = epoch;
+      if (st.cursor === null) {
+        fresh.push(st);
+        continue;
       }
-      const params: Record<string, unknown> = { streams: list.map((s) => s.name), since: second };
-      if (epoch) params.epoch = epoch;
+      const list = since.get(st.cursor) ?? [];
+      list.push(st);
+      since.set(st.cursor, list);
+    }
+    for (const [second, list] of since) this.resumeAfter(second, list);
+    this.resubscribe(fresh);
+  }
+
+  /** Whether `st` is still one of the client's streams (not unsubscribed since). */
+  private isCurrent(st: StreamState): boolean {
+    return this.streams.get(streamKey(st.name)) === st;
+  }
+
+  /**
+   * Resumes `list` after `second`. A refusal of the moment (the store
+   * unreadable, a rate limit) makes the connection again after the
+   * backoff, every cursor kept; a refusal of a stream itself is found by
+   * asking for each stream alone, and that one starts afresh, with a gap.
+   */
+  private resumeAfter(second: number, list: StreamState[]): void {
+    const epoch = this.epoch;
+    for (const st of list) {
+      st.resumeSince = second;
+      st.resumeEpoch = epoch;
+    }
+    const params: Record<string, unknown> = { streams: list.map((s) => s.name), since: second };
+    if (epoch) params.epoch = epoch;
+    this.internal(params, (r, e) => {
+      if (!e) {
+        if (r.epoch) this.epoch = r.epoch;
+        return;
+      }
+      const still = list.filter((st) => this.isCurrent(st));
+      for (const st of still) st.resumeSince = null;
+      if (!STREAM_REFUSED.has(e.code)) {
+        this.emit("error", e);
+        this.reconnectLater();
+      } else if (still.length > 1) {
+        for (const st of still) this.resumeAfter(second, [st]);
+      } else {
+        for (const st of still) {
+          this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
+          st.cursor = null;
+        }
+        this.resubscribe(still);
+      }
+    });
+  }
+
+  /**
+   * Subscribes `list` afresh, with each stream's history (a kline stream's
+   * reaching back to its last candle, so that a bucket that closed while
+   * the client was away is had whole). Refusals as for `resumeAfter`; a
+   * stream refused alone is dropped, told as an `error`.
+   */
+  private resubscribe(list: StreamState[]): void {
+    const byHistory = new Map<number, StreamState[]>();
+    for (const st of list) {
+      const history = this.historyOf(st);
+      byHistory.set(history, (byHistory.get(history) ?? []).concat(st));
+    }
+    for (const [history, group] of byHistory) {
+      const params: Record<string, unknown> = { streams: group.map((s) => s.name) };
+      if (history) params.history = history;
       this.internal(params, (r, e) => {
         if (!e) {
           if (r.epoch) this.epoch = r.epoch;
+          return;
+        }
+        const still = group.filter((st) => this.isCurrent(st));
+        if (!STREAM_REFUSED.has(e.code)) {
+          this.emit("error", e);
+          this.reconnectLater();
+        } else if (still.length > 1) {
+          for (const st of still) this.resubscribe([st]);
         } else {
-          // The resume was refused: the streams start afresh, with a hole.
-          for (const st of list) {
-            if (!this.streams.has(streamKey(st.name))) continue;
-            this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
-            st.cursor = null;
-            st.resumeSince = null;
-          }
-          this.resubscribe(list);
+          // Gone from the server (a symbol removed, a scope narrowed).
+          for (const st of still) this.streams.delete(streamKey(st.name));
+          this.emit("error", e);
         }
       });
     }
-    for (const list of fresh.values()) this.resubscribe(list);
+  }
+
+  private historyOf(st: StreamState): number {
+    const last = st.candles[st.candles.length - 1];
+    if (st.kind !== "kline" || !last) return st.history;
+    const back = Math.ceil(Date.now() / 1000) - last.openTime + 1;
+    return Math.max(st.history, Math.min(MAX_HISTORY, back));
+  }
+
+  /** Drops the connection to make it again after the backoff. */
+  private reconnectLater(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = null;
+    detach(socket);
+    try {
+      socket.close(1000, "resubscribing later");
+    } catch {
+      // Gone either way.
+    }
+    this.stopOpenTimer();
+    this.dropped(1000);
   }
 
   /** A subscribe of the client's own: answered through `onAnswer` alone. */
@@ -591,24 +737,6 @@ export class RatesClient {
       // Dropped with its socket (or the client closed): resumed again on
       // the next connection.
     });
-  }
-
-  private resubscribe(list: StreamState[]): void {
-    const byHistory = new Map<number, StreamState[]>();
-    for (const st of list) byHistory.set(st.history, (byHistory.get(st.history) ?? []).concat(st));
-    for (const [history, group] of byHistory) {
-      const params: Record<string, unknown> = { streams: group.map((s) => s.name) };
-      if (history) params.history = history;
-      this.internal(params, (r, e) => {
-        if (!e) {
-          if (r.epoch) this.epoch = r.epoch;
-        } else {
-          // Gone from the server (a symbol removed, a scope narrowed).
-          for (const st of group) this.streams.delete(streamKey(st.name));
-          this.emit("error", e);
-        }
-      });
-    }
   }
 
   // ---- frames
@@ -655,7 +783,10 @@ export class RatesClient {
         const seconds: { time: number }[] = st.kind === "point" ? snap.points ?? [] : snap.frames ?? [];
         if (since !== null && snap.recovered !== false) {
           // Resumed: the missed seconds arrive as live data, in order.
-          for (const item of seconds) this.data(st, item);
+          for (const item of seconds) {
+            if (this.closed) return;
+            this.data(st, item);
+          }
           return;
         }
         if (since !== null) {
@@ -729,6 +860,15 @@ export class RatesClient {
       }
     }
   }
+}
+
+/** `promise`, or a rejection after `ms`. */
+function withTimeout<T>(promise: T | Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
+  });
+  return Promise.race([Promise.resolve(promise), timeout]).finally(() => clearTimeout(timer));
 }
 
 function detach(socket: WebSocketLike): void {

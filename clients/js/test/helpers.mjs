@@ -146,12 +146,20 @@ export function pointsOf(client) {
   return (stream) => by.get(stream) ?? [];
 }
 
-/** Asserts that `seconds` is consecutive: none twice, none missing. */
-export function consecutive(seconds) {
-  for (let i = 1; i < seconds.length; i++) {
-    if (seconds[i] !== seconds[i - 1] + 1) {
-      return `second ${seconds[i]} after ${seconds[i - 1]} (index ${i} of ${seconds.length})`;
-    }
-  }
-  return null;
+/**
+ * Whether `seconds` (what a client received of `symbol`'s point stream) are
+ * exactly the server's own seconds over the same range, each once, in
+ * order: null when so, else what differs. (The server may skip a second
+ * when a tick overruns on a loaded machine; the client must not add or
+ * lose any.)
+ */
+export async function sameAsServer(server, symbol, seconds, headers = {}) {
+  if (!seconds.length) return "no second received";
+  const from = seconds[0];
+  const to = seconds.at(-1);
+  const r = await fetch(`${server.http}/api/v1/rates/${symbol}/history?from=${from}&to=${to}&limit=1000`, { headers });
+  if (r.status !== 200) return `history: ${r.status}`;
+  const have = (await r.json()).points.map((p) => p.time);
+  if (have.length === seconds.length && have.every((t, i) => t === seconds[i])) return null;
+  return `client ${seconds.join(",")} vs server ${have.join(",")}`;
 }

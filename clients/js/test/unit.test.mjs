@@ -209,3 +209,157 @@ test("a socket that does not open within connectTimeoutMs is given up and retrie
   assert.equal(ScriptedSocket.all.length, 2);
   assert.deepEqual(states, ["connecting", "closed", "connecting", "open"]);
 });
+
+/** A client on scripted sockets, its first socket open. */
+async function opened(t, options = {}) {
+  ScriptedSocket.all = [];
+  const c = new RatesClient("ws://x", { WebSocket: ScriptedSocket, backoff: { minMs: 1, maxMs: 2 }, ...options });
+  t.after(() => c.close());
+  await until("a socket", () => ScriptedSocket.last());
+  ScriptedSocket.last().open();
+  return c;
+}
+
+/** Answers a subscribe frame as the server would (every stream it names). */
+function accept(socket, frame, epoch = "e1") {
+  socket.frame({ id: frame.id, result: { streams: frame.params.streams, epoch } });
+}
+
+test("a stream unsubscribed before its subscribe was answered is not brought back", async (t) => {
+  const c = await opened(t);
+  const first = ScriptedSocket.last();
+  const subscribed = c.subscribe(["EURUSD@point"]);
+  const unsubscribed = c.unsubscribe(["EURUSD@point"]);
+  accept(first, first.sent[0]);
+  first.frame({ id: first.sent[1].id, result: { streams: [] } });
+  await Promise.all([subscribed, unsubscribed]);
+  first.drop();
+  await until("a second socket", () => ScriptedSocket.all.length === 2);
+  ScriptedSocket.last().open();
+  assert.deepEqual(ScriptedSocket.last().sent, [], "nothing to resume");
+});
+
+test("a resume refused for the moment keeps every cursor and is tried again on a new connection", async (t) => {
+  const c = await opened(t);
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  const gaps = [];
+  c.on("gap", (s) => gaps.push(s));
+  let socket = ScriptedSocket.last();
+  const done = c.subscribe(["EURUSD@point", "USDJPY@point"]);
+  accept(socket, socket.sent[0]);
+  await done;
+  for (const s of ["EURUSD@point", "USDJPY@point"]) socket.frame({ stream: s, data: { time: 50 } });
+  socket.drop();
+  await until("a second socket", () => ScriptedSocket.all.length === 2);
+  socket = ScriptedSocket.last();
+  socket.open();
+  const resume = socket.sent[0];
+  assert.deepEqual(resume.params, { streams: ["EURUSD@point", "USDJPY@point"], since: 50, epoch: "e1" });
+  socket.frame({ id: resume.id, error: { code: "Internal", message: "the rates store is unavailable right now" } });
+  await until("a third socket", () => ScriptedSocket.all.length === 3);
+  socket = ScriptedSocket.last();
+  socket.open();
+  assert.deepEqual(socket.sent[0].params, resume.params, "the same resume");
+  assert.deepEqual(errors, ["Internal"]);
+  assert.deepEqual(gaps, [], "no hole: nothing was given up");
+});
+
+test("a resume refused for one stream is asked stream by stream; only that one starts afresh", async (t) => {
+  const c = await opened(t);
+  const gaps = [];
+  c.on("gap", (s, info) => gaps.push([s, info.reason]));
+  let socket = ScriptedSocket.last();
+  const done = c.subscribe(["EURUSD@point", "OLDONE@point"], { history: 30 });
+  accept(socket, socket.sent[0]);
+  await done;
+  for (const s of ["EURUSD@point", "OLDONE@point"]) socket.frame({ stream: s, data: { time: 50 } });
+  socket.drop();
+  await until("a second socket", () => ScriptedSocket.all.length === 2);
+  socket = ScriptedSocket.last();
+  socket.open();
+  socket.frame({ id: socket.sent[0].id, error: { code: "NotFound", message: "unknown symbol 'OLDONE'" } });
+  const alone = socket.sent.slice(1);
+  assert.deepEqual(alone.map((f) => f.params), [
+    { streams: ["EURUSD@point"], since: 50, epoch: "e1" },
+    { streams: ["OLDONE@point"], since: 50, epoch: "e1" },
+  ]);
+  accept(socket, alone[0]);
+  socket.frame({ id: alone[1].id, error: { code: "NotFound", message: "unknown symbol 'OLDONE'" } });
+  assert.deepEqual(gaps, [["OLDONE@point", "refused"]]);
+  const fresh = socket.sent.at(-1);
+  assert.deepEqual(fresh.params, { streams: ["OLDONE@point"], history: 30 });
+  assert.equal(c.cursor("EURUSD@point"), 50, "the other stream kept its place");
+});
+
+test("frames are paced at the server's rate: a burst of twice it, then one a tick", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  ScriptedSocket.all = [];
+  const c = new RatesClient("ws://x", { WebSocket: ScriptedSocket, framesPerSecond: 10 });
+  t.after(() => c.close());
+  t.mock.timers.tick(0);
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+  ScriptedSocket.last().open();
+  for (let i = 0; i < 25; i++) c.list().catch(() => {});
+  assert.equal(ScriptedSocket.last().sent.length, 20, "the burst");
+  t.mock.timers.tick(100);
+  assert.equal(ScriptedSocket.last().sent.length, 21);
+  t.mock.timers.tick(400);
+  assert.equal(ScriptedSocket.last().sent.length, 25, "the rest at 10 a second");
+});
+
+test("a 4001 right after the upgrade backs off instead of spinning; after a connection that lived it is at once", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  ScriptedSocket.all = [];
+  const c = new RatesClient("ws://x", {
+    WebSocket: ScriptedSocket,
+    getToken: () => "t",
+    backoff: { minMs: 5000, maxMs: 5000 },
+    random: () => 0.5,
+  });
+  t.after(() => c.close());
+  const flush = async () => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
+  t.mock.timers.tick(0);
+  await flush();
+  ScriptedSocket.last().open();
+  t.mock.timers.tick(3000);
+  ScriptedSocket.last().drop(4001);
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 2, "at once after a connection of 3 s");
+  ScriptedSocket.last().open();
+  ScriptedSocket.last().drop(4001);
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 2, "not at once after an instant 4001");
+  t.mock.timers.tick(2500);
+  await flush();
+  assert.equal(ScriptedSocket.all.length, 3, "after the backoff");
+});
+
+test("a getToken that never answers is given up after connectTimeoutMs and asked again", async (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout", "Date"], now: 1_000_000 });
+  ScriptedSocket.all = [];
+  let asked = 0;
+  const c = new RatesClient("ws://x", {
+    WebSocket: ScriptedSocket,
+    getToken: () => { asked++; return asked === 1 ? new Promise(() => {}) : "t2"; },
+    connectTimeoutMs: 1000,
+    backoff: { minMs: 10, maxMs: 10 },
+    random: () => 0,
+  });
+  t.after(() => c.close());
+  const errors = [];
+  c.on("error", (e) => errors.push(e.code));
+  const flush = async () => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(asked, 1);
+  t.mock.timers.tick(1000);
+  await flush();
+  t.mock.timers.tick(0);
+  await flush();
+  assert.equal(asked, 2);
+  assert.deepEqual(errors, ["Token"]);
+  assert.equal(ScriptedSocket.last().url, "ws://x?token=t2");
+});
