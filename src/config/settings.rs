@@ -51,14 +51,16 @@ pub struct Config {
     pub http_max_connections_per_ip: u32,
 
     /// Redis, shared by any number of API processes and workers; unset,
-    /// the embedded engine (one process, nothing survives a restart). With
+    /// the embedded engine (one process, nothing survives a restart).
+    /// `redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME`: the master a set
+    /// of sentinels names, followed through failovers. With
     /// `RATES_REDIS_MODE=cluster`, a comma-separated list of seed nodes.
     #[arg(long, env = "RATES_REDIS_URL", hide_env_values = true, global = true)]
     pub redis_url: Option<String>,
 
-    /// `standalone` (one Redis, or one behind Sentinel or a managed
-    /// failover address) or `cluster` (a Redis Cluster: keys spread over its
-    /// masters by hash tag, the live feed on sharded pub/sub).
+    /// `standalone` (one Redis: an address, a managed failover address, or
+    /// Sentinel's master) or `cluster` (a Redis Cluster: keys spread over
+    /// its masters by hash tag, the live feed on sharded pub/sub).
     #[arg(
         long,
         env = "RATES_REDIS_MODE",

@@ -29,6 +29,7 @@ mod pipeline;
 mod redis_cluster;
 mod rest_api;
 mod scale_out;
+mod sentinel;
 mod shared_limits;
 mod shutdown;
 mod streams_v2;

@@ -1,12 +1,16 @@
-//! Connections to a standalone Redis or a Redis Cluster, behind one type
-//! that the store's commands run on, and the live feed's subscription on
-//! either.
+//! Connections to a standalone Redis, a Redis found through Sentinel or a
+//! Redis Cluster, behind one type that the store's commands run on, and
+//! the live feed's subscription on each.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use deadpool::managed;
 
 use deadpool_redis::redis::aio::ConnectionLike;
 use deadpool_redis::redis::cluster::ClusterClient;
 use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::sentinel::{SentinelClient, SentinelServerType};
 use deadpool_redis::redis::{self, Cmd, Pipeline, RedisFuture, Value};
 use deadpool_redis::{Pool, Runtime};
 use futures_util::StreamExt;
@@ -18,11 +22,87 @@ use super::{RedisError, Result};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A standalone Redis (a pool of multiplexed connections) or a cluster
-/// (one multiplexed connection per node, made on first use).
+/// A standalone Redis (a pool of multiplexed connections), the master a
+/// set of sentinels names (the same, to whichever node is master now), or
+/// a cluster (one multiplexed connection per node, made on first use).
 pub(crate) enum Backend {
-    Standalone { pool: Pool, client: redis::Client },
+    Standalone {
+        pool: Pool,
+        client: redis::Client,
+    },
+    Sentinel {
+        pool: managed::Pool<MasterManager>,
+        master: Arc<Master>,
+    },
     Cluster(Box<Cluster>),
+}
+
+fn connection_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+}
+
+/// The master of a Sentinel deployment, asked of the sentinels for every
+/// new connection (so a failover is followed as connections are remade).
+pub(crate) struct Master {
+    sentinel: tokio::sync::Mutex<SentinelClient>,
+    name: String,
+}
+
+impl Master {
+    /// A client of the master the sentinels name now (checked to be one).
+    async fn client(&self) -> Result<redis::Client> {
+        let mut sentinel = self.sentinel.lock().await;
+        tokio::time::timeout(RESPONSE_TIMEOUT, sentinel.async_get_client())
+            .await
+            .map_err(|_| {
+                RedisError::Config(format!(
+                    "no sentinel named a master for {:?} in time",
+                    self.name
+                ))
+            })?
+            .map_err(RedisError::from)
+    }
+}
+
+/// Makes connections to the current master, and keeps one only while its
+/// server is still the master: after a failover the old master may come
+/// back as a replica, which reads but refuses every write.
+pub(crate) struct MasterManager(Arc<Master>);
+
+impl managed::Manager for MasterManager {
+    type Type = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> std::result::Result<Self::Type, Self::Error> {
+        let client = self.0.client().await.map_err(|e| match e {
+            RedisError::Redis(e) => e,
+            other => redis::RedisError::from((redis::ErrorKind::Io, "sentinel", other.to_string())),
+        })?;
+        client
+            .get_multiplexed_async_connection_with_config(&connection_config())
+            .await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Self::Type,
+        _: &managed::Metrics,
+    ) -> managed::RecycleResult<Self::Error> {
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(conn).await?;
+        let is_master = role
+            .first()
+            .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            .is_some_and(|r| r == "master");
+        if is_master {
+            Ok(())
+        } else {
+            Err(managed::RecycleError::message(
+                "the server is no longer the master",
+            ))
+        }
+    }
 }
 
 pub(crate) struct Cluster {
@@ -34,10 +114,7 @@ pub(crate) struct Cluster {
 impl Backend {
     pub(crate) fn standalone(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn_cfg = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT));
-        let manager = deadpool_redis::Manager::new_with_config(url, conn_cfg)?;
+        let manager = deadpool_redis::Manager::new_with_config(url, connection_config())?;
         let pool = Pool::builder(manager)
             .max_size(32)
             .wait_timeout(Some(Duration::from_secs(2)))
@@ -47,6 +124,26 @@ impl Backend {
             .build()
             .map_err(|e| RedisError::Config(e.to_string()))?;
         Ok(Self::Standalone { pool, client })
+    }
+
+    /// `url`: `redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME`.
+    pub(crate) fn sentinel(url: &str) -> Result<Self> {
+        let (sentinels, name) = parse_sentinel_url(url)?;
+        let sentinel =
+            SentinelClient::build(sentinels, name.clone(), None, SentinelServerType::Master)?;
+        let master = Arc::new(Master {
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            name,
+        });
+        let pool = managed::Pool::builder(MasterManager(master.clone()))
+            .max_size(32)
+            .wait_timeout(Some(Duration::from_secs(2)))
+            .create_timeout(Some(Duration::from_secs(4)))
+            .recycle_timeout(Some(Duration::from_secs(2)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| RedisError::Config(e.to_string()))?;
+        Ok(Self::Sentinel { pool, master })
     }
 
     /// `seeds`: comma-separated node URLs (`redis://` may be left out).
@@ -86,6 +183,7 @@ impl Backend {
     pub(crate) async fn conn(&self) -> Result<Conn> {
         match self {
             Self::Standalone { pool, .. } => Ok(Conn::Pooled(pool.get().await?)),
+            Self::Sentinel { pool, .. } => Ok(Conn::Master(pool.get().await?)),
             Self::Cluster(cluster) => {
                 let Cluster { client, conn, .. } = cluster.as_ref();
                 let mut slot = conn.lock().await;
@@ -107,20 +205,10 @@ impl Backend {
     /// channel and payload, until the connection drops.
     pub(crate) async fn subscribe(&self, channels: Vec<String>) -> Result<Subscription> {
         match self {
-            Self::Standalone { client, .. } => {
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(&channels).await?;
-                let stream = pubsub.into_on_message().map(|msg| {
-                    let channel = msg.get_channel_name().to_owned();
-                    (
-                        channel,
-                        msg.get_payload::<String>().map_err(RedisError::from),
-                    )
-                });
-                Ok(Subscription {
-                    stream: Box::pin(stream),
-                })
-            }
+            Self::Standalone { client, .. } => subscribe_on(client, &channels).await,
+            // On the master the sentinels name now: after a failover the
+            // old one's connection drops, and the hub subscribes afresh.
+            Self::Sentinel { master, .. } => subscribe_on(&master.client().await?, &channels).await,
             Self::Cluster(cluster) => {
                 let nodes = &cluster.nodes;
                 // Sharded pub/sub: each channel is served by the master of
@@ -167,6 +255,56 @@ impl Backend {
     }
 }
 
+async fn subscribe_on(client: &redis::Client, channels: &[String]) -> Result<Subscription> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channels).await?;
+    let stream = pubsub.into_on_message().map(|msg| {
+        let channel = msg.get_channel_name().to_owned();
+        (
+            channel,
+            msg.get_payload::<String>().map_err(RedisError::from),
+        )
+    });
+    Ok(Subscription {
+        stream: Box::pin(stream),
+    })
+}
+
+/// The sentinels' URLs and the master's name of
+/// `redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME`.
+fn parse_sentinel_url(url: &str) -> Result<(Vec<String>, String)> {
+    let bad = |why: &str| {
+        RedisError::Config(format!(
+            "RATES_REDIS_URL: {why}; expected redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME"
+        ))
+    };
+    let rest = url
+        .strip_prefix("redis+sentinel://")
+        .ok_or_else(|| bad("not a redis+sentinel:// URL"))?;
+    let (hosts, name) = rest
+        .split_once('/')
+        .ok_or_else(|| bad("no master name after the sentinels"))?;
+    let name = name.trim_end_matches('/');
+    if name.is_empty() || name.contains(['/', '?', '#']) {
+        return Err(bad("the master name is missing or malformed"));
+    }
+    let sentinels: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("redis://{h}"))
+        .collect();
+    if sentinels.is_empty() {
+        return Err(bad("no sentinel address"));
+    }
+    Ok((sentinels, name.to_owned()))
+}
+
+/// Whether `url` names Redis through Sentinel.
+pub(crate) fn is_sentinel_url(url: &str) -> bool {
+    url.starts_with("redis+sentinel://")
+}
+
 fn cluster_builder(nodes: &[String]) -> redis::cluster::ClusterClientBuilder {
     ClusterClient::builder(nodes.to_vec())
         .connection_timeout(CONNECT_TIMEOUT)
@@ -200,6 +338,7 @@ impl Subscription {
 /// One connection of either kind; the store's commands run on it.
 pub(crate) enum Conn {
     Pooled(deadpool_redis::Connection),
+    Master(managed::Object<MasterManager>),
     Cluster(ClusterConnection),
 }
 
@@ -207,6 +346,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Pooled(c) => c.req_packed_command(cmd),
+            Self::Master(c) => c.req_packed_command(cmd),
             Self::Cluster(c) => c.req_packed_command(cmd),
         }
     }
@@ -219,6 +359,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Pooled(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Master(c) => c.req_packed_commands(pipeline, offset, count),
             Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -226,7 +367,34 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Self::Pooled(c) => c.get_db(),
+            Self::Master(c) => c.get_db(),
             Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentinel_urls_name_the_sentinels_and_the_master() {
+        let (sentinels, name) =
+            parse_sentinel_url("redis+sentinel://10.0.0.1:26379, 10.0.0.2:26380/rates").unwrap();
+        assert_eq!(
+            sentinels,
+            ["redis://10.0.0.1:26379", "redis://10.0.0.2:26380"]
+        );
+        assert_eq!(name, "rates");
+        for bad in [
+            "redis://h:1/rates",
+            "redis+sentinel://h:1",
+            "redis+sentinel://h:1/",
+            "redis+sentinel:///rates",
+            "redis+sentinel://h:1/a/b",
+        ] {
+            let e = parse_sentinel_url(bad).unwrap_err().to_string();
+            assert!(e.contains("redis+sentinel://HOST:PORT"), "{bad}: {e}");
         }
     }
 }

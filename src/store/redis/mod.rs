@@ -94,7 +94,13 @@ impl RedisStore {
             )));
         }
         let (backend, groups) = match mode {
+            RedisMode::Standalone if conn::is_sentinel_url(url) => (Backend::sentinel(url)?, 1),
             RedisMode::Standalone => (Backend::standalone(url)?, 1),
+            RedisMode::Cluster if conn::is_sentinel_url(url) => {
+                return Err(RedisError::Config(
+                    "RATES_REDIS_MODE=cluster takes the cluster's nodes, not sentinels".into(),
+                ));
+            }
             RedisMode::Cluster => (Backend::cluster(url)?, CLUSTER_GROUPS),
         };
         Ok(Self {
