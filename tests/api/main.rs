@@ -12,6 +12,7 @@ mod bare_machine;
 mod browser;
 mod candles;
 mod cluster;
+mod cluster_failover;
 mod connections;
 mod deflate;
 mod events;

@@ -8,9 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use serde_json::Value;
 
 use ratesd::config::Role;
 
@@ -165,62 +163,6 @@ impl Drop for Deployment {
     }
 }
 
-/// A v2 subscriber of `EURUSD@point` that reconnects (resuming with
-/// `since` + `epoch`) whenever its connection ends: every second it got.
-fn subscriber(ws_url: String) -> (Arc<Mutex<Vec<i64>>>, tokio::task::JoinHandle<()>) {
-    let seconds = Arc::new(Mutex::new(Vec::new()));
-    let out = seconds.clone();
-    let task = tokio::spawn(async move {
-        let mut epoch: Option<String> = None;
-        loop {
-            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let last = out.lock().unwrap().last().copied();
-            let mut params = json!({"streams": ["EURUSD@point"]});
-            if let Some(last) = last {
-                params["since"] = json!(last);
-                if let Some(e) = &epoch {
-                    params["epoch"] = json!(e);
-                }
-            }
-            let request = json!({"id": 1, "method": "subscribe", "params": params});
-            if ws.send(Message::text(request.to_string())).await.is_err() {
-                continue;
-            }
-            while let Some(Ok(msg)) = ws.next().await {
-                let Ok(text) = msg.to_text() else { continue };
-                let Ok(frame) = serde_json::from_str::<Value>(text) else {
-                    continue;
-                };
-                if let Some(e) = frame["result"]["epoch"].as_str() {
-                    epoch = Some(e.to_owned());
-                }
-                // Refused for now (Redis away): subscribe again shortly.
-                if frame["error"].is_object() {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    break;
-                }
-                let points = if let Some(p) = frame["snapshot"]["points"].as_array() {
-                    p.clone()
-                } else if frame["data"].is_object() {
-                    vec![frame["data"].clone()]
-                } else {
-                    continue;
-                };
-                let mut seen = out.lock().unwrap();
-                for p in points {
-                    if let Some(t) = p["time"].as_i64() {
-                        seen.push(t);
-                    }
-                }
-            }
-        }
-    });
-    (seconds, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     // Redis installed (its redis-server makes the deployment).
@@ -260,7 +202,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     let (status, rate) = app.get_json("/api/v1/rates/EURUSD").await;
     assert_eq!(status, 200, "{rate}");
     let ws_url = format!("{}/api/v2/ws", app.base.replace("http://", "ws://"));
-    let (seconds, sub) = subscriber(ws_url);
+    let (seconds, sub) = crate::helpers::resuming_subscriber(ws_url);
     eventually("the subscriber live", Duration::from_secs(10), || async {
         (seconds.lock().unwrap().len() >= 3).then_some(())
     })

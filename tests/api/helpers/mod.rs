@@ -23,7 +23,7 @@ mod ws;
 pub use self::poll::eventually;
 pub use self::process::Process;
 pub use self::skip::{Needs, reachable, skip};
-pub use self::ws::{CutProxy, close_frame, next_frame, until_action};
+pub use self::ws::{CutProxy, close_frame, next_frame, resuming_subscriber, until_action};
 
 /// The shared Redis the tests use (each under its own prefix).
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";

@@ -129,3 +129,70 @@ impl Drop for CutProxy {
         self.task.abort();
     }
 }
+
+/// A v2 subscriber of `EURUSD@point` that reconnects (resuming with
+/// `since` + `epoch`) whenever its connection ends: every second it got.
+pub fn resuming_subscriber(
+    ws_url: String,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seconds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = seconds.clone();
+    let task = tokio::spawn(async move {
+        let mut epoch: Option<String> = None;
+        loop {
+            let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&ws_url).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let last = out.lock().unwrap().last().copied();
+            let mut params = serde_json::json!({"streams": ["EURUSD@point"]});
+            if let Some(last) = last {
+                params["since"] = serde_json::json!(last);
+                if let Some(e) = &epoch {
+                    params["epoch"] = serde_json::json!(e);
+                }
+            }
+            let request = serde_json::json!({"id": 1, "method": "subscribe", "params": params});
+            if futures_util::SinkExt::send(
+                &mut ws,
+                tokio_tungstenite::tungstenite::Message::text(request.to_string()),
+            )
+            .await
+            .is_err()
+            {
+                continue;
+            }
+            while let Some(Ok(msg)) = futures_util::StreamExt::next(&mut ws).await {
+                let Ok(text) = msg.to_text() else { continue };
+                let Ok(frame) = serde_json::from_str::<serde_json::Value>(text) else {
+                    continue;
+                };
+                if let Some(e) = frame["result"]["epoch"].as_str() {
+                    epoch = Some(e.to_owned());
+                }
+                // Refused for now (Redis away): subscribe again shortly.
+                if frame["error"].is_object() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+                let points = if let Some(p) = frame["snapshot"]["points"].as_array() {
+                    p.clone()
+                } else if frame["data"].is_object() {
+                    vec![frame["data"].clone()]
+                } else {
+                    continue;
+                };
+                let mut seen = out.lock().unwrap();
+                for p in points {
+                    if let Some(t) = p["time"].as_i64() {
+                        seen.push(t);
+                    }
+                }
+            }
+        }
+    });
+    (seconds, task)
+}
