@@ -4,7 +4,6 @@
 //! SIGKILL, its replica takes over, and the service follows.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ratesd::config::Role;
@@ -198,18 +197,7 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
         holder(&cluster)
     })
     .await;
-    let watched = Arc::new(Mutex::new(Vec::<u16>::new()));
-    let watch = {
-        let (http, url, watched) = (app.http.clone(), app.url("/health/ready"), watched.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = http.get(&url).send().await {
-                    watched.lock().unwrap().push(r.status().as_u16());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let (watched, watch) = crate::helpers::failover::watch_readiness(&app);
 
     // EURUSD's key group, {1}: kill the master that serves it.
     let victim = cluster.master_of("{1}").expect("a master serves {1}");
@@ -239,10 +227,7 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
     sub.abort();
     watch.abort();
     let seconds = seconds.lock().unwrap().clone();
-    for pair in seconds.windows(2) {
-        assert!(pair[1] > pair[0], "a second twice or back: {seconds:?}");
-    }
-    let lost = (seconds.last().unwrap() - seconds.first().unwrap() + 1) as usize - seconds.len();
+    let lost = crate::helpers::failover::holes(&seconds, "the subscriber");
     assert_eq!(app.get("/health/ready").await.status(), 200);
     let watched = watched.lock().unwrap().clone();
     let after = eventually("a leader after", Duration::from_secs(10), || async {
@@ -254,25 +239,9 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
         generation(&after) >= generation(&before),
         "{before} then {after}"
     );
-    let (_, history) = app
-        .get_json(&format!(
-            "/api/v1/rates/EURUSD/history?from={}&limit=1000",
-            killed_at - 10
-        ))
-        .await;
-    let written: Vec<i64> = history["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["time"].as_i64().unwrap())
-        .collect();
-    for pair in written.windows(2) {
-        assert!(pair[1] > pair[0], "a second written twice: {written:?}");
-    }
-    let unwritten =
-        (written.last().unwrap() - written.first().unwrap() + 1) as usize - written.len();
+    let (written, unwritten) = crate::helpers::failover::written_since(&app, killed_at - 10).await;
     let first_after = written.iter().find(|&&t| t > killed_at).copied();
-    let not_ready = watched.iter().filter(|&&s| s != 200).count();
+    let not_ready = watched.iter().filter(|(s, _)| *s != 200).count();
     eprintln!(
         "cluster failover: killed in second {killed_at}; first written after: {first_after:?}; {unwritten} seconds never written; fresh on REST {:.1} s after the kill; the subscriber lost {lost} of {}; readiness not 200 in {not_ready} of {} probes; lease {before} then {after}",
         takeover.as_secs_f64(),

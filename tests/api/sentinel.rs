@@ -5,22 +5,11 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use ratesd::config::Role;
 
-use crate::helpers::{Options, eventually, spawn_with, unique_id};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::helpers::{Options, eventually, free_port, spawn_with, unique_id};
 
 async fn wait_port(port: u16) {
     eventually("the port open", Duration::from_secs(20), || async {
@@ -208,21 +197,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     })
     .await;
     // Readiness, every 100 ms, through the failover.
-    let watched = Arc::new(Mutex::new(Vec::<(u16, String)>::new()));
-    let watch = {
-        let (http, url, watched) = (app.http.clone(), app.url("/health/ready"), watched.clone());
-        tokio::spawn(async move {
-            loop {
-                if let Ok(r) = http.get(&url).send().await {
-                    let status = r.status().as_u16();
-                    let body: Value = r.json().await.unwrap_or(Value::Null);
-                    let reason = body["reason"].as_str().unwrap_or("").to_owned();
-                    watched.lock().unwrap().push((status, reason));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let (watched, watch) = crate::helpers::failover::watch_readiness(&app);
 
     let old_master = deployment.master.0;
     deployment.kill_master();
@@ -253,11 +228,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     sub.abort();
     watch.abort();
     let seconds = seconds.lock().unwrap().clone();
-    // Strictly increasing: a gap allowed (what Redis lost), a second twice not.
-    for pair in seconds.windows(2) {
-        assert!(pair[1] > pair[0], "a second twice or back: {seconds:?}");
-    }
-    let lost = (seconds.last().unwrap() - seconds.first().unwrap() + 1) as usize - seconds.len();
+    let lost = crate::helpers::failover::holes(&seconds, "the subscriber");
     // Readiness said what happened, and is ready again.
     let watched = watched.lock().unwrap().clone();
     assert!(
@@ -281,24 +252,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
         generation(&after) >= generation(&before),
         "{before} then {after}"
     );
-    let (_, history) = app
-        .get_json(&format!(
-            "/api/v1/rates/EURUSD/history?from={}&limit=1000",
-            killed_at - 10
-        ))
-        .await;
-    let written: Vec<i64> = history["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["time"].as_i64().unwrap())
-        .collect();
-    assert!(written.len() > 5, "{history}");
-    for pair in written.windows(2) {
-        assert!(pair[1] > pair[0], "a second written twice: {written:?}");
-    }
-    let unwritten =
-        (written.last().unwrap() - written.first().unwrap() + 1) as usize - written.len();
+    let (written, unwritten) = crate::helpers::failover::written_since(&app, killed_at - 10).await;
     let last_before = written.iter().rev().find(|&&t| t <= killed_at).copied();
     let first_after = written.iter().find(|&&t| t > killed_at).copied();
     eprintln!(

@@ -15,6 +15,7 @@ use ratesd::config::{Config, RedisMode, Role};
 use ratesd::store::Archive;
 use sqlx::migrate::MigrateDatabase;
 
+pub mod failover;
 mod poll;
 mod process;
 mod skip;
@@ -267,6 +268,15 @@ pub fn bare_engine(kind: Engine) -> Option<ratesd::store::Engine> {
             ))
         }
     })
+}
+
+/// A loopback port free now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn unique_id() -> String {
