@@ -33,6 +33,8 @@ pub struct HealthState {
 }
 
 /// Where a worker's role is read.
+pub type WorkerRole = tokio::sync::watch::Receiver<crate::worker::election::Role>;
+
 impl HealthState {
     /// Assets whose newest quote is older than the staleness limit (or
     /// that never had one).
@@ -61,8 +63,6 @@ impl HealthState {
         metrics::gauge!("ratesd_stale_assets").set(stale as f64);
     }
 }
-
-pub type WorkerRole = tokio::sync::watch::Receiver<crate::worker::election::Role>;
 
 pub fn router() -> OpenApiRouter<Arc<HealthState>> {
     OpenApiRouter::new()

@@ -37,6 +37,22 @@ pub(crate) enum Backend {
     Cluster(Box<Cluster>),
 }
 
+/// A pool of 32 connections of `manager`, each made within `create`.
+fn build_pool<M, W>(manager: M, create: Duration) -> Result<managed::Pool<M, W>>
+where
+    M: managed::Manager,
+    W: From<managed::Object<M>>,
+{
+    managed::Pool::builder(manager)
+        .max_size(32)
+        .wait_timeout(Some(Duration::from_secs(2)))
+        .create_timeout(Some(create))
+        .recycle_timeout(Some(Duration::from_secs(2)))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| RedisError::Config(e.to_string()))
+}
+
 fn connection_config() -> redis::AsyncConnectionConfig {
     redis::AsyncConnectionConfig::new()
         .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -115,14 +131,7 @@ impl Backend {
     pub(crate) fn standalone(url: &str) -> Result<Self> {
         let client = redis::Client::open(url)?;
         let manager = deadpool_redis::Manager::new_with_config(url, connection_config())?;
-        let pool = Pool::builder(manager)
-            .max_size(32)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .create_timeout(Some(Duration::from_secs(2)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| RedisError::Config(e.to_string()))?;
+        let pool = build_pool(manager, Duration::from_secs(2))?;
         Ok(Self::Standalone { pool, client })
     }
 
@@ -135,14 +144,9 @@ impl Backend {
             sentinel: tokio::sync::Mutex::new(sentinel),
             name,
         });
-        let pool = managed::Pool::builder(MasterManager(master.clone()))
-            .max_size(32)
-            .wait_timeout(Some(Duration::from_secs(2)))
-            .create_timeout(Some(Duration::from_secs(4)))
-            .recycle_timeout(Some(Duration::from_secs(2)))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| RedisError::Config(e.to_string()))?;
+        // Making a connection asks a sentinel first: more time than for
+        // a plain Redis.
+        let pool = build_pool(MasterManager(master.clone()), Duration::from_secs(4))?;
         Ok(Self::Sentinel { pool, master })
     }
 
