@@ -453,30 +453,13 @@ export class RatesClient {
         const params = { streams: list.map((s) => s.name), since: second };
         if (epoch)
             params.epoch = epoch;
-        this.internal(params, (r, e) => {
-            if (!e) {
-                if (r.epoch)
-                    this.epoch = r.epoch;
-                return;
-            }
-            const still = list.filter((st) => this.isCurrent(st));
-            for (const st of still)
+        this.own(params, list, (st) => this.resumeAfter(second, [st]), (still) => {
+            for (const st of still) {
                 st.resumeSince = null;
-            if (!STREAM_REFUSED.has(e.code)) {
-                this.emit("error", e);
-                this.reconnectLater();
+                this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
+                st.cursor = null;
             }
-            else if (still.length > 1) {
-                for (const st of still)
-                    this.resumeAfter(second, [st]);
-            }
-            else {
-                for (const st of still) {
-                    this.emit("gap", st.name, { since: second, epoch, currentEpoch: this.epoch, reason: "refused" });
-                    st.cursor = null;
-                }
-                this.resubscribe(still);
-            }
+            this.resubscribe(still);
         });
     }
     /**
@@ -495,27 +478,11 @@ export class RatesClient {
             const params = { streams: group.map((s) => s.name) };
             if (history)
                 params.history = history;
-            this.internal(params, (r, e) => {
-                if (!e) {
-                    if (r.epoch)
-                        this.epoch = r.epoch;
-                    return;
-                }
-                const still = group.filter((st) => this.isCurrent(st));
-                if (!STREAM_REFUSED.has(e.code)) {
-                    this.emit("error", e);
-                    this.reconnectLater();
-                }
-                else if (still.length > 1) {
-                    for (const st of still)
-                        this.resubscribe([st]);
-                }
-                else {
-                    // Gone from the server (a symbol removed, a scope narrowed).
-                    for (const st of still)
-                        this.streams.delete(streamKey(st.name));
-                    this.emit("error", e);
-                }
+            this.own(params, group, (st) => this.resubscribe([st]), (still, e) => {
+                // Gone from the server (a symbol removed, a scope narrowed).
+                for (const st of still)
+                    this.streams.delete(streamKey(st.name));
+                this.emit("error", e);
             });
         }
     }
@@ -541,6 +508,34 @@ export class RatesClient {
         }
         this.stopOpenTimer();
         this.dropped(1000);
+    }
+    /**
+     * A subscribe of the client's own for `list`. Its answer's epoch is
+     * kept. Refused for the moment (any code but a stream's own refusal):
+     * the connection is made again after the backoff. Refused for a stream:
+     * with several still wanted, `each` asks for each alone; with one,
+     * `alone` decides its fate.
+     */
+    own(params, list, each, alone) {
+        this.internal(params, (r, e) => {
+            if (!e) {
+                if (r.epoch)
+                    this.epoch = r.epoch;
+                return;
+            }
+            const still = list.filter((st) => this.isCurrent(st));
+            if (!STREAM_REFUSED.has(e.code)) {
+                this.emit("error", e);
+                this.reconnectLater();
+            }
+            else if (still.length > 1) {
+                for (const st of still)
+                    each(st);
+            }
+            else {
+                alone(still, e);
+            }
+        });
     }
     /** A subscribe of the client's own: answered through `onAnswer` alone. */
     internal(params, onAnswer) {

@@ -41,6 +41,11 @@ class ScriptedSocket {
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
 
+/** Lets pending promise callbacks run (under mocked timers). */
+async function flush() {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
 async function until(what, probe) {
   for (let i = 0; i < 200; i++) {
     const v = probe();
@@ -189,7 +194,6 @@ test("a socket that does not open within connectTimeoutMs is given up and retrie
   t.after(() => c.close());
   const states = [];
   c.on("state", (s) => states.push(s));
-  const flush = async () => { for (let i = 0; i < 5; i++) await Promise.resolve(); };
   t.mock.timers.tick(0);
   await flush();
   assert.equal(ScriptedSocket.all.length, 1);
@@ -318,7 +322,6 @@ test("a 4001 right after the upgrade backs off instead of spinning; after a conn
     random: () => 0.5,
   });
   t.after(() => c.close());
-  const flush = async () => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
   t.mock.timers.tick(0);
   await flush();
   ScriptedSocket.last().open();
@@ -351,7 +354,6 @@ test("a getToken that never answers is given up after connectTimeoutMs and asked
   t.after(() => c.close());
   const errors = [];
   c.on("error", (e) => errors.push(e.code));
-  const flush = async () => { for (let i = 0; i < 10; i++) await Promise.resolve(); };
   t.mock.timers.tick(0);
   await flush();
   assert.equal(asked, 1);
