@@ -176,8 +176,6 @@ ax[1][1].plot(x, num(cols.index("archive_backlog")), label="archive backlog (tic
 ax[1][1].set_title("Redis and the archive")
 for a in ax.flat:
     a.set_xlabel("minute"); a.legend(fontsize=8); a.grid(alpha=.3)
-for k in num(cols.index("kills")):
-    pass
 fig.suptitle("ratesd soak: two workers (the leader killed every few minutes), two serve nodes, v1/v2/SSE/REST clients")
 fig.tight_layout()
 fig.savefig(f"{out}/soak.png", dpi=80)

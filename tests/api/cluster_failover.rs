@@ -23,14 +23,9 @@ impl SixNodes {
         let mut nodes = Vec::new();
         for _ in 0..6 {
             let port = free_node_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--dir", dir.to_str().unwrap()])
-                .args(["--save", "", "--appendonly", "no"])
+            let child = crate::redis_cluster::node_command(port, &dir)
+                .args(["--cluster-node-timeout", "1000"])
                 .args(["--repl-diskless-sync-delay", "0"])
-                .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server starts");
             nodes.push((port, Some(child)));
@@ -183,7 +178,7 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
         (seconds.lock().unwrap().len() >= 3).then_some(())
     })
     .await;
-    let lease_key = format!("test:{id}:{{meta}}:leader");
+    let lease_key = crate::helpers::failover::lease_key(&id);
     let holder = |cluster: &SixNodes| -> Option<String> {
         let port = cluster.alive().next()?;
         let out = Command::new("redis-cli")
@@ -211,22 +206,11 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
     )
     .await;
     cluster.wait_ok().await;
-    let fresh = eventually("fresh rates again", Duration::from_secs(30), || async {
-        let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
-        (status == 200 && q["time"].as_i64()? > killed_at && q["stale"] == false).then_some(q)
-    })
-    .await;
+    let newest = crate::helpers::failover::fresh_after(&app, killed_at).await;
     let takeover = killed.elapsed();
-    let newest = fresh["time"].as_i64().unwrap();
-    eventually(
-        "the subscriber live again",
-        Duration::from_secs(20),
-        || async { (seconds.lock().unwrap().last().copied()? > newest + 2).then_some(()) },
-    )
-    .await;
+    let seconds = crate::helpers::failover::live_past(&seconds, newest).await;
     sub.abort();
     watch.abort();
-    let seconds = seconds.lock().unwrap().clone();
     let lost = crate::helpers::failover::holes(&seconds, "the subscriber");
     assert_eq!(app.get("/health/ready").await.status(), 200);
     let watched = watched.lock().unwrap().clone();
@@ -234,11 +218,7 @@ async fn a_cluster_master_killed_is_replaced_by_its_replica_and_followed() {
         holder(&cluster)
     })
     .await;
-    let generation = |token: &str| token.split(':').next().unwrap().parse::<u64>().unwrap();
-    assert!(
-        generation(&after) >= generation(&before),
-        "{before} then {after}"
-    );
+    crate::helpers::failover::assert_lease_moved_on(&before, &after);
     let (written, unwritten) = crate::helpers::failover::written_since(&app, killed_at - 10).await;
     let first_after = written.iter().find(|&&t| t > killed_at).copied();
     let not_ready = watched.iter().filter(|(s, _)| *s != 200).count();

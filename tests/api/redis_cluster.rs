@@ -25,6 +25,19 @@ pub fn free_node_port() -> u16 {
     }
 }
 
+/// A cluster node on `port`, its state in `dir`, keeping no data on disk.
+pub fn node_command(port: u16, dir: &std::path::Path) -> Command {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--dir", dir.to_str().expect("a UTF-8 temp dir")])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null());
+    command
+}
+
 /// Removes the state directories of earlier runs whose process is gone.
 fn remove_dead_runs_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
@@ -91,14 +104,7 @@ pub fn ports() -> Option<&'static [u16]> {
                 let ports: Vec<u16> = (0..3).map(|_| free_node_port()).collect();
                 let mut children = Vec::new();
                 for &port in &ports {
-                    let mut command = Command::new("redis-server");
-                    command
-                        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                        .args(["--cluster-enabled", "yes"])
-                        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                        .args(["--dir", dir.to_str().expect("a UTF-8 temp dir")])
-                        .args(["--save", "", "--appendonly", "no"])
-                        .stdout(Stdio::null());
+                    let mut command = node_command(port, &dir);
                     // SAFETY: prctl is async-signal-safe; it only asks the
                     // kernel to kill the child when this thread ends.
                     unsafe {

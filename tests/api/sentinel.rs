@@ -178,7 +178,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     let holder = |deployment: &Deployment| -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-p", &deployment.master_port()?.to_string(), "--raw", "GET"])
-            .arg(format!("test:{id}:{{meta}}:leader"))
+            .arg(crate::helpers::failover::lease_key(&id))
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -203,31 +203,16 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     deployment.kill_master();
     let killed = Instant::now();
     let killed_at = ratesd::clock::unix_now();
-    let fresh = eventually(
-        "fresh rates from the promoted replica",
-        Duration::from_secs(30),
-        || async {
-            let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
-            (status == 200 && q["time"].as_i64()? > killed_at && q["stale"] == false).then_some(q)
-        },
-    )
-    .await;
+    let newest = crate::helpers::failover::fresh_after(&app, killed_at).await;
     let takeover = killed.elapsed();
     assert_eq!(
         deployment.master_port(),
         Some(deployment.replica.0),
         "the sentinels promoted the replica (the old master was {old_master})"
     );
-    let newest = fresh["time"].as_i64().unwrap();
-    eventually(
-        "the subscriber live again",
-        Duration::from_secs(20),
-        || async { (seconds.lock().unwrap().last().copied()? > newest + 2).then_some(()) },
-    )
-    .await;
+    let seconds = crate::helpers::failover::live_past(&seconds, newest).await;
     sub.abort();
     watch.abort();
-    let seconds = seconds.lock().unwrap().clone();
     let lost = crate::helpers::failover::holes(&seconds, "the subscriber");
     // Readiness said what happened, and is ready again.
     let watched = watched.lock().unwrap().clone();
@@ -247,11 +232,7 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
         || async { holder(&deployment) },
     )
     .await;
-    let generation = |token: &str| token.split(':').next().unwrap().parse::<u64>().unwrap();
-    assert!(
-        generation(&after) >= generation(&before),
-        "{before} then {after}"
-    );
+    crate::helpers::failover::assert_lease_moved_on(&before, &after);
     let (written, unwritten) = crate::helpers::failover::written_since(&app, killed_at - 10).await;
     let last_before = written.iter().rev().find(|&&t| t <= killed_at).copied();
     let first_after = written.iter().find(|&&t| t > killed_at).copied();

@@ -62,3 +62,41 @@ pub fn watch_readiness(app: &TestApp) -> (Watched, tokio::task::JoinHandle<()>) 
     });
     (watched, task)
 }
+
+/// Waits until the rates route serves EURUSD fresh from a second after
+/// `killed_at`: that second.
+pub async fn fresh_after(app: &TestApp, killed_at: i64) -> i64 {
+    super::eventually("fresh rates again", Duration::from_secs(30), || async {
+        let (status, q) = app.get_json("/api/v1/rates/EURUSD").await;
+        let time = q["time"].as_i64()?;
+        (status == 200 && time > killed_at && q["stale"] == false).then_some(time)
+    })
+    .await
+}
+
+/// Waits until a subscriber's `seconds` go past `newest + 2` (live again
+/// after the failover), then what it received.
+pub async fn live_past(seconds: &Mutex<Vec<i64>>, newest: i64) -> Vec<i64> {
+    super::eventually(
+        "the subscriber live again",
+        Duration::from_secs(20),
+        || async { (seconds.lock().unwrap().last().copied()? > newest + 2).then_some(()) },
+    )
+    .await;
+    seconds.lock().unwrap().clone()
+}
+
+/// The writer's lease key under a test's prefix (`test:ID:`).
+pub fn lease_key(id: &str) -> String {
+    format!("test:{id}:{{meta}}:leader")
+}
+
+/// Asserts that the lease `after` a failover has a generation no older
+/// than `before` (tokens are `GENERATION:NODE`).
+pub fn assert_lease_moved_on(before: &str, after: &str) {
+    let generation = |token: &str| token.split(':').next().unwrap().parse::<u64>().unwrap();
+    assert!(
+        generation(after) >= generation(before),
+        "{before} then {after}"
+    );
+}
