@@ -1,18 +1,26 @@
-//! A bare axum hello-world on the same runtime: the baseline that
+//! A bare axum route on the same runtime: the baseline that
 //! `loadtest/RESULTS.md` compares the rate routes against.
 //!
-//!   cargo run --release --example hello -- 127.0.0.1:18099
-//!   wrk -t2 -c64 -d20s --latency http://127.0.0.1:18099/hello
+//!   cargo run --release --example hello -- 127.0.0.1:18099 [BODY]
+//!   wrk -t1 -c64 -d5s http://127.0.0.1:18099/hello
+//!
+//! `BODY` (default `hello`) is what `/hello` answers, as
+//! `application/json`: `loadtest/rest-ratio.sh` passes the rate route's own
+//! answer, so that both write a body of the same size.
 
 use axum::Router;
+use axum::http::header;
 use axum::routing::get;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:18099".to_owned());
-    let app = Router::new().route("/hello", get(|| async { "hello" }));
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:18099".to_owned());
+    let body: &'static str = args.next().unwrap_or_else(|| "hello".to_owned()).leak();
+    let app = Router::new().route(
+        "/hello",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
+    );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{addr}/hello");
     axum::serve(listener, app).await

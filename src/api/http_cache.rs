@@ -12,18 +12,22 @@ use bytes::Bytes;
 
 use crate::hash::fnv1a64;
 
-/// A prepared JSON body and its entity tag.
+/// A prepared JSON body and its entity tag: an answer made of pieces
+/// prepared once, that allocates nothing but its header map.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub body: Bytes,
     pub etag: HeaderValue,
+    /// `Content-Length` of the body.
+    length: HeaderValue,
 }
 
 impl Prepared {
     pub fn json<T: serde::Serialize>(value: &T) -> Self {
         let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         let etag = etag_of(&body);
-        Self { body, etag }
+        let length = HeaderValue::from(body.len());
+        Self { body, etag, length }
     }
 
     /// 200 with the body, or 304 when the client holds this version.
@@ -54,6 +58,7 @@ impl Prepared {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            headers.insert(header::CONTENT_LENGTH, self.length.clone());
         }
         resp
     }

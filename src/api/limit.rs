@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -184,7 +184,7 @@ impl HttpLimiter {
         // let through (RateLimit-Reset on a 429 says when there is quota
         // again, as Retry-After does).
         let headers = resp.headers_mut();
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+        headers.insert(header::RETRY_AFTER, count_value(retry));
         Quota3 {
             limit: tier.burst,
             remaining: 0,
@@ -214,12 +214,36 @@ pub struct Quota3 {
 
 impl Quota3 {
     pub fn set(self, headers: &mut HeaderMap) {
-        headers.insert("ratelimit-limit", HeaderValue::from(self.limit));
-        headers.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
-        headers.insert("ratelimit-reset", HeaderValue::from(self.reset));
-        headers.insert("ratelimit-policy", self.policy);
+        // Names made once: a `&str` name not in `http`'s table is copied
+        // into a new allocation at each insert.
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+        headers.insert(LIMIT, count_value(self.limit.into()));
+        headers.insert(REMAINING, count_value(self.remaining.into()));
+        headers.insert(RESET, count_value(self.reset));
+        headers.insert(POLICY, self.policy);
     }
 }
+
+/// A count as a header value: the usual ones (up to [`SMALL_COUNTS`]) made
+/// once, so that an answer's limit headers allocate nothing.
+fn count_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        (0..=SMALL_COUNTS)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// Counts up to this are prepared header values ([`count_value`]).
+const SMALL_COUNTS: u64 = 1024;
 
 /// Keeps the limiter's memory to the clients seen lately.
 pub async fn forget_idle_clients(

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
-use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -224,7 +224,7 @@ impl utoipa::Modify for Credentials {
 /// The whole application as one service: the routes, and in front of them
 /// the layers every answer passes (outside the router, so that a request
 /// goes through each once, not through a boxed copy per layer and route).
-pub type App = Edge<Cors<RequestBodyLimit<Router>>>;
+pub type App = Edge<RequestBodyLimit<Router>>;
 
 /// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> App {
@@ -278,8 +278,7 @@ pub fn app(api: &Api) -> App {
         routes
     };
     ServiceBuilder::new()
-        .layer(EdgeLayer)
-        .layer(cors(&api.cors_origins))
+        .layer(EdgeLayer::new(cors(&api.cors_origins)))
         // No route reads a body: a large one is refused (413) up front.
         .layer(RequestBodyLimitLayer::new(16 * 1024))
         .service(routes)

@@ -37,7 +37,7 @@ async fn problem(resp: reqwest::Response, status: u16) -> serde_json::Value {
     body
 }
 
-async fn cors_preflights_and_every_answer_carry_the_headers(engine: Engine) {
+async fn cors_preflights_and_every_answer_to_an_origin_carry_the_headers(engine: Engine) {
     let Some(app) = app_with(
         engine,
         &["--rate-limit-per-second", "1", "--rate-limit-burst", "2"],
@@ -92,6 +92,69 @@ async fn cors_preflights_and_every_answer_carry_the_headers(engine: Engine) {
         exposed.contains("retry-after") && exposed.contains("etag"),
         "{exposed}"
     );
+    assert!(varies_by_origin(&limited), "{:?}", limited.headers());
+    app.cleanup().await;
+}
+
+/// Whether an answer says it varies by `Origin`.
+fn varies_by_origin(resp: &reqwest::Response) -> bool {
+    resp.headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case("origin"))
+}
+
+/// A request without `Origin` (no browser on another origin) gets no CORS
+/// headers; every answer, with or without, varies by `Origin`, so that no
+/// cache hands one to the other.
+async fn cors_headers_only_for_an_origin(engine: Engine) {
+    let Some(app) = app_with(engine, &[]).await else {
+        return;
+    };
+    let rate = eventually("a rate", std::time::Duration::from_secs(20), || async {
+        let r = app.get("/api/v1/rates/EURUSD").await;
+        (r.status() == 200).then_some(r)
+    })
+    .await;
+    let no_origin = |r: &reqwest::Response| {
+        assert!(
+            !r.headers()
+                .keys()
+                .any(|k| k.as_str().starts_with("access-control-")),
+            "{:?}",
+            r.headers()
+        );
+        assert!(varies_by_origin(r), "{:?}", r.headers());
+    };
+    no_origin(&rate);
+    // The prepared answer's own length, and the body it announces.
+    let length: usize = rate.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(rate.bytes().await.unwrap().len(), length);
+    no_origin(&app.get("/api/v1/rates/XXXYYY").await);
+    // An OPTIONS without `Origin` is no preflight: the route has no OPTIONS.
+    let options = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/rates"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), 405);
+    no_origin(&options);
+    let with = app
+        .http
+        .get(app.url("/api/v1/rates/EURUSD"))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.headers()["access-control-allow-origin"], "*");
+    assert!(varies_by_origin(&with), "{:?}", with.headers());
     app.cleanup().await;
 }
 
@@ -375,8 +438,9 @@ async fn the_openapi_document_names_its_operations(engine: Engine) {
 }
 
 crate::helpers::on_both_engines!(
-    cors_preflights_and_every_answer_carry_the_headers,
+    cors_preflights_and_every_answer_to_an_origin_carry_the_headers,
     cors_origins_can_be_listed,
+    cors_headers_only_for_an_origin,
     every_error_is_a_problem_whose_type_resolves,
     history_and_the_openapi_document_are_compressed_rates_are_not,
     symbols_selects_the_rates_listed,

@@ -174,7 +174,9 @@ async fn rate(
 ) -> Result<Response> {
     let asset = resolve(&state, &symbol, &caller)?;
     if let Some(at) = RateQuery::try_from(params)?.at {
-        return moment::respond(&state, asset, &at, &if_none_match).await;
+        // Boxed: the archive's lookup is a large future the cached answer
+        // does without.
+        return Box::pin(moment::respond(&state, asset, &at, &if_none_match)).await;
     }
     let snapshot = state.rates.get().await;
     let rates = snapshot

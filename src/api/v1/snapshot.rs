@@ -66,6 +66,16 @@ impl<T> PerTick<T> {
         if let Some(snap) = self.fresh(now) {
             return snap;
         }
+        // Boxed: the rebuild (once a tick) reads the engine, a large future
+        // that every answer's own would otherwise carry and move.
+        Box::pin(self.rebuild(now, build)).await
+    }
+
+    async fn rebuild<F, Fut>(&self, now: UnixSeconds, build: F) -> Arc<Snapshot<T>>
+    where
+        F: FnOnce(UnixSeconds) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let _one = self.rebuild.lock().await;
         if let Some(snap) = self.fresh(now) {
             return snap;
