@@ -23,7 +23,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use ratesd::app::App;
@@ -34,56 +34,127 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not freed yet.
+static LIVE: AtomicI64 = AtomicI64::new(0);
 
-/// `ALLOC_TRACE=1`: the backtraces of one request's allocations are kept
-/// (to find what allocates), printed after the counts.
-static TRACING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static TRACES: std::sync::Mutex<Vec<(usize, String)>> = std::sync::Mutex::new(Vec::new());
+/// `ALLOC_TRACE=1`: the allocations (and frees) of one request, and of one
+/// subscriber's connection, are kept with their backtraces (to find what
+/// allocates, and what a connection keeps), printed after the counts.
+static TRACING: AtomicBool = AtomicBool::new(false);
+static EVENTS: std::sync::Mutex<Vec<Event>> = std::sync::Mutex::new(Vec::new());
 
-thread_local! {
-    /// Set while this thread records a trace (which allocates itself).
-    static IN_TRACE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+enum Event {
+    Alloc {
+        ptr: usize,
+        size: usize,
+        trace: String,
+    },
+    Free {
+        ptr: usize,
+    },
 }
 
-fn note(size: usize) {
+thread_local! {
+    /// Set while this thread records a trace (which allocates itself), and
+    /// on the clients' thread, whose allocations are not the server's.
+    static UNCOUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn counted() -> bool {
+    !UNCOUNTED.with(std::cell::Cell::get)
+}
+
+fn note_alloc(ptr: *mut u8, size: usize) {
+    if !counted() {
+        return;
+    }
     ALLOCS.fetch_add(1, Relaxed);
     BYTES.fetch_add(size as u64, Relaxed);
-    if TRACING.load(Relaxed) && !IN_TRACE.with(std::cell::Cell::get) {
-        IN_TRACE.with(|t| t.set(true));
-        let trace = std::backtrace::Backtrace::force_capture().to_string();
-        if let Ok(mut traces) = TRACES.lock() {
-            traces.push((size, trace));
-        }
-        IN_TRACE.with(|t| t.set(false));
+    LIVE.fetch_add(size as i64, Relaxed);
+    if TRACING.load(Relaxed) {
+        record(|| Event::Alloc {
+            ptr: ptr as usize,
+            size,
+            trace: std::backtrace::Backtrace::force_capture().to_string(),
+        });
     }
+}
+
+fn note_free(ptr: *mut u8, size: usize) {
+    if !counted() {
+        return;
+    }
+    LIVE.fetch_sub(size as i64, Relaxed);
+    if TRACING.load(Relaxed) {
+        record(|| Event::Free { ptr: ptr as usize });
+    }
+}
+
+fn record(event: impl FnOnce() -> Event) {
+    UNCOUNTED.with(|t| t.set(true));
+    let event = event();
+    if let Ok(mut events) = EVENTS.lock() {
+        events.push(event);
+    }
+    UNCOUNTED.with(|t| t.set(false));
 }
 
 // SAFETY: every call is passed on to the system allocator unchanged; the
 // counters are only added to.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
         // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc(layout) }
+        let ptr = unsafe { System.alloc(layout) };
+        note_alloc(ptr, layout.size());
+        ptr
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
         // SAFETY: the caller's contract, passed on.
-        unsafe { System.alloc_zeroed(layout) }
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        note_alloc(ptr, layout.size());
+        ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note_free(ptr, layout.size());
         // SAFETY: the caller's contract, passed on.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     /// A reallocation counts as an allocation of the new size.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
+        note_free(ptr, layout.size());
         // SAFETY: the caller's contract, passed on.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        note_alloc(new, new_size);
+        new
     }
+}
+
+/// The traced events, in order: every allocation (`live`: only those not
+/// freed by the end), its size and its frames.
+fn traced(live: bool) -> Vec<(usize, String)> {
+    let events = std::mem::take(&mut *EVENTS.lock().expect("events"));
+    let mut kept: Vec<Option<(usize, usize, String)>> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for event in events {
+        match event {
+            Event::Alloc { ptr, size, trace } => {
+                at.insert(ptr, kept.len());
+                kept.push(Some((ptr, size, trace)));
+            }
+            Event::Free { ptr } => {
+                if live && let Some(i) = at.remove(&ptr) {
+                    kept[i] = None;
+                }
+            }
+        }
+    }
+    kept.into_iter()
+        .flatten()
+        .map(|(_, size, trace)| (size, own_frames(&trace)))
+        .collect()
 }
 
 #[global_allocator]
@@ -222,9 +293,8 @@ fn main() {
             TRACING.store(true, Relaxed);
             run(&mut c, 1);
             TRACING.store(false, Relaxed);
-            let traces = std::mem::take(&mut *TRACES.lock().expect("traces"));
-            for (size, trace) in traces {
-                println!("--- {size} bytes\n{}", own_frames(&trace));
+            for (size, frames) in traced(false) {
+                println!("--- {size} bytes\n{frames}");
             }
         }
     }
@@ -234,8 +304,8 @@ fn main() {
         "allocations per point delivered ({subscribers} subscribers of EURUSD, {seconds} s, a window without them subtracted)"
     );
     println!(
-        "{:<46} {:>8} {:>10} {:>10}",
-        "protocol", "allocs", "bytes", "frames"
+        "{:<46} {:>8} {:>10} {:>10} {:>14}",
+        "protocol", "allocs", "bytes", "frames", "heap/subscriber"
     );
     for (name, path, subscribe) in [
         (
@@ -249,18 +319,15 @@ fn main() {
             r#"{"id":1,"method":"subscribe","params":{"streams":["eurusd@point"]}}"#,
         ),
     ] {
-        let (busy, frames) = runtime.block_on(subscribers_window(
-            ratesd,
-            path,
-            subscribe,
-            subscribers,
-            seconds,
-        ));
+        let window = subscribers_window(ratesd, path, subscribe, subscribers, seconds);
         // The server closes its side of the sockets before the quiet window.
         std::thread::sleep(Duration::from_secs(2));
         let quiet = quiet_window(Duration::from_secs(seconds));
-        let (allocs, bytes) = per(busy, quiet, frames);
-        println!("{name:<46} {allocs:>8.2} {bytes:>10.0} {frames:>10}");
+        let (allocs, bytes) = per(window.busy, quiet, window.frames);
+        println!(
+            "{name:<46} {allocs:>8.2} {bytes:>10.0} {:>10} {:>14.0}",
+            window.frames, window.heap
+        );
     }
     runtime.block_on(app.stop());
 }
@@ -399,88 +466,157 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Frames received by the subscribers (their first frame, the history or
-/// the subscribe's answer, and a v2 snapshot excluded by counting from the
-/// window's start).
+/// Frames received by the subscribers after their first (the history or
+/// the subscribe's answer).
 static FRAMES: AtomicU64 = AtomicU64::new(0);
 
-/// `n` subscribers of `path` sending `subscribe`: what the process
-/// allocated over `seconds` once all had their first frames, and the
-/// frames they received meanwhile.
-async fn subscribers_window(
+/// What a window of subscribers showed.
+struct Window {
+    /// What the server allocated over the measured seconds.
+    busy: Count,
+    /// Point frames the subscribers received meanwhile.
+    frames: u64,
+    /// Heap the server holds a subscriber (live bytes with them less
+    /// before, over their number).
+    heap: f64,
+}
+
+/// `n` subscribers of `path` sending `subscribe`, on a thread of their own
+/// whose allocations are not counted: what the server allocated over
+/// `seconds` once all had their first frames, the frames they received,
+/// and the heap it holds for them. With `ALLOC_TRACE`, what the server
+/// still holds of one more subscriber's connection is printed.
+fn subscribers_window(
     addr: SocketAddr,
-    path: &str,
-    subscribe: &str,
+    path: &'static str,
+    subscribe: &'static str,
     n: u64,
     seconds: u64,
-) -> (Count, u64) {
-    let ready = Arc::new(AtomicU64::new(0));
+) -> Window {
+    std::thread::spawn(move || {
+        UNCOUNTED.with(|t| t.set(true));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(subscribers(addr, path, subscribe, n, seconds))
+    })
+    .join()
+    .expect("the subscribers' thread")
+}
+
+async fn subscribers(
+    addr: SocketAddr,
+    path: &'static str,
+    subscribe: &'static str,
+    n: u64,
+    seconds: u64,
+) -> Window {
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let live_before = LIVE.load(Relaxed);
+    let ready = Arc::new(AtomicU64::new(0));
     for _ in 0..n {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        );
-        // A masked text frame with a zero mask: the payload as it is.
-        let mut frame = vec![0x81, 0x80 | subscribe.len() as u8, 0, 0, 0, 0];
-        frame.extend_from_slice(subscribe.as_bytes());
-        let ready = ready.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let mut tcp = tokio::net::TcpStream::connect(addr)
-                .await
-                .expect("connects");
-            tcp.write_all(request.as_bytes()).await.expect("writes");
-            let mut buf = [0u8; 8192];
-            let mut filled = 0;
-            let head = loop {
-                let k = tcp.read(&mut buf[filled..]).await.expect("reads");
-                assert!(k > 0, "closed during the handshake");
-                filled += k;
-                if let Some(i) = find(&buf[..filled], b"\r\n\r\n") {
-                    break i + 4;
-                }
-            };
-            assert!(buf.starts_with(b"HTTP/1.1 101"), "no upgrade");
-            tcp.write_all(&frame).await.expect("writes");
-            let mut frames = FrameCounter::default();
-            let mut seen = frames.feed(&buf[head..filled]);
-            let mut counted_ready = false;
-            loop {
-                if seen > 0 && !counted_ready {
-                    ready.fetch_add(1, Relaxed);
-                    counted_ready = true;
-                }
-                let k = tokio::select! {
-                    () = stop.cancelled() => return,
-                    k = tcp.read(&mut buf) => k.expect("reads"),
-                };
-                if k == 0 {
-                    return;
-                }
-                let new = frames.feed(&buf[..k]);
-                seen += new;
-                FRAMES.fetch_add(new, Relaxed);
-            }
-        });
+        tasks.spawn(subscriber(
+            addr,
+            path,
+            subscribe,
+            ready.clone(),
+            stop.clone(),
+        ));
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while ready.load(Relaxed) < n {
-        assert!(Instant::now() < deadline, "subscribers not ready in 60 s");
+        assert!(Instant::now() < deadline, "subscribers not ready in 120 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Past the subscribes' own allocations: into the next second.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let heap = (LIVE.load(Relaxed) - live_before) as f64 / n as f64;
     let frames_before = FRAMES.load(Relaxed);
     let before = count();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let busy = count() - before;
     let frames = FRAMES.load(Relaxed) - frames_before;
+    if std::env::var_os("ALLOC_TRACE").is_some() {
+        let one = Arc::new(AtomicU64::new(0));
+        TRACING.store(true, Relaxed);
+        tasks.spawn(subscriber(addr, path, subscribe, one.clone(), stop.clone()));
+        while one.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A few points written to it too.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        TRACING.store(false, Relaxed);
+        let held = traced(true);
+        let total: usize = held.iter().map(|(size, _)| size).sum();
+        println!(
+            "--- one subscriber: {} allocations held, {total} bytes",
+            held.len()
+        );
+        for (size, frames) in held {
+            println!("--- {size} bytes\n{frames}");
+        }
+    }
     stop.cancel();
     while tasks.join_next().await.is_some() {}
-    (busy, frames)
+    Window { busy, frames, heap }
+}
+
+/// One raw WebSocket subscriber: counted in `ready` once it has its first
+/// frame, then counting the frames it reads into [`FRAMES`].
+async fn subscriber(
+    addr: SocketAddr,
+    path: &str,
+    subscribe: &str,
+    ready: Arc<AtomicU64>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    // A masked text frame with a zero mask: the payload as it is.
+    let mut frame = vec![0x81, 0x80 | subscribe.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(subscribe.as_bytes());
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    tcp.write_all(request.as_bytes()).await.expect("writes");
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    let head = loop {
+        let k = tcp.read(&mut buf[filled..]).await.expect("reads");
+        assert!(k > 0, "closed during the handshake");
+        filled += k;
+        if let Some(i) = find(&buf[..filled], b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "no upgrade");
+    tcp.write_all(&frame).await.expect("writes");
+    let mut frames = FrameCounter::default();
+    let mut seen = frames.feed(&buf[head..filled]);
+    let mut counted_ready = false;
+    loop {
+        if seen > 0 && !counted_ready {
+            ready.fetch_add(1, Relaxed);
+            counted_ready = true;
+        }
+        let k = tokio::select! {
+            () = stop.cancelled() => return,
+            k = tcp.read(&mut buf) => k.expect("reads"),
+        };
+        if k == 0 {
+            return;
+        }
+        let new = frames.feed(&buf[..k]);
+        if counted_ready {
+            FRAMES.fetch_add(new, Relaxed);
+        }
+        seen += new;
+    }
 }
 
 /// Counts the WebSocket frames of a server's byte stream (unmasked).

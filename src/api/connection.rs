@@ -47,8 +47,7 @@ pub(super) struct Counted {
 /// answer are progress; bytes of a header that never completes are not
 /// (so a client sending one a byte at a time is still closed).
 pub(super) struct Activity {
-    /// The connection's opening: progress is kept as milliseconds since.
-    opened: Instant,
+    /// When progress was last made, in [`coarse_ms`].
     last: AtomicU64,
     /// Requests handed to the app and not answered yet.
     in_flight: AtomicUsize,
@@ -57,15 +56,13 @@ pub(super) struct Activity {
 impl Activity {
     pub(super) fn new() -> Self {
         Self {
-            opened: Instant::now(),
-            last: AtomicU64::new(0),
+            last: AtomicU64::new(coarse_ms()),
             in_flight: AtomicUsize::new(0),
         }
     }
 
     fn progress(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
+        self.last.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// When the connection is due to close if nothing happens meanwhile;
@@ -75,9 +72,34 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Some(now + idle);
         }
-        let at = self.opened + Duration::from_millis(self.last.load(Ordering::Relaxed)) + idle;
-        (at > now).then_some(at)
+        let idle_ms = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let due = self.last.load(Ordering::Relaxed).saturating_add(idle_ms);
+        let left = due.checked_sub(coarse_ms()).filter(|&ms| ms > 0)?;
+        Some(now + Duration::from_millis(left))
     }
+}
+
+/// Milliseconds of a monotonic clock read at every write of every answer:
+/// on Linux the coarse clock (a few milliseconds' resolution, read from
+/// memory without the time-stamp counter), plenty for idle deadlines of
+/// seconds and cheaper than `Instant::now`.
+fn coarse_ms() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the struct given.
+        if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } == 0 {
+            let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+            let ms = u64::try_from(ts.tv_nsec).unwrap_or(0) / 1_000_000;
+            return secs.saturating_mul(1000).saturating_add(ms);
+        }
+    }
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A request in hand: counted from when hyper hands it over until its
@@ -289,8 +311,7 @@ mod tests {
         assert!(due > Instant::now() + Duration::from_secs(4));
         // Opened 10 s ago and nothing since: past its deadline.
         let quiet = Arc::new(Activity {
-            opened: Instant::now() - Duration::from_secs(10),
-            last: AtomicU64::new(0),
+            last: AtomicU64::new(coarse_ms().saturating_sub(10_000)),
             in_flight: AtomicUsize::new(0),
         });
         assert_eq!(quiet.deadline(idle), None);

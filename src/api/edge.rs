@@ -1,17 +1,21 @@
 //! The outermost layer of every answer, written as a plain tower service so
 //! that the common answer pays nothing for it (no boxed middleware):
 //!
+//! - a request announcing a body over [`MAX_REQUEST_BODY`] is refused (413)
+//!   before routing ([`BodyCheck`]);
 //! - an error answer that something other than a route made (405, 413, a
 //!   deadline's 503) gets a problem body ([`super::problem_answers::with_problem_body`]);
 //! - CORS (tower-http's layer, held here): a request with an `Origin` goes
 //!   through it (a preflight answered there gets 204, not 200); one without
 //!   passes it by, so that the common answer pays nothing for headers no
-//!   browser asked for. Every answer says `Vary: Origin`, as its CORS
-//!   headers depend on it.
+//!   browser asked for, nor for a copy of the CORS service (the connection
+//!   clones the app for every request). Every answer says `Vary: Origin`,
+//!   as its CORS headers depend on it.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, HttpBody};
@@ -20,20 +24,20 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tower::{BoxError, Layer, Service};
-use tower_http::cors::{self, Cors, CorsLayer};
+use tower_http::cors::{self, CorsLayer};
 
 use super::problem_answers::{needs_problem_body, with_problem_body};
 
 /// The edge, with the CORS policy its requests with an `Origin` pass.
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    cors: CorsLayer,
+    cors: Arc<CorsLayer>,
 }
 
 impl EdgeLayer {
     pub fn new(cors: CorsLayer) -> Self {
         Self {
-            cors: cors.vary([header::ORIGIN]),
+            cors: Arc::new(cors.vary([header::ORIGIN])),
         }
     }
 }
@@ -42,40 +46,116 @@ impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Edge(self.cors.layer(inner))
+        Edge {
+            inner: BodyCheck(inner),
+            cors: self.cors.clone(),
+        }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct Edge<S>(Cors<S>);
+pub struct Edge<S> {
+    inner: BodyCheck<S>,
+    cors: Arc<CorsLayer>,
+}
 
-/// Any request body in, any response body out (made an axum [`Body`]), so
-/// that the layers inside may wrap either.
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Edge<S>
+/// The largest request body taken: no route reads one, so a larger body
+/// announced by `Content-Length` is refused (413) before routing. (A body
+/// without a length is never read at all.)
+pub const MAX_REQUEST_BODY: u64 = 16 * 1024;
+
+/// Refuses a request whose announced body is over [`MAX_REQUEST_BODY`];
+/// passes the others on untouched (their bodies are not wrapped).
+#[derive(Debug, Clone)]
+pub struct BodyCheck<S>(S);
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BodyCheck<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>,
-    ResBody: HttpBody<Data = Bytes> + Default + Send + 'static,
-    ResBody::Error: Into<BoxError>,
+    ResBody: Default,
 {
-    type Response = Response;
+    type Response = Response<ResBody>;
     type Error = Infallible;
-    type Future = EdgeFuture<S::Future>;
+    type Future = Checked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let too_large = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > MAX_REQUEST_BODY);
+        if too_large {
+            Checked::TooLarge
+        } else {
+            Checked::Inner {
+                fut: self.0.call(request),
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = CheckedProj]
+    pub enum Checked<F> {
+        TooLarge,
+        Inner { #[pin] fut: F },
+    }
+}
+
+impl<F, ResBody> Future for Checked<F>
+where
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+    ResBody: Default,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckedProj::TooLarge => {
+                let mut resp = Response::new(ResBody::default());
+                *resp.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                Poll::Ready(Ok(resp))
+            }
+            CheckedProj::Inner { fut } => fut.poll(cx),
+        }
+    }
+}
+
+/// Any request body in, any response body out (made an axum [`Body`]), so
+/// that the layers inside may wrap either.
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Edge<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible> + Clone,
+    ResBody: HttpBody<Data = Bytes> + Default + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture<Checked<S::Future>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = request.method().clone();
         if request.headers().contains_key(header::ORIGIN) {
+            // The service made ready goes into the CORS service; a copy
+            // stays for the next request.
+            let copy = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, copy);
             EdgeFuture::Cors {
-                fut: self.0.call(request),
+                fut: self.cors.layer(ready).call(request),
                 method,
             }
         } else {
-            // Ready: the CORS service is ready when what it wraps is.
             EdgeFuture::Plain {
-                fut: self.0.get_mut().call(request),
+                fut: self.inner.call(request),
                 method,
             }
         }

@@ -8,10 +8,9 @@ use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceBuilder;
+use tower::Layer;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::{RequestBodyLimit, RequestBodyLimitLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -224,7 +223,7 @@ impl utoipa::Modify for Credentials {
 /// The whole application as one service: the routes, and in front of them
 /// the layers every answer passes (outside the router, so that a request
 /// goes through each once, not through a boxed copy per layer and route).
-pub type App = Edge<RequestBodyLimit<Router>>;
+pub type App = Edge<Router>;
 
 /// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> App {
@@ -277,11 +276,8 @@ pub fn app(api: &Api) -> App {
     } else {
         routes
     };
-    ServiceBuilder::new()
-        .layer(EdgeLayer::new(cors(&api.cors_origins)))
-        // No route reads a body: a large one is refused (413) up front.
-        .layer(RequestBodyLimitLayer::new(16 * 1024))
-        .service(routes)
+    // CORS, and the 413 of a large body (no route reads one), up front.
+    EdgeLayer::new(cors(&api.cors_origins)).layer(routes)
 }
 
 /// utoipa names the domain's integer aliases (`AssetId`, `UnixSeconds`) as

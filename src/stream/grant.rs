@@ -38,13 +38,21 @@ impl Grant {
     /// Why the connection must end, when it must: at its token's expiry
     /// (4001) or its key's revocation (4003). Pending for ever otherwise.
     pub fn ended(&self) -> impl std::future::Future<Output = (u16, &'static str)> + Send + 'static {
+        use futures_util::future::Either;
         // The deadline is taken now, not when the future is first polled
         // (after a subscribe's snapshot, say).
         let deadline = self
             .time_left()
             .map(|left| tokio::time::Instant::now() + left);
         let revoked = self.revoked.clone();
-        async move {
+        if deadline.is_none() && revoked.is_none() {
+            // Nothing can end it (an anonymous or unexpiring caller): no
+            // timer or token held for the connection's life.
+            return Either::Right(std::future::pending());
+        }
+        // Boxed: the timer and the token's wait are large, and every
+        // connection's task would carry them inline.
+        Either::Left(Box::pin(async move {
             let expired = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -61,7 +69,7 @@ impl Grant {
                 () = expired => (super::frame::close::TOKEN_EXPIRED, "token expired"),
                 () = revoked => (super::frame::close::KEY_REVOKED, "key revoked"),
             }
-        }
+        }))
     }
 }
 

@@ -165,7 +165,20 @@ impl<P: Protocol> Session<P> {
 
     /// Runs the session on a socket, whole rather than split in two halves:
     /// a split would put a lock in front of every read and write.
-    pub async fn run<S: Socket>(mut self, mut socket: S) {
+    ///
+    /// A block rather than an `async fn`: an `async fn` keeps its arguments
+    /// twice in its state (as passed, and as moved into its body), which
+    /// every connection's task would carry for its whole life.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    pub fn run<S: Socket>(mut self, mut socket: S) -> impl Future<Output = ()> {
+        async move {
+            self.run_on(&mut socket).await;
+            // The socket closes here, after the closing handshake.
+            drop(socket);
+        }
+    }
+
+    async fn run_on<S: Socket>(&mut self, socket: &mut S) {
         let settings = self.streams.settings.clone();
         let shutdown = self.streams.shutdown.clone();
         let mut ping =
@@ -178,7 +191,7 @@ impl<P: Protocol> Session<P> {
         tokio::pin!(ended);
         let outbox = self.outbox.clone();
         let mut link = Link {
-            sink: &mut socket,
+            sink: &mut *socket,
             streams: &self.streams,
             outbox: &self.outbox,
             sent: &self.sent,
@@ -195,11 +208,11 @@ impl<P: Protocol> Session<P> {
                     () = &mut cancelled => Err(End::going_away()),
                     (code, reason) = &mut ended => Err(End::Close(code, reason.into())),
                     events = std::future::poll_fn(|cx| outbox.poll_events(cx)) => {
-                        self.on_events(events, &mut socket).await
+                        self.on_events(events, socket).await
                     }
                     inbound = socket.next() => {
                         last_heard = Instant::now();
-                        self.on_inbound(inbound, &mut socket).await
+                        self.on_inbound(inbound, socket).await
                     }
                     _ = ping.tick() => {
                         if last_heard.elapsed() > settings.idle_timeout {
@@ -215,7 +228,7 @@ impl<P: Protocol> Session<P> {
                             tracing::debug!("closing a websocket whose client reads nothing");
                             Err(End::Gone)
                         } else {
-                            self.link(&mut socket).send(Message::Ping(Default::default())).await
+                            self.link(socket).send(Message::Ping(Default::default())).await
                         }
                     }
                 };
@@ -236,7 +249,6 @@ impl<P: Protocol> Session<P> {
             self.outbox.write_frame(close_wire(code, &reason));
             self.outbox.linger(CLOSE_LINGER, CLOSE_DISCARD).await;
         }
-        drop(socket);
     }
 
     fn link<'a, S>(&'a self, sink: &'a mut S) -> Link<'a, S> {

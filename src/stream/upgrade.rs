@@ -22,6 +22,7 @@ use super::outbox::{Outbox, SharedIo};
 use super::session::{Protocol, Session};
 use super::stall::SocketFd;
 use super::state::Streams;
+use futures_util::FutureExt;
 
 /// The session's WebSocket, over the connection's [`Outbox`] (which the
 /// live fan-out writes to as well).
@@ -153,7 +154,10 @@ impl WsUpgrade {
                         Some(config),
                     )
                     .await;
-                    session(socket, outbox).await;
+                    // A task of its own: this one's state (the upgrade,
+                    // the session's makings) is not carried for the
+                    // connection's life.
+                    tokio::spawn(session(socket, outbox));
                 }
                 Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
             }
@@ -197,18 +201,41 @@ pub fn accept<P: Protocol + 'static>(
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
     let deflate = streams.settings.deflate;
-    ws.on_upgrade(config, deflate, max, move |socket, outbox| async move {
-        let _guard = guard;
-        tracing::debug!(%peer, "websocket connected");
-        metrics::gauge!("ratesd_ws_connections").increment(1.0);
+    ws.on_upgrade(config, deflate, max, move |socket, outbox| {
+        let connected = Connected::open(peer, guard);
+        // A combinator rather than a block awaiting it: a block would hold
+        // the session twice (as captured, and as awaited).
         Session::new(streams, outbox, protocol)
             .watching(fd)
             .granted(grant)
             .run(socket)
-            .await;
-        metrics::gauge!("ratesd_ws_connections").decrement(1.0);
-        tracing::debug!(%peer, "websocket closed");
+            .map(move |()| drop(connected))
     })
+}
+
+/// An open WebSocket: counted in `ratesd_ws_connections` and holding its
+/// place under the connection cap until dropped.
+struct Connected<G> {
+    peer: std::net::SocketAddr,
+    _guard: G,
+}
+
+impl<G> Connected<G> {
+    fn open(peer: std::net::SocketAddr, guard: G) -> Self {
+        tracing::debug!(%peer, "websocket connected");
+        metrics::gauge!("ratesd_ws_connections").increment(1.0);
+        Self {
+            peer,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G> Drop for Connected<G> {
+    fn drop(&mut self) {
+        metrics::gauge!("ratesd_ws_connections").decrement(1.0);
+        tracing::debug!(peer = %self.peer, "websocket closed");
+    }
 }
 
 #[cfg(test)]
