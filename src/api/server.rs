@@ -204,6 +204,8 @@ where
             let mut deadline = std::pin::pin!(deadline);
             loop {
                 tokio::select! {
+                    // In this order, without drawing a random one at each wake.
+                    biased;
                     result = conn.as_mut() => {
                         if let Err(e) = result {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
