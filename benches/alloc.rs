@@ -319,7 +319,13 @@ fn main() {
             r#"{"id":1,"method":"subscribe","params":{"streams":["eurusd@point"]}}"#,
         ),
     ] {
-        let window = subscribers_window(ratesd, path, subscribe, subscribers, seconds);
+        let window = subscribers_window(Crowd {
+            addr: ratesd,
+            path,
+            subscribe,
+            n: subscribers,
+            seconds,
+        });
         // The server closes its side of the sockets before the quiet window.
         std::thread::sleep(Duration::from_secs(2));
         let quiet = quiet_window(Duration::from_secs(seconds));
@@ -481,37 +487,42 @@ struct Window {
     heap: f64,
 }
 
-/// `n` subscribers of `path` sending `subscribe`, on a thread of their own
-/// whose allocations are not counted: what the server allocated over
-/// `seconds` once all had their first frames, the frames they received,
-/// and the heap it holds for them. With `ALLOC_TRACE`, what the server
-/// still holds of one more subscriber's connection is printed.
-fn subscribers_window(
+/// `n` subscribers of `path`, each sending `subscribe`, for `seconds`.
+#[derive(Clone, Copy)]
+struct Crowd {
     addr: SocketAddr,
     path: &'static str,
     subscribe: &'static str,
     n: u64,
     seconds: u64,
-) -> Window {
+}
+
+/// A crowd of subscribers on a thread of its own whose allocations are
+/// not counted: what the server allocated over the seconds once all had
+/// their first frames, the frames they received, and the heap it holds for
+/// them. With `ALLOC_TRACE`, what the server still holds of one more
+/// subscriber's connection is printed.
+fn subscribers_window(crowd: Crowd) -> Window {
     std::thread::spawn(move || {
         UNCOUNTED.with(|t| t.set(true));
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a runtime")
-            .block_on(subscribers(addr, path, subscribe, n, seconds))
+            .block_on(subscribers(crowd))
     })
     .join()
     .expect("the subscribers' thread")
 }
 
-async fn subscribers(
-    addr: SocketAddr,
-    path: &'static str,
-    subscribe: &'static str,
-    n: u64,
-    seconds: u64,
-) -> Window {
+async fn subscribers(crowd: Crowd) -> Window {
+    let Crowd {
+        addr,
+        path,
+        subscribe,
+        n,
+        seconds,
+    } = crowd;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let live_before = LIVE.load(Relaxed);
