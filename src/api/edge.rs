@@ -7,10 +7,12 @@
 //!   deadline's 503) gets a problem body ([`super::problem_answers::with_problem_body`]);
 //! - CORS (tower-http's layer, held here): a request with an `Origin` goes
 //!   through it (a preflight answered there gets 204, not 200); one without
-//!   passes it by, so that the common answer pays nothing for headers no
-//!   browser asked for, nor for a copy of the CORS service (the connection
-//!   clones the app for every request). Every answer says `Vary: Origin`,
-//!   as its CORS headers depend on it.
+//!   passes it by, so that the common answer pays nothing for headers
+//!   built per request, nor for a copy of the CORS service (the connection
+//!   clones the app for every request): it gets the policy's constant
+//!   headers (`Access-Control-Allow-Origin: *` and the exposed list when
+//!   any origin is allowed, none otherwise). Every answer says
+//!   `Vary: Origin`, as its CORS headers depend on it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::body::{Body, HttpBody};
-use axum::http::{HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -31,13 +33,24 @@ use super::problem_answers::{needs_problem_body, with_problem_body};
 /// The edge, with the CORS policy its requests with an `Origin` pass.
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
-    cors: Arc<CorsLayer>,
+    cors: Arc<Policy>,
+}
+
+/// The CORS layer, and the headers an answer to a request without an
+/// `Origin` carries whatever it is (none but with any origin allowed).
+#[derive(Debug)]
+struct Policy {
+    layer: CorsLayer,
+    always: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl EdgeLayer {
-    pub fn new(cors: CorsLayer) -> Self {
+    pub fn new(cors: CorsLayer, always: Vec<(HeaderName, HeaderValue)>) -> Self {
         Self {
-            cors: Arc::new(cors.vary([header::ORIGIN])),
+            cors: Arc::new(Policy {
+                layer: cors.vary([header::ORIGIN]),
+                always,
+            }),
         }
     }
 }
@@ -56,7 +69,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: BodyCheck<S>,
-    cors: Arc<CorsLayer>,
+    cors: Arc<Policy>,
 }
 
 /// The largest request body taken: no route reads one, so a larger body
@@ -150,13 +163,14 @@ where
             let copy = self.inner.clone();
             let ready = std::mem::replace(&mut self.inner, copy);
             EdgeFuture::Cors {
-                fut: self.cors.layer(ready).call(request),
+                fut: self.cors.layer.layer(ready).call(request),
                 method,
             }
         } else {
             EdgeFuture::Plain {
                 fut: self.inner.call(request),
                 method,
+                cors: self.cors.clone(),
             }
         }
     }
@@ -166,7 +180,7 @@ pin_project_lite::pin_project! {
     #[project = EdgeProj]
     pub enum EdgeFuture<F> {
         Cors { #[pin] fut: cors::ResponseFuture<F>, method: Method },
-        Plain { #[pin] fut: F, method: Method },
+        Plain { #[pin] fut: F, method: Method, cors: Arc<Policy> },
         Problem { fut: BoxFuture<'static, Response> },
     }
 }
@@ -194,11 +208,14 @@ where
                     }
                     (resp, method.clone())
                 }
-                EdgeProj::Plain { fut, method } => {
+                EdgeProj::Plain { fut, method, cors } => {
                     let Ok(resp) = ready!(fut.poll(cx));
                     let mut resp = resp.map(Body::new);
-                    resp.headers_mut()
-                        .append(header::VARY, HeaderValue::from_static("origin"));
+                    let headers = resp.headers_mut();
+                    headers.append(header::VARY, HeaderValue::from_static("origin"));
+                    for (name, value) in &cors.always {
+                        headers.insert(name.clone(), value.clone());
+                    }
                     (resp, method.clone())
                 }
                 EdgeProj::Problem { fut } => return fut.as_mut().poll(cx).map(Ok),

@@ -105,8 +105,15 @@ pub async fn with_problem_body(resp: Response, method: axum::http::Method) -> Re
     let mut answer = problem.respond();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_TYPE);
-    for (name, value) in &parts.headers {
-        answer.headers_mut().entry(name).or_insert(value.clone());
+    // Every value of each header the answer does not set itself (`Vary`
+    // may come twice: a caller's credentials, and `Origin`).
+    for name in parts.headers.keys() {
+        if answer.headers().contains_key(name) {
+            continue;
+        }
+        for value in parts.headers.get_all(name) {
+            answer.headers_mut().append(name.clone(), value.clone());
+        }
     }
     answer
 }

@@ -277,7 +277,8 @@ pub fn app(api: &Api) -> App {
         routes
     };
     // CORS, and the 413 of a large body (no route reads one), up front.
-    EdgeLayer::new(cors(&api.cors_origins)).layer(routes)
+    let (cors, always) = cors(&api.cors_origins);
+    EdgeLayer::new(cors, always).layer(routes)
 }
 
 /// utoipa names the domain's integer aliases (`AssetId`, `UnixSeconds`) as
@@ -322,23 +323,52 @@ fn inline_primitive_schemas(openapi: utoipa::openapi::OpenApi) -> utoipa::openap
     serde_json::from_value(doc).unwrap_or(openapi)
 }
 
+/// What a browser on another origin may read of an answer.
+const EXPOSED: [HeaderName; 8] = [
+    header::ETAG,
+    header::LINK,
+    header::RETRY_AFTER,
+    HeaderName::from_static("ratelimit-limit"),
+    HeaderName::from_static("ratelimit-remaining"),
+    HeaderName::from_static("ratelimit-reset"),
+    HeaderName::from_static("ratelimit-policy"),
+    header::WWW_AUTHENTICATE,
+];
+
 /// CORS for browser front ends on other origins: the read-only API may be
 /// read from any listed origin (`*`: any); preflights are answered here,
-/// and every answer (errors included) carries the headers.
-fn cors(origins: &str) -> CorsLayer {
+/// and every answer to a request with an `Origin` (errors included)
+/// carries the headers. With any origin allowed, the answers to requests
+/// without one carry `Access-Control-Allow-Origin: *` and the exposed list
+/// too (the second value), made once: a shared cache that ignores `Vary`
+/// may hand them to a browser.
+fn cors(origins: &str) -> (CorsLayer, Vec<(HeaderName, HeaderValue)>) {
     let origins = origins.trim();
-    let allow = if origins == "*" {
-        AllowOrigin::any()
+    let (allow, always) = if origins == "*" {
+        let exposed = EXPOSED.map(|h| h.as_str().to_owned()).join(",");
+        let always = HeaderValue::from_str(&exposed)
+            .map(|exposed| {
+                vec![
+                    (
+                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                        HeaderValue::from_static("*"),
+                    ),
+                    (header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed),
+                ]
+            })
+            .unwrap_or_default();
+        (AllowOrigin::any(), always)
     } else {
-        AllowOrigin::list(
+        let listed = AllowOrigin::list(
             origins
                 .split(',')
                 .map(str::trim)
                 .filter(|o| !o.is_empty())
                 .filter_map(|o| HeaderValue::from_str(o).ok()),
-        )
+        );
+        (listed, Vec::new())
     };
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(allow)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
         .allow_headers([
@@ -348,17 +378,9 @@ fn cors(origins: &str) -> CorsLayer {
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),
         ])
-        .expose_headers([
-            header::ETAG,
-            header::LINK,
-            header::RETRY_AFTER,
-            HeaderName::from_static("ratelimit-limit"),
-            HeaderName::from_static("ratelimit-remaining"),
-            HeaderName::from_static("ratelimit-reset"),
-            HeaderName::from_static("ratelimit-policy"),
-            header::WWW_AUTHENTICATE,
-        ])
-        .max_age(std::time::Duration::from_secs(600))
+        .expose_headers(EXPOSED)
+        .max_age(std::time::Duration::from_secs(600));
+    (layer, always)
 }
 
 /// Serves the API on `listener` until `shutdown` ([`super::server`]).
