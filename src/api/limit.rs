@@ -202,6 +202,13 @@ fn reset_after(tier: &Tier, remaining: u32) -> u64 {
     missing.div_ceil(u64::from(tier.per_second.max(1)))
 }
 
+// The limit headers' names, made once: a `&str` name not in `http`'s table
+// is copied into a new allocation at each insert.
+pub const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+pub const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
 /// The `RateLimit-Limit`, `-Remaining`, `-Reset` and `-Policy` of an
 /// answer.
 #[derive(Debug, Clone)]
@@ -214,12 +221,6 @@ pub struct Quota3 {
 
 impl Quota3 {
     pub fn set(self, headers: &mut HeaderMap) {
-        // Names made once: a `&str` name not in `http`'s table is copied
-        // into a new allocation at each insert.
-        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-        const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
         headers.insert(LIMIT, count_value(self.limit.into()));
         headers.insert(REMAINING, count_value(self.remaining.into()));
         headers.insert(RESET, count_value(self.reset));

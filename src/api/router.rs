@@ -328,10 +328,10 @@ const EXPOSED: [HeaderName; 8] = [
     header::ETAG,
     header::LINK,
     header::RETRY_AFTER,
-    HeaderName::from_static("ratelimit-limit"),
-    HeaderName::from_static("ratelimit-remaining"),
-    HeaderName::from_static("ratelimit-reset"),
-    HeaderName::from_static("ratelimit-policy"),
+    super::limit::LIMIT,
+    super::limit::REMAINING,
+    super::limit::RESET,
+    super::limit::POLICY,
     header::WWW_AUTHENTICATE,
 ];
 
