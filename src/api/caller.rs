@@ -1,28 +1,92 @@
-//! The caller of a route, as the front door identified it
-//! ([`crate::access::Gate`]): what a route reads to know which assets the
-//! caller may read, which connection cap and streams it has.
+//! Who is on the other end of a request: its address and socket, which the
+//! connection notes ([`Peer`]), and who the front door found it to be
+//! ([`crate::access::Gate`]). [`Caller`] is what a route reads of that: which
+//! assets the caller may read, which connection cap and streams it has.
+//!
+//! All of it is one request extension: each extension is an allocation,
+//! and a fourth one grows the request's extension map (axum puts two there
+//! for a route with a parameter).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::FromRequestParts;
+use axum::http::Extensions;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
 use crate::access::Identity;
 use crate::domain::Asset;
 use crate::stream::Grant;
+use crate::stream::stall::SocketFd;
 
-/// The request's [`Identity`].
+/// The other end of a request: put in its extensions by the connection
+/// (address and socket), completed by the front door (the identity).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Identity);
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The socket's descriptor, for the stall check of a WebSocket or event
+    /// stream the request may become.
+    pub fd: Option<SocketFd>,
+    /// Who is calling, once the front door has identified it.
+    pub identity: Option<Identity>,
+}
+
+impl Peer {
+    /// A request's peer as the connection saw it.
+    pub fn new(addr: SocketAddr, fd: Option<SocketFd>) -> Self {
+        Self {
+            addr,
+            fd,
+            identity: None,
+        }
+    }
+
+    /// The peer's address (unspecified for a request that came by no
+    /// connection, as in a test calling the app directly).
+    pub fn addr_of(extensions: &Extensions) -> IpAddr {
+        extensions
+            .get::<Self>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.addr.ip())
+    }
+
+    /// Notes who is calling.
+    pub fn identified(extensions: &mut Extensions, identity: Identity) {
+        match extensions.get_mut::<Self>() {
+            Some(peer) => peer.identity = Some(identity),
+            None => {
+                let unknown = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+                extensions.insert(Self {
+                    identity: Some(identity),
+                    ..Self::new(unknown, None)
+                });
+            }
+        }
+    }
+}
+
+/// The request's caller: its [`Identity`], address and socket.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub identity: Identity,
+    pub addr: SocketAddr,
+    pub fd: Option<SocketFd>,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
+    /// Takes the identity out of the request (a route reads it once).
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         parts
             .extensions
-            .get::<Identity>()
-            .cloned()
-            .map(Self)
+            .get_mut::<Peer>()
+            .and_then(|peer| {
+                Some(Self {
+                    identity: peer.identity.take()?,
+                    addr: peer.addr,
+                    fd: peer.fd,
+                })
+            })
             // Every route is behind the front door, which puts it there.
             .ok_or_else(|| ApiError::Unavailable("the caller is not known".into()))
     }
@@ -32,7 +96,7 @@ impl Caller {
     /// `Ok` when the caller may read `asset`; a 403 problem when its token
     /// does not allow it.
     pub fn may_read(&self, asset: &Asset) -> Result<(), ApiError> {
-        if self.0.scope.allows(asset.id) {
+        if self.identity.scope.allows(asset.id) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(format!(
@@ -45,16 +109,16 @@ impl Caller {
     /// Whether the caller may read every asset (a token's `symbols` list
     /// none).
     pub fn reads_all(&self) -> bool {
-        self.0.scope.is_all()
+        self.identity.scope.is_all()
     }
 
     /// What a WebSocket or event stream of this caller may do.
     pub fn grant(&self) -> Grant {
         Grant {
-            max_streams: usize::try_from(self.0.tier.streams).ok(),
-            scope: self.0.scope.clone(),
-            expires: self.0.expires,
-            revoked: self.0.key.as_ref().map(|k| k.revoked.clone()),
+            max_streams: usize::try_from(self.identity.tier.streams).ok(),
+            scope: self.identity.scope.clone(),
+            expires: self.identity.expires,
+            revoked: self.identity.key.as_ref().map(|k| k.revoked.clone()),
         }
     }
 }

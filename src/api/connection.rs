@@ -4,6 +4,7 @@
 //! and problem bodies for the answers hyper makes by itself
 //! ([`super::bare_errors`]).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,8 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use axum::response::Response;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,6 +23,8 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::bare_errors::bare_error_answer;
+use super::caller::Peer;
+use super::problem::{Kind, Problem};
 use crate::stream::stall::SocketFd;
 
 /// Open client sockets, counted from accept to close.
@@ -120,15 +122,30 @@ impl Drop for InFlight {
     }
 }
 
-/// One connection's view of the app: each request gets the peer's address
-/// (`ConnectInfo`) and counts as in flight while the app answers it.
+/// One connection's view of the app: each request gets its [`Peer`] and
+/// counts as in flight while the app answers it.
+///
+/// The connection keeps its own copy of the app and calls it in place:
+/// hyper calls a connection's service one request at a time, and the app
+/// is always ready (axum's router is), so a request costs no copy of it
+/// (each copy touches reference counts that every connection shares). An
+/// app that is not ready at once is called through a copy that waits.
 pub(super) struct ConnectionService<S> {
-    pub(super) app: S,
-    pub(super) peer: SocketAddr,
-    /// The socket's descriptor, for the stall check of a WebSocket or event
-    /// stream the request may become.
-    pub(super) fd: SocketFd,
-    pub(super) activity: Arc<Activity>,
+    app: RefCell<S>,
+    peer: SocketAddr,
+    fd: SocketFd,
+    activity: Arc<Activity>,
+}
+
+impl<S> ConnectionService<S> {
+    pub(super) fn new(app: S, peer: SocketAddr, fd: SocketFd, activity: Arc<Activity>) -> Self {
+        Self {
+            app: RefCell::new(app),
+            peer,
+            fd,
+            activity,
+        }
+    }
 }
 
 impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
@@ -137,35 +154,69 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Answering<Oneshot<S, Request<Incoming>>>;
+    type Future = Answering<S::Future, Oneshot<S, Request<Incoming>>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        let extensions = request.extensions_mut();
-        extensions.insert(ConnectInfo(self.peer));
-        extensions.insert(self.fd);
-        Answering {
-            in_flight: Some(InFlight::begin(&self.activity)),
-            answer: self.app.clone().oneshot(request),
+        request
+            .extensions_mut()
+            .insert(Peer::new(self.peer, Some(self.fd)));
+        let in_flight = Some(InFlight::begin(&self.activity));
+        // hyper calls one request at a time and never from within a call:
+        // the cell is free (were it not, the request would get a 503).
+        let Ok(mut app) = self.app.try_borrow_mut() else {
+            let busy = Problem::new(
+                Kind::Internal,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the connection is busy",
+            );
+            return Answering::Busy {
+                answer: Some(busy.respond()),
+            };
+        };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match app.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => Answering::Called {
+                answer: app.call(request),
+                in_flight,
+            },
+            Poll::Pending => Answering::Waiting {
+                answer: app.clone().oneshot(request),
+                in_flight,
+            },
         }
     }
 }
 
 pin_project_lite::pin_project! {
     /// The app's answer to one request, in flight until it is ready.
-    pub(super) struct Answering<F> {
-        #[pin]
-        answer: F,
-        in_flight: Option<InFlight>,
+    #[project = AnsweringProj]
+    pub(super) enum Answering<F, W> {
+        Called { #[pin] answer: F, in_flight: Option<InFlight> },
+        Waiting { #[pin] answer: W, in_flight: Option<InFlight> },
+        Busy { answer: Option<Response> },
     }
 }
 
-impl<F: Future> Future for Answering<F> {
+impl<F, W> Future for Answering<F, W>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+    W: Future<Output = F::Output>,
+{
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let answer = std::task::ready!(this.answer.poll(cx));
-        this.in_flight.take();
+        let (answer, in_flight) = match self.project() {
+            AnsweringProj::Called { answer, in_flight } => {
+                (std::task::ready!(answer.poll(cx)), in_flight)
+            }
+            AnsweringProj::Waiting { answer, in_flight } => {
+                (std::task::ready!(answer.poll(cx)), in_flight)
+            }
+            AnsweringProj::Busy { answer } => {
+                return Poll::Ready(Ok(answer.take().unwrap_or_default()));
+            }
+        };
+        in_flight.take();
         Poll::Ready(answer)
     }
 }

@@ -8,11 +8,10 @@
 //! - CORS (tower-http's layer, held here): a request with an `Origin` goes
 //!   through it (a preflight answered there gets 204, not 200); one without
 //!   passes it by, so that the common answer pays nothing for headers
-//!   built per request, nor for a copy of the CORS service (the connection
-//!   clones the app for every request): it gets the policy's constant
-//!   headers (`Access-Control-Allow-Origin: *` and the exposed list when
-//!   any origin is allowed, none otherwise). Every answer says
-//!   `Vary: Origin`, as its CORS headers depend on it.
+//!   built per request, nor for a copy of the CORS service: it gets the
+//!   policy's constant header (`Access-Control-Allow-Origin: *` when any
+//!   origin is allowed, none otherwise). Every answer says `Vary: Origin`,
+//!   as its CORS headers depend on it.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -41,11 +40,13 @@ pub struct EdgeLayer {
 #[derive(Debug)]
 struct Policy {
     layer: CorsLayer,
-    always: Vec<(HeaderName, HeaderValue)>,
+    always: &'static [(HeaderName, HeaderValue)],
 }
 
 impl EdgeLayer {
-    pub fn new(cors: CorsLayer, always: Vec<(HeaderName, HeaderValue)>) -> Self {
+    /// `always`: made once for the process (an answer copies them without
+    /// touching a reference count).
+    pub fn new(cors: CorsLayer, always: &'static [(HeaderName, HeaderValue)]) -> Self {
         Self {
             cors: Arc::new(Policy {
                 layer: cors.vary([header::ORIGIN]),
@@ -170,7 +171,7 @@ where
             EdgeFuture::Plain {
                 fut: self.inner.call(request),
                 method,
-                cors: self.cors.clone(),
+                always: self.cors.always,
             }
         }
     }
@@ -180,7 +181,7 @@ pin_project_lite::pin_project! {
     #[project = EdgeProj]
     pub enum EdgeFuture<F> {
         Cors { #[pin] fut: cors::ResponseFuture<F>, method: Method },
-        Plain { #[pin] fut: F, method: Method, cors: Arc<Policy> },
+        Plain { #[pin] fut: F, method: Method, always: &'static [(HeaderName, HeaderValue)] },
         Problem { fut: BoxFuture<'static, Response> },
     }
 }
@@ -208,12 +209,16 @@ where
                     }
                     (resp, method.clone())
                 }
-                EdgeProj::Plain { fut, method, cors } => {
+                EdgeProj::Plain {
+                    fut,
+                    method,
+                    always,
+                } => {
                     let Ok(resp) = ready!(fut.poll(cx));
                     let mut resp = resp.map(Body::new);
                     let headers = resp.headers_mut();
                     headers.append(header::VARY, HeaderValue::from_static("origin"));
-                    for (name, value) in &cors.always {
+                    for (name, value) in always.iter() {
                         headers.insert(name.clone(), value.clone());
                     }
                     (resp, method.clone())

@@ -1,6 +1,6 @@
 //! In front of every route: who is calling ([`Gate::identify`]: a 401
 //! for a credential refused), their tier's request limit, then the request
-//! metrics. The caller's [`Identity`] goes on in the request's extensions.
+//! metrics. The caller's identity goes on in the request's [`Peer`].
 //!
 //! A plain tower layer rather than a `from_fn` middleware: the cached rate
 //! routes answer in a few microseconds, and a boxed `Next` and a boxed
@@ -9,22 +9,22 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request};
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use tower::{Layer, Service};
 
 use axum::http::{HeaderValue, StatusCode, header};
 
+use super::caller::Peer;
 use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
 use super::problem::{Kind, Problem};
-use crate::access::{Client, Gate, Identity, Refusal};
+use crate::access::{Client, Gate, Refusal};
 
 /// Who is calling and how much they may: the gate and the tiers' limits.
 pub struct Access {
@@ -116,10 +116,7 @@ where
         let quota = match &self.shared.access {
             None => None,
             Some(access) => {
-                let peer = request
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+                let peer = Peer::addr_of(request.extensions());
                 let upgrade = crate::stream::upgrade::asks_for_websocket(request.headers());
                 let who =
                     match access
@@ -156,7 +153,7 @@ where
                 let admission = access.limiter.admit(request.uri().path(), &who);
                 // A caller's answers are its own: no shared cache may keep them.
                 private = !matches!(who.client, Client::Ip(_));
-                request.extensions_mut().insert::<Identity>(who);
+                Peer::identified(request.extensions_mut(), who);
                 match admission {
                     Admission::Now(Ok(quota)) => quota,
                     Admission::Now(Err(refused)) => {

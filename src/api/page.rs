@@ -1,11 +1,10 @@
 //! `GET /`: the test page, or the WebSocket for clients of the original
 //! service, which connect to `ws://host:8080/`.
 
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,12 +30,11 @@ pub fn router() -> Router<Arc<V1State>> {
 
 async fn root(
     State(state): State<Arc<V1State>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     ws: Result<WsUpgrade, UpgradeRejection>,
 ) -> Response {
     match ws {
-        Ok(ws) => accept(ws, &state, peer, &caller).await,
+        Ok(ws) => accept(ws, &state, &caller).await,
         // An upgrade that is wrong gets its problem, as on /api/v1/ws; any
         // other request, the page.
         Err(rejection) if !matches!(rejection, UpgradeRejection::NotAnUpgrade) => {

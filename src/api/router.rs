@@ -335,29 +335,26 @@ const EXPOSED: [HeaderName; 8] = [
     header::WWW_AUTHENTICATE,
 ];
 
+/// The CORS header of every answer when any origin is allowed, with an
+/// `Origin` or without: a shared cache that ignores `Vary` may hand an
+/// answer to a request without one to a browser, which can then read its
+/// body. (The exposed list is left to answers to requests with an
+/// `Origin`: it is the largest header of an answer, and the headers it
+/// names, of an answer a cache kept, are not the reader's own.)
+static ANY_ORIGIN: [(HeaderName, HeaderValue); 1] = [(
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    HeaderValue::from_static("*"),
+)];
+
 /// CORS for browser front ends on other origins: the read-only API may be
 /// read from any listed origin (`*`: any); preflights are answered here,
 /// and every answer to a request with an `Origin` (errors included)
 /// carries the headers. With any origin allowed, the answers to requests
-/// without one carry `Access-Control-Allow-Origin: *` and the exposed list
-/// too (the second value), made once: a shared cache that ignores `Vary`
-/// may hand them to a browser.
-fn cors(origins: &str) -> (CorsLayer, Vec<(HeaderName, HeaderValue)>) {
+/// without one carry [`ANY_ORIGIN`] (the second value).
+fn cors(origins: &str) -> (CorsLayer, &'static [(HeaderName, HeaderValue)]) {
     let origins = origins.trim();
     let (allow, always) = if origins == "*" {
-        let exposed = EXPOSED.map(|h| h.as_str().to_owned()).join(",");
-        let always = HeaderValue::from_str(&exposed)
-            .map(|exposed| {
-                vec![
-                    (
-                        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                        HeaderValue::from_static("*"),
-                    ),
-                    (header::ACCESS_CONTROL_EXPOSE_HEADERS, exposed),
-                ]
-            })
-            .unwrap_or_default();
-        (AllowOrigin::any(), always)
+        (AllowOrigin::any(), &ANY_ORIGIN[..])
     } else {
         let listed = AllowOrigin::list(
             origins
@@ -366,7 +363,7 @@ fn cors(origins: &str) -> (CorsLayer, Vec<(HeaderName, HeaderValue)>) {
                 .filter(|o| !o.is_empty())
                 .filter_map(|o| HeaderValue::from_str(o).ok()),
         );
-        (listed, Vec::new())
+        (listed, &[][..])
     };
     let layer = CorsLayer::new()
         .allow_origin(allow)

@@ -185,12 +185,7 @@ where
             ));
             continue;
         };
-        let service = ConnectionService {
-            app: app.clone(),
-            peer,
-            fd: tcp.fd(),
-            activity: activity.clone(),
-        };
+        let service = ConnectionService::new(app.clone(), peer, tcp.fd(), activity.clone());
         let builder = builder.clone();
         // A child token per connection: polling the shared token itself
         // would take one lock, shared by every connection, at each wake.

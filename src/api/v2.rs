@@ -3,11 +3,9 @@
 //! `/api/v2/events`; one per-IP connection cap for both (and v1), then the
 //! many-stream session of [`crate::stream::v2`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::IntoParams;
@@ -23,7 +21,6 @@ use super::responses::{
 use super::v1::V1State;
 use super::v1::ws::{accept_protocol, connection_slot};
 use crate::stream::frame::ErrorType;
-use crate::stream::stall::SocketFd;
 use crate::stream::v2::V2;
 use crate::stream::v2::query::{last_event_id, url_subscribe};
 use crate::stream::v2::request::Subscribe;
@@ -156,7 +153,6 @@ impl UrlStreams {
 async fn upgrade(
     ws: Result<WsUpgrade, UpgradeRejection>,
     State(state): State<Arc<V1State>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     caller: Caller,
     params: Params,
 ) -> Result<Response> {
@@ -167,7 +163,7 @@ async fn upgrade(
     }
     .granted(caller.grant());
     Ok(match ws {
-        Ok(ws) => accept_protocol(ws, &state, peer, &caller, protocol).await,
+        Ok(ws) => accept_protocol(ws, &state, &caller, protocol).await,
         Err(rejection) => rejection.into_response(),
     })
 }
@@ -197,7 +193,6 @@ async fn events(
     caller: Caller,
     headers: HeaderMap,
     params: Params,
-    fd: Option<Extension<SocketFd>>,
 ) -> Result<Response> {
     let mut request = UrlStreams::subscribe(params, &state, &caller)?.ok_or_else(|| {
         ApiError::invalid("streams", "name at least one stream: ?streams=EURUSD@point")
@@ -224,7 +219,7 @@ async fn events(
         state.streams.clone(),
         request,
         epoch,
-        fd.map(|Extension(fd)| fd),
+        caller.fd,
         slot,
         caller.grant(),
     );

@@ -32,7 +32,7 @@ pub type Socket = WebSocketStream<SharedIo>;
 pub struct WsUpgrade {
     key: HeaderValue,
     on_upgrade: OnUpgrade,
-    /// The socket's descriptor, when the server gave it.
+    /// The socket's descriptor, when the server gave it ([`Self::watching`]).
     fd: Option<SocketFd>,
     /// The compression the client offered and the server can take.
     deflate: Option<Negotiated>,
@@ -103,11 +103,10 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
             .extensions
             .remove::<OnUpgrade>()
             .ok_or(UpgradeRejection::NotUpgradable)?;
-        let fd = parts.extensions.get::<SocketFd>().copied();
         Ok(Self {
             key,
             on_upgrade,
-            fd,
+            fd: None,
             deflate: negotiate(&parts.headers),
         })
     }
@@ -123,6 +122,12 @@ fn valid_key(key: &HeaderValue) -> bool {
 }
 
 impl WsUpgrade {
+    /// The upgraded socket's descriptor, for the session's stall check.
+    pub fn watching(mut self, fd: Option<SocketFd>) -> Self {
+        self.fd = fd;
+        self
+    }
+
     /// Answers 101 and runs `session` on the upgraded connection; with
     /// `deflate`, `permessage-deflate` as the client offered it (frames of
     /// at most `max` bytes).

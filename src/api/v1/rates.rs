@@ -81,7 +81,7 @@ async fn rates(
             return Ok(rates.all.respond(&if_none_match, MAX_AGE_RATES));
         }
         // A token that allows some assets sees those.
-        None => caller.0.scope.ids().unwrap_or_default().to_vec(),
+        None => caller.identity.scope.ids().unwrap_or_default().to_vec(),
     };
     let subset = RateList {
         rates: rates

@@ -56,7 +56,7 @@ async fn tickers(
         tickers: tickers
             .list
             .iter()
-            .filter(|t| caller.0.scope.allows(t.asset_id))
+            .filter(|t| caller.identity.scope.allows(t.asset_id))
             .cloned()
             .collect(),
     };

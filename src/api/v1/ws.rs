@@ -1,10 +1,9 @@
 //! The v1 WebSocket's route, `/api/v1/ws` (and `/`, see `api::page`):
 //! the caller's connection cap, then the session of [`crate::stream`].
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -60,24 +59,14 @@ pub fn router() -> OpenApiRouter<Arc<V1State>> {
         (status = 101, description = "Switching Protocols: the WebSocket session begins"),
         WsUpgradeRefused,
     ))]
-async fn upgrade(
-    ws: WsUpgrade,
-    State(state): State<Arc<V1State>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    caller: Caller,
-) -> Response {
-    accept(ws, &state, peer, &caller).await
+async fn upgrade(ws: WsUpgrade, State(state): State<Arc<V1State>>, caller: Caller) -> Response {
+    accept(ws, &state, &caller).await
 }
 
 /// Starts a v1 session on an accepted upgrade, within the caller's
 /// connection cap.
-pub async fn accept(
-    ws: WsUpgrade,
-    state: &Arc<V1State>,
-    peer: SocketAddr,
-    caller: &Caller,
-) -> Response {
-    accept_protocol(ws, state, peer, caller, V1::granted(caller.grant())).await
+pub async fn accept(ws: WsUpgrade, state: &Arc<V1State>, caller: &Caller) -> Response {
+    accept_protocol(ws, state, caller, V1::granted(caller.grant())).await
 }
 
 /// Starts a session of `protocol` on an accepted upgrade, within the
@@ -86,16 +75,15 @@ pub async fn accept(
 pub async fn accept_protocol<P: Protocol + 'static>(
     ws: WsUpgrade,
     state: &Arc<V1State>,
-    peer: SocketAddr,
     caller: &Caller,
     protocol: P,
 ) -> Response {
     match connection_slot(state, caller).await {
         Ok(slot) => stream::accept(
-            ws,
+            ws.watching(caller.fd),
             state.streams.clone(),
             protocol,
-            peer,
+            caller.addr,
             slot,
             &caller.grant(),
         ),
@@ -110,15 +98,15 @@ pub type Slots = (ConnectionSlot<Client>, Option<SharedSlot>);
 /// streams together), counted per client: on every node with Redis, on
 /// this node alone without it (or while Redis cannot say).
 pub async fn connection_slot(state: &V1State, caller: &Caller) -> Result<Slots, ApiError> {
-    let max = caller.0.tier.connections;
-    let client = &caller.0.client;
+    let max = caller.identity.tier.connections;
+    let client = &caller.identity.client;
     let refused = || {
         metrics::counter!("ratesd_ws_connections_refused_total").increment(1);
         ApiError::TooManyConnections(max)
     };
     // No cap (0): nothing to count across nodes.
     if let Some(shared) = state.shared_connections.as_ref().filter(|_| max > 0) {
-        match shared.open(&caller.0.tier, client).await {
+        match shared.open(&caller.identity.tier, client).await {
             // This node keeps its own count too, for when Redis is away.
             Ok(Some(slot)) => {
                 let here = state.ws_connections.try_acquire(client.clone(), 0);
