@@ -64,7 +64,10 @@ impl Peer {
     }
 }
 
-/// The request's caller: its [`Identity`], address and socket.
+/// The request's caller: its [`Identity`], address and socket. A route
+/// extracts it once: the extractor takes the identity out of the request
+/// (no copy of it), so a second extraction finds none (503, as a route
+/// outside the front door would).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub identity: Identity,

@@ -165,7 +165,7 @@ where
         // the cell is free (were it not, the request would get a 503).
         let Ok(mut app) = self.app.try_borrow_mut() else {
             let busy = Problem::new(
-                Kind::Internal,
+                Kind::Unavailable,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the connection is busy",
             );
