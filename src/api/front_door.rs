@@ -1,20 +1,22 @@
-//! In front of every route: who is calling ([`Gate::identify`]: a 401
-//! for a credential refused), their tier's request limit, then the request
+//! In front of the routes: who is calling ([`Gate::identify`]: a 401 for a
+//! credential refused), their tier's request limit, then the request
 //! metrics. The caller's identity goes on in the request's [`Peer`].
 //!
-//! A plain tower layer rather than a `from_fn` middleware: the cached rate
-//! routes answer in a few microseconds, and a boxed `Next` and a boxed
-//! future per request were a measurable part of that. The route's metric
-//! label is looked up once per route, not per request.
+//! A plain tower layer around the whole router rather than a `from_fn`
+//! middleware or a route layer: the cached rate routes answer in a few
+//! microseconds, and a boxed `Next`, a boxed future and axum's boxed route
+//! per request were a measurable part of that. The route's metric label is
+//! the route template the path matches ([`RouteLabels`], from the same
+//! templates the router is built from), looked up without allocating.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::response::Response;
 use tower::{Layer, Service};
 
@@ -32,17 +34,20 @@ pub struct Access {
     pub limiter: Arc<HttpLimiter>,
 }
 
-/// Puts [`FrontDoor`] in front of a route.
+/// Puts [`FrontDoor`] in front of the router.
 #[derive(Clone)]
 pub struct FrontDoorLayer {
-    access: Option<Arc<Access>>,
+    shared: Arc<Shared>,
 }
 
 impl FrontDoorLayer {
     /// `access`: the gate and limits; `None` (the admin listener): every
-    /// request passes as it is.
-    pub fn new(access: Option<Arc<Access>>) -> Self {
-        Self { access }
+    /// request passes as it is. `labels`: the routes' templates, and the
+    /// paths served outside the front door.
+    pub fn new(access: Option<Arc<Access>>, labels: RouteLabels) -> Self {
+        Self {
+            shared: Arc::new(Shared { access, labels }),
+        }
     }
 }
 
@@ -52,16 +57,12 @@ impl<S> Layer<S> for FrontDoorLayer {
     fn layer(&self, inner: S) -> Self::Service {
         FrontDoor {
             inner,
-            shared: Arc::new(Shared {
-                access: self.access.clone(),
-                route: OnceLock::new(),
-            }),
+            shared: self.shared.clone(),
         }
     }
 }
 
-/// One route's front door (axum clones it for every request: what it holds
-/// besides the route is behind one `Arc`).
+/// The front door of the router it wraps.
 #[derive(Clone)]
 pub struct FrontDoor<S> {
     inner: S,
@@ -70,35 +71,59 @@ pub struct FrontDoor<S> {
 
 struct Shared {
     access: Option<Arc<Access>>,
-    /// The route template this service was reached by, as the address of
-    /// axum's copy of it and its interned label.
-    route: OnceLock<(usize, &'static str)>,
+    labels: RouteLabels,
 }
 
-impl Shared {
-    /// The `route` label of a request: its matched route template
-    /// (`unmatched` for the fallback), interned once per route.
-    fn route_label(&self, request: &Request) -> &'static str {
-        let Some(matched) = request.extensions().get::<MatchedPath>() else {
-            return "unmatched";
-        };
-        let template = matched.as_str();
-        let address = template.as_ptr() as usize;
-        match self.route.get() {
-            Some(&(seen, label)) if seen == address => label,
-            _ => {
-                let label = metrics::intern(template);
-                let _ = self.route.set((address, label));
-                label
+/// The `route` label of a request: the route template its path matches,
+/// as the router matches it (`unmatched` for none); and the paths served
+/// outside the front door (the API's documentation), which pass it by.
+pub struct RouteLabels {
+    templates: matchit::Router<&'static str>,
+    /// Each serves itself and every path below it.
+    outside: Vec<String>,
+}
+
+impl RouteLabels {
+    /// `templates` in axum's syntax (`/api/v1/rates/{symbol}`). One that
+    /// the table refuses (given twice, or conflicting: the router could
+    /// not have been built with it either) is logged and left out (its
+    /// requests are labelled `unmatched`).
+    pub fn new<'a>(
+        templates: impl IntoIterator<Item = &'a str>,
+        outside: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let mut table = matchit::Router::new();
+        for template in templates {
+            if let Err(e) = table.insert(template, metrics::intern(template)) {
+                tracing::error!(template, error = %e, "a route template cannot label metrics");
             }
         }
+        Self {
+            templates: table,
+            outside: outside.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
+    /// The label of `path`.
+    pub fn of(&self, path: &str) -> &'static str {
+        self.templates.at(path).map_or("unmatched", |m| *m.value)
+    }
+
+    /// Whether `path` is served outside the front door.
+    pub fn passes_by(&self, path: &str) -> bool {
+        self.outside.iter().any(|tree| {
+            path.strip_prefix(tree.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 }
 
-impl<S> Service<Request> for FrontDoor<S>
+/// Any request body (hyper's, as the connection hands it over).
+impl<S, B> Service<Request<B>> for FrontDoor<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send,
+    B: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -108,10 +133,16 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if self.shared.labels.passes_by(path) {
+            return FrontDoorFuture::PassedBy {
+                fut: self.inner.call(request),
+            };
+        }
+        let route = self.shared.labels.of(path);
         let started = Instant::now();
         let method = metrics::method_label(request.method());
-        let route = self.shared.route_label(&request);
         let mut private = false;
         let quota = match &self.shared.access {
             None => None,
@@ -265,6 +296,7 @@ fn unauthorized(refusal: &Refusal) -> Response {
 pin_project_lite::pin_project! {
     #[project = FrontDoorProj]
     pub enum FrontDoorFuture<F> {
+        PassedBy { #[pin] fut: F },
         Refused { response: Option<Response> },
         Waiting {
             fut: Pin<Box<dyn Future<Output = Response> + Send>>,
@@ -292,6 +324,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
+            FrontDoorProj::PassedBy { fut } => fut.poll(cx),
             FrontDoorProj::Refused { response } => {
                 // Polled once: a refusal is ready at once.
                 Poll::Ready(Ok(response.take().unwrap_or_default()))
@@ -325,5 +358,50 @@ where
                 Poll::Ready(Ok(response))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RouteLabels;
+
+    #[test]
+    fn a_path_is_labelled_by_the_template_it_matches_and_the_docs_pass_by() {
+        let labels = RouteLabels::new(
+            [
+                "/api/v1/rates",
+                "/api/v1/rates/{symbol}",
+                "/api/v1/rates/{symbol}/history",
+                "/",
+            ],
+            ["/docs", "/api-docs/openapi.json"],
+        );
+        assert_eq!(labels.of("/api/v1/rates"), "/api/v1/rates");
+        assert_eq!(labels.of("/api/v1/rates/EURUSD"), "/api/v1/rates/{symbol}");
+        assert_eq!(
+            labels.of("/api/v1/rates/EUR%2FUSD/history"),
+            "/api/v1/rates/{symbol}/history"
+        );
+        assert_eq!(labels.of("/"), "/");
+        for unmatched in ["/api/v1/rates/", "/api/v1/rates/EURUSD/x", "/nothing", ""] {
+            assert_eq!(labels.of(unmatched), "unmatched", "{unmatched}");
+        }
+        for outside in [
+            "/docs",
+            "/docs/",
+            "/docs/index.html",
+            "/api-docs/openapi.json",
+        ] {
+            assert!(labels.passes_by(outside), "{outside}");
+        }
+        for inside in ["/docsx", "/api-docs/openapi.jsonx", "/", "/api/v1/rates"] {
+            assert!(!labels.passes_by(inside), "{inside}");
+        }
+    }
+
+    #[test]
+    fn a_template_the_table_refuses_is_left_out_not_a_panic() {
+        let labels = RouteLabels::new(["/a/{x}", "/a/{y}"], []);
+        assert_eq!(labels.of("/a/1"), "/a/{x}");
     }
 }

@@ -23,9 +23,12 @@ static PAGE: LazyLock<String> = LazyLock::new(|| {
     include_str!("page.html").replacen("/*@ratesd-client@*/", include_str!("ratesd-client.js"), 1)
 });
 
+/// Where the test page is served.
+pub const PATH: &str = "/";
+
 /// `/`: the test page, or the v1 WebSocket.
 pub fn router() -> Router<Arc<V1State>> {
-    Router::new().route("/", get(root))
+    Router::new().route(PATH, get(root))
 }
 
 async fn root(

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::handler::Handler;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::edge::{Edge, EdgeLayer};
-use super::front_door::{Access, FrontDoorLayer};
+use super::front_door::{Access, FrontDoor, FrontDoorLayer, RouteLabels};
 use super::health::{self, HealthState, WorkerRole};
 use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
@@ -223,11 +222,16 @@ impl utoipa::Modify for Credentials {
 /// The whole application as one service: the routes, and in front of them
 /// the layers every answer passes (outside the router, so that a request
 /// goes through each once, not through a boxed copy per layer and route).
-pub type App = Edge<Router>;
+pub type App = Edge<FrontDoor<Router>>;
+
+/// Where the Swagger UI and the OpenAPI document are served (outside the
+/// front door: a deployment that asks for keys shows its documentation
+/// without one).
+const DOCS: &str = "/docs";
+const OPENAPI_DOCUMENT: &str = "/api-docs/openapi.json";
 
 /// The whole application, ready to serve (or only its probes and metrics).
 pub fn app(api: &Api) -> App {
-    let front_door = FrontDoorLayer::new(api.access.clone());
     let with_metrics = |routes: OpenApiRouter| {
         if api.metrics_here {
             routes.merge(metrics::router().with_state(api.health.clone()))
@@ -235,14 +239,13 @@ pub fn app(api: &Api) -> App {
             routes
         }
     };
-    let routes = if api.probes_only {
-        let (routes, _) = with_metrics(
+    let (routes, labels) = if api.probes_only {
+        let (routes, openapi) = with_metrics(
             OpenApiRouter::new().merge(health::router().with_state(api.health.clone())),
         )
         .split_for_parts();
-        routes
-            .route_layer(front_door.clone())
-            .fallback(error::not_found.layer(front_door))
+        let labels = RouteLabels::new(openapi.paths.paths.keys().map(String::as_str), []);
+        (routes.fallback(error::not_found), labels)
     } else {
         let (routes, openapi) = with_metrics(
             OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -252,17 +255,28 @@ pub fn app(api: &Api) -> App {
         )
         .routes(utoipa_axum::routes!(problem_answers::problem_page))
         .split_for_parts();
+        // Every route but the documentation's is in the document, and the
+        // page's.
+        let labels = RouteLabels::new(
+            openapi
+                .paths
+                .paths
+                .keys()
+                .map(String::as_str)
+                .chain([page::PATH]),
+            [DOCS, OPENAPI_DOCUMENT],
+        );
         let openapi = inline_primitive_schemas(openapi);
-        routes
+        let routes = routes
             .merge(page::router().with_state(api.v1.clone()))
-            .route_layer(front_door.clone())
             // The OpenAPI document is large and compresses well.
             .merge(
-                Router::from(SwaggerUi::new("/docs").url("/api-docs/openapi.json", openapi))
+                Router::from(SwaggerUi::new(DOCS).url(OPENAPI_DOCUMENT, openapi))
                     .layer(CompressionLayer::new()),
             )
             // Unmatched paths pass the same front door (limit and metrics).
-            .fallback(error::not_found.layer(front_door))
+            .fallback(error::not_found);
+        (routes, labels)
     };
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
@@ -276,6 +290,7 @@ pub fn app(api: &Api) -> App {
     } else {
         routes
     };
+    let routes = FrontDoorLayer::new(api.access.clone(), labels).layer(routes);
     // CORS, and the 413 of a large body (no route reads one), up front.
     let (cors, always) = cors(&api.cors_origins);
     EdgeLayer::new(cors, always).layer(routes)

@@ -344,6 +344,8 @@ async fn symbols_selects_the_rates_listed(engine: Engine) {
     app.cleanup().await;
 }
 
+/// Every request counts against the caller's limit, whatever it asks for:
+/// a path no route serves, a method a route does not take (405).
 async fn unmatched_paths_are_rate_limited_too(engine: Engine) {
     let Some(app) = app_with(
         engine,
@@ -354,10 +356,19 @@ async fn unmatched_paths_are_rate_limited_too(engine: Engine) {
         return;
     };
     let mut statuses = Vec::new();
-    for _ in 0..6 {
-        statuses.push(app.get("/no/such/path").await.status().as_u16());
+    for i in 0..6 {
+        let r = if i % 2 == 0 {
+            app.get("/no/such/path").await
+        } else {
+            app.http
+                .post(app.url("/api/v1/rates"))
+                .send()
+                .await
+                .unwrap()
+        };
+        statuses.push(r.status().as_u16());
     }
-    assert_eq!(statuses, [404, 404, 404, 429, 429, 429]);
+    assert_eq!(statuses, [404, 405, 404, 429, 429, 429]);
     app.cleanup().await;
 }
 
