@@ -80,17 +80,21 @@ struct Shared {
 pub struct RouteLabels {
     templates: matchit::Router<&'static str>,
     /// Each serves itself and every path below it.
-    outside: Vec<String>,
+    trees: Vec<String>,
+    /// Each serves itself only.
+    pages: Vec<String>,
 }
 
 impl RouteLabels {
     /// `templates` in axum's syntax (`/api/v1/rates/{symbol}`). One that
     /// the table refuses (given twice, or conflicting: the router could
     /// not have been built with it either) is logged and left out (its
-    /// requests are labelled `unmatched`).
+    /// requests are labelled `unmatched`). Outside the front door: `trees`
+    /// (each path and every path below it) and `pages` (each path alone).
     pub fn new<'a>(
         templates: impl IntoIterator<Item = &'a str>,
-        outside: impl IntoIterator<Item = &'a str>,
+        trees: impl IntoIterator<Item = &'a str>,
+        pages: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         let mut table = matchit::Router::new();
         for template in templates {
@@ -100,7 +104,8 @@ impl RouteLabels {
         }
         Self {
             templates: table,
-            outside: outside.into_iter().map(str::to_owned).collect(),
+            trees: trees.into_iter().map(str::to_owned).collect(),
+            pages: pages.into_iter().map(str::to_owned).collect(),
         }
     }
 
@@ -111,10 +116,11 @@ impl RouteLabels {
 
     /// Whether `path` is served outside the front door.
     pub fn passes_by(&self, path: &str) -> bool {
-        self.outside.iter().any(|tree| {
-            path.strip_prefix(tree.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        self.pages.iter().any(|page| page == path)
+            || self.trees.iter().any(|tree| {
+                path.strip_prefix(tree.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     }
 }
 
@@ -374,7 +380,8 @@ mod tests {
                 "/api/v1/rates/{symbol}/history",
                 "/",
             ],
-            ["/docs", "/api-docs/openapi.json"],
+            ["/docs"],
+            ["/api-docs/openapi.json"],
         );
         assert_eq!(labels.of("/api/v1/rates"), "/api/v1/rates");
         assert_eq!(labels.of("/api/v1/rates/EURUSD"), "/api/v1/rates/{symbol}");
@@ -394,14 +401,20 @@ mod tests {
         ] {
             assert!(labels.passes_by(outside), "{outside}");
         }
-        for inside in ["/docsx", "/api-docs/openapi.jsonx", "/", "/api/v1/rates"] {
+        for inside in [
+            "/docsx",
+            "/api-docs/openapi.jsonx",
+            "/api-docs/openapi.json/x",
+            "/",
+            "/api/v1/rates",
+        ] {
             assert!(!labels.passes_by(inside), "{inside}");
         }
     }
 
     #[test]
     fn a_template_the_table_refuses_is_left_out_not_a_panic() {
-        let labels = RouteLabels::new(["/a/{x}", "/a/{y}"], []);
+        let labels = RouteLabels::new(["/a/{x}", "/a/{y}"], [], []);
         assert_eq!(labels.of("/a/1"), "/a/{x}");
     }
 }

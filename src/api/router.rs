@@ -244,7 +244,7 @@ pub fn app(api: &Api) -> App {
             OpenApiRouter::new().merge(health::router().with_state(api.health.clone())),
         )
         .split_for_parts();
-        let labels = RouteLabels::new(openapi.paths.paths.keys().map(String::as_str), []);
+        let labels = RouteLabels::new(openapi.paths.paths.keys().map(String::as_str), [], []);
         (routes.fallback(error::not_found), labels)
     } else {
         let (routes, openapi) = with_metrics(
@@ -264,7 +264,8 @@ pub fn app(api: &Api) -> App {
                 .keys()
                 .map(String::as_str)
                 .chain([page::PATH]),
-            [DOCS, OPENAPI_DOCUMENT],
+            [DOCS],
+            [OPENAPI_DOCUMENT],
         );
         let openapi = inline_primitive_schemas(openapi);
         let routes = routes
