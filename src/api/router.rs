@@ -275,7 +275,8 @@ pub fn app(api: &Api) -> App {
                 Router::from(SwaggerUi::new(DOCS).url(OPENAPI_DOCUMENT, openapi))
                     .layer(CompressionLayer::new()),
             )
-            // Unmatched paths pass the same front door (limit and metrics).
+            // Unmatched paths: a 404, limited and counted by the front door
+            // around the router like every other request.
             .fallback(error::not_found);
         (routes, labels)
     };
