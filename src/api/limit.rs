@@ -22,9 +22,13 @@ use super::shared_limit::{Asked, SharedLimits};
 use crate::access::tiers::{Tier, Tiers};
 use crate::access::{Client, Identity};
 
-/// Paths outside the limit: probes and metrics. (The API docs pass the
-/// front door by and never reach it: [`super::front_door::RouteLabels`].)
-const EXEMPT: [&str; 2] = ["/health/", "/metrics"];
+/// Paths outside the limit: the probes (below `/health/`) and `/metrics`
+/// itself, not a path that merely begins like it (a 404 is limited). (The
+/// API docs pass the front door by and never reach it:
+/// [`super::front_door::RouteLabels`].)
+fn exempt(path: &str) -> bool {
+    path.starts_with("/health/") || path == "/metrics"
+}
 
 /// A tier's bucket per client.
 struct TierLimiter {
@@ -110,7 +114,7 @@ impl HttpLimiter {
     /// limits, at once while this node holds a lease for the client, else
     /// once Redis has answered.
     pub fn admit(self: &Arc<Self>, path: &str, who: &Identity) -> Admission {
-        if EXEMPT.iter().any(|p| path.starts_with(p)) {
+        if exempt(path) {
             return Admission::Now(Ok(None));
         }
         let Some(i) = self.position(&who.tier) else {
