@@ -32,10 +32,14 @@ impl Deployment {
     async fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("ratesd-sentinel-{}", unique_id()));
         std::fs::create_dir_all(&dir).unwrap();
+        // `--dir`: a replica's full sync writes an RDB file even without
+        // `save`; it goes to the test's directory, not the checkout.
         let redis = |port: u16, extra: &[String]| {
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&dir)
                 .args(extra)
                 .stdout(Stdio::null())
                 .spawn()
