@@ -33,11 +33,14 @@ impl Deployment {
         let dir = std::env::temp_dir().join(format!("ratesd-sentinel-{}", unique_id()));
         std::fs::create_dir_all(&dir).unwrap();
         // `--dir`: a replica's full sync writes an RDB file even without
-        // `save`; it goes to the test's directory, not the checkout.
+        // `save`; it goes to the test's directory, not the checkout. No
+        // delay before the master's first sync (5 s by default), which the
+        // test waits for below.
         let redis = |port: u16, extra: &[String]| {
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--dir")
                 .arg(&dir)
                 .args(extra)
@@ -58,6 +61,19 @@ impl Deployment {
             ],
         );
         wait_port(replica_port).await;
+        // The replica holds the master's data before anything is written:
+        // a master killed before the first sync leaves it empty, and the
+        // test would lose what was written before the kill.
+        eventually("the replica in sync", Duration::from_secs(30), || async {
+            let out = Command::new("redis-cli")
+                .args(["-p", &replica_port.to_string(), "INFO", "replication"])
+                .output()
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .contains("master_link_status:up")
+                .then_some(())
+        })
+        .await;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             let port = free_port();
