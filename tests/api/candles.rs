@@ -176,14 +176,22 @@ async fn buckets_are_aligned_in_utc(engine: Engine) {
             assert_eq!(c["closeTime"].as_i64().unwrap(), open + secs - 1);
         }
         // The closed buckets are what their points give (the forming one
-        // grows while we read).
+        // grows while we read). With no archive, the oldest bucket loses
+        // its first points as the 30-minute window slides on between the
+        // two reads: only buckets wholly inside it by then are compared.
         let first = got[0].0;
         let closed: Vec<_> = got.iter().filter(|c| c.0 + secs <= to).copied().collect();
         if let Some(last) = closed.last() {
-            let want = expected(
-                &app.history_points("EURUSD", first, last.0 + secs - 1).await,
-                secs,
-            );
+            let points = app.history_points("EURUSD", first, last.0 + secs - 1).await;
+            let edge = now() - 1_800 + 10;
+            let inside = |c: &&(i64, f64, f64, f64, f64, u64)| c.0 >= edge;
+            let want: Vec<_> = expected(&points, secs)
+                .iter()
+                .filter(inside)
+                .copied()
+                .collect();
+            let closed: Vec<_> = closed.iter().filter(inside).copied().collect();
+            assert!(interval == "1d" || closed.len() >= 4, "{got:?}");
             assert_same(&closed, &want[..closed.len()]);
         }
     }
