@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use ratesd::config::Role;
 
 use crate::helpers::{Options, eventually, free_port, spawn_with, unique_id};
+use crate::redis_cluster::cli;
 
 async fn wait_port(port: u16) {
     eventually("the port open", Duration::from_secs(20), || async {
@@ -65,11 +66,7 @@ impl Deployment {
         // a master killed before the first sync leaves it empty, and the
         // test would lose what was written before the kill.
         eventually("the replica in sync", Duration::from_secs(30), || async {
-            let out = Command::new("redis-cli")
-                .args(["-p", &replica_port.to_string(), "INFO", "replication"])
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
+            cli(replica_port, &["INFO", "replication"])
                 .contains("master_link_status:up")
                 .then_some(())
         })
@@ -129,12 +126,7 @@ impl Deployment {
     }
 
     fn sentinel(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.sentinels[0].0.to_string(), "--raw"])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        cli(self.sentinels[0].0, &[&["--raw"], args].concat())
     }
 
     fn sentinels_agree_on_replica(&self) -> bool {
@@ -196,12 +188,10 @@ async fn a_master_killed_behind_sentinel_is_followed_to_its_replica() {
     };
     // Who holds the writer's lease, on whichever node is master now.
     let holder = |deployment: &Deployment| -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &deployment.master_port()?.to_string(), "--raw", "GET"])
-            .arg(crate::helpers::failover::lease_key(&id))
-            .output()
-            .ok()?;
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let key = crate::helpers::failover::lease_key(&id);
+        let text = cli(deployment.master_port()?, &["--raw", "GET", &key])
+            .trim()
+            .to_owned();
         (!text.is_empty()).then_some(text)
     };
     let before = eventually("a leader", Duration::from_secs(10), || async {
