@@ -183,7 +183,7 @@ async fn buckets_are_aligned_in_utc(engine: Engine) {
         let closed: Vec<_> = got.iter().filter(|c| c.0 + secs <= to).copied().collect();
         if let Some(last) = closed.last() {
             let points = app.history_points("EURUSD", first, last.0 + secs - 1).await;
-            let edge = now() - 1_800 + 10;
+            let edge = now() - i64::from(Options::default().history_seconds) + 10;
             let inside = |c: &&(i64, f64, f64, f64, f64, u64)| c.0 >= edge;
             let want: Vec<_> = expected(&points, secs)
                 .iter()
