@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::edge::{Edge, EdgeLayer};
-use super::front_door::{Access, FrontDoor, FrontDoorLayer, RouteLabels};
+use super::front_door::{Access, FrontDoor, FrontDoorLayer, RouteLabels, Shortcut};
 use super::health::{self, HealthState, WorkerRole};
 use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
@@ -239,13 +239,13 @@ pub fn app(api: &Api) -> App {
             routes
         }
     };
-    let (routes, labels) = if api.probes_only {
+    let (routes, labels, shortcut) = if api.probes_only {
         let (routes, openapi) = with_metrics(
             OpenApiRouter::new().merge(health::router().with_state(api.health.clone())),
         )
         .split_for_parts();
         let labels = RouteLabels::new(openapi.paths.paths.keys().map(String::as_str), [], []);
-        (routes.fallback(error::not_found), labels)
+        (routes.fallback(error::not_found), labels, None)
     } else {
         let (routes, openapi) = with_metrics(
             OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -278,11 +278,13 @@ pub fn app(api: &Api) -> App {
             // Unmatched paths: a 404, limited and counted by the front door
             // around the router like every other request.
             .fallback(error::not_found);
-        (routes, labels)
+        let shortcut: Arc<dyn Shortcut> = Arc::new(v1::LatestRate(api.v1.clone()));
+        (routes, labels, Some(shortcut))
     };
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
-    let routes = if tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG) {
+    let tracing_requests = tracing::enabled!(target: "tower_http::trace", tracing::Level::DEBUG);
+    let routes = if tracing_requests {
         // The path, never the query: a `?token=` is a credential.
         routes.layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {
@@ -292,7 +294,10 @@ pub fn app(api: &Api) -> App {
     } else {
         routes
     };
-    let routes = FrontDoorLayer::new(api.access.clone(), labels).layer(routes);
+    // With request spans on, every request goes through the router: each
+    // has its span.
+    let shortcut = shortcut.filter(|_| !tracing_requests);
+    let routes = FrontDoorLayer::new(api.access.clone(), labels, shortcut).layer(routes);
     // CORS, and the 413 of a large body (no route reads one), up front.
     let (cors, always) = cors(&api.cors_origins);
     EdgeLayer::new(cors, always).layer(routes)

@@ -502,7 +502,90 @@ async fn a_subscribe_flood_is_closed_with_1008_not_reset(engine: Engine) {
     app.cleanup().await;
 }
 
+/// An answer's headers, those that differ from one request to the next
+/// (the date, the caller's remaining quota) by name only.
+fn comparable(resp: &reqwest::Response) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            let value = match name.as_str() {
+                "date" | "ratelimit-remaining" | "ratelimit-reset" => "…",
+                _ => value.to_str().unwrap(),
+            };
+            (name.as_str().to_owned(), value.to_owned())
+        })
+        .collect();
+    headers.sort();
+    headers
+}
+
+/// A rate's common request is answered by the front door's shortcut; with
+/// a query (a cache buster) or a percent-encoded symbol it goes to the
+/// route itself. Both answer alike, headers and body, 200 and 304.
+async fn the_shortcut_answers_as_the_route_does(engine: Engine) {
+    let Some(app) = spawn_app(Options {
+        archive: false,
+        ..limited(engine, 1000, 1000, &[])
+    })
+    .await
+    else {
+        return;
+    };
+    let paths = [
+        "/api/v1/rates/EURUSD",
+        "/api/v1/rates/EURUSD?cache=1",
+        "/api/v1/rates/eur-usd",
+        "/api/v1/rates/EUR%2FUSD",
+    ];
+    for if_none_match in [false, true] {
+        // Every answer of one tick: retried until all four land in one.
+        let answers = eventually(
+            "four answers of one tick",
+            Duration::from_secs(15),
+            || async {
+                let tag = match app.get(paths[0]).await {
+                    resp if resp.status() == 200 => header(&resp, "etag"),
+                    _ => return None,
+                };
+                let mut answers = Vec::new();
+                for path in paths {
+                    let mut request = app.http.get(app.url(path));
+                    if if_none_match {
+                        request = request.header("if-none-match", &tag);
+                    }
+                    let resp = request.send().await.unwrap();
+                    if resp.headers().get("etag").and_then(|v| v.to_str().ok()) != Some(&tag) {
+                        return None;
+                    }
+                    answers.push((
+                        path,
+                        resp.status(),
+                        comparable(&resp),
+                        resp.bytes().await.unwrap(),
+                    ));
+                }
+                Some(answers)
+            },
+        )
+        .await;
+        let (_, status, headers, body) = &answers[0];
+        assert_eq!(status.as_u16(), if if_none_match { 304 } else { 200 });
+        assert!(
+            headers.iter().any(|(name, _)| name == "ratelimit-policy"),
+            "{headers:?}"
+        );
+        for (path, other_status, other_headers, other_body) in &answers[1..] {
+            assert_eq!(other_status, status, "{path}");
+            assert_eq!(other_headers, headers, "{path}");
+            assert_eq!(other_body, body, "{path}");
+        }
+    }
+    app.cleanup().await;
+}
+
 crate::helpers::on_both_engines!(
+    the_shortcut_answers_as_the_route_does,
     the_limit_trips_at_exactly_the_burst_and_recovers,
     forwarded_for_counts_only_behind_a_trusted_proxy,
     a_flooding_websocket_client_is_limited_and_others_are_not,

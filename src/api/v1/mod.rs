@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 pub use self::cursor::{BadCursor, Cursor, CursorKey};
 pub use self::dto::{CandlePage, Conversion, HistoryPage, Rate, RateList};
+pub use self::rates::LatestRate;
 pub use self::snapshot::RatesCache;
 use super::http_cache::Prepared;
 use super::limit::ConnectionLimiter;

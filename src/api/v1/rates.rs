@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,12 +14,15 @@ use super::dto::RateList;
 use super::freshness::{MAX_AGE_CATALOG, MAX_AGE_RATES};
 use super::moment::{self, RateOrPoint};
 use super::params::resolve;
+use super::snapshot::RatesSnapshot;
+use crate::access::Identity;
 use crate::api::caller::Caller;
 use crate::api::error::{ApiError, Result};
+use crate::api::front_door::Shortcut;
 use crate::api::http_cache::{IfNoneMatch, Prepared};
 use crate::api::query::Params;
 use crate::api::responses::{InvalidParameter, NoPointAt, RateLimited, Unavailable, UnknownSymbol};
-use crate::domain::{AssetId, AssetList};
+use crate::domain::{Asset, AssetId, AssetList};
 
 pub fn router() -> OpenApiRouter<Arc<V1State>> {
     OpenApiRouter::new()
@@ -178,7 +182,15 @@ async fn rate(
         // does without.
         return Box::pin(moment::respond(&state, asset, &at, &if_none_match)).await;
     }
-    let snapshot = state.rates.get().await;
+    latest(&*state.rates.get().await, asset, &if_none_match)
+}
+
+/// The answer of `/api/v1/rates/{symbol}` for the latest quote of `asset`.
+fn latest(
+    snapshot: &RatesSnapshot,
+    asset: &Asset,
+    if_none_match: &IfNoneMatch,
+) -> Result<Response> {
     let rates = snapshot
         .value
         .as_ref()
@@ -187,7 +199,35 @@ async fn rate(
         .by_asset
         .get(&asset.id)
         .ok_or_else(|| ApiError::NoData(format!("no quote for {} yet", asset.name)))?;
-    Ok(prepared.respond(&if_none_match, MAX_AGE_RATES))
+    Ok(prepared.respond(if_none_match, MAX_AGE_RATES))
+}
+
+/// The latest quote of one asset from the front door ([`Shortcut`]): a
+/// symbol in the catalog's spelling or another, an asset the caller may
+/// read, and this tick's snapshot built. Anything else (an error, `at`, a
+/// rebuild due) is left to [`rate`].
+pub struct LatestRate(pub Arc<V1State>);
+
+impl LatestRate {
+    const ROUTE: &str = "/api/v1/rates/{symbol}";
+}
+
+impl Shortcut for LatestRate {
+    fn route(&self) -> &'static str {
+        Self::ROUTE
+    }
+
+    fn answer(&self, symbol: &str, headers: &HeaderMap, who: &Identity) -> Option<Response> {
+        let state = &self.0;
+        // A percent-encoded symbol is refused here (`%` is no symbol's
+        // character): the route decodes it.
+        let asset = state.catalog.find(symbol).ok()?;
+        if !who.scope.allows(asset.id) {
+            return None;
+        }
+        let snapshot = state.rates.current()?;
+        latest(&snapshot, asset, &IfNoneMatch::from_headers(headers)).ok()
+    }
 }
 
 /// The query of `/api/v1/rates/{symbol}`.
@@ -205,5 +245,14 @@ impl TryFrom<Params> for RateQuery {
 
     fn try_from(mut p: Params) -> Result<Self> {
         Ok(Self { at: p.take("at")? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_shortcut_is_for_the_rate_route() {
+        let (_, openapi) = super::router().split_for_parts();
+        assert!(openapi.paths.paths.contains_key(super::LatestRate::ROUTE));
     }
 }

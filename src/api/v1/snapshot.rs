@@ -140,6 +140,11 @@ impl RatesCache {
             .await
     }
 
+    /// The latest rates when this tick's are built (no rebuild is due).
+    pub fn current(&self) -> Option<Arc<RatesSnapshot>> {
+        self.rates.fresh(unix_now())
+    }
+
     /// The tickers: `Err` while they are being seeded (at start, or after
     /// the live feed came back) or when the rates cannot be read.
     pub async fn tickers(&self) -> Arc<Snapshot<Result<Tickers, String>>> {
