@@ -161,11 +161,9 @@ impl RouteLabels {
     fn matching<'p>(&self, path: &'p str) -> (&'static str, Option<&'p str>) {
         match self.templates.at(path) {
             Ok(m) => {
-                let mut params = m.params.iter();
-                let param = match (params.next(), params.next()) {
-                    (Some((_, value)), None) => Some(value),
-                    _ => None,
-                };
+                let param = (m.params.len() == 1)
+                    .then(|| m.params.iter().next().map(|(_, value)| value))
+                    .flatten();
                 (*m.value, param)
             }
             Err(_) => ("unmatched", None),

@@ -55,12 +55,13 @@ pub fn record(
     elapsed: std::time::Duration,
 ) {
     use std::cell::RefCell;
-    use std::collections::HashMap;
+
+    use rustc_hash::FxHashMap;
     /// A label set by the addresses of its interned values.
     type LabelSet = (usize, usize, usize);
     thread_local! {
-        static HANDLES: RefCell<HashMap<LabelSet, (metrics::Counter, metrics::Histogram)>> =
-            RefCell::new(HashMap::new());
+        static HANDLES: RefCell<FxHashMap<LabelSet, (metrics::Counter, metrics::Histogram)>> =
+            RefCell::new(FxHashMap::default());
     }
     let status = status_label(status.as_u16());
     let key = (

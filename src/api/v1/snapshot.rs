@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
+use rustc_hash::FxHashMap;
+
 use super::dto::{Rate, RateList, TickerData, TickerList};
 use crate::api::http_cache::Prepared;
 use crate::clock::unix_now;
@@ -100,7 +102,7 @@ pub struct Rates {
     /// Every asset's rate, in catalog order (for `?symbols=` subsets).
     pub list: Vec<Rate>,
     pub all: Prepared,
-    pub by_asset: HashMap<AssetId, Prepared>,
+    pub by_asset: FxHashMap<AssetId, Prepared>,
 }
 
 pub struct RatesCache {
@@ -116,7 +118,7 @@ pub struct RatesCache {
 #[derive(Debug)]
 pub struct Tickers {
     pub all: Prepared,
-    pub by_asset: HashMap<AssetId, Prepared>,
+    pub by_asset: FxHashMap<AssetId, Prepared>,
     /// The tickers themselves, for a caller who may read only some.
     pub list: Vec<TickerData>,
 }
