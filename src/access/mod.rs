@@ -183,25 +183,27 @@ impl Gate {
         self.keys.clone()
     }
 
-    /// The caller of a request from `peer` to `uri`; `upgrade` when it asks
-    /// for a WebSocket. A credential is read only where it matters (under
-    /// `/api/`, and a WebSocket upgrade on `/`); elsewhere every caller is
-    /// anonymous.
+    /// The caller of a request from `peer` to `uri`; `upgrade` tells
+    /// whether it asks for a WebSocket (asked only with credentials on). A
+    /// credential is read only where it matters (under `/api/`, and a
+    /// WebSocket upgrade on `/`); elsewhere every caller is anonymous.
     pub fn identify(
         &self,
         peer: IpAddr,
         headers: &HeaderMap,
         uri: &Uri,
-        upgrade: bool,
+        upgrade: impl Fn() -> bool,
     ) -> Result<Identity, Refusal> {
         let ip = client_ip(&self.trusted_proxies, peer, headers);
+        if self.mode == AuthMode::Off {
+            return Ok(self.anonymous(ip));
+        }
         let path = uri.path();
-        let guarded = path.starts_with("/api/") || (upgrade && path == "/");
-        if self.mode == AuthMode::Off || !guarded {
+        if !(path.starts_with("/api/") || (path == "/" && upgrade())) {
             return Ok(self.anonymous(ip));
         }
         // `?token=` only where a browser cannot set headers.
-        let in_query = upgrade || path == "/api/v2/events";
+        let in_query = path == "/api/v2/events" || upgrade();
         match credential(headers, in_query.then(|| uri.query()).flatten()) {
             None if self.mode == AuthMode::Required => Err(Refusal::Missing),
             None => Ok(self.anonymous(ip)),

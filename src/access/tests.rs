@@ -134,7 +134,7 @@ fn the_gate_reads_credentials_only_where_they_matter() {
     let required = gate("required");
     assert_eq!(
         required
-            .identify(peer, &HeaderMap::new(), &api, false)
+            .identify(peer, &HeaderMap::new(), &api, || false)
             .unwrap_err(),
         Refusal::Missing
     );
@@ -147,14 +147,14 @@ fn the_gate_reads_credentials_only_where_they_matter() {
         "/api-docs/openapi.json",
     ] {
         let who = required
-            .identify(peer, &HeaderMap::new(), &open.parse().unwrap(), false)
+            .identify(peer, &HeaderMap::new(), &open.parse().unwrap(), || false)
             .unwrap();
         assert_eq!(who.client, Client::Ip(peer), "{open}");
     }
     let root: Uri = "/".parse().unwrap();
     assert_eq!(
         required
-            .identify(peer, &HeaderMap::new(), &root, true)
+            .identify(peer, &HeaderMap::new(), &root, || true)
             .unwrap_err(),
         Refusal::Missing
     );
@@ -165,7 +165,7 @@ fn the_gate_reads_credentials_only_where_they_matter() {
         60,
     );
     let who = required
-        .identify(peer, &bearer(&token), &api, false)
+        .identify(peer, &bearer(&token), &api, || false)
         .unwrap();
     assert_eq!(who.client, Client::Subject("user-1".into()));
     assert_eq!(who.tier.name, "pro");
@@ -179,13 +179,13 @@ fn the_gate_reads_credentials_only_where_they_matter() {
         .unwrap();
     assert!(
         required
-            .identify(peer, &HeaderMap::new(), &in_query, false)
+            .identify(peer, &HeaderMap::new(), &in_query, || false)
             .is_ok()
     );
     let rest_query: Uri = format!("/api/v1/rates?token={token}").parse().unwrap();
     assert_eq!(
         required
-            .identify(peer, &HeaderMap::new(), &rest_query, false)
+            .identify(peer, &HeaderMap::new(), &rest_query, || false)
             .unwrap_err(),
         Refusal::Missing
     );
@@ -193,21 +193,21 @@ fn the_gate_reads_credentials_only_where_they_matter() {
     // Unknown keys, and tokens where none are accepted.
     assert_eq!(
         required
-            .identify(peer, &bearer("rk_nope"), &api, false)
+            .identify(peer, &bearer("rk_nope"), &api, || false)
             .unwrap_err(),
         Refusal::UnknownKey
     );
     let mut h = HeaderMap::new();
     h.insert("x-api-key", HeaderValue::from_static("rk_nope"));
     assert_eq!(
-        required.identify(peer, &h, &api, false).unwrap_err(),
+        required.identify(peer, &h, &api, || false).unwrap_err(),
         Refusal::UnknownKey
     );
 
     // optional: no credential is anonymous; a bad one is still refused.
     let optional = gate("optional");
     let who = optional
-        .identify(peer, &HeaderMap::new(), &api, false)
+        .identify(peer, &HeaderMap::new(), &api, || false)
         .unwrap();
     assert_eq!(
         (who.kind(), who.tier.name.as_str()),
@@ -215,13 +215,15 @@ fn the_gate_reads_credentials_only_where_they_matter() {
     );
     assert!(
         optional
-            .identify(peer, &bearer("garbage"), &api, false)
+            .identify(peer, &bearer("garbage"), &api, || false)
             .is_err()
     );
 
     // off: nothing is read.
     let off = gate("off");
-    let who = off.identify(peer, &bearer("garbage"), &api, false).unwrap();
+    let who = off
+        .identify(peer, &bearer("garbage"), &api, || false)
+        .unwrap();
     assert_eq!(who.client, Client::Ip(peer));
 }
 

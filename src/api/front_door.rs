@@ -210,7 +210,7 @@ where
             None => None,
             Some(access) => {
                 let peer = Peer::addr_of(request.extensions());
-                let upgrade = crate::stream::upgrade::asks_for_websocket(request.headers());
+                let upgrade = || crate::stream::upgrade::asks_for_websocket(request.headers());
                 let who =
                     match access
                         .gate

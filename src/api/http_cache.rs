@@ -13,21 +13,20 @@ use bytes::Bytes;
 use crate::hash::fnv1a64;
 
 /// A prepared JSON body and its entity tag: an answer made of pieces
-/// prepared once, that allocates nothing but its header map.
+/// prepared once, that allocates nothing but its header map. Its
+/// `Content-Length` is the body's exact size, which hyper writes (or axum,
+/// for an answer through the router) without being given the header.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     pub body: Bytes,
     pub etag: HeaderValue,
-    /// `Content-Length` of the body.
-    length: HeaderValue,
 }
 
 impl Prepared {
     pub fn json<T: serde::Serialize>(value: &T) -> Self {
         let body = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
         let etag = etag_of(&body);
-        let length = HeaderValue::from(body.len());
-        Self { body, etag, length }
+        Self { body, etag }
     }
 
     /// 200 with the body, or 304 when the client holds this version.
@@ -58,14 +57,14 @@ impl Prepared {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            headers.insert(header::CONTENT_LENGTH, self.length.clone());
         }
         resp
     }
 }
 
-/// Headers a cached answer ends up with, at most: its own three, Link, two
-/// of CORS and three of the rate limit.
+/// Headers a cached answer ends up with, at most: its own three, the
+/// `Content-Length` axum adds through the router, Link, two of CORS and
+/// three of the rate limit.
 const RESPONSE_HEADERS: usize = 10;
 
 /// A request's `If-None-Match` values (none for most requests: then nothing
