@@ -278,8 +278,9 @@ pub fn app(api: &Api) -> App {
             // Unmatched paths: a 404, limited and counted by the front door
             // around the router like every other request.
             .fallback(error::not_found);
-        let shortcut: Arc<dyn Shortcut> = Arc::new(v1::LatestRate(api.v1.clone()));
-        (routes, labels, Some(shortcut))
+        let shortcut = v1::LatestRate::new(api.v1.clone())
+            .map(|shortcut| Arc::new(shortcut) as Arc<dyn Shortcut>);
+        (routes, labels, shortcut)
     };
     // Request spans and events are at DEBUG: when the log filter would drop
     // them all, the layer is left out rather than paid for on every request.
