@@ -79,6 +79,10 @@ pub fn register_metrics(sources: &[&'static str]) {
         "HTTP request latency by route"
     );
     describe_counter!(
+        "ratesd_http_shortcut_answers_total",
+        "HTTP requests the front door answered from a prepared snapshot, without the router"
+    );
+    describe_counter!(
         "ratesd_http_rate_limited_total",
         "HTTP requests refused by the per-IP limit"
     );
@@ -175,6 +179,7 @@ pub fn register_metrics(sources: &[&'static str]) {
         "PostgreSQL errors, by operation"
     );
     for name in [
+        "ratesd_http_shortcut_answers_total",
         "ratesd_http_rate_limited_total",
         "ratesd_ws_messages_sent_total",
         "ratesd_ws_frames_rate_limited_total",

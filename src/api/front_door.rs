@@ -74,9 +74,20 @@ impl FrontDoorLayer {
         let shortcut = shortcut.and_then(|shortcut| {
             let route = shortcut.route();
             match labels.templates.at(route) {
-                Ok(m) if *m.value == route => Some((*m.value, shortcut)),
+                Ok(m) if *m.value == route && m.params.len() == 1 => Some(Answers {
+                    label: m.value,
+                    shortcut,
+                    given: {
+                        // The recorder is installed before the first request.
+                        crate::telemetry::metrics();
+                        ::metrics::counter!("ratesd_http_shortcut_answers_total")
+                    },
+                }),
                 _ => {
-                    tracing::error!(route, "a shortcut's route is not among the routes");
+                    tracing::error!(
+                        route,
+                        "a shortcut's route is not among the routes, or has not one parameter"
+                    );
                     None
                 }
             }
@@ -112,8 +123,16 @@ pub struct FrontDoor<S> {
 struct Shared {
     access: Option<Arc<Access>>,
     labels: RouteLabels,
-    /// With its route's label (interned: compared by address).
-    shortcut: Option<(&'static str, Arc<dyn Shortcut>)>,
+    shortcut: Option<Answers>,
+}
+
+/// The shortcut with what the front door keeps of it.
+struct Answers {
+    /// Its route's label (interned: compared by address).
+    label: &'static str,
+    shortcut: Arc<dyn Shortcut>,
+    /// How many answers it gave.
+    given: ::metrics::Counter,
 }
 
 /// The `route` label of a request: the route template its path matches,
@@ -319,20 +338,27 @@ impl<S> FrontDoor<S> {
         param: Option<&str>,
         who: &Identity,
     ) -> Option<Response> {
-        let (label, shortcut) = self.shared.shortcut.as_ref()?;
-        if !std::ptr::eq(route, *label)
+        let answers = self.shared.shortcut.as_ref()?;
+        if !std::ptr::eq(route, answers.label)
             || request.method() != Method::GET
             || request.uri().query().is_some()
         {
             return None;
         }
-        shortcut.answer(param?, request.headers(), who)
+        let answer = answers.shortcut.answer(param?, request.headers(), who)?;
+        answers.given.increment(1);
+        Some(answer)
     }
 }
 
 /// What an admitted request's answer carries from the front door: the
-/// caller's quota, and for a caller with a credential, its privacy.
+/// caller's quota, and for a caller with a credential, its privacy. A 304
+/// carries no `Content-Length` (axum gives one of 0 for its empty body,
+/// which HTTP/2 would pass on; the 200's length is what one would mean).
 fn finish(response: &mut Response, quota: Option<Quota3>, private: bool) {
+    if response.status() == StatusCode::NOT_MODIFIED {
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+    }
     if let Some(quota) = quota {
         quota.set(response.headers_mut());
     }
@@ -531,9 +557,11 @@ mod tests {
                 "{method} {path}"
             );
         }
-        // A shortcut for a route the labels do not have is left out.
+        // A shortcut for a route the labels do not have, or with not one
+        // parameter, is left out.
         assert_eq!(answer("/q/{x}", Method::GET, "/r/abc").await, "route");
         assert_eq!(answer("/r/{y}", Method::GET, "/r/abc").await, "route");
+        assert_eq!(answer("/s/{x}/{y}", Method::GET, "/s/a/b").await, "route");
     }
 
     #[test]

@@ -63,9 +63,9 @@ impl Prepared {
 }
 
 /// Headers a cached answer ends up with, at most: its own three, the
-/// `Content-Length` axum adds through the router, Link, two of CORS and
-/// three of the rate limit.
-const RESPONSE_HEADERS: usize = 10;
+/// `Content-Length` axum adds through the router, Link, two of CORS, four
+/// of the rate limit and a keyed caller's `Vary`.
+const RESPONSE_HEADERS: usize = 12;
 
 /// A request's `If-None-Match` values (none for most requests: then nothing
 /// is copied or allocated, unlike extracting the whole `HeaderMap`).

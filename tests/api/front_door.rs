@@ -314,6 +314,7 @@ async fn metrics_expose_every_family_and_move_with_traffic(engine: Engine) {
     let text = scrape().await;
     for family in [
         "ratesd_http_rate_limited_total",
+        "ratesd_http_shortcut_answers_total",
         "ratesd_ws_connections",
         "ratesd_ws_messages_sent_total",
         "ratesd_ws_messages_dropped_total",
@@ -522,7 +523,8 @@ fn comparable(resp: &reqwest::Response) -> Vec<(String, String)> {
 
 /// A rate's common request is answered by the front door's shortcut; with
 /// a query (a cache buster) or a percent-encoded symbol it goes to the
-/// route itself. Both answer alike, headers and body, 200 and 304.
+/// route itself. Both answer alike, headers and body, 200 and 304, over
+/// HTTP/1.1 and HTTP/2.
 async fn the_shortcut_answers_as_the_route_does(engine: Engine) {
     let Some(app) = spawn_app(Options {
         archive: false,
@@ -538,19 +540,28 @@ async fn the_shortcut_answers_as_the_route_does(engine: Engine) {
         "/api/v1/rates/eur-usd",
         "/api/v1/rates/EUR%2FUSD",
     ];
-    for if_none_match in [false, true] {
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, if_none_match) in [
+        (&app.http, false),
+        (&app.http, true),
+        (&http2, false),
+        (&http2, true),
+    ] {
         // Every answer of one tick: retried until all four land in one.
         let answers = eventually(
             "four answers of one tick",
             Duration::from_secs(15),
             || async {
-                let tag = match app.get(paths[0]).await {
+                let tag = match client.get(app.url(paths[0])).send().await.unwrap() {
                     resp if resp.status() == 200 => header(&resp, "etag"),
                     _ => return None,
                 };
                 let mut answers = Vec::new();
                 for path in paths {
-                    let mut request = app.http.get(app.url(path));
+                    let mut request = client.get(app.url(path));
                     if if_none_match {
                         request = request.header("if-none-match", &tag);
                     }
@@ -580,6 +591,19 @@ async fn the_shortcut_answers_as_the_route_does(engine: Engine) {
             assert_eq!(other_headers, headers, "{path}");
             assert_eq!(other_body, body, "{path}");
         }
+    }
+    // The shortcut did answer (the counter is the process's: every test
+    // app's; none while request spans are logged, as `TEST_LOG` may ask).
+    let spans = std::env::var("TEST_LOG").is_ok_and(|f| f.contains("debug") || f.contains("trace"));
+    if !spans {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let given: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("ratesd_http_shortcut_answers_total "))
+            .expect("the shortcut's counter")
+            .parse()
+            .unwrap();
+        assert!(given > 0.0, "{given}");
     }
     app.cleanup().await;
 }
