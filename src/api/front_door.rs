@@ -27,26 +27,14 @@ use axum::extract::Request;
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 
 use super::caller::Peer;
+use super::http_cache::Shortcut;
 use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
 use super::problem::{Kind, Problem};
 use crate::access::{Client, Gate, Identity, Refusal};
-
-/// A route's common answer, given by the front door without the router:
-/// for a GET of the route with no query string, from the route's one path
-/// parameter as the path spells it (not percent-decoded) and the request's
-/// headers. `None` leaves the request to the route, which answers every
-/// case the shortcut does not; where both answer, the answers are the same.
-pub trait Shortcut: Send + Sync {
-    /// The route template it answers, as the router has it
-    /// (`/api/v1/rates/{symbol}`).
-    fn route(&self) -> &'static str;
-
-    fn answer(&self, param: &str, headers: &HeaderMap, who: &Identity) -> Option<Response>;
-}
 
 /// Who is calling and how much they may: the gate and the tiers' limits.
 pub struct Access {
@@ -488,8 +476,9 @@ mod tests {
     use axum::response::Response;
     use tower::{Layer, ServiceExt};
 
-    use super::{Access, FrontDoorLayer, RouteLabels, Shortcut};
+    use super::{Access, FrontDoorLayer, RouteLabels};
     use crate::access::{Gate, Identity};
+    use crate::api::http_cache::Shortcut;
     use crate::api::limit::HttpLimiter;
     use crate::config::Config;
     use crate::domain::Catalog;

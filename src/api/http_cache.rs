@@ -1,5 +1,6 @@
 //! HTTP caching: `ETag` / `If-None-Match` / `Cache-Control` for every
-//! cacheable GET, over a JSON body prepared once.
+//! cacheable GET, over a JSON body prepared once; and the [`Shortcut`] by
+//! which the front door gives a route's prepared answer itself.
 
 use std::convert::Infallible;
 
@@ -10,7 +11,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 
+use crate::access::Identity;
 use crate::hash::fnv1a64;
+
+/// A route's common answer, given by the front door without the router:
+/// for a GET of the route with no query string, from the route's one path
+/// parameter as the path spells it (not percent-decoded) and the request's
+/// headers. `None` leaves the request to the route, which answers every
+/// case the shortcut does not; where both answer, the answers are the same.
+pub trait Shortcut: Send + Sync {
+    /// The route template it answers, as the router has it
+    /// (`/api/v1/rates/{symbol}`).
+    fn route(&self) -> &'static str;
+
+    fn answer(&self, param: &str, headers: &HeaderMap, who: &Identity) -> Option<Response>;
+}
 
 /// A prepared JSON body and its entity tag: an answer made of pieces
 /// prepared once, that allocates nothing but its header map. Its

@@ -16,8 +16,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::edge::{Edge, EdgeLayer};
-use super::front_door::{Access, FrontDoor, FrontDoorLayer, RouteLabels, Shortcut};
+use super::front_door::{Access, FrontDoor, FrontDoorLayer, RouteLabels};
 use super::health::{self, HealthState, WorkerRole};
+use super::http_cache::Shortcut;
 use super::limit::HttpLimiter;
 use super::server::ConnectionSettings;
 use super::shared_limit::SharedLimits;
