@@ -5,7 +5,7 @@
 //! One route's common request is answered here, without the router: a
 //! [`Shortcut`] (the latest rate of one asset, prepared once a tick). The
 //! router's matching and path parameters, the handler's extractors and the
-//! futures around them cost about a quarter of such an answer's CPU; the
+//! futures around them were a quarter of such an answer's instructions; the
 //! shortcut declines every other request of its route (an error, a query,
 //! a rebuild due), which the route itself answers.
 //!
