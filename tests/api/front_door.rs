@@ -597,12 +597,8 @@ async fn the_shortcut_answers_as_the_route_does(engine: Engine) {
     let spans = std::env::var("TEST_LOG").is_ok_and(|f| f.contains("debug") || f.contains("trace"));
     if !spans {
         let metrics = app.get("/metrics").await.text().await.unwrap();
-        let given: f64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("ratesd_http_shortcut_answers_total "))
-            .expect("the shortcut's counter")
-            .parse()
-            .unwrap();
+        let given =
+            metric(&metrics, "ratesd_http_shortcut_answers_total").expect("the shortcut's counter");
         assert!(given > 0.0, "{given}");
     }
     app.cleanup().await;
