@@ -5,10 +5,12 @@ use clap::Parser;
 use ratesd::app::{self, App};
 use ratesd::config::{Cli, ClientCli, Command, KeysCommand, Role};
 
-/// jemalloc rather than the C library's allocator: a cached answer makes
-/// ~17 small allocations, and with jemalloc it takes ~6% less CPU, at the
-/// same memory a connection (`loadtest/RESULTS.md`, issue 27; mimalloc was
-/// as fast but held ~20% more a connection).
+/// jemalloc rather than the C library's allocator: a request and its
+/// answer make small allocations (17 for a cached rate when this was
+/// measured, 6 since the front door's shortcut), and with jemalloc a cached
+/// answer took ~6% less CPU, at the same memory a connection
+/// (`loadtest/RESULTS.md`, issue 27; mimalloc was as fast but held ~20%
+/// more a connection).
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
