@@ -56,11 +56,12 @@ impl FrontDoorLayer {
     /// among the templates is logged and left out.
     pub fn new(
         access: Option<Arc<Access>>,
-        labels: RouteLabels,
+        mut labels: RouteLabels,
         shortcut: Option<Arc<dyn Shortcut>>,
     ) -> Self {
         let shortcut = shortcut.and_then(|shortcut| {
             let route = shortcut.route();
+            labels.favour(route);
             match labels.templates.at(route) {
                 Ok(m) if *m.value == route && m.params.len() == 1 => Some(Answers {
                     label: m.value,
@@ -128,6 +129,10 @@ struct Answers {
 /// outside the front door (the API's documentation), which pass it by.
 pub struct RouteLabels {
     templates: matchit::Router<&'static str>,
+    /// The templates in the table.
+    labels: Vec<&'static str>,
+    /// One template matched before the table (see [`RouteLabels::favour`]).
+    favoured: Option<Favoured>,
     /// Each serves itself and every path below it.
     trees: Vec<String>,
     /// Each serves itself only.
@@ -146,21 +151,83 @@ impl RouteLabels {
         pages: impl IntoIterator<Item = &'a str>,
     ) -> Self {
         let mut table = matchit::Router::new();
+        let mut labels = Vec::new();
         for template in templates {
-            if let Err(e) = table.insert(template, metrics::intern(template)) {
-                tracing::error!(template, error = %e, "a route template cannot label metrics");
+            let label = metrics::intern(template);
+            match table.insert(template, label) {
+                Ok(()) => labels.push(label),
+                Err(e) => {
+                    tracing::error!(template, error = %e, "a route template cannot label metrics")
+                }
             }
         }
         Self {
             templates: table,
+            labels,
+            favoured: None,
             trees: trees.into_iter().map(str::to_owned).collect(),
             pages: pages.into_iter().map(str::to_owned).collect(),
+        }
+    }
+
+    /// Matches `template` before the table, by its prefix: the route of
+    /// the front door's shortcut, whose requests are most of all, and for
+    /// which the table's walk was a twentieth of an answer's instructions.
+    /// Only a template in the table that ends in its one parameter
+    /// (`/api/v1/rates/{symbol}`), and only while no other template could
+    /// match a path that it matches (`/api/v1/rates/latest` would, which
+    /// the table prefers; `/api/v1/rates/{symbol}/history` does not): then the prefix and one segment match exactly where the
+    /// table would. Otherwise nothing changes, and that is logged.
+    pub fn favour(&mut self, template: &str) {
+        let prefix = template
+            .strip_suffix('}')
+            .and_then(|rest| rest.rsplit_once('{'))
+            .map(|(prefix, _)| prefix)
+            .filter(|prefix| prefix.ends_with('/') && !prefix.contains(['{', '}']));
+        let label = self.labels.iter().find(|label| **label == template);
+        let shadowed = |prefix: &str| {
+            self.labels.iter().any(|other| {
+                *other != template
+                    && other
+                        .strip_prefix(prefix)
+                        .is_some_and(|rest| !rest.contains('/'))
+            })
+        };
+        match (prefix, label) {
+            (Some(prefix), Some(&label)) if !shadowed(prefix) => {
+                self.favoured = Some(Favoured {
+                    prefix: prefix.to_owned(),
+                    label,
+                });
+            }
+            _ => tracing::warn!(
+                template,
+                "a route is matched by the table only: it is not one the table has \
+                 ending in its one parameter, or another route could match its paths"
+            ),
         }
     }
 
     /// The label of `path`, and its path parameter when the template has
     /// exactly one.
     fn matching<'p>(&self, path: &'p str) -> (&'static str, Option<&'p str>) {
+        if let Some(favoured) = &self.favoured
+            && let Some(param) = path.strip_prefix(favoured.prefix.as_str())
+            && !param.is_empty()
+            && !param.contains('/')
+        {
+            debug_assert_eq!(
+                self.in_table(path),
+                (favoured.label, Some(param)),
+                "the favoured template matched {path} where the table did not"
+            );
+            return (favoured.label, Some(param));
+        }
+        self.in_table(path)
+    }
+
+    /// [`RouteLabels::matching`] by the table.
+    fn in_table<'p>(&self, path: &'p str) -> (&'static str, Option<&'p str>) {
         match self.templates.at(path) {
             Ok(m) => {
                 let param = (m.params.len() == 1)
@@ -180,6 +247,12 @@ impl RouteLabels {
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
     }
+}
+
+/// A template matched by its prefix and one more segment.
+struct Favoured {
+    prefix: String,
+    label: &'static str,
 }
 
 /// Any request body (hyper's, as the connection hands it over).
@@ -593,6 +666,51 @@ mod tests {
             "/api/v1/rates",
         ] {
             assert!(!labels.passes_by(inside), "{inside}");
+        }
+    }
+
+    #[test]
+    fn a_favoured_template_matches_where_the_table_does_and_only_when_nothing_shadows_it() {
+        let templates = [
+            "/api/v1/rates",
+            "/api/v1/rates/{symbol}",
+            "/api/v1/rates/{symbol}/history",
+            "/api/v1/tickers",
+            "/",
+        ];
+        let mut labels = RouteLabels::new(templates, [], []);
+        labels.favour("/api/v1/rates/{symbol}");
+        assert!(labels.favoured.is_some());
+        for path in [
+            "/api/v1/rates/EURUSD",
+            "/api/v1/rates/EUR%2FUSD",
+            "/api/v1/rates/EURUSD/history",
+            "/api/v1/rates/EURUSD/",
+            "/api/v1/rates/",
+            "/api/v1/rates",
+            "/api/v1/rates/EURUSD/history/x",
+            "/api/v1/ratesEURUSD",
+            "/api/v1/tickers",
+            "/",
+            "",
+        ] {
+            assert_eq!(labels.matching(path), labels.in_table(path), "{path}");
+        }
+        assert_eq!(
+            labels.matching("/api/v1/rates/EURUSD"),
+            ("/api/v1/rates/{symbol}", Some("EURUSD"))
+        );
+        // Another template could match its paths; it does not end in its
+        // one parameter; it is not in the table: not favoured.
+        for (others, favoured) in [
+            (&["/a/{x}", "/a/latest"][..], "/a/{x}"),
+            (&["/a/{x}/b"], "/a/{x}/b"),
+            (&["/a/{x}/{y}"], "/a/{x}/{y}"),
+            (&["/a/{x}"], "/b/{x}"),
+        ] {
+            let mut labels = RouteLabels::new(others.iter().copied(), [], []);
+            labels.favour(favoured);
+            assert!(labels.favoured.is_none(), "{favoured} among {others:?}");
         }
     }
 
