@@ -1,16 +1,17 @@
 //! Who is on the other end of a request: its address and socket, which the
-//! connection notes ([`Peer`]), and who the front door found it to be
-//! ([`crate::access::Gate`]). [`Caller`] is what a route reads of that: which
-//! assets the caller may read, which connection cap and streams it has.
+//! connection tells the app ([`ForPeer`]), and who the front door found it
+//! to be ([`crate::access::Gate`]). [`Caller`] is what a route reads of that:
+//! which assets the caller may read, which connection cap and streams it
+//! has.
 //!
-//! All of it is one request extension: each extension is an allocation,
-//! and a fourth one grows the request's extension map (axum puts two there
-//! for a route with a parameter).
+//! All of it is one request extension, [`Peer`], put there by the front
+//! door for a request it passes to the router: each extension is an
+//! allocation (and a map of them another), which an answer the front door
+//! gives itself does without.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 
 use axum::extract::FromRequestParts;
-use axum::http::Extensions;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
@@ -19,8 +20,8 @@ use crate::domain::Asset;
 use crate::stream::Grant;
 use crate::stream::stall::SocketFd;
 
-/// The other end of a request: put in its extensions by the connection
-/// (address and socket), completed by the front door (the identity).
+/// The other end of a request: its connection's address and socket, and
+/// who the front door found it to be.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
@@ -32,36 +33,23 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// A request's peer as the connection saw it.
-    pub fn new(addr: SocketAddr, fd: Option<SocketFd>) -> Self {
+    /// A request that came by no connection (a test calling the app
+    /// directly): an unspecified address and no socket.
+    pub fn unknown() -> Self {
         Self {
-            addr,
-            fd,
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            fd: None,
             identity: None,
         }
     }
+}
 
-    /// The peer's address (unspecified for a request that came by no
-    /// connection, as in a test calling the app directly).
-    pub fn addr_of(extensions: &Extensions) -> IpAddr {
-        extensions
-            .get::<Self>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |p| p.addr.ip())
-    }
-
-    /// Notes who is calling.
-    pub fn identified(extensions: &mut Extensions, identity: Identity) {
-        match extensions.get_mut::<Self>() {
-            Some(peer) => peer.identity = Some(identity),
-            None => {
-                let unknown = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
-                extensions.insert(Self {
-                    identity: Some(identity),
-                    ..Self::new(unknown, None)
-                });
-            }
-        }
-    }
+/// The app as one connection serves it: a copy that knows the connection's
+/// peer (made once a connection, as the connection's own copy of the app
+/// is), rather than a [`Peer`] put in each request's extensions before the
+/// app has looked at it.
+pub trait ForPeer {
+    fn for_peer(&self, addr: SocketAddr, fd: SocketFd) -> Self;
 }
 
 /// The request's caller: its [`Identity`], address and socket. A route

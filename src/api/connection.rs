@@ -1,13 +1,13 @@
 //! One client connection below hyper: its socket, counted while open and
 //! noting its writes as progress; its idle deadline ([`Activity`]); the
-//! app as the connection sees it (the peer's address, requests in flight);
+//! app as the connection calls it (requests in flight; the app knows the
+//! peer, [`super::caller::ForPeer`]);
 //! and problem bodies for the answers hyper makes by itself
 //! ([`super::bare_errors`]).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use tower::util::Oneshot;
 use tower::{Service, ServiceExt};
 
 use super::bare_errors::bare_error_answer;
-use super::caller::Peer;
+use super::caller::ForPeer;
 use super::problem::{Kind, Problem};
 use crate::stream::stall::SocketFd;
 
@@ -122,27 +122,29 @@ impl Drop for InFlight {
     }
 }
 
-/// One connection's view of the app: each request gets its [`Peer`] and
-/// counts as in flight while the app answers it.
+/// One connection's view of the app: its own copy, which knows the
+/// connection's peer; each request counts as in flight while the app
+/// answers it.
 ///
-/// The connection keeps its own copy of the app and calls it in place:
-/// hyper calls a connection's service one request at a time, and the app
-/// is always ready (axum's router is), so a request costs no copy of it
-/// (each copy touches reference counts that every connection shares). An
-/// app that is not ready at once is called through a copy that waits.
+/// The connection keeps its copy of the app and calls it in place: hyper
+/// calls a connection's service one request at a time, and the app is
+/// always ready (axum's router is), so a request costs no copy of it (each
+/// copy touches reference counts that every connection shares). An app
+/// that is not ready at once is called through a copy that waits.
 pub(super) struct ConnectionService<S> {
     app: RefCell<S>,
-    peer: SocketAddr,
-    fd: SocketFd,
     activity: Arc<Activity>,
 }
 
-impl<S> ConnectionService<S> {
-    pub(super) fn new(app: S, peer: SocketAddr, fd: SocketFd, activity: Arc<Activity>) -> Self {
+impl<S: ForPeer> ConnectionService<S> {
+    pub(super) fn new(
+        app: &S,
+        peer: std::net::SocketAddr,
+        fd: SocketFd,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self {
-            app: RefCell::new(app),
-            peer,
-            fd,
+            app: RefCell::new(app.for_peer(peer, fd)),
             activity,
         }
     }
@@ -156,10 +158,7 @@ where
     type Error = Infallible;
     type Future = Answering<S::Future, Oneshot<S, Request<Incoming>>>;
 
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
-        request
-            .extensions_mut()
-            .insert(Peer::new(self.peer, Some(self.fd)));
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let in_flight = Some(InFlight::begin(&self.activity));
         // hyper calls one request at a time and never from within a call:
         // the cell is free (were it not, the request would get a 503).

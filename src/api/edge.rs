@@ -15,6 +15,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -27,7 +28,9 @@ use futures_util::future::BoxFuture;
 use tower::{BoxError, Layer, Service};
 use tower_http::cors::{self, CorsLayer};
 
+use super::caller::ForPeer;
 use super::problem_answers::{needs_problem_body, with_problem_body};
+use crate::stream::stall::SocketFd;
 
 /// The edge, with the CORS policy its requests with an `Origin` pass.
 #[derive(Debug, Clone)]
@@ -71,6 +74,15 @@ impl<S> Layer<S> for EdgeLayer {
 pub struct Edge<S> {
     inner: BodyCheck<S>,
     cors: Arc<Policy>,
+}
+
+impl<S: ForPeer> ForPeer for Edge<S> {
+    fn for_peer(&self, addr: SocketAddr, fd: SocketFd) -> Self {
+        Self {
+            inner: BodyCheck(self.inner.0.for_peer(addr, fd)),
+            cors: self.cors.clone(),
+        }
+    }
 }
 
 /// The largest request body taken: no route reads one, so a larger body

@@ -1,6 +1,8 @@
 //! In front of the routes: who is calling ([`Gate::identify`]: a 401 for a
 //! credential refused), their tier's request limit, then the request
-//! metrics. The caller's identity goes on in the request's [`Peer`].
+//! metrics. The front door knows its connection's peer ([`ForPeer`]); a
+//! request it passes to the router carries it, and the caller's identity,
+//! as its [`Peer`].
 //!
 //! One route's common request is answered here, without the router: a
 //! [`Shortcut`] (the latest rate of one asset, prepared once a tick). The
@@ -18,6 +20,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -29,12 +32,13 @@ use tower::{Layer, Service};
 
 use axum::http::{HeaderValue, Method, StatusCode, header};
 
-use super::caller::Peer;
+use super::caller::{ForPeer, Peer};
 use super::http_cache::Shortcut;
 use super::limit::{Admission, HttpLimiter, Quota3};
 use super::metrics;
 use super::problem::{Kind, Problem};
 use crate::access::{Client, Gate, Identity, Refusal};
+use crate::stream::stall::SocketFd;
 
 /// Who is calling and how much they may: the gate and the tiers' limits.
 pub struct Access {
@@ -98,6 +102,7 @@ impl<S> Layer<S> for FrontDoorLayer {
         FrontDoor {
             inner,
             shared: self.shared.clone(),
+            peer: None,
         }
     }
 }
@@ -107,6 +112,19 @@ impl<S> Layer<S> for FrontDoorLayer {
 pub struct FrontDoor<S> {
     inner: S,
     shared: Arc<Shared>,
+    /// Its connection's address and socket (none for a request that came
+    /// by no connection).
+    peer: Option<(SocketAddr, SocketFd)>,
+}
+
+impl<S: Clone> ForPeer for FrontDoor<S> {
+    fn for_peer(&self, addr: SocketAddr, fd: SocketFd) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            peer: Some((addr, fd)),
+        }
+    }
 }
 
 struct Shared {
@@ -273,6 +291,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let path = request.uri().path();
         if self.shared.labels.passes_by(path) {
+            self.introduce(&mut request, None);
             return FrontDoorFuture::PassedBy {
                 fut: self.inner.call(request),
             };
@@ -282,9 +301,15 @@ where
         let method = metrics::method_label(request.method());
         let mut private = false;
         let quota = match &self.shared.access {
-            None => None,
+            // No one is identified here (the admin listener).
+            None => {
+                self.introduce(&mut request, None);
+                None
+            }
             Some(access) => {
-                let peer = Peer::addr_of(request.extensions());
+                let peer = self
+                    .peer
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(addr, _)| addr.ip());
                 let upgrade = || crate::stream::upgrade::asks_for_websocket(request.headers());
                 let who =
                     match access
@@ -327,7 +352,7 @@ where
                             finish(&mut response, quota, private);
                             return self.answered(response, route, method, started);
                         }
-                        Peer::identified(request.extensions_mut(), who);
+                        self.introduce(&mut request, Some(who));
                         quota
                     }
                     Admission::Now(Err(refused)) => {
@@ -336,7 +361,7 @@ where
                     // Redis decides (once per lease): the route is called
                     // when it has.
                     Admission::Later(check) => {
-                        Peer::identified(request.extensions_mut(), who);
+                        self.introduce(&mut request, Some(who));
                         let inner = self.inner.clone();
                         let inner = std::mem::replace(&mut self.inner, inner);
                         return FrontDoorFuture::Waiting {
@@ -371,6 +396,21 @@ where
 }
 
 impl<S> FrontDoor<S> {
+    /// Gives a request the router is to answer its [`Peer`]: the
+    /// connection's, and `who` it was found to be.
+    fn introduce<B>(&self, request: &mut Request<B>, who: Option<Identity>) {
+        let mut peer = match self.peer {
+            Some((addr, fd)) => Peer {
+                addr,
+                fd: Some(fd),
+                identity: None,
+            },
+            None => Peer::unknown(),
+        };
+        peer.identity = who;
+        request.extensions_mut().insert(peer);
+    }
+
     /// An answer given here, without the router (a refusal, a shortcut's).
     fn answered<F>(
         &self,
@@ -619,6 +659,47 @@ mod tests {
         assert_eq!(answer("/q/{x}", Method::GET, "/r/abc").await, "route");
         assert_eq!(answer("/r/{y}", Method::GET, "/r/abc").await, "route");
         assert_eq!(answer("/s/{x}/{y}", Method::GET, "/s/a/b").await, "route");
+    }
+
+    #[tokio::test]
+    async fn a_request_the_router_answers_carries_the_connections_peer_and_who_it_is() {
+        use crate::api::caller::{ForPeer, Peer};
+        use crate::stream::stall::SocketFd;
+
+        let config = Config::from_args(["ratesd"]).unwrap();
+        let gate = Gate::new(&config, Arc::new(Catalog::with_extra("").unwrap())).unwrap();
+        let limiter = Arc::new(HttpLimiter::new(gate.tiers(), None));
+        let access = Some(Arc::new(Access { gate, limiter }));
+        // The route tells what the request carries.
+        let router = tower::service_fn(|request: Request| async move {
+            let peer = request.extensions().get::<Peer>();
+            let seen = peer.map_or("no peer".to_owned(), |peer| {
+                let who = peer.identity.as_ref().map(|who| &who.client);
+                format!("{} {:?} {who:?}", peer.addr, peer.fd.map(|fd| fd.0))
+            });
+            Ok::<_, Infallible>(Response::new(Body::from(seen)))
+        });
+        let addr = "192.0.2.7:4100".parse().unwrap();
+        let seen = |access: Option<Arc<Access>>, path: &'static str| {
+            let labels = RouteLabels::new(["/r/{x}"], ["/docs"], []);
+            let front_door = FrontDoorLayer::new(access, labels, None)
+                .layer(router)
+                .for_peer(addr, SocketFd(9));
+            async move {
+                let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+                let Ok(response) = front_door.oneshot(request).await;
+                let body = axum::body::to_bytes(response.into_body(), 1024).await;
+                String::from_utf8(body.unwrap().to_vec()).unwrap()
+            }
+        };
+        assert_eq!(
+            seen(access.clone(), "/r/abc").await,
+            "192.0.2.7:4100 Some(9) Some(Ip(192.0.2.7))"
+        );
+        // Outside the front door, and the admin listener's (no one is
+        // identified): the connection's peer all the same.
+        assert_eq!(seen(access, "/docs").await, "192.0.2.7:4100 Some(9) None");
+        assert_eq!(seen(None, "/r/abc").await, "192.0.2.7:4100 Some(9) None");
     }
 
     #[test]

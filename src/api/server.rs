@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use tower::Service;
 
 use super::bare_errors::raw_answer;
+use super::caller::ForPeer;
 use super::connection::{Activity, ConnectionService, Counted, OpenSockets};
 use super::limit::ConnectionLimiter;
 use super::problem::{Kind, Problem};
@@ -115,6 +116,7 @@ pub async fn serve<S>(
 ) -> std::io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + ForPeer
         + Clone
         + Send
         + Sync
@@ -185,7 +187,7 @@ where
             ));
             continue;
         };
-        let service = ConnectionService::new(app.clone(), peer, tcp.fd(), activity.clone());
+        let service = ConnectionService::new(&app, peer, tcp.fd(), activity.clone());
         let builder = builder.clone();
         // A child token per connection: polling the shared token itself
         // would take one lock, shared by every connection, at each wake.
