@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -137,12 +138,7 @@ pub(super) struct ConnectionService<S> {
 }
 
 impl<S: ForPeer> ConnectionService<S> {
-    pub(super) fn new(
-        app: &S,
-        peer: std::net::SocketAddr,
-        fd: SocketFd,
-        activity: Arc<Activity>,
-    ) -> Self {
+    pub(super) fn new(app: &S, peer: SocketAddr, fd: SocketFd, activity: Arc<Activity>) -> Self {
         Self {
             app: RefCell::new(app.for_peer(peer, fd)),
             activity,

@@ -194,8 +194,9 @@ impl RouteLabels {
     /// Only a template in the table that ends in its one parameter
     /// (`/api/v1/rates/{symbol}`), and only while no other template could
     /// match a path that it matches (`/api/v1/rates/latest` would, which
-    /// the table prefers; `/api/v1/rates/{symbol}/history` does not): then the prefix and one segment match exactly where the
-    /// table would. Otherwise nothing changes, and that is logged.
+    /// the table prefers; `/api/v1/rates/{symbol}/history` does not): then
+    /// the prefix and one segment match exactly where the table would.
+    /// Otherwise nothing changes, and that is logged.
     pub fn favour(&mut self, template: &str) {
         let prefix = template
             .strip_suffix('}')
