@@ -20,7 +20,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -65,25 +65,26 @@ impl FrontDoorLayer {
     ) -> Self {
         let shortcut = shortcut.and_then(|shortcut| {
             let route = shortcut.route();
-            labels.favour(route);
-            match labels.templates.at(route) {
-                Ok(m) if *m.value == route && m.params.len() == 1 => Some(Answers {
-                    label: m.value,
-                    shortcut,
-                    given: {
-                        // The recorder is installed before the first request.
-                        crate::telemetry::metrics();
-                        ::metrics::counter!("ratesd_http_shortcut_answers_total")
-                    },
-                }),
+            let label = match labels.templates.at(route) {
+                Ok(m) if *m.value == route && m.params.len() == 1 => *m.value,
                 _ => {
                     tracing::error!(
                         route,
                         "a shortcut's route is not among the routes, or has not one parameter"
                     );
-                    None
+                    return None;
                 }
-            }
+            };
+            labels.favour(route);
+            Some(Answers {
+                label,
+                shortcut,
+                given: {
+                    // The recorder is installed before the first request.
+                    crate::telemetry::metrics();
+                    ::metrics::counter!("ratesd_http_shortcut_answers_total")
+                },
+            })
         });
         Self {
             shared: Arc::new(Shared {
@@ -102,7 +103,7 @@ impl<S> Layer<S> for FrontDoorLayer {
         FrontDoor {
             inner,
             shared: self.shared.clone(),
-            peer: None,
+            peer: Peer::unknown(),
         }
     }
 }
@@ -112,9 +113,9 @@ impl<S> Layer<S> for FrontDoorLayer {
 pub struct FrontDoor<S> {
     inner: S,
     shared: Arc<Shared>,
-    /// Its connection's address and socket (none for a request that came
-    /// by no connection).
-    peer: Option<(SocketAddr, SocketFd)>,
+    /// Its connection's address and socket ([`Peer::unknown`] for a
+    /// request that came by no connection); no identity.
+    peer: Peer,
 }
 
 impl<S: Clone> ForPeer for FrontDoor<S> {
@@ -122,7 +123,11 @@ impl<S: Clone> ForPeer for FrontDoor<S> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.clone(),
-            peer: Some((addr, fd)),
+            peer: Peer {
+                addr,
+                fd: Some(fd),
+                identity: None,
+            },
         }
     }
 }
@@ -308,9 +313,7 @@ where
                 None
             }
             Some(access) => {
-                let peer = self
-                    .peer
-                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(addr, _)| addr.ip());
+                let peer = self.peer.addr.ip();
                 let upgrade = || crate::stream::upgrade::asks_for_websocket(request.headers());
                 let who =
                     match access
@@ -400,16 +403,11 @@ impl<S> FrontDoor<S> {
     /// Gives a request the router is to answer its [`Peer`]: the
     /// connection's, and `who` it was found to be.
     fn introduce<B>(&self, request: &mut Request<B>, who: Option<Identity>) {
-        let mut peer = match self.peer {
-            Some((addr, fd)) => Peer {
-                addr,
-                fd: Some(fd),
-                identity: None,
-            },
-            None => Peer::unknown(),
-        };
-        peer.identity = who;
-        request.extensions_mut().insert(peer);
+        request.extensions_mut().insert(Peer {
+            addr: self.peer.addr,
+            fd: self.peer.fd,
+            identity: who,
+        });
     }
 
     /// An answer given here, without the router (a refusal, a shortcut's).
